@@ -5,6 +5,7 @@
 // cannot give targets different entries.
 import asc from "assemblyscript/asc";
 import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -27,7 +28,7 @@ const lines = [
 ];
 // `node wasm/build.mjs TARGET...` builds only those targets (for work on one kernel); npm scripts build all.
 const only = process.argv.slice(2);
-for (const { target, entry, exportName } of builds.filter((b) => only.length === 0 || only.includes(b.target))) {
+for (const { target, entry } of builds.filter((b) => only.length === 0 || only.includes(b.target))) {
   const { error } = await asc.main(
     [entry, "--config", "asconfig.json", "--target", target],
     { stdout: process.stdout, stderr: process.stderr },
@@ -36,7 +37,15 @@ for (const { target, entry, exportName } of builds.filter((b) => only.length ===
     process.stderr.write(`wasm/build.mjs: asc failed for target ${target}: ${error.message}\n`);
     process.exit(1);
   }
-  const bytes = await readFile(join(root, `wasm/build/${target}.wasm`));
+}
+// Embed every kernel, including those a partial build left from before.
+for (const { target, entry, exportName } of builds) {
+  const file = join(root, `wasm/build/${target}.wasm`);
+  if (!existsSync(file)) {
+    process.stderr.write(`wasm/build.mjs: ${file} is missing; run node wasm/build.mjs without arguments\n`);
+    process.exit(1);
+  }
+  const bytes = await readFile(file);
   lines.push(`/** ${target}: ${bytes.length} bytes, from ${entry} */`);
   lines.push(`export const ${exportName} = ${JSON.stringify(bytes.toString("base64"))};`);
   lines.push("");

@@ -45,16 +45,24 @@ interface Blake3Exports {
   chunkCvFromTailAt(cvInPtr: number, blockPtr: number, blockLen: number, singleBlock: number, counter: bigint, outPtr: number): void;
 }
 
-/** Whether this runtime accepts WebAssembly SIMD (an armv7 core without NEON does not). */
+let simdVerdict: boolean | undefined;
+
+/** Whether this runtime accepts WebAssembly SIMD (an armv7 core without NEON does not). Asked once. */
 export function simdSupported(): boolean {
-  return WebAssembly.validate(kernelBytes(BLAKE3_SIMD_WASM));
+  simdVerdict ??= WebAssembly.validate(kernelBytes(BLAKE3_SIMD_WASM));
+  return simdVerdict;
 }
 
 const kernels = new Map<Blake3Build, Blake3Kernel>();
+let defaultKernel: Blake3Kernel | undefined;
 
 /** The kernel of the given build, or the fastest this runtime accepts. Compiled on first use. */
 export function blake3Kernel(build?: Blake3Build): Blake3Kernel {
-  const chosen = build ?? (simdSupported() ? "simd" : "scalar");
+  if (build === undefined) {
+    defaultKernel ??= blake3Kernel(simdSupported() ? "simd" : "scalar");
+    return defaultKernel;
+  }
+  const chosen = build;
   let kernel = kernels.get(chosen);
   if (!kernel) {
     kernel = new Blake3Kernel(chosen);
@@ -343,4 +351,30 @@ export class Blake3OutputReader {
     if (!Number.isSafeInteger(position) || position < 0) throw new RangeError(`bad output position ${position}`);
     this.position = position;
   }
+}
+
+// --- the default kernel: SIMD where the runtime accepts it, else scalar ------------------------------------
+
+export function blake3(input: Uint8Array, outputLength = BLAKE3_OUT_LEN): Uint8Array {
+  return blake3Kernel().hash(input, outputLength);
+}
+
+export function blake3Keyed(key: Uint8Array, input: Uint8Array, outputLength = BLAKE3_OUT_LEN): Uint8Array {
+  return blake3Kernel().keyedHash(key, input, outputLength);
+}
+
+export function blake3DeriveKey(context: string, keyMaterial: Uint8Array, outputLength = BLAKE3_OUT_LEN): Uint8Array {
+  return blake3Kernel().deriveKey(context, keyMaterial, outputLength);
+}
+
+export function createBlake3(): Blake3Hasher {
+  return blake3Kernel().createHasher();
+}
+
+export function createBlake3Keyed(key: Uint8Array): Blake3Hasher {
+  return blake3Kernel().createKeyedHasher(key);
+}
+
+export function createBlake3DeriveKey(context: string): Blake3Hasher {
+  return blake3Kernel().createDeriveKeyHasher(context);
 }

@@ -1,0 +1,223 @@
+// Verified streaming on BLAKE3's own tree: proofs that chunks belong to an object known only by its id (its
+// BLAKE3 hash) and its length, and the verifier. The encoding is documented byte by byte in wasm/README.md.
+//
+// A proof is the pre-order walk of the tree, restricted to the nodes that cover a target chunk: each such parent
+// node contributes its block (the left and right children's chaining values, 64 bytes), each chunk of the range
+// its bytes, and the last chunk, when outside the range, its tail (see tree.ts). The verifier checks every
+// parent against the chaining value its own parent vouched for, top-down, so each chunk is verified as soon as
+// its bytes arrive: a stream never has to be buffered whole.
+import { type Blake3Kernel, blake3Kernel, CHUNK_LEN } from "./blake3.js";
+import { chunkCount, chunkLength, finalBlockLength, leftChunks, proofLength, proofTarget, type Target } from "./tree.js";
+
+/** Writes proof items for `target` into out, starting at out.offset. */
+export class ProofWriter {
+  offset = 0;
+  constructor(readonly bytes: Uint8Array) {}
+
+  take(n: number): Uint8Array {
+    if (this.offset + n > this.bytes.length) throw new Error("proof buffer overflow (tree walk and proof length disagree)");
+    const view = this.bytes.subarray(this.offset, this.offset + n);
+    this.offset += n;
+    return view;
+  }
+}
+
+/**
+ * Emits the proof items of the subtree (first, n) for `target`, computing every chaining value it needs from
+ * `data`, the subtree's bytes (data[0] is the first byte of chunk `first`). Returns the subtree's chaining
+ * value (with root, the object's id) into cvOut.
+ */
+export function emitFromData(
+  kernel: Blake3Kernel, target: Target, data: Uint8Array, first: number, n: number, root: boolean,
+  writer: ProofWriter, cvOut: Uint8Array, cvOffset = 0,
+): void {
+  if (n === 1) {
+    if (target.inRange(first)) {
+      writer.take(data.length).set(data);
+    } else if (target.tail === first) {
+      emitTail(kernel, data, first, writer);
+    }
+    kernel.chunkCv(data, first, root, cvOut, cvOffset);
+    return;
+  }
+  const left = leftChunks(n);
+  const split = left * CHUNK_LEN;
+  const pair = writer.take(64);
+  const leftData = data.subarray(0, split);
+  const rightData = data.subarray(split);
+  if (target.overlaps(first, left)) emitFromData(kernel, target, leftData, first, left, false, writer, pair, 0);
+  else kernel.subtreeCv(leftData, first, pair, 0);
+  if (target.overlaps(first + left, n - left)) emitFromData(kernel, target, rightData, first + left, n - left, false, writer, pair, 32);
+  else kernel.subtreeCv(rightData, first + left, pair, 32);
+  kernel.parentCv(pair, root, cvOut, cvOffset);
+}
+
+function emitTail(kernel: Blake3Kernel, chunk: Uint8Array, index: number, writer: ProofWriter): void {
+  const finalLen = finalBlockLength(chunk.length);
+  if (chunk.length > 64) kernel.chunkTailCv(chunk, index, writer.take(32));
+  writer.take(finalLen).set(chunk.subarray(chunk.length - finalLen));
+}
+
+/** A proof of chunks [start, start + count) of `data`, the whole object, computed without an outboard. */
+export function makeProofFromData(data: Uint8Array, start: number, count = 1, kernel: Blake3Kernel = blake3Kernel()): Uint8Array {
+  const target = proofTarget(data.length, start, count);
+  const proof = new Uint8Array(proofLength(data.length, start, count));
+  const writer = new ProofWriter(proof);
+  emitFromData(kernel, target, data, 0, chunkCount(data.length), true, writer, new Uint8Array(32));
+  return proof;
+}
+
+export class ProofError extends Error {
+  override name = "ProofError";
+}
+
+type Pending =
+  | { kind: "parent"; first: number; n: number; expected: Uint8Array; root: boolean }
+  | { kind: "chunk"; index: number; expected: Uint8Array; root: boolean }
+  | { kind: "tail"; index: number; expected: Uint8Array };
+
+/**
+ * Verifies a proof as its bytes arrive. push() returns the chunks of the range verified so far, in order;
+ * it throws ProofError at the first byte that does not check out. finish() throws unless the proof was
+ * complete and had nothing extra.
+ */
+export class ProofVerifier {
+  private readonly target: Target;
+  private readonly pending: Pending[] = [];
+  private buffered: Uint8Array = new Uint8Array(0);
+  private readonly cv = new Uint8Array(32);
+  private failed = false;
+
+  constructor(
+    id: Uint8Array,
+    readonly length: number,
+    start: number,
+    count = 1,
+    private readonly kernel: Blake3Kernel = blake3Kernel(),
+  ) {
+    if (id.length !== 32) throw new RangeError(`object id must be 32 bytes, got ${id.length}`);
+    this.target = proofTarget(length, start, count);
+    const chunks = chunkCount(length);
+    this.pending.push(chunks === 1
+      ? { kind: "chunk", index: 0, expected: id.slice(), root: true }
+      : { kind: "parent", first: 0, n: chunks, expected: id.slice(), root: true });
+  }
+
+  /** True once every expected byte has arrived and checked out. */
+  get done(): boolean {
+    return this.pending.length === 0;
+  }
+
+  push(bytes: Uint8Array): Uint8Array[] {
+    if (this.failed) throw new ProofError("proof already failed");
+    let input = bytes;
+    if (this.buffered.length > 0) {
+      input = new Uint8Array(this.buffered.length + bytes.length);
+      input.set(this.buffered);
+      input.set(bytes, this.buffered.length);
+    }
+    const verified: Uint8Array[] = [];
+    let offset = 0;
+    try {
+      while (this.pending.length > 0) {
+        const item = this.pending[this.pending.length - 1]!;
+        const need = this.itemLength(item);
+        if (input.length - offset < need) break;
+        this.pending.pop();
+        const itemBytes = input.subarray(offset, offset + need);
+        offset += need;
+        const chunk = this.check(item, itemBytes);
+        if (chunk) verified.push(chunk);
+      }
+      if (this.pending.length === 0 && offset < input.length) {
+        throw new ProofError(`proof has ${input.length - offset} bytes more than expected`);
+      }
+    } catch (err) {
+      this.failed = true;
+      throw err;
+    }
+    this.buffered = input.slice(offset);
+    return verified;
+  }
+
+  finish(): void {
+    if (this.failed) throw new ProofError("proof failed");
+    if (this.pending.length > 0) throw new ProofError("proof is truncated");
+  }
+
+  private itemLength(item: Pending): number {
+    switch (item.kind) {
+      case "parent": return 64;
+      case "chunk": return chunkLength(this.length, item.index);
+      case "tail": {
+        const last = chunkLength(this.length, item.index);
+        return last > 64 ? 32 + finalBlockLength(last) : last;
+      }
+    }
+  }
+
+  /** Checks one item against the chaining value its parent vouched for; returns a verified chunk's bytes. */
+  private check(item: Pending, bytes: Uint8Array): Uint8Array | undefined {
+    const { kernel, cv } = this;
+    switch (item.kind) {
+      case "parent": {
+        kernel.parentCv(bytes, item.root, cv);
+        if (!equal(cv, item.expected)) throw new ProofError(`parent node over chunks ${item.first}..${item.first + item.n - 1} does not match`);
+        const pair = bytes.slice();
+        const left = leftChunks(item.n);
+        // Pushed right first so that the left subtree, which comes first in the proof, is checked first.
+        this.expect(item.first + left, item.n - left, pair.subarray(32, 64));
+        this.expect(item.first, left, pair.subarray(0, 32));
+        return undefined;
+      }
+      case "chunk": {
+        kernel.chunkCv(bytes, item.index, item.root, cv);
+        if (!equal(cv, item.expected)) throw new ProofError(`chunk ${item.index} does not match`);
+        return bytes.slice();
+      }
+      case "tail": {
+        const last = chunkLength(this.length, item.index);
+        const single = last <= 64;
+        const cvIn = single ? new Uint8Array(32) : bytes.subarray(0, 32);
+        kernel.chunkCvFromTail(cvIn, bytes.subarray(single ? 0 : 32), single, item.index, cv);
+        if (!equal(cv, item.expected)) throw new ProofError(`last chunk ${item.index} does not match: the length or the tail is wrong`);
+        return undefined;
+      }
+    }
+  }
+
+  private expect(first: number, n: number, expected: Uint8Array): void {
+    const { target } = this;
+    if (!target.overlaps(first, n)) return;
+    if (n > 1) this.pending.push({ kind: "parent", first, n, expected, root: false });
+    else if (target.inRange(first)) this.pending.push({ kind: "chunk", index: first, expected, root: false });
+    else this.pending.push({ kind: "tail", index: first, expected });
+  }
+}
+
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
+  return diff === 0;
+}
+
+/**
+ * Checks a whole proof of chunks [start, start + count) of the object (id, length). Returns the verified chunk
+ * bytes (concatenated), or null when the proof is invalid. Throws RangeError on a bad range or id size.
+ */
+export function verifyProof(
+  id: Uint8Array, length: number, start: number, count: number, proof: Uint8Array,
+  kernel: Blake3Kernel = blake3Kernel(),
+): Uint8Array | null {
+  const verifier = new ProofVerifier(id, length, start, count, kernel);
+  if (proof.length !== proofLength(length, start, count)) return null;
+  try {
+    const chunks = verifier.push(proof);
+    verifier.finish();
+    return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+  } catch (err) {
+    if (err instanceof ProofError) return null;
+    throw err;
+  }
+}

@@ -41,8 +41,6 @@ interface Blake3Exports {
   chunkCvAt(ptr: number, len: number, counter: bigint, root: number, outPtr: number): void;
   parentCvAt(pairPtr: number, root: number, outPtr: number): void;
   subtreeCvAt(ptr: number, len: number, counter: bigint, outPtr: number): void;
-  chunkTailCvAt(ptr: number, len: number, counter: bigint, outPtr: number): void;
-  chunkCvFromTailAt(cvInPtr: number, blockPtr: number, blockLen: number, singleBlock: number, counter: bigint, outPtr: number): void;
 }
 
 let simdVerdict: boolean | undefined;
@@ -79,6 +77,8 @@ export class Blake3Kernel {
   private readonly mem: Uint8Array;
   private readonly input: number;
   private readonly out: number;
+  /** The first 32 bytes of the output region, where the tree primitives leave a chaining value. */
+  private readonly outCv: Uint8Array;
   private readonly state: number;
   private readonly stateHeaderLen: number;
   private readonly rootNode: number;
@@ -93,6 +93,7 @@ export class Blake3Kernel {
     this.input = this.k.inputPtr();
     this.inputLen = this.k.inputLen();
     this.out = this.k.outPtr();
+    this.outCv = this.mem.subarray(this.out, this.out + 32);
     this.state = this.k.statePtr();
     this.stateHeaderLen = this.k.stateHeaderLen();
     this.rootNode = this.k.rootNodePtr();
@@ -142,16 +143,26 @@ export class Blake3Kernel {
 
   /** Chaining value of chunk `index` (data: its 0..1024 bytes); with root, the hash of a one-chunk object. */
   chunkCv(data: Uint8Array, index: number, root: boolean, out: Uint8Array, outOffset = 0): void {
+    out.set(this.chunkCvView(data, index, root), outOffset);
+  }
+
+  /** chunkCv into a view of the kernel's memory, valid until the next call into this kernel (saves a copy). */
+  chunkCvView(data: Uint8Array, index: number, root: boolean): Uint8Array {
     this.mem.set(data, this.input);
     this.k.chunkCvAt(this.input, data.length, BigInt(index), root ? 1 : 0, this.out);
-    out.set(this.mem.subarray(this.out, this.out + 32), outOffset);
+    return this.outCv;
   }
 
   /** Chaining value of the parent whose 64-byte block (left and right chaining values) is pair. */
   parentCv(pair: Uint8Array, root: boolean, out: Uint8Array, outOffset = 0): void {
+    out.set(this.parentCvView(pair, root), outOffset);
+  }
+
+  /** parentCv into a view of the kernel's memory, valid until the next call into this kernel. */
+  parentCvView(pair: Uint8Array, root: boolean): Uint8Array {
     this.mem.set(pair, this.input);
     this.k.parentCvAt(this.input, root ? 1 : 0, this.out);
-    out.set(this.mem.subarray(this.out, this.out + 32), outOffset);
+    return this.outCv;
   }
 
   /** Non-root chaining value of the subtree made of `data` (>= 1 byte) whose first chunk is `firstChunk`. */
@@ -168,25 +179,7 @@ export class Blake3Kernel {
     }
     this.mem.set(data, this.input);
     this.k.subtreeCvAt(this.input, data.length, BigInt(firstChunk), this.out);
-    out.set(this.mem.subarray(this.out, this.out + 32), outOffset);
-  }
-
-  /** For a chunk of more than 64 bytes: the chaining value that enters its final block. */
-  chunkTailCv(data: Uint8Array, index: number, out: Uint8Array, outOffset = 0): void {
-    this.mem.set(data, this.input);
-    this.k.chunkTailCvAt(this.input, data.length, BigInt(index), this.out);
-    out.set(this.mem.subarray(this.out, this.out + 32), outOffset);
-  }
-
-  /** A chunk's chaining value from its tail: cvIn (ignored for single-block chunks) and its final block. */
-  chunkCvFromTail(cvIn: Uint8Array, finalBlock: Uint8Array, singleBlock: boolean, index: number, out: Uint8Array, outOffset = 0): void {
-    const cvPtr = this.input;
-    const blockPtr = this.input + 32;
-    this.mem.set(cvIn, cvPtr);
-    this.mem.fill(0, blockPtr, blockPtr + 64);
-    this.mem.set(finalBlock, blockPtr);
-    this.k.chunkCvFromTailAt(cvPtr, blockPtr, finalBlock.length, singleBlock ? 1 : 0, BigInt(index), this.out);
-    out.set(this.mem.subarray(this.out, this.out + 32), outOffset);
+    out.set(this.outCv, outOffset);
   }
 
   // --- internals shared with Blake3Hasher -----------------------------------------------------------------

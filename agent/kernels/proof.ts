@@ -3,11 +3,11 @@
 //
 // A proof is the pre-order walk of the tree, restricted to the nodes that cover a target chunk: each such parent
 // node contributes its block (the left and right children's chaining values, 64 bytes), each chunk of the range
-// its bytes, and the last chunk, when outside the range, its tail (see tree.ts). The verifier checks every
+// its bytes, and so does the last chunk (the tail, see tree.ts) when it is outside the range. The verifier checks every
 // parent against the chaining value its own parent vouched for, top-down, so each chunk is verified as soon as
 // its bytes arrive: a stream never has to be buffered whole.
 import { type Blake3Kernel, blake3Kernel, CHUNK_LEN } from "./blake3.js";
-import { chunkCount, chunkLength, finalBlockLength, leftChunks, proofLength, proofTarget, type Target } from "./tree.js";
+import { chunkCount, chunkLength, leftChunks, proofLength, proofTarget, type Target } from "./tree.js";
 
 /** Writes proof items for `target` into out, starting at out.offset. */
 export class ProofWriter {
@@ -32,11 +32,8 @@ export function emitFromData(
   writer: ProofWriter, cvOut: Uint8Array, cvOffset = 0,
 ): void {
   if (n === 1) {
-    if (target.inRange(first)) {
-      writer.take(data.length).set(data);
-    } else if (target.tail === first) {
-      emitTail(kernel, data, first, writer);
-    }
+    // In the range or the tail: either way the whole chunk.
+    writer.take(data.length).set(data);
     kernel.chunkCv(data, first, root, cvOut, cvOffset);
     return;
   }
@@ -50,12 +47,6 @@ export function emitFromData(
   if (target.overlaps(first + left, n - left)) emitFromData(kernel, target, rightData, first + left, n - left, false, writer, pair, 32);
   else kernel.subtreeCv(rightData, first + left, pair, 32);
   kernel.parentCv(pair, root, cvOut, cvOffset);
-}
-
-function emitTail(kernel: Blake3Kernel, chunk: Uint8Array, index: number, writer: ProofWriter): void {
-  const finalLen = finalBlockLength(chunk.length);
-  if (chunk.length > 64) kernel.chunkTailCv(chunk, index, writer.take(32));
-  writer.take(finalLen).set(chunk.subarray(chunk.length - finalLen));
 }
 
 /** A proof of chunks [start, start + count) of `data`, the whole object, computed without an outboard. */
@@ -73,8 +64,7 @@ export class ProofError extends Error {
 
 type Pending =
   | { kind: "parent"; first: number; n: number; expected: Uint8Array; root: boolean }
-  | { kind: "chunk"; index: number; expected: Uint8Array; root: boolean }
-  | { kind: "tail"; index: number; expected: Uint8Array };
+  | { kind: "chunk"; index: number; expected: Uint8Array; root: boolean; inRange: boolean };
 
 /**
  * Verifies a proof as its bytes arrive. push() returns the chunks of the range verified so far, in order;
@@ -85,7 +75,6 @@ export class ProofVerifier {
   private readonly target: Target;
   private readonly pending: Pending[] = [];
   private buffered: Uint8Array = new Uint8Array(0);
-  private readonly cv = new Uint8Array(32);
   private failed = false;
 
   constructor(
@@ -99,7 +88,7 @@ export class ProofVerifier {
     this.target = proofTarget(length, start, count);
     const chunks = chunkCount(length);
     this.pending.push(chunks === 1
-      ? { kind: "chunk", index: 0, expected: id.slice(), root: true }
+      ? { kind: "chunk", index: 0, expected: id.slice(), root: true, inRange: true }
       : { kind: "parent", first: 0, n: chunks, expected: id.slice(), root: true });
   }
 
@@ -136,6 +125,8 @@ export class ProofVerifier {
       this.failed = true;
       throw err;
     }
+    // Expected values still pending are views of this call's input, which the caller may reuse: keep copies.
+    for (const item of this.pending) item.expected = item.expected.slice();
     this.buffered = input.slice(offset);
     return verified;
   }
@@ -146,42 +137,30 @@ export class ProofVerifier {
   }
 
   private itemLength(item: Pending): number {
-    switch (item.kind) {
-      case "parent": return 64;
-      case "chunk": return chunkLength(this.length, item.index);
-      case "tail": {
-        const last = chunkLength(this.length, item.index);
-        return last > 64 ? 32 + finalBlockLength(last) : last;
-      }
-    }
+    return item.kind === "parent" ? 64 : chunkLength(this.length, item.index);
   }
 
   /** Checks one item against the chaining value its parent vouched for; returns a verified chunk's bytes. */
   private check(item: Pending, bytes: Uint8Array): Uint8Array | undefined {
-    const { kernel, cv } = this;
+    const { kernel } = this;
     switch (item.kind) {
       case "parent": {
-        kernel.parentCv(bytes, item.root, cv);
-        if (!equal(cv, item.expected)) throw new ProofError(`parent node over chunks ${item.first}..${item.first + item.n - 1} does not match`);
-        const pair = bytes.slice();
+        if (!equal(kernel.parentCvView(bytes, item.root), item.expected)) {
+          throw new ProofError(`parent node over chunks ${item.first}..${item.first + item.n - 1} does not match`);
+        }
         const left = leftChunks(item.n);
-        // Pushed right first so that the left subtree, which comes first in the proof, is checked first.
-        this.expect(item.first + left, item.n - left, pair.subarray(32, 64));
-        this.expect(item.first, left, pair.subarray(0, 32));
+        // Pushed right first so that the left subtree, which comes first in the proof, is checked first. The
+        // expected values are views of the proof bytes, which push() never modifies.
+        this.expect(item.first + left, item.n - left, bytes.subarray(32, 64));
+        this.expect(item.first, left, bytes.subarray(0, 32));
         return undefined;
       }
       case "chunk": {
-        kernel.chunkCv(bytes, item.index, item.root, cv);
-        if (!equal(cv, item.expected)) throw new ProofError(`chunk ${item.index} does not match`);
-        return bytes.slice();
-      }
-      case "tail": {
-        const last = chunkLength(this.length, item.index);
-        const single = last <= 64;
-        const cvIn = single ? new Uint8Array(32) : bytes.subarray(0, 32);
-        kernel.chunkCvFromTail(cvIn, bytes.subarray(single ? 0 : 32), single, item.index, cv);
-        if (!equal(cv, item.expected)) throw new ProofError(`last chunk ${item.index} does not match: the length or the tail is wrong`);
-        return undefined;
+        if (!equal(kernel.chunkCvView(bytes, item.index, item.root), item.expected)) {
+          throw new ProofError(item.inRange ? `chunk ${item.index} does not match` : `last chunk ${item.index} does not match: the length or the tail is wrong`);
+        }
+        // The tail only vouches for the length; it is not part of the requested range.
+        return item.inRange ? bytes.slice() : undefined;
       }
     }
   }
@@ -190,8 +169,7 @@ export class ProofVerifier {
     const { target } = this;
     if (!target.overlaps(first, n)) return;
     if (n > 1) this.pending.push({ kind: "parent", first, n, expected, root: false });
-    else if (target.inRange(first)) this.pending.push({ kind: "chunk", index: first, expected, root: false });
-    else this.pending.push({ kind: "tail", index: first, expected });
+    else this.pending.push({ kind: "chunk", index: first, expected, root: false, inRange: target.inRange(first) });
   }
 }
 

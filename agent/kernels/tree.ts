@@ -3,7 +3,9 @@
 // An object of `length` bytes has max(1, ceil(length / 1024)) chunks. A node covering n > 1 chunks has a left
 // child of the largest power of two chunks below n and a right child of the rest (BLAKE3 specification,
 // section 2.5). A proof names a target: a range of chunks, plus the object's last chunk (the "tail") whenever the
-// range does not include it, because only the last chunk's final block says how long the object is.
+// range does not include it, because only the last chunk says how long the object is. All of it is needed:
+// a chunk's final compression records the final block's length but not how many blocks came before it, so
+// a tail of just the final block would also verify under lengths 64, 128, ... bytes longer or shorter.
 import { CHUNK_LEN } from "./blake3.js";
 
 /** Number of chunks in an object of `length` bytes; the empty object has one (empty) chunk. */
@@ -13,26 +15,13 @@ export function chunkCount(length: number): number {
 
 /** Chunks in the left child of a node of n >= 2 chunks: the largest power of two below n. */
 export function leftChunks(n: number): number {
-  return 2 ** Math.floor(Math.log2(n - 1));
+  // clz32 covers objects up to 2 TiB (2^31 chunks) and is far cheaper than log2 on this hot path.
+  return n <= 2 ** 31 ? 2 ** (31 - Math.clz32(n - 1)) : 2 ** Math.floor(Math.log2(n - 1));
 }
 
 /** Byte length of chunk `index` of an object of `length` bytes. */
 export function chunkLength(length: number, index: number): number {
   return Math.min(CHUNK_LEN, length - index * CHUNK_LEN);
-}
-
-/**
- * What the last chunk contributes when it is proven without its content: the chaining value entering its final
- * block (absent when the chunk has one block) and that final block.
- */
-export function tailLength(length: number): number {
-  const last = chunkLength(length, chunkCount(length) - 1);
-  return last > 64 ? 32 + finalBlockLength(last) : last;
-}
-
-/** Length of the final block of a chunk of `chunkLen` (1..1024) bytes. */
-export function finalBlockLength(chunkLen: number): number {
-  return chunkLen - 64 * (Math.ceil(chunkLen / 64) - 1);
 }
 
 /** The chunks a proof covers: [start, end), and `tail` (the last chunk's index, or -1 when the range has it). */
@@ -82,9 +71,7 @@ export function proofTarget(length: number, start: number, count: number): Targe
 
 /** Byte length of the proof items that a walk of the subtree (first, n) emits for `target`. */
 export function itemsLength(target: Target, first: number, n: number): number {
-  if (n === 1) {
-    return target.inRange(first) ? chunkLength(target.length, first) : tailLength(target.length);
-  }
+  if (n === 1) return chunkLength(target.length, first);
   const left = leftChunks(n);
   let total = 64;
   if (target.overlaps(first, left)) total += itemsLength(target, first, left);

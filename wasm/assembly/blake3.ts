@@ -366,21 +366,3 @@ export function parentCvAt(pairPtr: usize, root: bool, outPtr: usize): void {
 export function subtreeCvAt(ptr: usize, len: i32, counter: u64, outPtr: usize): void {
   subtreeCv(IV_KEY, 0, ptr, <u64>len, counter, outPtr, 0);
 }
-
-/**
- * For a chunk of len bytes (> 64) at ptr: writes the chaining value that enters its final block to outPtr.
- * With that value and the final block, a verifier recomputes the chunk's chaining value and so checks the
- * object's length without the rest of the chunk.
- */
-export function chunkTailCvAt(ptr: usize, len: i32, counter: u64, outPtr: usize): void {
-  chunkNode(IV_KEY, 0, ptr, len, counter, LAST_CHUNK_NODE);
-  memory.copy(outPtr, LAST_CHUNK_NODE + N_CV, 32);
-}
-
-/**
- * The verifier's side of chunkTailCvAt: the chaining value of a chunk from the value entering its final
- * block (ignored when the chunk has a single block) and that block (blockLen bytes at blockPtr, 0-padded).
- */
-export function chunkCvFromTailAt(cvInPtr: usize, blockPtr: usize, blockLen: i32, singleBlock: bool, counter: u64, outPtr: usize): void {
-  compress(singleBlock ? IV_KEY : cvInPtr, blockPtr, counter, blockLen, CHUNK_END | (singleBlock ? CHUNK_START : 0), outPtr, false);
-}

@@ -76,6 +76,9 @@ export class ProofVerifier {
   private readonly pending: Pending[] = [];
   private buffered: Uint8Array = new Uint8Array(0);
   private failed = false;
+  private received = 0;
+  /** The proof's exact size, known from the length and range alone. */
+  readonly expectedLength: number;
 
   constructor(
     id: Uint8Array,
@@ -86,6 +89,7 @@ export class ProofVerifier {
   ) {
     if (id.length !== 32) throw new RangeError(`object id must be 32 bytes, got ${id.length}`);
     this.target = proofTarget(length, start, count);
+    this.expectedLength = proofLength(length, start, count);
     const chunks = chunkCount(length);
     this.pending.push(chunks === 1
       ? { kind: "chunk", index: 0, expected: id.slice(), root: true, inRange: true }
@@ -99,6 +103,7 @@ export class ProofVerifier {
 
   push(bytes: Uint8Array): Uint8Array[] {
     if (this.failed) throw new ProofError("proof already failed");
+    this.received += bytes.length;
     let input = bytes;
     if (this.buffered.length > 0) {
       input = new Uint8Array(this.buffered.length + bytes.length);
@@ -119,7 +124,7 @@ export class ProofVerifier {
         if (chunk) verified.push(chunk);
       }
       if (this.pending.length === 0 && offset < input.length) {
-        throw new ProofError(`proof has ${input.length - offset} bytes more than expected`);
+        throw new ProofError(`proof is longer than the ${this.expectedLength} bytes expected for this length and range`);
       }
     } catch (err) {
       this.failed = true;
@@ -133,7 +138,9 @@ export class ProofVerifier {
 
   finish(): void {
     if (this.failed) throw new ProofError("proof failed");
-    if (this.pending.length > 0) throw new ProofError("proof is truncated");
+    if (this.pending.length > 0) {
+      throw new ProofError(`proof is truncated: ${this.received} of the ${this.expectedLength} bytes expected for this length and range`);
+    }
   }
 
   private itemLength(item: Pending): number {
@@ -189,7 +196,7 @@ export function verifyProof(
   kernel: Blake3Kernel = blake3Kernel(),
 ): Uint8Array | null {
   const verifier = new ProofVerifier(id, length, start, count, kernel);
-  if (proof.length !== proofLength(length, start, count)) return null;
+  if (proof.length !== verifier.expectedLength) return null;
   try {
     const chunks = verifier.push(proof);
     verifier.finish();

@@ -1,0 +1,322 @@
+// `sharenode hash`: b3sum and sha256sum in one command, with their exact output, in bounded memory.
+//
+// Files are read with a fixed buffer: for BLAKE3 straight into the kernel's input region (no copy), for
+// SHA-256 into one reused buffer, so hashing a multi-GiB file never holds more than one read in memory.
+import { fstat, read as readFd } from "node:fs";
+import { open } from "node:fs/promises";
+import type { Readable, Writable } from "node:stream";
+import { promisify } from "node:util";
+import { blake3Kernel } from "../kernels/blake3.js";
+import { createSha256 } from "../kernels/sha256.js";
+import { toHex } from "../util/hex.js";
+import { parseCommandArgs, usageError, type CliIo, type Command } from "./io.js";
+
+export const ALGORITHMS = ["blake3", "sha256"] as const;
+export type Algorithm = (typeof ALGORITHMS)[number];
+
+const USAGE = `Usage: sharenode hash [--algo blake3|sha256] [FILE|-]...
+
+Print the checksum of each FILE as '<hex>  <name>' lines, exactly as b3sum and
+sha256sum do (a name with a backslash or newline is escaped and its line starts
+with '\\'). With no FILE, or when FILE is -, read standard input.
+
+Options:
+  -a, --algo ALGO   blake3 (the default) or sha256
+  -h, --help        show this help
+
+A missing or unreadable FILE is reported on stderr and the others are still
+hashed; the exit status is then 1. When stderr is a terminal, inputs of 64 MiB
+or more show a progress line there.
+`;
+
+export const hashCommand: Command = {
+  summary: "print BLAKE3 or SHA-256 checksums of files (like b3sum, sha256sum)",
+  usage: USAGE,
+  run: runHash,
+};
+
+/** Bytes per read for SHA-256 (BLAKE3 reads kernel.inputLen, 256 KiB, straight into the kernel). */
+const SHA256_READ_LEN = 256 * 1024;
+
+const fstatAsync = promisify(fstat);
+const readAsync = promisify(readFd);
+
+async function runHash(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandArgs(
+    "hash",
+    args,
+    { algo: { type: "string", short: "a", default: "blake3" } },
+    true,
+  );
+  const algo = values.algo as string;
+  if (!(ALGORITHMS as readonly string[]).includes(algo)) {
+    throw usageError(`hash: unknown algorithm '${algo}' (expected ${ALGORITHMS.join(" or ")})`);
+  }
+  const names = positionals.length === 0 ? ["-"] : positionals;
+  const digester = makeDigester(algo as Algorithm);
+  const progress = new Progress(io.stderr);
+  let failed = false;
+  for (const name of names) {
+    // The reader went away (`| head -1`): nothing more can be printed, so stop hashing.
+    if (io.stdout.destroyed) break;
+    let digest: Uint8Array;
+    try {
+      digest = name === "-" ? await hashStream(io.stdin, digester, progress) : await hashFile(name, digester, progress);
+    } catch (err) {
+      const reason = systemErrorText(err);
+      if (reason === undefined) throw err;
+      io.stderr.write(`sharenode: hash: ${escapeName(name, algo as Algorithm).text}: ${reason}\n`);
+      failed = true;
+      continue;
+    } finally {
+      progress.end();
+    }
+    io.stdout.write(checksumLine(toHex(digest), name, algo as Algorithm));
+  }
+  return failed ? 1 : 0;
+}
+
+// --- the two algorithms behind one small interface ------------------------------------------------------
+
+interface Digester {
+  /** Starts a new message. */
+  begin(): void;
+  /** Where the next read should land (at most this many bytes); valid until absorb. */
+  target(): Uint8Array;
+  /** Absorbs the first `length` bytes of target(). */
+  absorb(length: number): void;
+  /** Absorbs bytes that arrived elsewhere (a stream chunk). */
+  update(data: Uint8Array): void;
+  digest(): Uint8Array;
+}
+
+function makeDigester(algo: Algorithm): Digester {
+  if (algo === "blake3") {
+    const kernel = blake3Kernel();
+    let hasher = kernel.createHasher();
+    return {
+      begin: () => void (hasher = kernel.createHasher()),
+      target: () => kernel.inputView(),
+      absorb: (length) => void hasher.updateFromInput(length),
+      update: (data) => void hasher.update(data),
+      digest: () => hasher.digest(),
+    };
+  }
+  // The SHA-256 wrapper has no input view (yet), so reads land in one reused buffer and are copied in.
+  const buffer = new Uint8Array(SHA256_READ_LEN);
+  let hasher = createSha256();
+  return {
+    begin: () => void (hasher = createSha256()),
+    target: () => buffer,
+    absorb: (length) => void hasher.update(buffer.subarray(0, length)),
+    update: (data) => void hasher.update(data),
+    digest: () => hasher.digest(),
+  };
+}
+
+async function hashFile(path: string, digester: Digester, progress: Progress): Promise<Uint8Array> {
+  const handle = await open(path, "r");
+  try {
+    const stats = await handle.stat();
+    if (stats.isDirectory()) throw isADirectory();
+    // Position null: read at the file's own offset, so FIFOs and character devices work too.
+    const read = async (target: Uint8Array) => (await handle.read(target, 0, target.length, null)).bytesRead;
+    // FIFOs and devices have no useful size: their progress starts once 64 MiB have gone by.
+    return await readAll(read, path, stats.isFile() ? stats.size : undefined, digester, progress);
+  } finally {
+    await handle.close();
+  }
+}
+
+async function readAll(
+  read: (target: Uint8Array) => Promise<number>,
+  name: string,
+  size: number | undefined,
+  digester: Digester,
+  progress: Progress,
+): Promise<Uint8Array> {
+  digester.begin();
+  progress.begin(name, size);
+  for (;;) {
+    const bytesRead = await read(digester.target());
+    if (bytesRead === 0) return digester.digest();
+    digester.absorb(bytesRead);
+    progress.advance(bytesRead);
+  }
+}
+
+async function hashStream(stream: Readable, digester: Digester, progress: Progress): Promise<Uint8Array> {
+  // `sharenode hash < file`: read the file under the stream like any other (fixed buffer, known size).
+  // Pipes stay with the stream: Node has made them non-blocking, so a direct read would fail with EAGAIN.
+  const fd = (stream as { fd?: unknown }).fd;
+  if (typeof fd === "number" && !stream.readableEnded && !stream.destroyed && stream.readableLength === 0) {
+    const stats = await fstatAsync(fd);
+    // Node hands a directory on fd 0 to us as an empty stream; the tools say "Is a directory".
+    if (stats.isDirectory()) throw isADirectory();
+    if (stats.isFile()) {
+      const read = async (target: Uint8Array) => (await readAsync(fd, target, 0, target.length, null)).bytesRead;
+      return readAll(read, "-", stats.size, digester, progress);
+    }
+  }
+  digester.begin();
+  // A second `-` finds standard input at its end and hashes nothing, as sha256sum and b3sum do.
+  if (!stream.readableEnded && !stream.destroyed) {
+    progress.begin("-", undefined);
+    // Each chunk is a fresh 64 KiB buffer; V8 collects them once about 64 MB are outstanding, which bounds
+    // this path at roughly 90 MB of RSS whatever the input's length.
+    for await (const chunk of stream) {
+      const bytes: Uint8Array = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
+      digester.update(bytes);
+      progress.advance(bytes.length);
+    }
+  }
+  return digester.digest();
+}
+
+// Reading would fail with EISDIR too, but only after the hasher and the progress line were set up.
+function isADirectory(): Error {
+  return Object.assign(new Error("EISDIR: illegal operation on a directory, read"), { code: "EISDIR", syscall: "read" });
+}
+
+// --- output format --------------------------------------------------------------------------------------
+
+/**
+ * A file name as the tools print it. Both escape backslash and newline and then start the line with a
+ * backslash; coreutils (>= 9.0) also escapes carriage return, Debian's b3sum (1.2) does not.
+ */
+export function escapeName(name: string, algo: Algorithm): { text: string; escaped: boolean } {
+  const special = algo === "sha256" ? /[\\\n\r]/g : /[\\\n]/g;
+  if (!special.test(name)) return { text: name, escaped: false };
+  special.lastIndex = 0;
+  const text = name.replace(special, (c) => (c === "\\" ? "\\\\" : c === "\n" ? "\\n" : "\\r"));
+  return { text, escaped: true };
+}
+
+export function checksumLine(hex: string, name: string, algo: Algorithm): string {
+  const { text, escaped } = escapeName(name, algo);
+  return `${escaped ? "\\" : ""}${hex}  ${text}\n`;
+}
+
+// strerror(3) wording, which is what the coreutils print; Node's messages are lower case and add the call.
+const STRERROR: Record<string, string> = {
+  ENOENT: "No such file or directory",
+  EISDIR: "Is a directory",
+  EACCES: "Permission denied",
+  EPERM: "Operation not permitted",
+  ENOTDIR: "Not a directory",
+  ELOOP: "Too many levels of symbolic links",
+  ENAMETOOLONG: "File name too long",
+  EIO: "Input/output error",
+  ENXIO: "No such device or address",
+  ENODEV: "No such device",
+  EMFILE: "Too many open files",
+  ENFILE: "Too many open files in system",
+  EINVAL: "Invalid argument",
+  EAGAIN: "Resource temporarily unavailable",
+};
+
+/** The strerror text of a system (errno) error, or undefined for anything else (a bug, not a bad file). */
+export function systemErrorText(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== "string" || !/^E[A-Z0-9]+$/.test(code)) return undefined;
+  if (STRERROR[code]) return STRERROR[code];
+  // "EXDEV: cross-device link not permitted, rename ..." -> "Cross-device link not permitted"
+  const match = /^E[A-Z0-9]+: ([^,]+)/.exec((err as Error).message ?? "");
+  const text = match ? match[1] : code;
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+// --- progress on a terminal -----------------------------------------------------------------------------
+
+/** Inputs smaller than this finish too fast to need a progress line. */
+export const PROGRESS_THRESHOLD = 64 * 1024 * 1024;
+const REDRAW_MS = 100;
+
+/**
+ * One progress line on a terminal stream, redrawn in place at most every 100 ms and erased by end().
+ * Draws nothing unless the stream is a TTY and the input is (or has turned out to be) at least 64 MiB.
+ */
+export class Progress {
+  private readonly enabled: boolean;
+  private name = "";
+  private total: number | undefined;
+  private done = 0;
+  private started = 0;
+  private lastDraw = 0;
+  private shown = false;
+
+  constructor(
+    private readonly out: Writable & { isTTY?: boolean; columns?: number },
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.enabled = out.isTTY === true;
+  }
+
+  begin(name: string, total: number | undefined): void {
+    this.name = name;
+    this.total = total;
+    this.done = 0;
+    this.started = this.lastDraw = this.enabled ? this.now() : 0;
+  }
+
+  advance(bytes: number): void {
+    this.done += bytes;
+    if (!this.enabled || (this.total ?? this.done) < PROGRESS_THRESHOLD) return;
+    const now = this.now();
+    // The first line waits one interval too, so its rate is not a guess from a single read.
+    if (now - this.lastDraw < REDRAW_MS) return;
+    this.lastDraw = now;
+    const line = formatProgress({
+      name: this.name,
+      done: this.done,
+      total: this.total,
+      elapsedMs: now - this.started,
+      // A pty nobody has sized (script(1), CI) reports 0 columns.
+      columns: this.out.columns || 80,
+    });
+    this.out.write(`\r${line}\x1b[K`);
+    this.shown = true;
+  }
+
+  /** Erases the line if one was drawn, so the checksum line that follows starts on a clean line. */
+  end(): void {
+    if (this.shown) this.out.write("\r\x1b[K");
+    this.shown = false;
+  }
+}
+
+export interface ProgressState {
+  name: string;
+  done: number;
+  /** Undefined when the input's size is not known (standard input, a pipe). */
+  total: number | undefined;
+  elapsedMs: number;
+  columns: number;
+}
+
+/** `NAME  42%  118.3 MB/s  ETA 0:07`, or `NAME  1234 MB  118.3 MB/s` for unknown size; fits `columns - 1`. */
+export function formatProgress({ name, done, total, elapsedMs, columns }: ProgressState): string {
+  const rate = elapsedMs > 0 ? done / (elapsedMs / 1000) : 0;
+  const speed = `${(rate / 1e6).toFixed(1)} MB/s`;
+  let stats: string;
+  if (total === undefined) {
+    stats = `${Math.floor(done / 1e6)} MB  ${speed}`;
+  } else {
+    const percent = total > 0 ? Math.min(100, Math.floor((done / total) * 100)) : 100;
+    const eta = rate > 0 ? formatDuration(Math.max(0, total - done) / rate) : "--:--";
+    stats = `${String(percent).padStart(3)}%  ${speed}  ETA ${eta}`;
+  }
+  // A name can hold anything; keep the line one terminal row so \r redraws it in place.
+  const shown = name.replace(/[\x00-\x1f\x7f]/g, "?");
+  const room = Math.max(0, columns - 1 - stats.length - 2);
+  const fitted = shown.length <= room ? shown : room > 3 ? "..." + shown.slice(shown.length - (room - 3)) : "";
+  return fitted ? `${fitted}  ${stats}` : stats;
+}
+
+function formatDuration(seconds: number): string {
+  const s = Math.ceil(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, "0");
+  return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
+}

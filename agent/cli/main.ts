@@ -1,0 +1,112 @@
+// The `sharenode` command line: one table of subcommands, help and version, and the one place that turns any
+// failure into a single line on stderr and an exit code.
+import { version } from "../../package.json";
+import { hashCommand } from "./hash.js";
+import { proofCommand } from "./proof.js";
+import { CliError, usageError, type CliIo, type Command } from "./io.js";
+
+export { CliError, type CliIo, type Command } from "./io.js";
+
+/** Every subcommand, in the order `sharenode --help` lists them. Features add their entry here. */
+const commands: Record<string, Command> = {
+  // run: the device agent (agent/main.ts), added with it.
+  hash: hashCommand,
+  proof: proofCommand,
+  // store, fleet, console: added by their features.
+};
+
+const TOP_USAGE_HEAD = `Usage: sharenode <command> [options] [arguments]
+       sharenode --help | --version
+
+Agent for home sharing boxes.
+
+Commands:
+`;
+
+const TOP_USAGE_TAIL = `
+Options:
+  -h, --help      show this help ('sharenode help <command>' or 'sharenode <command> --help' for one command)
+  -V, --version   print the version
+
+Exit status: 0 on success, 1 on failure, 2 on a usage error.
+`;
+
+export function topUsage(): string {
+  const names = Object.keys(commands);
+  const width = Math.max(...names.map((n) => n.length));
+  const list = names.map((n) => `  ${n.padEnd(width)}   ${commands[n].summary}\n`).join("");
+  return TOP_USAGE_HEAD + list + TOP_USAGE_TAIL;
+}
+
+/** Runs `sharenode ARGV...`; resolves to the exit code. Never throws and never prints a stack trace (unless SHARENODE_DEBUG=1). */
+export async function runCli(argv: string[], io: CliIo): Promise<number> {
+  const debug = io.env.SHARENODE_DEBUG === "1";
+  ignoreWriteErrors(io.stdout);
+  ignoreWriteErrors(io.stderr);
+  try {
+    return await dispatch(argv, io);
+  } catch (err) {
+    if (err instanceof CliError) {
+      io.stderr.write(`sharenode: ${oneLine(err.message)}\n`);
+      if (debug && err.stack) io.stderr.write(err.stack + "\n");
+      return err.exitCode;
+    }
+    const message = err instanceof Error ? err.message : String(err);
+    io.stderr.write(`sharenode: internal error: ${oneLine(message)}${debug ? "" : " (set SHARENODE_DEBUG=1 for details)"}\n`);
+    if (debug) io.stderr.write((err instanceof Error && err.stack ? err.stack : String(err)) + "\n");
+    return 1;
+  }
+}
+
+const guarded = new WeakSet<object>();
+
+/**
+ * A closed pipe (`sharenode hash * | head -1`) must not become an uncaught 'error' event with a stack trace;
+ * output to it is simply lost, as for a process killed by SIGPIPE. The listener stays: Node emits the
+ * EPIPE on a later tick, possibly after the command has returned.
+ */
+function ignoreWriteErrors(stream: CliIo["stdout"]): void {
+  if (guarded.has(stream)) return;
+  guarded.add(stream);
+  stream.on("error", () => {});
+}
+
+async function dispatch(argv: string[], io: CliIo): Promise<number> {
+  const [first, ...rest] = argv;
+  if (first === undefined) throw usageError("missing command (see 'sharenode --help')");
+  if (first === "--help" || first === "-h") return print(io, topUsage());
+  if (first === "--version" || first === "-V") return print(io, `sharenode ${version}\n`);
+  if (first === "help") {
+    if (rest.length > 1) throw usageError("help: expected at most one command name");
+    return print(io, rest.length === 0 || wantsHelp(rest) ? topUsage() : lookup(rest[0]).usage);
+  }
+  if (first.startsWith("-") && first !== "-") throw usageError(`unknown option '${first}' (see 'sharenode --help')`);
+  const command = lookup(first);
+  if (wantsHelp(rest)) return print(io, command.usage);
+  return command.run(rest, io);
+}
+
+function lookup(name: string): Command {
+  // Own properties only: `sharenode toString` is an unknown command, not Object.prototype's.
+  if (!Object.hasOwn(commands, name)) throw usageError(`unknown command '${name}' (see 'sharenode --help')`);
+  return commands[name];
+}
+
+/** `--help` or `-h` anywhere before a `--` asks for the command's usage instead of running it. */
+function wantsHelp(args: string[]): boolean {
+  for (const arg of args) {
+    if (arg === "--") return false;
+    if (arg === "--help" || arg === "-h") return true;
+  }
+  return false;
+}
+
+function print(io: CliIo, text: string): number {
+  io.stdout.write(text);
+  return 0;
+}
+
+// Messages can quote user input (a file name with a newline); the error line must stay one line.
+function oneLine(message: string): string {
+  return message.replace(/\r?\n/g, "\\n");
+}

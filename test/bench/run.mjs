@@ -1,0 +1,174 @@
+// `npm run bench [-- --json] [-- --quick]`: sharenode's kernels side by side with their peers, in one process, on
+// the same buffers, samples interleaved (A B C A B C ...) so that machine noise hits every candidate alike.
+// Figures are medians; ratios are medians of the per-round ratios. Benchmarks the built bundle (dist/), i.e.
+// what ships. Targets come from issue 2; a missed target is reported, not hidden.
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "../..");
+const bundle = join(root, "dist/index.js");
+if (!existsSync(bundle)) {
+  console.error("bench: dist/index.js is missing; run `npm run build` first");
+  process.exit(2);
+}
+const sn = await import(bundle);
+const { hash: jitHash, warmupSimd } = await import("blake3-jit");
+const { createBLAKE3, createSHA256 } = await import("hash-wasm");
+
+const json = process.argv.includes("--json");
+const quick = process.argv.includes("--quick");
+const ROUNDS = quick ? 5 : 15;
+const SAMPLE_MS = quick ? 40 : 120;
+
+function randomBytes(n, seed) {
+  const out = new Uint8Array(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+const median = (values) => {
+  const s = [...values].sort((a, b) => a - b);
+  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/** Runs fn repeatedly for about SAMPLE_MS; returns operations per second. */
+function sample(fn) {
+  let ops = 0;
+  const start = performance.now();
+  let elapsed = 0;
+  do {
+    fn();
+    ops++;
+    elapsed = performance.now() - start;
+  } while (elapsed < SAMPLE_MS);
+  return ops / (elapsed / 1000);
+}
+
+/** Interleaved rounds over named candidates; returns { name: [opsPerSecond per round] }. */
+function race(candidates) {
+  const names = Object.keys(candidates);
+  for (const n of names) for (let i = 0; i < 3; i++) candidates[n](); // warm up past the baseline tier
+  const results = Object.fromEntries(names.map((n) => [n, []]));
+  for (let r = 0; r < ROUNDS; r++) for (const n of names) results[n].push(sample(candidates[n]));
+  return results;
+}
+
+const ratio = (results, a, b) => median(results[a].map((v, i) => v / results[b][i]));
+
+const rows = [];
+const targets = [];
+function row(group, name, value, unit) {
+  rows.push({ group, name, value, unit });
+}
+function target(what, value, goal, unit) {
+  targets.push({ what, value, goal, unit, met: value >= goal });
+}
+
+// --- hashing, 4 MiB --------------------------------------------------------------------------------------
+const MIB4 = 4 << 20;
+const data = randomBytes(MIB4, 0x5eed);
+warmupSimd();
+const hwBlake3 = await createBLAKE3();
+const hwSha256 = await createSHA256();
+const scalar = sn.blake3Kernel("scalar");
+const simd = sn.simdSupported() ? sn.blake3Kernel("simd") : undefined;
+const mbps = (opsPerSec) => (opsPerSec * MIB4) / 1e6;
+
+const hashing = race({
+  "sharenode blake3": () => sn.blake3(data),
+  "sharenode blake3 (scalar build)": () => scalar.hash(data),
+  "blake3-jit": () => jitHash(data),
+  "hash-wasm blake3": () => hwBlake3.init().update(data).digest("binary"),
+  "sharenode sha256": () => sn.sha256(data),
+  "hash-wasm sha256": () => hwSha256.init().update(data).digest("binary"),
+  "node:crypto sha256": () => createHash("sha256").update(data).digest(),
+});
+for (const [name, values] of Object.entries(hashing)) row("hash 4 MiB", name, mbps(median(values)), "MB/s");
+target("BLAKE3 4 MiB vs blake3-jit", ratio(hashing, "sharenode blake3", "blake3-jit"), 1.5, "x");
+target("BLAKE3 4 MiB vs node:crypto sha256", ratio(hashing, "sharenode blake3", "node:crypto sha256"), 1.0, "x");
+target("SHA-256 4 MiB vs hash-wasm", ratio(hashing, "sharenode sha256", "hash-wasm sha256"), 1.0, "x");
+row("hash 4 MiB", `(kernel chosen: ${simd ? "simd" : "scalar"})`, NaN, "");
+
+// --- proofs on a 4 MiB object ----------------------------------------------------------------------------
+const { id, outboard } = sn.createOutboard(data);
+const parsed = sn.parseOutboard(outboard);
+const chunks = sn.chunkCount(MIB4);
+const read = (offset, length) => data.subarray(offset, offset + length);
+const challenges = Array.from({ length: 512 }, (_, i) => (Math.imul(i + 1, 2654435761) >>> 0) % chunks);
+const proofs = challenges.map((c) => sn.makeProof(parsed, read, c));
+let next = 0;
+const proofRates = race({
+  "proof check (1 chunk)": () => {
+    const i = next++ & 511;
+    if (!sn.verifyProof(id, MIB4, challenges[i], 1, proofs[i])) throw new Error("bench: a valid proof failed");
+  },
+  "proof make from memory with outboard (1 chunk)": () => {
+    const i = next++ & 511;
+    sn.makeProof(parsed, read, challenges[i]);
+  },
+});
+for (const [name, values] of Object.entries(proofRates)) row("proofs, 4 MiB object", name, median(values), "/s");
+row("proofs, 4 MiB object", "proof size, chunk 0 (bytes)", sn.proofLength(MIB4, 0), "B");
+row("proofs, 4 MiB object", "outboard size (bytes)", outboard.length, "B");
+target("proof checks per second (4 MiB object)", median(proofRates["proof check (1 chunk)"]), 20000, "/s");
+target("proof makes per second (in memory, outboard)", median(proofRates["proof make from memory with outboard (1 chunk)"]), 20000, "/s");
+
+// --- outboard creation (ingest path) ----------------------------------------------------------------------
+const ingest = race({
+  "createOutboard (hash + outboard)": () => sn.createOutboard(data),
+  "sharenode blake3": () => sn.blake3(data),
+});
+row("outboard 4 MiB", "createOutboard (hash + outboard)", mbps(median(ingest["createOutboard (hash + outboard)"])), "MB/s");
+row("outboard 4 MiB", "createOutboard / plain hash", ratio(ingest, "createOutboard (hash + outboard)", "sharenode blake3"), "x");
+
+// --- cold start: a fresh process compiles and instantiates the kernels ------------------------------------
+const coldScript = `
+  const t0 = performance.now();
+  const sn = await import(${JSON.stringify(bundle)});
+  const t1 = performance.now();
+  sn.blake3(new Uint8Array(1));
+  const t2 = performance.now();
+  sn.sha256(new Uint8Array(1));
+  const t3 = performance.now();
+  process.stdout.write(JSON.stringify({ load: t1 - t0, blake3: t2 - t1, sha256: t3 - t2 }));
+`;
+const cold = { load: [], blake3: [], sha256: [] };
+for (let i = 0; i < (quick ? 5 : 15); i++) {
+  const r = spawnSync(process.execPath, ["--input-type=module", "-e", coldScript], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`bench: cold-start child failed: ${r.stderr}`);
+  const t = JSON.parse(r.stdout);
+  for (const k of Object.keys(cold)) cold[k].push(t[k]);
+}
+row("cold start (fresh process)", "import dist/index.js", median(cold.load), "ms");
+row("cold start (fresh process)", "first blake3 call: decode + compile + instantiate", median(cold.blake3), "ms");
+row("cold start (fresh process)", "first sha256 call: decode + compile + instantiate", median(cold.sha256), "ms");
+targets.push({
+  what: "cold start: compile + instantiate both kernels", value: median(cold.blake3) + median(cold.sha256),
+  goal: 10, unit: "ms", met: median(cold.blake3) + median(cold.sha256) < 10, lowerIsBetter: true,
+});
+
+// --- report -----------------------------------------------------------------------------------------------
+const meta = { node: process.version, arch: process.arch, rounds: ROUNDS, sampleMs: SAMPLE_MS, date: new Date().toISOString() };
+if (json) {
+  console.log(JSON.stringify({ meta, rows: rows.filter((r) => !Number.isNaN(r.value)), targets }, null, 2));
+} else {
+  const fmt = (v) => (Number.isNaN(v) ? "" : v >= 100 ? Math.round(v).toLocaleString("en-US") : v.toFixed(2));
+  let group = "";
+  console.log(`sharenode bench: node ${meta.node} ${meta.arch}, ${ROUNDS} interleaved rounds of ${SAMPLE_MS} ms, medians`);
+  for (const r of rows) {
+    if (r.group !== group) console.log(`\n${(group = r.group)}`);
+    console.log(`  ${r.name.padEnd(52)} ${fmt(r.value).padStart(10)} ${r.unit}`);
+  }
+  console.log("\ntargets (issue 2)");
+  for (const t of targets) {
+    const goal = t.lowerIsBetter ? `< ${t.goal}` : `>= ${fmt(t.goal)}`;
+    console.log(`  ${t.met ? "met   " : "MISSED"} ${t.what.padEnd(48)} ${fmt(t.value).padStart(10)} ${t.unit} (target ${goal} ${t.unit})`);
+  }
+}

@@ -138,6 +138,8 @@ export class ProofVerifier {
 
   finish(): void {
     if (this.failed) throw new ProofError("proof failed");
+    // An empty object's proof is zero bytes: a stream that delivered nothing still has that chunk to check.
+    if (this.pending.length > 0) this.push(new Uint8Array(0));
     if (this.pending.length > 0) {
       throw new ProofError(`proof is truncated: ${this.received} of the ${this.expectedLength} bytes expected for this length and range`);
     }
@@ -200,7 +202,14 @@ export function verifyProof(
   try {
     const chunks = verifier.push(proof);
     verifier.finish();
-    return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    if (chunks.length === 1) return chunks[0]!;
+    const joined = new Uint8Array(chunks.reduce((sum, c) => sum + c.length, 0));
+    let at = 0;
+    for (const c of chunks) {
+      joined.set(c, at);
+      at += c.length;
+    }
+    return joined;
   } catch (err) {
     if (err instanceof ProofError) return null;
     throw err;

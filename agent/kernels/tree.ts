@@ -64,7 +64,7 @@ export function proofTarget(length: number, start: number, count: number): Targe
     throw new RangeError(`chunk ${start} is past the end: an object of ${length} bytes has ${chunks} chunk${chunks === 1 ? "" : "s"} (0..${chunks - 1})`);
   }
   if (start + count > chunks) {
-    throw new RangeError(`chunks ${start}..${start + count - 1} run past the end: an object of ${length} bytes has ${chunks} chunks (0..${chunks - 1})`);
+    throw new RangeError(`chunks ${start}..${start + count - 1} run past the end: an object of ${length} bytes has ${chunks} chunk${chunks === 1 ? "" : "s"} (0..${chunks - 1})`);
   }
   return new Target(length, start, start + count);
 }

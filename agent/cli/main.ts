@@ -3,6 +3,7 @@
 import { version } from "../../package.json";
 import { hashCommand } from "./hash.js";
 import { proofCommand } from "./proof.js";
+import { storeCommand, verifyResponseCommand } from "./store.js";
 import { CliError, usageError, type CliIo, type Command } from "./io.js";
 
 export { CliError, type CliIo, type Command } from "./io.js";
@@ -12,7 +13,9 @@ const commands: Record<string, Command> = {
   // run: the device agent (agent/main.ts), added with it.
   hash: hashCommand,
   proof: proofCommand,
-  // store, fleet, console: added by their features.
+  store: storeCommand,
+  "verify-response": verifyResponseCommand,
+  // fleet, console: added by their features.
 };
 
 const TOP_USAGE_HEAD = `Usage: sharenode <command> [options] [arguments]

@@ -29,7 +29,7 @@ const ID_HEX = /^[0-9a-f]{64}$/;
 export class StoreError extends Error {
   constructor(
     message: string,
-    /** Machine-readable reason: not-found, bad-id, hash-mismatch, too-large, quota, truncated, closed, io */
+    /** Machine-readable reason: not-found, bad-id, hash-mismatch, too-large, quota, truncated, disk-full, locked, closed, io */
     readonly code: string,
   ) {
     super(message);
@@ -84,6 +84,7 @@ interface Paths {
   tmp: string;
   quarantine: string;
   index: string;
+  lock: string;
 }
 
 /** Bytes an object occupies: its file and its outboard, each rounded up to the filesystem block. */
@@ -110,13 +111,14 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
   ) {
     super();
     const d = config.dataDir;
-    this.paths = { objects: join(d, "objects"), tmp: join(d, "tmp"), quarantine: join(d, "quarantine"), index: join(d, "index.log") };
+    this.paths = { objects: join(d, "objects"), tmp: join(d, "tmp"), quarantine: join(d, "quarantine"), index: join(d, "index.log"), lock: join(d, "store.lock") };
   }
 
   /** Opens the index, repairs what a crash left, and measures the disk. */
   async start(): Promise<void> {
     const { paths } = this;
     for (const dir of [paths.objects, paths.tmp, paths.quarantine]) await mkdir(dir, { recursive: true });
+    await this.lock();
     const opened = await RecordLog.open(paths.index);
     this.log = opened.log;
     if (opened.recovery) this.emit("recovered", { message: `index.log: dropped a torn tail of ${opened.recovery.droppedBytes} bytes (${opened.recovery.reason})` });
@@ -139,7 +141,32 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
     if (this.closed) return;
     this.closed = true;
     await Promise.allSettled(this.busy.values());
-    await this.log.close();
+    await this.log?.close();
+    await rm(this.paths.lock, { force: true });
+  }
+
+  /**
+   * One store per data directory: a second process (the CLI while the daemon runs) would interleave index
+   * records. The lock file holds the owner's pid; a lock whose process is gone (a power cut, SIGKILL) is taken
+   * over. Node has no flock without a native addon, hence the pid check.
+   */
+  private async lock(): Promise<void> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        const fh = await open(this.paths.lock, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
+        await fh.writeFile(`${process.pid}\n`);
+        await fh.close();
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw asStoreError(err, "store lock");
+      }
+      const owner = Number.parseInt(await readFile(this.paths.lock, "utf8").catch(() => ""), 10);
+      if (Number.isInteger(owner) && owner > 0 && processAlive(owner)) {
+        throw new StoreError(`the store in ${this.config.dataDir} is in use by process ${owner}`, "locked");
+      }
+      await rm(this.paths.lock, { force: true });
+    }
+    throw new StoreError(`could not take the store lock ${this.paths.lock}`, "locked");
   }
 
   // --- queries ----------------------------------------------------------------------------------------------
@@ -472,6 +499,15 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
     } finally {
       this.busy.delete(id);
     }
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

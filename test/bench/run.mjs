@@ -172,3 +172,6 @@ if (json) {
     console.log(`  ${t.met ? "met   " : "MISSED"} ${t.what.padEnd(48)} ${fmt(t.value).padStart(10)} ${t.unit} (target ${goal} ${t.unit})`);
   }
 }
+
+// --- the storage node's figures (issue 3): same flags ------------------------------------------------------
+await import("./store.mjs");

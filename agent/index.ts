@@ -39,3 +39,16 @@ export {
   type GroupRead,
 } from "./kernels/outboard.js";
 export { chunkCount, proofLength } from "./kernels/tree.js";
+export {
+  parseChallenge,
+  challengeIndices,
+  verifyStorageResponse,
+  storageProofMessage,
+  ChallengeError,
+  MAX_CHALLENGE_COUNT,
+  type StorageChallenge,
+  type StorageProofResponse,
+  type StorageProofExpectation,
+  type StorageProofVerdict,
+} from "./protocol/storage-proof.js";
+export { deviceIdOf, publicKeyFromHex, verifySignature } from "./identity/device-key.js";

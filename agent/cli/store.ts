@@ -97,7 +97,13 @@ async function openStore(values: Record<string, string | boolean | undefined>, i
   const reserveBytes = values.reserve !== undefined ? bytesOption("reserve", values.reserve as string) : Math.min(2 ** 30, Math.floor(fsSize * 0.05));
   const store = new ObjectStore({ dataDir: check.dataDir, quota: quotaOption(values.quota as string | undefined), reserveBytes });
   store.on("recovered", (e) => io.stderr.write(`sharenode: store: ${e.message}\n`));
-  await store.start();
+  try {
+    await store.start();
+  } catch (err) {
+    await store.stop().catch(() => {});
+    if (err instanceof StoreError) throw new CliError(`store: ${err.message}`);
+    throw err;
+  }
   return { store, identity };
 }
 
@@ -106,7 +112,9 @@ async function withStore<T>(values: Record<string, string | boolean | undefined>
   try {
     return await fn(opened);
   } catch (err) {
-    if (err instanceof StoreError || err instanceof ChallengeError) throw new CliError(`store: ${err.message}`);
+    if (err instanceof StoreError) throw new CliError(`store: ${err.message}`);
+    // A challenge the object cannot have (more chunks than it has) is the caller's mistake.
+    if (err instanceof ChallengeError) throw usageError(`store: ${err.message}`);
     throw err;
   } finally {
     await opened.store.stop();
@@ -148,6 +156,7 @@ async function runStore(args: string[], io: CliIo): Promise<number> {
     case "pin":
     case "unpin": {
       const { values, pos } = parse({}, 1);
+      if (!/^[0-9a-f]{64}$/.test(pos[0]!)) throw usageError(`store ${action}: object id must be 64 lowercase hex digits, got '${pos[0]}'`);
       return withStore(values, io, async ({ store }) => {
         if (action === "rm") await store.delete(pos[0]!);
         else await store.pin(pos[0]!, action === "pin");
@@ -216,7 +225,20 @@ async function openSource(source: string): Promise<{ stream: AsyncIterable<Uint8
     if (!response.ok || !response.body) throw new CliError(`store add: ${source}: HTTP ${response.status} ${response.statusText}`);
     const header = response.headers.get("content-length");
     const declaredLength = header !== null && /^\d+$/.test(header) ? Number(header) : undefined;
-    return { stream: response.body as unknown as AsyncIterable<Uint8Array>, declaredLength };
+    const body = response.body as unknown as AsyncIterable<Uint8Array>;
+    // A connection dropped mid-body surfaces as undici's bare "terminated": say what happened.
+    const stream = (async function* () {
+      let received = 0;
+      try {
+        for await (const piece of body) {
+          received += piece.length;
+          yield piece;
+        }
+      } catch (err) {
+        throw new StoreError(`download of ${source} was cut short after ${received} bytes (${(err as Error).message})`, "truncated");
+      }
+    })();
+    return { stream, declaredLength };
   }
   let size: number;
   try {

@@ -87,10 +87,13 @@ interface Paths {
   lock: string;
 }
 
+function roundUp(n: number, blockSize: number): number {
+  return Math.ceil(n / blockSize) * blockSize;
+}
+
 /** Bytes an object occupies: its file and its outboard, each rounded up to the filesystem block. */
 function footprint(length: number, blockSize: number): number {
-  const round = (n: number) => Math.ceil(n / blockSize) * blockSize;
-  return round(length) + round(outboardLength(length));
+  return roundUp(length, blockSize) + roundUp(outboardLength(length), blockSize);
 }
 
 export class ObjectStore extends EventEmitter<StoreEvents> {
@@ -104,6 +107,7 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
   /** Ids with an ingest or removal in flight: a second one for the same id waits for the first. */
   private readonly busy = new Map<string, Promise<unknown>>();
   private logRecords = 0;
+  private holdsLock = false;
 
   constructor(
     readonly config: StoreConfig,
@@ -142,7 +146,8 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
     this.closed = true;
     await Promise.allSettled(this.busy.values());
     await this.log?.close();
-    await rm(this.paths.lock, { force: true });
+    // Only our own lock: a start refused because another process holds it must leave that lock alone.
+    if (this.holdsLock) await rm(this.paths.lock, { force: true });
   }
 
   /**
@@ -156,6 +161,7 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
         const fh = await open(this.paths.lock, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
         await fh.writeFile(`${process.pid}\n`);
         await fh.close();
+        this.holdsLock = true;
         return;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw asStoreError(err, "store lock");
@@ -240,7 +246,9 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
       await this.makeRoom(footprint(declaredLength, this.blockSize));
     }
     const tmpPath = join(this.paths.tmp, `${randomBytes(8).toString("hex")}.part`);
-    const fh = await open(tmpPath, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
+    const fh = await open(tmpPath, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644).catch((err) => {
+      throw asStoreError(err, "ingest");
+    });
     let length = 0;
     let result: { id: Uint8Array; length: number; outboard: Uint8Array };
     try {
@@ -274,7 +282,8 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
         return { object: this.get(id)!, created: false };
       }
       try {
-        if (declaredLength === undefined) await this.makeRoom(footprint(length, this.blockSize));
+        // The bytes are already on disk in tmp/: the free space statfs reports has them taken out.
+        if (declaredLength === undefined) await this.makeRoom(footprint(length, this.blockSize), roundUp(length, this.blockSize));
       } catch (err) {
         await unlink(tmpPath).catch(() => {});
         throw err;
@@ -334,20 +343,25 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
     await this.compactIfWorthIt();
   }
 
-  /** Evicts least recently used unpinned objects until `need` more bytes fit; throws a quota error otherwise. */
-  private async makeRoom(need: number): Promise<void> {
-    let limit = await this.quotaBytes();
+  /**
+   * Evicts least recently used unpinned objects until `need` more bytes fit; throws a quota error otherwise, and
+   * then evicts nothing. `onDiskAlready`: bytes of the new object already written (to tmp/), which statfs no
+   * longer counts as free.
+   */
+  private async makeRoom(need: number, onDiskAlready = 0): Promise<void> {
+    const limit = await this.quotaBytes(onDiskAlready);
     if (this.usedBytes + need <= limit) return;
-    if (this.config.evict !== false) {
-      const candidates = [...this.live.values()].filter((e) => !e.pinned && !this.busy.has(e.id)).sort((a, b) => a.usedAt - b.usedAt);
-      for (const victim of candidates) {
-        if (this.usedBytes + need <= limit) break;
-        await this.remove(victim.id, "evicted");
-        limit = await this.quotaBytes();
-      }
+    const candidates = this.config.evict === false ? [] :
+      [...this.live.values()].filter((e) => !e.pinned && !this.busy.has(e.id)).sort((a, b) => a.usedAt - b.usedAt);
+    // Evicting moves bytes from used to free, so the limit (what the store could reach) stays put: decide first
+    // whether evicting everything evictable would be enough, and evict nothing when it would not.
+    const evictable = candidates.reduce((sum, e) => sum + footprint(e.length, this.blockSize), 0);
+    if (this.usedBytes - evictable + need > limit) {
+      throw new StoreError(`no room for ${need} more bytes: ${this.usedBytes} of ${limit} bytes used and ${evictable} evictable`, "quota");
     }
-    if (this.usedBytes + need > limit) {
-      throw new StoreError(`no room for ${need} more bytes: ${this.usedBytes} of ${limit} bytes used and nothing left to evict`, "quota");
+    for (const victim of candidates) {
+      if (this.usedBytes + need <= limit) break;
+      await this.remove(victim.id, "evicted");
     }
   }
 
@@ -359,8 +373,8 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
   }
 
   /** The most the store may use now: the owner's quota, and never the reserve. */
-  async quotaBytes(): Promise<number> {
-    const available = await this.diskAvailable();
+  async quotaBytes(onDiskAlready = 0): Promise<number> {
+    const available = (await this.diskAvailable()) + onDiskAlready;
     // What the store could grow to without touching the reserve.
     const reachable = this.usedBytes + Math.max(0, available - this.config.reserveBytes);
     const quota = this.config.quota;

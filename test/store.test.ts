@@ -176,6 +176,23 @@ describe("delete, pins, eviction, quota", () => {
   });
 });
 
+describe("disk-low", () => {
+  it("is emitted at start when free space on the disk is below the reserve, and the reserve is never used", async () => {
+    const probe = await open();
+    const free = (await probe.status()).availableBytes;
+    await probe.stop();
+    const store = new ObjectStore(config({ reserveBytes: free * 2 }));
+    const events: Array<{ availableBytes: number; reserveBytes: number }> = [];
+    store.on("disk-low", (e) => events.push(e));
+    await store.start();
+    stores.push(store);
+    expect(events).toHaveLength(1);
+    expect(events[0]!.reserveBytes).toBe(free * 2);
+    // With the reserve out of reach, nothing fits: the store refuses rather than eat into it.
+    await expect(store.ingest(pieces(bytes(1000, 1)), { declaredLength: 1000 })).rejects.toMatchObject({ code: "quota" });
+  });
+});
+
 describe("restart and crash repair", () => {
   it("reopens with the same objects and used bytes", async () => {
     const store = await open();

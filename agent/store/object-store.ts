@@ -139,6 +139,8 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
     this.usedBytes = 0;
     for (const entry of this.live.values()) this.usedBytes += footprint(entry.length, this.blockSize);
     await this.compactIfWorthIt();
+    // A store that starts near its quota or on a nearly full disk says so at once.
+    await this.checkQuota();
   }
 
   async stop(): Promise<void> {

@@ -1,0 +1,249 @@
+// The daemon's config (agent/config/config.ts) from real files: every problem at once and one line each, defaults,
+// environment overrides (and their problems naming the variable), unknown keys, bad JSON with line:column,
+// a missing file, redaction; and the README documents every key and variable.
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ConfigError, configEnvVars, configKeys, loadConfig, redactConfig, type Config } from "../agent/config/config";
+
+const FLEET_KEY = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29";
+let dir: string;
+let n = 0;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "sharenode-config-"));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function file(content: unknown): Promise<string> {
+  const path = join(dir, `config-${n++}.json`);
+  await writeFile(path, typeof content === "string" ? content : JSON.stringify(content, null, 2));
+  return path;
+}
+
+function problemsOf(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    const problems = (err as ConfigError).problems;
+    // The message is one line that carries every problem: what a log line or the CLI prints.
+    expect((err as Error).message).not.toContain("\n");
+    for (const p of problems) expect((err as Error).message).toContain(p);
+    return problems;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+const minimal = { link: { url: "mqtts://broker.example.net:8883", fleetPublicKey: FLEET_KEY }, store: { dataDir: "/mnt/usb/sharenode" } };
+
+describe("loadConfig", () => {
+  it("fills every default around the required keys", async () => {
+    const { config, fromEnv } = loadConfig(await file(minimal), {});
+    expect(fromEnv).toEqual([]);
+    expect(config).toEqual<Config>({
+      stateDir: "/var/lib/sharenode",
+      board: "auto",
+      link: {
+        url: "mqtts://broker.example.net:8883",
+        protocolVersion: 5,
+        keepaliveSeconds: 60,
+        fleetPublicKey: FLEET_KEY,
+        telemetryIntervalSeconds: 60,
+        outboxMaxBytes: 8 * 1024 * 1024,
+      },
+      store: { dataDir: "/mnt/usb/sharenode", quota: { share: 1 }, allowSystemDisk: false, scrubBytesPerSecond: 2_000_000 },
+      log: { level: "info" },
+    });
+  });
+
+  it("takes every key from a full file; quota in bytes or percent; the fleet key in one spelling", async () => {
+    const ca = join(dir, "ca.pem");
+    const cert = join(dir, "client.pem");
+    const key = join(dir, "client.key");
+    for (const f of [ca, cert, key]) await writeFile(f, "-----BEGIN X-----\n");
+    const full = {
+      stateDir: "/data/state",
+      board: "onething-oes",
+      link: {
+        url: "wss://fleet.example.net/mqtt",
+        protocolVersion: 4,
+        username: "0123456789abcdef0123456789abcdef",
+        password: "s3cret",
+        ca,
+        cert,
+        key,
+        keepaliveSeconds: 120,
+        fleetPublicKey: FLEET_KEY.toUpperCase(),
+        telemetryIntervalSeconds: 300,
+        outboxMaxBytes: 1048576,
+      },
+      store: { dataDir: "/mnt/sda1/sn", quota: "80%", reserveBytes: 2147483648, allowSystemDisk: true, scrubBytesPerSecond: 0 },
+      log: { level: "debug" },
+    };
+    const { config } = loadConfig(await file(full), {});
+    expect(config).toEqual({ ...full, link: { ...full.link, fleetPublicKey: FLEET_KEY }, store: { ...full.store, quota: { share: 0.8 } } });
+    expect(loadConfig(await file({ ...minimal, store: { dataDir: "/d", quota: 500_000_000_000 } }), {}).config.store.quota).toEqual({
+      bytes: 500_000_000_000,
+    });
+  });
+
+  it("reports all five mistakes of a file at once, one line each, naming the key path", async () => {
+    const path = await file({
+      link: { url: "http://x", fleetPublicKey: "abc", keepaliveSeconds: "60" },
+      store: { dataDir: "/mnt/usb", quota: "150%" },
+      log: { level: "verbose" },
+    });
+    expect(problemsOf(() => loadConfig(path, {}))).toEqual([
+      'link.url: must be a mqtt://, mqtts://, ws:// or wss:// URL, got "http://x"',
+      'link.keepaliveSeconds: must be an integer from 5 to 65535, got "60"',
+      `link.fleetPublicKey: must be 64 hex digits (the fleet's Ed25519 public key), got "abc"`,
+      'store.quota: must be a number of bytes (at least 1) or a percentage from "1%" to "100%", got "150%"',
+      'log.level: must be one of "error", "warn", "info" or "debug", got "verbose"',
+    ]);
+  });
+
+  it("refuses unknown keys at every level, suggesting the likely one", async () => {
+    const path = await file({ ...minimal, link: { ...minimal.link, ulr: "mqtt://x" }, stroe: {}, log: { level: "info", colour: true } });
+    expect(problemsOf(() => loadConfig(path, {}))).toEqual([
+      'stroe: unknown key (did you mean "store"?)',
+      'link.ulr: unknown key (did you mean "url"?)',
+      "log.colour: unknown key",
+    ]);
+  });
+
+  it("names missing required keys and the variable that can give them", () => {
+    expect(problemsOf(() => loadConfig(undefined, {}))).toEqual([
+      "link.url: required (in the file, or set SHARENODE_BROKER)",
+      "link.fleetPublicKey: required (in the file, or set SHARENODE_FLEET_KEY)",
+      "store.dataDir: required (in the file, or set SHARENODE_DATA)",
+    ]);
+  });
+
+  it("runs from the environment alone, and the environment wins over the file", async () => {
+    const env = {
+      SHARENODE_BROKER: "mqtt://10.0.0.2:1883",
+      SHARENODE_DATA: "/srv/sn",
+      SHARENODE_STATE: "/run/sn-state",
+      SHARENODE_FLEET_KEY: FLEET_KEY,
+      SHARENODE_LOG_LEVEL: "warn",
+      SHARENODE_QUOTA: "1000000",
+      SHARENODE_ALLOW_SYSTEM_DISK: "1",
+      SHARENODE_BOARD: "", // empty: unset, the file or the default stays
+    };
+    const alone = loadConfig(undefined, env).config;
+    expect(alone.link.url).toBe("mqtt://10.0.0.2:1883");
+    expect(alone.store).toMatchObject({ dataDir: "/srv/sn", quota: { bytes: 1_000_000 }, allowSystemDisk: true });
+    expect(alone.stateDir).toBe("/run/sn-state");
+    expect(alone.log.level).toBe("warn");
+    expect(alone.board).toBe("auto");
+
+    const path = await file({ ...minimal, board: "rpi4", log: { level: "error" } });
+    const { config, fromEnv } = loadConfig(path, { SHARENODE_BROKER: "ws://127.0.0.1:9001/mqtt", SHARENODE_QUOTA: "25%", SHARENODE_BOARD: "" });
+    expect(config.link.url).toBe("ws://127.0.0.1:9001/mqtt");
+    expect(config.store.quota).toEqual({ share: 0.25 });
+    expect(config.board).toBe("rpi4");
+    expect(config.log.level).toBe("error");
+    expect(fromEnv).toEqual(["SHARENODE_BROKER", "SHARENODE_QUOTA"]);
+  });
+
+  it("names the variable when an override is bad, alongside the file's own problems", async () => {
+    const path = await file({ ...minimal, link: { ...minimal.link, keepaliveSeconds: 1 } });
+    expect(
+      problemsOf(() =>
+        loadConfig(path, { SHARENODE_BROKER: "http://x", SHARENODE_FLEET_KEY: "nothex", SHARENODE_LOG_LEVEL: "loud", SHARENODE_DATA: "data" }),
+      ),
+    ).toEqual([
+      'link.url (from SHARENODE_BROKER): must be a mqtt://, mqtts://, ws:// or wss:// URL, got "http://x"',
+      "link.keepaliveSeconds: must be an integer from 5 to 65535, got 1",
+      `link.fleetPublicKey (from SHARENODE_FLEET_KEY): must be 64 hex digits (the fleet's Ed25519 public key), got "nothex"`,
+      'store.dataDir (from SHARENODE_DATA): must be an absolute path, got "data"',
+      'log.level (from SHARENODE_LOG_LEVEL): must be one of "error", "warn", "info" or "debug", got "loud"',
+    ]);
+  });
+
+  it("checks keys against each other, and never echoes a password", async () => {
+    const path = await file({
+      ...minimal,
+      link: { url: "mqtts://h", fleetPublicKey: FLEET_KEY, ca: join(dir, "nope.pem") },
+    });
+    expect(problemsOf(() => loadConfig(path, {}))).toEqual([`link.ca: cannot read "${join(dir, "nope.pem")}": ENOENT`]);
+    await writeFile(join(dir, "ca2.pem"), "x");
+    const path2 = await file({
+      ...minimal,
+      link: { url: "mqtt://user:pw@h", fleetPublicKey: FLEET_KEY, protocolVersion: 4, password: 12345, ca: join(dir, "ca2.pem") },
+    });
+    expect(problemsOf(() => loadConfig(path2, {}))).toEqual([
+      "link.url: must not carry credentials: use link.username and link.password",
+      "link.password: must be a string, got number",
+    ]);
+    const path3 = await file({ ...minimal, link: { url: "mqtt://h", fleetPublicKey: FLEET_KEY, protocolVersion: 4, password: "pw", ca: join(dir, "ca2.pem") } });
+    expect(problemsOf(() => loadConfig(path3, {}))).toEqual([
+      "link.ca: only used with an mqtts:// or wss:// link.url",
+      "link.password: MQTT 3.1.1 (protocolVersion 4) sends a password only with link.username",
+    ]);
+  });
+
+  it("reports bad JSON as one line with line and column", async () => {
+    const cases: [string, string][] = [
+      ['{\n  "link": {\n    "url": "mqtt://h",\n  }\n}\n', ":4:3: not valid JSON: trailing comma before '}'"],
+      ['{\n  "link": {\n    "url": "mqtt://h"\n    "fleetPublicKey": "x"\n  }\n}\n', `:4:5: not valid JSON: expected ',' or '}' after the value of "url", got '"'`],
+      ["{\n  // the broker\n}\n", ":2:3: not valid JSON: JSON has no comments"],
+      ["{\n  'link': {}\n}\n", ":2:3: not valid JSON: strings need double quotes"],
+      ['{"store": {"dataDir": "/mnt/usb\n"}}', `:1:32: not valid JSON: line break inside a string (missing '"'?)`],
+      ['{"link": {}} x', ":1:14: not valid JSON: unexpected 'x' after the end of the JSON value"],
+    ];
+    for (const [text, expected] of cases) {
+      const path = await file(text);
+      expect(problemsOf(() => loadConfig(path, {}))).toEqual([path + expected]);
+    }
+    const arr = await file("[1, 2]");
+    expect(problemsOf(() => loadConfig(arr, {}))).toEqual([`${arr}: must hold a JSON object ({...}), got [1,2]`]);
+    const empty = await file("\n");
+    expect(problemsOf(() => loadConfig(empty, {}))).toEqual([`${empty}: empty file (a config file holds a JSON object: {...})`]);
+  });
+
+  it("reports a key given twice (JSON.parse would silently keep the last)", async () => {
+    const line2 = `  "link": {"url": "mqtt://a", "fleetPublicKey": "${FLEET_KEY}", "url": "mqtt://b"},`;
+    const path = await file(`{\n${line2}\n  "store": {"dataDir": "/d"}\n}`);
+    const column = line2.lastIndexOf('"url"') + 1;
+    expect(problemsOf(() => loadConfig(path, {}))).toEqual([`link.url: given twice (again at ${path}:2:${column}); remove one`]);
+  });
+
+  it("reports a missing file as one line naming it, and a directory too", async () => {
+    const missing = join(dir, "absent.json");
+    expect(problemsOf(() => loadConfig(missing, {}))).toEqual([`cannot read config file ${missing}: no such file`]);
+    expect(problemsOf(() => loadConfig(dir, {}))).toEqual([`cannot read config file ${dir}: is a directory`]);
+  });
+});
+
+describe("redactConfig", () => {
+  it("hides the password and the client key's path, keeps everything else, leaves the original alone", async () => {
+    await writeFile(join(dir, "k.pem"), "x");
+    await writeFile(join(dir, "c.pem"), "x");
+    const { config } = loadConfig(
+      await file({ ...minimal, link: { ...minimal.link, username: "dev", password: "hunter2", cert: join(dir, "c.pem"), key: join(dir, "k.pem") } }),
+      {},
+    );
+    const shown = redactConfig(config);
+    expect(shown.link.password).toBe("<redacted>");
+    expect(shown.link.key).toBe("<redacted>");
+    expect(shown.link.cert).toBe(join(dir, "c.pem"));
+    expect(shown.link.username).toBe("dev");
+    expect(JSON.stringify(shown)).not.toContain("hunter2");
+    expect(config.link.password).toBe("hunter2");
+    // Absent secrets stay absent (not "<redacted>", which would claim one is set).
+    expect("password" in redactConfig(loadConfig(await file(minimal), {}).config).link).toBe(false);
+  });
+});
+
+describe("agent/config/README.md", () => {
+  it("documents every key and every environment variable", async () => {
+    const readme = await readFile(new URL("../agent/config/README.md", import.meta.url), "utf8");
+    for (const key of configKeys()) expect(readme, key).toContain("`" + key + "`");
+    for (const name of Object.keys(configEnvVars())) expect(readme, name).toContain("`" + name + "`");
+  });
+});

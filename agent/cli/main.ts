@@ -2,7 +2,9 @@
 // failure into a single line on stderr and an exit code.
 import { version } from "../../package.json";
 import { hashCommand } from "./hash.js";
+import { fleetCommand } from "./fleet.js";
 import { proofCommand } from "./proof.js";
+import { runCommand } from "./run.js";
 import { storeCommand, verifyResponseCommand } from "./store.js";
 import { CliError, usageError, type CliIo, type Command } from "./io.js";
 
@@ -10,12 +12,13 @@ export { CliError, type CliIo, type Command } from "./io.js";
 
 /** Every subcommand, in the order `sharenode --help` lists them. Features add their entry here. */
 const commands: Record<string, Command> = {
-  // run: the device agent (agent/main.ts), added with it.
+  run: runCommand,
   hash: hashCommand,
   proof: proofCommand,
   store: storeCommand,
   "verify-response": verifyResponseCommand,
-  // fleet, console: added by their features.
+  fleet: fleetCommand,
+  // console: added with board support.
 };
 
 const TOP_USAGE_HEAD = `Usage: sharenode <command> [options] [arguments]

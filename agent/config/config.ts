@@ -105,7 +105,7 @@ export const configSchema: Record<string, Entry> = {
         env: "SHARENODE_BROKER",
         doc: "the broker: mqtt://host:1883, mqtts://host:8883, ws://host/path or wss://host/path",
       },
-      protocolVersion: { type: "enum", values: [5, 4], default: 5, doc: "MQTT 5, or 4 for MQTT 3.1.1 brokers" },
+      protocolVersion: { type: "enum", values: [5, 4], default: 5, env: "SHARENODE_MQTT_VERSION", doc: "MQTT 5, or 4 for MQTT 3.1.1 brokers" },
       username: { type: "string", env: "SHARENODE_MQTT_USERNAME", doc: "MQTT user name" },
       password: { type: "string", secret: true, env: "SHARENODE_MQTT_PASSWORD", doc: "MQTT password" },
       ca: { type: "path", readableFile: true, doc: "PEM file of the CA that signed the broker's certificate (mqtts/wss)" },
@@ -121,7 +121,7 @@ export const configSchema: Record<string, Entry> = {
         env: "SHARENODE_FLEET_KEY",
         doc: "the fleet's Ed25519 public key: only commands it signed are obeyed",
       },
-      telemetryIntervalSeconds: { type: "integer", min: 10, max: 86400, default: 60, doc: "seconds between telemetry messages" },
+      telemetryIntervalSeconds: { type: "integer", min: 10, max: 86400, default: 60, env: "SHARENODE_TELEMETRY_INTERVAL", doc: "seconds between telemetry messages" },
       outboxMaxBytes: {
         type: "integer",
         min: MiB / 4,

@@ -20,6 +20,7 @@ import { CHUNK_LEN } from "../kernels/blake3.js";
 import { OutboardBuilder, outboardLength, parseOutboard, type Outboard } from "../kernels/outboard.js";
 import { fromHex, toHex } from "../util/hex.js";
 import { fsyncDir, removeStaleTemps, writeFileAtomic } from "../durable/atomic.js";
+import { LockedError, PidLock } from "../durable/pid-lock.js";
 import { RecordLog } from "../durable/record-log.js";
 import { decodeRecord, encodeRecord, replay, type IndexEntry, type IndexRecord } from "./index-log.js";
 
@@ -107,7 +108,7 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
   /** Ids with an ingest or removal in flight: a second one for the same id waits for the first. */
   private readonly busy = new Map<string, Promise<unknown>>();
   private logRecords = 0;
-  private holdsLock = false;
+  private readonly lock: PidLock;
 
   constructor(
     readonly config: StoreConfig,
@@ -116,13 +117,17 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
     super();
     const d = config.dataDir;
     this.paths = { objects: join(d, "objects"), tmp: join(d, "tmp"), quarantine: join(d, "quarantine"), index: join(d, "index.log"), lock: join(d, "store.lock") };
+    this.lock = new PidLock(this.paths.lock, `the store in ${d}`);
   }
 
   /** Opens the index, repairs what a crash left, and measures the disk. */
   async start(): Promise<void> {
     const { paths } = this;
     for (const dir of [paths.objects, paths.tmp, paths.quarantine]) await mkdir(dir, { recursive: true });
-    await this.lock();
+    // One store per data directory: a second process (the CLI while the daemon runs) would interleave records.
+    await this.lock.acquire().catch((err) => {
+      throw err instanceof LockedError ? new StoreError(err.message, "locked") : asStoreError(err, "store lock");
+    });
     const opened = await RecordLog.open(paths.index);
     this.log = opened.log;
     if (opened.recovery) this.emit("recovered", { message: `index.log: dropped a torn tail of ${opened.recovery.droppedBytes} bytes (${opened.recovery.reason})` });
@@ -148,33 +153,7 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
     this.closed = true;
     await Promise.allSettled(this.busy.values());
     await this.log?.close();
-    // Only our own lock: a start refused because another process holds it must leave that lock alone.
-    if (this.holdsLock) await rm(this.paths.lock, { force: true });
-  }
-
-  /**
-   * One store per data directory: a second process (the CLI while the daemon runs) would interleave index
-   * records. The lock file holds the owner's pid; a lock whose process is gone (a power cut, SIGKILL) is taken
-   * over. Node has no flock without a native addon, hence the pid check.
-   */
-  private async lock(): Promise<void> {
-    for (let attempt = 0; attempt < 3; attempt++) {
-      try {
-        const fh = await open(this.paths.lock, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
-        await fh.writeFile(`${process.pid}\n`);
-        await fh.close();
-        this.holdsLock = true;
-        return;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw asStoreError(err, "store lock");
-      }
-      const owner = Number.parseInt(await readFile(this.paths.lock, "utf8").catch(() => ""), 10);
-      if (Number.isInteger(owner) && owner > 0 && processAlive(owner)) {
-        throw new StoreError(`the store in ${this.config.dataDir} is in use by process ${owner}`, "locked");
-      }
-      await rm(this.paths.lock, { force: true });
-    }
-    throw new StoreError(`could not take the store lock ${this.paths.lock}`, "locked");
+    await this.lock.release();
   }
 
   // --- queries ----------------------------------------------------------------------------------------------
@@ -515,15 +494,6 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
     } finally {
       this.busy.delete(id);
     }
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

@@ -1,0 +1,225 @@
+// `sharenode fleet ...`: the fleet side from a terminal: a key to sign commands with, a live table of devices,
+// and signed commands with verified replies.
+import { randomBytes } from "node:crypto";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { deviceIdOf, publicKeyFromHex } from "../identity/device-key.js";
+import { DeviceTable, type DeviceRow } from "../fleet/consumer.js";
+import { FleetConnection } from "../link/fleet-connection.js";
+import { loadOrCreateFleetKey, openReply, signCommand, type Reply } from "../protocol/envelope.js";
+import { fleetFilter, isDeviceId, topicsFor } from "../protocol/topics.js";
+import { CliError, parseCommandArgs, usageError, type CliIo, type Command } from "./io.js";
+
+const USAGE = `Usage: sharenode fleet keygen [--key-dir DIR]
+       sharenode fleet watch --broker URL [--username U --password P] [--duration SECONDS]
+       sharenode fleet send DEVICE COMMAND [--args JSON] --broker URL [--device-key HEX] [--key-dir DIR] [--timeout SECONDS]
+
+keygen   create (first time) the fleet's Ed25519 command key in DIR and print its public key: put it in the
+         devices' config (link.fleetPublicKey, or SHARENODE_FLEET_KEY)
+watch    a live table of the devices seen on the broker: online, last seen, key metrics, outbox depth, gaps
+send     sign COMMAND (ping, status, config.get, log.tail, store.challenge) for DEVICE, send it, and print the
+         device's reply once its signature verifies (the device key comes from --device-key, or from the
+         device's retained state record)
+
+Options:
+  --broker URL       mqtt:// mqtts:// ws:// wss:// (or SHARENODE_BROKER)
+  --username U, --password P
+  --mqtt-version 5|4 MQTT 5 (default) or 3.1.1 (or SHARENODE_MQTT_VERSION)
+  --key-dir DIR      where the fleet key lives (default ~/.config/sharenode-fleet)
+  --args JSON        the command's arguments, a JSON object (default {})
+  --device-key HEX   the device's public key (64 hex digits; 'sharenode store status' prints it)
+  --timeout S        how long send waits for the reply (default 15)
+  --duration S       watch for S seconds, print the table and exit (default: until Ctrl-C)
+  -h, --help         show this help
+`;
+
+export const fleetCommand: Command = { summary: "watch devices and send them signed commands", usage: USAGE, run: runFleet };
+
+const CONNECTION = {
+  broker: { type: "string" }, username: { type: "string" }, password: { type: "string" }, "mqtt-version": { type: "string" },
+} as const;
+
+function defaultKeyDir(): string {
+  return join(homedir(), ".config", "sharenode-fleet");
+}
+
+function seconds(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!/^\d+(\.\d+)?$/.test(value) || Number(value) <= 0) throw usageError(`fleet: --${name} must be a positive number of seconds, got '${value}'`);
+  return Number(value);
+}
+
+function mqttVersion(values: { "mqtt-version"?: string }, io: CliIo): 5 | 4 {
+  const v = values["mqtt-version"] ?? io.env.SHARENODE_MQTT_VERSION ?? "5";
+  if (v !== "5" && v !== "4") throw usageError(`fleet: --mqtt-version must be 5 or 4 (MQTT 3.1.1), got '${v}'`);
+  return v === "5" ? 5 : 4;
+}
+
+async function connect(values: { broker?: string; username?: string; password?: string; "mqtt-version"?: string }, io: CliIo): Promise<FleetConnection> {
+  const url = values.broker ?? io.env.SHARENODE_BROKER;
+  if (!url) throw usageError("fleet: no broker: pass --broker URL or set SHARENODE_BROKER");
+  const protocolVersion = mqttVersion(values, io);
+  try {
+    return await FleetConnection.connect({ url, username: values.username, password: values.password, protocolVersion });
+  } catch (err) {
+    throw new CliError(`fleet: ${(err as Error).message}`);
+  }
+}
+
+async function runFleet(args: string[], io: CliIo): Promise<number> {
+  const [action, ...rest] = args;
+  switch (action) {
+    case "keygen": {
+      const { values } = parseCommandArgs("fleet keygen", rest, { "key-dir": { type: "string" } }, false);
+      const key = await loadOrCreateFleetKey(join(values["key-dir"] ?? defaultKeyDir(), "device-key.pem")).catch((err: Error) => {
+        throw new CliError(`fleet keygen: ${err.message}`);
+      });
+      io.stdout.write(`${key.publicKeyHex}\n`);
+      return 0;
+    }
+    case "watch":
+      return watch(rest, io);
+    case "send":
+      return send(rest, io);
+    case undefined:
+      throw usageError("fleet: missing action: keygen, watch or send (see 'sharenode fleet --help')");
+    default:
+      throw usageError(`fleet: unknown action '${action}' (expected keygen, watch or send)`);
+  }
+}
+
+function renderTable(rows: DeviceRow[], now: number): string {
+  const header = ["device", "online", "seen", "cpu%", "load1", "mem MB", "temp", "objects", "outbox", "gaps"];
+  const fmt = (v: number | undefined, digits = 0) => (v === undefined ? "-" : v.toFixed(digits));
+  const lines = rows.map((r) => [
+    r.deviceId,
+    r.online ? "yes" : "no",
+    `${Math.max(0, Math.round((now - r.lastSeen) / 1000))}s`,
+    fmt(r.metrics.cpu_pct, 1),
+    fmt(r.metrics.load1, 2),
+    fmt(r.metrics.mem_available_bytes === undefined ? undefined : r.metrics.mem_available_bytes / 1e6),
+    fmt(r.metrics.temp_c, 1),
+    fmt(r.metrics.store_objects),
+    r.outboxDepth === null ? "-" : String(r.outboxDepth),
+    String(r.gaps.events),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+  const row = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
+  return [row(header), ...lines.map(row)].join("\n") + "\n" + (rows.length === 0 ? "(no devices seen yet)\n" : "");
+}
+
+async function watch(args: string[], io: CliIo): Promise<number> {
+  const { values } = parseCommandArgs("fleet watch", args, { ...CONNECTION, duration: { type: "string" } }, false);
+  const duration = values.duration === undefined ? undefined : seconds("duration", values.duration, 0);
+  const conn = await connect(values, io);
+  const table = new DeviceTable();
+  conn.onMessage((m) => table.apply(m.topic, m.payload));
+  await conn.subscribe([fleetFilter("state"), fleetFilter("telemetry"), fleetFilter("events")]);
+  const tty = (io.stdout as { isTTY?: boolean }).isTTY === true;
+  const redraw = setInterval(() => {
+    // Clear the screen and draw from the top: a table that updates in place.
+    if (tty) io.stdout.write("\x1b[H\x1b[2J" + renderTable(table.rows(), Date.now()));
+  }, 1000);
+  await new Promise<void>((resolve) => {
+    const done = () => resolve();
+    process.once("SIGINT", done);
+    process.once("SIGTERM", done);
+    if (duration !== undefined) setTimeout(done, duration * 1000);
+  });
+  clearInterval(redraw);
+  await conn.close();
+  io.stdout.write(renderTable(table.rows(), Date.now()));
+  return 0;
+}
+
+async function send(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandArgs("fleet send", args, {
+    ...CONNECTION, args: { type: "string" }, "device-key": { type: "string" }, "key-dir": { type: "string" }, timeout: { type: "string" },
+  }, true);
+  if (positionals.length !== 2) throw usageError(`fleet send: expected DEVICE and COMMAND, got ${positionals.length} argument${positionals.length === 1 ? "" : "s"}`);
+  const [deviceId, cmd] = positionals as [string, string];
+  if (!isDeviceId(deviceId)) throw usageError(`fleet send: DEVICE must be a device id (32 lowercase hex digits), got '${deviceId}'`);
+  let cmdArgs: Record<string, unknown> = {};
+  if (values.args !== undefined) {
+    try {
+      cmdArgs = JSON.parse(values.args) as Record<string, unknown>;
+    } catch {
+      throw usageError("fleet send: --args is not JSON");
+    }
+    if (typeof cmdArgs !== "object" || cmdArgs === null || Array.isArray(cmdArgs)) throw usageError("fleet send: --args must be a JSON object");
+  }
+  const timeout = seconds("timeout", values.timeout, 15);
+  let deviceKey: Uint8Array | undefined;
+  if (values["device-key"] !== undefined) {
+    try {
+      deviceKey = publicKeyFromHex(values["device-key"]);
+    } catch (err) {
+      throw usageError(`fleet send: --device-key: ${(err as Error).message}`);
+    }
+    if (deviceIdOf(deviceKey) !== deviceId) throw usageError(`fleet send: --device-key is not the key of device ${deviceId}`);
+  }
+  const key = await loadOrCreateFleetKey(join(values["key-dir"] ?? defaultKeyDir(), "device-key.pem")).catch((err: Error) => {
+    throw new CliError(`fleet send: ${err.message}`);
+  });
+  const topics = topicsFor(deviceId);
+  const conn = await connect(values, io);
+  try {
+    const v5 = mqttVersion(values, io) === 5;
+    // MQTT 3.1.1 has no response topic: the device answers on its reply topic, and the nonce pairs the reply.
+    const responseTopic = v5 ? topics.replyTo(randomBytes(8).toString("hex")) : topics.reply;
+    const correlationData = randomBytes(16);
+    const nonce = randomBytes(16).toString("hex");
+    const replies: Buffer[] = [];
+    const states: Buffer[] = [];
+    let wake: (() => void) | undefined;
+    conn.onMessage((m) => {
+      if (m.topic === responseTopic) replies.push(m.payload);
+      else if (m.topic === topics.state) states.push(m.payload);
+      wake?.();
+    });
+    await conn.subscribe(deviceKey ? [responseTopic] : [responseTopic, topics.state]);
+    const deadline = Date.now() + timeout * 1000;
+    const waitFor = async (ready: () => boolean): Promise<boolean> => {
+      while (!ready()) {
+        const left = deadline - Date.now();
+        if (left <= 0) return false;
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          setTimeout(resolve, Math.min(left, 250));
+        });
+      }
+      return true;
+    };
+    if (!deviceKey) {
+      // The retained state record carries the device's public key; its id is the key's hash, so the record
+      // cannot name a key that is not the device's.
+      await waitFor(() => states.length > 0);
+      const pub = states.length > 0 ? (JSON.parse(states[states.length - 1]!.toString()) as { pub?: unknown }).pub : undefined;
+      if (typeof pub !== "string") throw usageError(`fleet send: no public key for ${deviceId} in its retained state; pass --device-key`);
+      deviceKey = publicKeyFromHex(pub);
+      if (deviceIdOf(deviceKey) !== deviceId) throw new CliError(`fleet send: the state record of ${deviceId} names a key that is not its own`);
+    }
+    const payload = signCommand({ cmd, deviceId, args: cmdArgs, nonce, exp: Date.now() + Math.max(60_000, timeout * 1000) }, key);
+    await conn.publish(topics.cmd(cmd), payload, v5 ? { responseTopic, correlationData } : {});
+    const devicePublicKey = deviceKey;
+    // Only a reply that verifies and carries our nonce answers us (a refused, unauthenticated command gets a
+    // reply with a null nonce: accepted too, as nothing else could have caused it on a private response topic).
+    let reply: Reply | undefined;
+    const answered = () => {
+      while (replies.length > 0) {
+        const opened = openReply(replies.shift()!, { devicePublicKey, deviceId });
+        if (opened.ok && (opened.reply.nonce === nonce || (v5 && opened.reply.nonce === null))) reply = opened.reply;
+      }
+      return reply !== undefined;
+    };
+    if (!(await waitFor(answered)) || !reply) throw new CliError(`fleet send: no verified reply from ${deviceId} within ${timeout} s`);
+    if (!reply.ok) {
+      io.stderr.write(`sharenode: fleet send: ${cmd} refused by the device: ${reply.error.code}: ${reply.error.message}\n`);
+      return 1;
+    }
+    io.stdout.write(JSON.stringify(reply.result, null, 2) + "\n");
+    return 0;
+  } finally {
+    await conn.close();
+  }
+}

@@ -1,0 +1,60 @@
+// `sharenode run`: the device agent (agent/main.ts) in the foreground, until SIGTERM or SIGINT.
+import { HostPaths } from "../../board/host-paths.js";
+import { version } from "../../package.json";
+import { ConfigError, loadConfig } from "../config/config.js";
+import { Agent } from "../main.js";
+import { LogHub } from "../util/log.js";
+import { CliError, parseCommandArgs, type CliIo, type Command } from "./io.js";
+
+const USAGE = `Usage: sharenode run [--config FILE]
+
+Run the agent: keep and prove objects on the data disk, report over MQTT, answer signed commands.
+Stops cleanly on SIGTERM or SIGINT. The config is one JSON file (agent/config/README.md lists every key);
+environment variables override it (SHARENODE_BROKER, SHARENODE_DATA, SHARENODE_STATE, SHARENODE_FLEET_KEY, ...).
+Every problem in the config is reported at once, one line each, and the agent does not start (exit 2).
+
+Options:
+  -c, --config FILE   the config file (default: none: defaults and the environment only)
+  -h, --help          show this help
+`;
+
+export const runCommand: Command = { summary: "run the agent (daemon) in the foreground", usage: USAGE, run: runAgent };
+
+async function runAgent(args: string[], io: CliIo): Promise<number> {
+  const { values } = parseCommandArgs("run", args, { config: { type: "string", short: "c" } }, false);
+  let config;
+  try {
+    ({ config } = loadConfig(values.config, io.env));
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const problem of err.problems) io.stderr.write(`sharenode: config: ${problem.replace(/\r?\n/g, "\\n")}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  const logs = new LogHub(io.stderr, config.log.level);
+  const hostPaths = new HostPaths(io.env.SHARENODE_HOST_ROOT || "/");
+  const agent = new Agent(config, { logs, version, hostPaths });
+  const stopped = new Promise<number>((resolve) => {
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals) => {
+      signals++;
+      if (signals > 1) {
+        // A second signal while stopping: the person means it.
+        io.stderr.write(`sharenode: ${signal} again: exiting without a clean stop\n`);
+        process.exit(1);
+      }
+      logs.logger("agent").info(`${signal}: stopping`);
+      void agent.stop().then(() => resolve(0), () => resolve(1));
+    };
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+  });
+  try {
+    await agent.start();
+  } catch (err) {
+    await agent.stop().catch(() => {});
+    throw new CliError(`run: ${(err as Error).message}`);
+  }
+  return stopped;
+}

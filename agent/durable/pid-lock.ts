@@ -1,0 +1,64 @@
+// One process per directory: the store's data directory and the agent's state directory each hold a lock file
+// naming the owner's pid. Two writers of one log interleave their frames (seen: two `npm start`s sharing a state
+// directory tore the outbox). Node has no flock without a native addon, hence the pid file; a lock whose process
+// is gone (a power cut, SIGKILL) is taken over. A reused pid can make a stale lock look held: the error says
+// which process, so a person can remove the file.
+import { constants as fsConstants } from "node:fs";
+import { open, readFile, rm } from "node:fs/promises";
+
+export class LockedError extends Error {
+  constructor(
+    message: string,
+    readonly owner: number,
+  ) {
+    super(message);
+    this.name = "LockedError";
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+export class PidLock {
+  private held = false;
+
+  constructor(
+    readonly path: string,
+    /** What the lock protects, for the error message ("the store in /mnt/usb/sharenode"). */
+    private readonly what: string,
+  ) {}
+
+  /** Takes the lock or throws LockedError naming the live owner. */
+  async acquire(): Promise<void> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        const fh = await open(this.path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
+        await fh.writeFile(`${process.pid}\n`);
+        await fh.close();
+        this.held = true;
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      }
+      const owner = Number.parseInt(await readFile(this.path, "utf8").catch(() => ""), 10);
+      if (Number.isInteger(owner) && owner > 0 && processAlive(owner)) {
+        throw new LockedError(`${this.what} is in use by process ${owner}`, owner);
+      }
+      await rm(this.path, { force: true });
+    }
+    throw new LockedError(`could not take the lock ${this.path}`, 0);
+  }
+
+  /** Releases the lock if this object holds it (never another process's). */
+  async release(): Promise<void> {
+    if (!this.held) return;
+    this.held = false;
+    await rm(this.path, { force: true });
+  }
+}

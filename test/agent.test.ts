@@ -1,0 +1,210 @@
+// The daemon as it runs on a box: `sharenode run` (the built bundle) against a real mosquitto, commanded and
+// watched from the fleet side. Announces itself, sends telemetry, answers signed commands, refuses everything
+// else with a signed error reply and keeps running, proves storage, and stops cleanly on SIGTERM.
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import mqtt, { type MqttClient } from "mqtt";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { blake3 } from "../agent/kernels/blake3";
+import { loadOrCreateFleetKey, openReply, signCommand, type FleetKey, type Reply } from "../agent/protocol/envelope";
+import { topicsFor } from "../agent/protocol/topics";
+import { verifyStorageResponse } from "../agent/protocol/storage-proof";
+import { Broker } from "./helpers/mosquitto";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const BIN = join(ROOT, "dist/sharenode.js");
+
+let broker: Broker;
+let work: string;
+let agent: ChildProcess;
+let agentLog = "";
+let fleet: FleetKey;
+let forger: FleetKey;
+let client: MqttClient;
+let deviceId = "";
+let devicePublicKey = "";
+const inbox: Array<{ topic: string; payload: Buffer; correlationData?: Buffer }> = [];
+
+function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    SHARENODE_BROKER: broker.url,
+    SHARENODE_STATE: join(work, "state"),
+    SHARENODE_DATA: join(work, "data"),
+    SHARENODE_FLEET_KEY: fleet.publicKeyHex,
+    SHARENODE_ALLOW_SYSTEM_DISK: "true",
+    SHARENODE_TELEMETRY_INTERVAL: "10",
+    // The test broker takes anonymous clients; the password is here to show that it never leaks.
+    SHARENODE_MQTT_USERNAME: "device",
+    SHARENODE_MQTT_PASSWORD: "s3cret-never-shown",
+    ...extra,
+  };
+}
+
+async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; agent log:\n${agentLog.slice(-2000)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Sends a raw command payload with a fresh response topic and returns the verified reply. */
+async function command(name: string, payload: Uint8Array): Promise<Reply> {
+  const topics = topicsFor(deviceId);
+  const responseTopic = topics.replyTo(`t${Math.random().toString(16).slice(2)}`);
+  await client.subscribeAsync(responseTopic, { qos: 1 });
+  await client.publishAsync(topics.cmd(name), Buffer.from(payload), { qos: 1, properties: { responseTopic, correlationData: Buffer.from("corr-1") } });
+  const message = await waitFor(`a reply to ${name}`, () => inbox.find((m) => m.topic === responseTopic));
+  expect(message.correlationData?.toString()).toBe("corr-1");
+  const opened = openReply(message.payload, { devicePublicKey, deviceId });
+  if (!opened.ok) throw new Error(`reply does not verify: ${opened.reason}`);
+  return opened.reply;
+}
+
+const sign = (cmd: string, args: Record<string, unknown> = {}, key: FleetKey = fleet, exp = Date.now() + 60_000, nonce?: string) =>
+  signCommand({ cmd, deviceId, args, exp, nonce }, key);
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), "sharenode-agent-"));
+  mkdirSync(join(work, "data"));
+  broker = await Broker.start();
+  fleet = await loadOrCreateFleetKey(join(work, "fleet", "device-key.pem"));
+  forger = await loadOrCreateFleetKey(join(work, "forger", "device-key.pem"));
+  client = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: "fleet-test" });
+  client.on("message", (topic, payload, packet) => inbox.push({ topic, payload, correlationData: packet.properties?.correlationData }));
+  await client.subscribeAsync(["sharenode/v1/+/state", "sharenode/v1/+/telemetry", "sharenode/v1/+/events"], { qos: 1 });
+  agent = spawn(process.execPath, [BIN, "run"], { env: env(), stdio: ["ignore", "pipe", "pipe"] });
+  agent.stdout!.on("data", (d: Buffer) => (agentLog += d.toString()));
+  agent.stderr!.on("data", (d: Buffer) => (agentLog += d.toString()));
+  const m = await waitFor("the device id in the log", () => /device ([0-9a-f]{32}) \(public key ([0-9a-f]{64})\)/.exec(agentLog) ?? undefined);
+  deviceId = m[1]!;
+  devicePublicKey = m[2]!;
+});
+
+afterAll(async () => {
+  if (agent && agent.exitCode === null) agent.kill("SIGKILL");
+  await client?.endAsync();
+  await broker?.stop();
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+describe("sharenode run", () => {
+  it("announces itself online (retained, with a session number)", async () => {
+    const birth = await waitFor("the birth", () => inbox.find((m) => m.topic === topicsFor(deviceId).state && JSON.parse(m.payload.toString()).state === "online"));
+    const state = JSON.parse(birth.payload.toString());
+    expect(Number.isInteger(state.bdSeq)).toBe(true);
+    // Retained: a consumer that comes later still sees it.
+    const late = await mqtt.connectAsync(broker.url, { protocolVersion: 5 });
+    const seen: string[] = [];
+    late.on("message", (_t, p) => seen.push(p.toString()));
+    await late.subscribeAsync(topicsFor(deviceId).state, { qos: 1 });
+    await waitFor("the retained state", () => (seen.length > 0 ? seen : undefined));
+    expect(JSON.parse(seen[0]!).state).toBe("online");
+    await late.endAsync();
+  });
+
+  it("publishes telemetry: a flat object of numbers with a sequence number", async () => {
+    const message = await waitFor("telemetry", () => inbox.find((m) => m.topic === topicsFor(deviceId).telemetry), 25_000);
+    const t = JSON.parse(message.payload.toString()) as Record<string, unknown>;
+    for (const [k, v] of Object.entries(t)) expect(typeof v, k).toBe("number");
+    for (const k of ["seq", "ts", "uptime_s", "mem_total_bytes", "store_objects", "outbox_depth", "reconnects"]) expect(t).toHaveProperty(k);
+  }, 30_000);
+
+  it("answers a signed ping, and refuses forged, replayed, expired, malformed, unknown and oversized commands", async () => {
+    const ok = await command("ping", sign("ping"));
+    expect(ok.ok).toBe(true);
+    const refusals: Array<[string, Uint8Array, string]> = [];
+    refusals.push(["ping", sign("ping", {}, forger), "bad-signature"]);
+    const once = sign("ping", {}, fleet, Date.now() + 60_000, "ab".repeat(16));
+    expect((await command("ping", once)).ok).toBe(true);
+    refusals.push(["ping", once, "replayed"]);
+    refusals.push(["ping", sign("ping", {}, fleet, Date.now() - 1000), "expired"]);
+    refusals.push(["ping", Buffer.from("{not json"), "malformed"]);
+    refusals.push(["reboot.now", sign("reboot.now"), "unknown-command"]);
+    refusals.push(["ping", Buffer.alloc(70_000, 0x20), "too-large"]);
+    refusals.push(["status", sign("ping"), "wrong-command"]);
+    for (const [name, payload, code] of refusals) {
+      const reply = await command(name, payload);
+      expect(reply.ok, code).toBe(false);
+      if (!reply.ok) expect(reply.error.code).toBe(code);
+    }
+    // Still running and answering.
+    expect((await command("status", sign("status"))).ok).toBe(true);
+    expect(agent.exitCode).toBe(null);
+  });
+
+  it("answers status, config.get (secrets redacted) and log.tail", async () => {
+    const status = await command("status", sign("status"));
+    expect(status.ok).toBe(true);
+    if (status.ok) expect(status.result).toMatchObject({ deviceId, publicKey: devicePublicKey, store: { running: true } });
+    const config = await command("config.get", sign("config.get"));
+    expect(config.ok).toBe(true);
+    if (config.ok) {
+      expect(JSON.stringify(config.result)).not.toContain("s3cret-never-shown");
+      expect((config.result as { link: { password: string } }).link.password).toBe("<redacted>");
+    }
+    expect(agentLog).not.toContain("s3cret-never-shown");
+    const tail = await command("log.tail", sign("log.tail", { lines: 5 }));
+    expect(tail.ok).toBe(true);
+    if (tail.ok) expect((tail.result as { lines: string[] }).lines.length).toBeGreaterThan(0);
+    const bad = await command("log.tail", sign("log.tail", { lines: "many" }));
+    expect(bad.ok).toBe(false);
+  });
+
+  it("proves storage: store.challenge returns a signed response that verifies; a missing object is an error reply", async () => {
+    const data = new Uint8Array(200_000).map((_, i) => (i * 31) & 0xff);
+    const file = join(work, "object.bin");
+    writeFileSync(file, data);
+    // While the agent runs, it owns the store: the CLI is refused (one process per data directory).
+    const add = spawnSync(process.execPath, [BIN, "store", "add", file, "--data", join(work, "data"), "--state", join(work, "state"), "--allow-system-disk"], { encoding: "utf8" });
+    expect(add.status).toBe(1);
+    expect(add.stderr).toMatch(/in use by process/);
+    const missing = await command("store.challenge", sign("store.challenge", { objectId: Buffer.from(blake3(data)).toString("hex"), nonce: "11".repeat(32), count: 1 }));
+    expect(missing.ok).toBe(false);
+    if (!missing.ok) expect(missing.error.code).toBe("not-found");
+  });
+
+  it("stops cleanly on SIGTERM: publishes offline itself and exits 0; then a stored object can be challenged", async () => {
+    const exited = new Promise<number | null>((resolve) => agent.once("exit", (code) => resolve(code)));
+    agent.kill("SIGTERM");
+    expect(await exited).toBe(0);
+    const offline = await waitFor("the offline state", () => inbox.find((m) => m.topic === topicsFor(deviceId).state && JSON.parse(m.payload.toString()).state === "offline"));
+    expect(JSON.parse(offline.payload.toString()).bdSeq).toBeGreaterThanOrEqual(0);
+    // With the agent stopped, the CLI can add; a restarted agent proves the object over MQTT.
+    const data = new Uint8Array(200_000).map((_, i) => (i * 31) & 0xff);
+    const file = join(work, "object.bin");
+    const add = spawnSync(process.execPath, [BIN, "store", "add", file, "--data", join(work, "data"), "--state", join(work, "state"), "--allow-system-disk"], { encoding: "utf8" });
+    expect(add.stderr).toBe("");
+    expect(add.status).toBe(0);
+    agentLog = "";
+    agent = spawn(process.execPath, [BIN, "run"], { env: env(), stdio: ["ignore", "pipe", "pipe"] });
+    agent.stdout!.on("data", (d: Buffer) => (agentLog += d.toString()));
+    agent.stderr!.on("data", (d: Buffer) => (agentLog += d.toString()));
+    await waitFor("the restarted agent", () => (/link: connected/.test(agentLog) ? true : undefined));
+    const objectId = Buffer.from(blake3(data)).toString("hex");
+    const nonce = "22".repeat(32);
+    const reply = await command("store.challenge", sign("store.challenge", { objectId, nonce, count: 4 }));
+    expect(reply.ok).toBe(true);
+    if (reply.ok) {
+      const verdict = verifyStorageResponse(reply.result, { objectId, length: data.length, nonce, count: 4, publicKey: Buffer.from(devicePublicKey, "hex") });
+      expect(verdict).toMatchObject({ ok: true });
+    }
+  }, 60_000);
+
+  it("refuses a bad config with every problem at once, one line each, exit 2", () => {
+    const file = join(work, "bad.json");
+    writeFileSync(file, JSON.stringify({ link: { url: "http://x", protocolVersion: 6, keepaliveSeconds: -1 }, store: { quota: "200%" }, colour: "blue" }));
+    const r = spawnSync(process.execPath, [BIN, "run", "--config", file], { encoding: "utf8", env: { PATH: process.env.PATH } });
+    expect(r.status).toBe(2);
+    const lines = r.stderr.trimEnd().split("\n");
+    expect(lines.length).toBeGreaterThanOrEqual(5);
+    for (const line of lines) expect(line).toMatch(/^sharenode: config: /);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+});

@@ -149,6 +149,8 @@ export class Agent {
       for (const t of this.timers) clearInterval(t);
       this.scrubber?.stop();
       await this.collector?.stop().catch(() => {});
+      // Give records in flight a moment to be acknowledged, so a restart does not send them again.
+      await Promise.race([this.outbox?.idle(), new Promise((resolve) => setTimeout(resolve, 2000).unref())]).catch(() => {});
       await this.link?.stop().catch((err: Error) => this.log.warn(`link stop: ${err.message}`));
       await this.gate?.stop().catch(() => {});
       await this.outbox?.stop().catch(() => {});

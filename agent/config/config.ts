@@ -121,7 +121,7 @@ export const configSchema: Record<string, Entry> = {
         env: "SHARENODE_FLEET_KEY",
         doc: "the fleet's Ed25519 public key: only commands it signed are obeyed",
       },
-      telemetryIntervalSeconds: { type: "integer", min: 10, max: 86400, default: 60, env: "SHARENODE_TELEMETRY_INTERVAL", doc: "seconds between telemetry messages" },
+      telemetryIntervalSeconds: { type: "integer", min: 1, max: 86400, default: 60, env: "SHARENODE_TELEMETRY_INTERVAL", doc: "seconds between telemetry messages" },
       outboxMaxBytes: {
         type: "integer",
         min: MiB / 4,

@@ -173,5 +173,6 @@ if (json) {
   }
 }
 
-// --- the storage node's figures (issue 3): same flags ------------------------------------------------------
-await import("./store.mjs");
+// --- the storage node (issue 3), the outbox and the daemon (issue 4): same flags ---------------------------
+const { runTsBench } = await import("./ts-bench.mjs");
+for (const name of ["store-bench", "outbox-bench", "agent-bench"]) await runTsBench(name);

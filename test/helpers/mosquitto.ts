@@ -2,7 +2,7 @@
 // killable (SIGKILL, as a crash) and restartable on the same port. Missing mosquitto is a failure, never a skip:
 // .ci/run installs Debian's mosquitto.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -67,6 +67,8 @@ export class Broker {
   /** Starts a broker on a free port. */
   static async start(options: BrokerOptions = {}): Promise<Broker> {
     const broker = new Broker(await freePort(), options);
+    // mosquitto started as root drops to the mosquitto user, which must be able to write its persistence file.
+    if (options.persistence) chmodSync(broker.dir, 0o777);
     for (const [name, content] of Object.entries(options.files ?? {})) writeFileSync(join(broker.dir, name), content, { mode: 0o600 });
     await broker.restart();
     return broker;

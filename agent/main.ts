@@ -97,6 +97,7 @@ export class Agent {
       key: await readOptional(config.link.key),
       keepaliveSeconds: config.link.keepaliveSeconds,
       version: deps.version,
+      publicKeyHex: this.identity.publicKeyHex,
       stateDir: config.stateDir,
       log: linkLog,
     });

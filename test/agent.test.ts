@@ -170,6 +170,28 @@ describe("sharenode run", () => {
     if (!missing.ok) expect(missing.error.code).toBe("not-found");
   });
 
+  it("the fleet CLI: send (device key from the retained birth, or given) and watch", () => {
+    const base = ["--broker", broker.url, "--key-dir", join(work, "fleet")];
+    const ping = spawnSync(process.execPath, [BIN, "fleet", "send", deviceId, "ping", ...base], { encoding: "utf8" });
+    expect(ping.stderr).toBe("");
+    expect(ping.status).toBe(0);
+    expect(JSON.parse(ping.stdout)).toMatchObject({ pong: true });
+    const tail = spawnSync(process.execPath, [BIN, "fleet", "send", deviceId, "log.tail", "--args", '{"lines":2}', "--device-key", devicePublicKey, ...base], { encoding: "utf8" });
+    expect(tail.status).toBe(0);
+    expect(JSON.parse(tail.stdout).lines).toHaveLength(2);
+    // A command the device refuses: exit 1 with the device's code, one line.
+    const bad = spawnSync(process.execPath, [BIN, "fleet", "send", deviceId, "log.tail", "--args", '{"lines":0}', ...base], { encoding: "utf8" });
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/^sharenode: fleet send: log.tail refused by the device: bad-args: /);
+    // A key that is not the device's is refused before anything is sent.
+    const wrongKey = spawnSync(process.execPath, [BIN, "fleet", "send", deviceId, "ping", "--device-key", "ab".repeat(32), ...base], { encoding: "utf8" });
+    expect(wrongKey.status).toBe(2);
+    const watch = spawnSync(process.execPath, [BIN, "fleet", "watch", "--broker", broker.url, "--duration", "3"], { encoding: "utf8" });
+    expect(watch.status).toBe(0);
+    const row = watch.stdout.split("\n").find((l) => l.startsWith(deviceId));
+    expect(row, watch.stdout).toMatch(new RegExp(`^${deviceId}\\s+yes\\s`));
+  }, 30_000);
+
   it("stops cleanly on SIGTERM: publishes offline itself and exits 0; then a stored object can be challenged", async () => {
     const exited = new Promise<number | null>((resolve) => agent.once("exit", (code) => resolve(code)));
     agent.kill("SIGTERM");

@@ -57,6 +57,8 @@ export interface MqttLinkOptions {
   keepaliveSeconds?: number;
   /** The agent's version, announced in the state record. */
   version: string;
+  /** The device's public key (hex), announced in the birth: its hash is the device id, so it vouches for itself. */
+  publicKeyHex?: string;
   /** Where the bdSeq counter is kept (file `bdseq`). */
   stateDir: string;
   /** CONNACK must arrive within this (default 30 000 ms). */
@@ -374,7 +376,7 @@ export class MqttLink extends EventEmitter<LinkEvents> {
     try {
       const granted = await conn.client.subscribeAsync(this.topics.cmdFilter, { qos: 1 });
       if (granted.some((g) => g.qos === 128)) this.options.log?.warn(`the broker refused the subscription to ${this.topics.cmdFilter}`);
-      const birth = { state: "online", bdSeq: conn.bdSeq, ts: this.now(), version: this.options.version };
+      const birth = { state: "online", bdSeq: conn.bdSeq, ts: this.now(), version: this.options.version, ...(this.options.publicKeyHex ? { pub: this.options.publicKeyHex } : {}) };
       await this.send(conn, this.topics.state, JSON.stringify(birth), { qos: 1, retain: true });
     } catch (err) {
       if (!conn.closed) {

@@ -1,5 +1,5 @@
 // `npm start`: the agent on this development machine, as a box would run it, with everything local:
-//   - a data directory and a state directory under .sharenode-dev/ in the checkout (the data "disk" is the
+//   - a data directory and a state directory under .sharenode-dev/ in the checkout (or SHARENODE_DEV_DIR; the data "disk" is the
 //     development machine's own, so store.allowSystemDisk is on: a real box refuses that);
 //   - a fleet key for this checkout, so that `sharenode fleet send` can command the agent;
 //   - the broker in SHARENODE_BROKER, or an embedded MQTT broker (aedes, a development dependency that is never
@@ -17,7 +17,7 @@ if (!existsSync(bin)) {
   console.error("npm start: dist/sharenode.js is missing; run `npm install` (or `npm run build`) first");
   process.exit(1);
 }
-const dev = join(root, ".sharenode-dev");
+const dev = process.env.SHARENODE_DEV_DIR || join(root, ".sharenode-dev");
 const stateDir = join(dev, "state");
 const dataDir = join(dev, "data");
 const fleetKeyDir = join(dev, "fleet");
@@ -55,8 +55,11 @@ Command it (its device id is in the first log line):
   node ${bin} fleet send DEVICE_ID status --broker ${broker} --key-dir ${fleetKeyDir}${embedded ? " --mqtt-version 4" : ""}
 `);
 
+// Its own process group: Ctrl-C reaches only this launcher, which passes it on once (the agent takes a second
+// signal as "exit now, without a clean stop").
 const agent = spawn(process.execPath, [bin, "run"], {
   stdio: "inherit",
+  detached: true,
   env: {
     ...process.env,
     SHARENODE_BROKER: broker,
@@ -67,8 +70,9 @@ const agent = spawn(process.execPath, [bin, "run"], {
     SHARENODE_TELEMETRY_INTERVAL: process.env.SHARENODE_TELEMETRY_INTERVAL ?? "10",
   },
 });
-// Ctrl-C reaches the agent too (same process group); only stop the broker after the agent's clean stop.
+// Stop the broker only after the agent's clean stop (it publishes its offline state on the way out).
 for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => agent.kill(signal));
+process.on("exit", () => agent.exitCode === null && agent.kill("SIGKILL"));
 const code = await new Promise((resolve) => agent.on("exit", (c, s) => resolve(c ?? (s ? 0 : 1))));
 if (embedded) {
   await new Promise((resolve) => embedded.server.close(resolve));

@@ -13,7 +13,7 @@ const dir = mkdtempSync(join(tmpdir(), "sharenode-npm-start-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 it("starts an embedded broker and the agent, which connects; SIGINT stops both", async () => {
-  const env = { ...process.env, SHARENODE_DEV_DIR: dir };
+  const env: NodeJS.ProcessEnv = { ...process.env, SHARENODE_DEV_DIR: dir };
   delete env.SHARENODE_BROKER;
   const proc = spawn(process.execPath, [join(ROOT, "board/sim/dev-start.mjs")], { env, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";

@@ -365,7 +365,7 @@ export class MqttLink extends EventEmitter<LinkEvents> {
     client.on("message", (topic, payload, packet) => this.deliver(conn, topic, payload, packet));
     // mqtt.js emits "error" for refused connections, timeouts and socket errors; "close" always follows.
     client.on("error", (err) => {
-      conn.lastError = err.message;
+      conn.lastError = err.message.replace(/\s+/g, " ").trim(); // OpenSSL alerts end in a newline: keep log lines whole
       o.log?.debug(() => `connection error: ${err.message}`);
     });
     client.on("close", () => this.onClose(conn, conn.lastError || "connection closed"));

@@ -10,6 +10,7 @@
 // { ok: false, code, reason } with a one-line reason. They throw only when the caller's own options are invalid.
 // Pure but for the random nonce signCommand() draws when none is given, and loadOrCreateFleetKey() at the end,
 // which delegates the key file to agent/identity.
+import { describeType, describeValue, errorLine } from "../util/describe.js";
 import { randomBytes } from "node:crypto";
 import { basename, dirname } from "node:path";
 import {
@@ -359,33 +360,6 @@ function isUint(value: unknown): value is number {
   return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
 }
 
-/** A short, one-line rendering of an untrusted value for a reason. */
-export function describeValue(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value.length > 40 ? `${value.slice(0, 37)}...` : value);
-  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint" || value === null || value === undefined) return String(value);
-  return describeType(value);
-}
-
-function describeType(value: unknown): string {
-  if (value === null) return "null";
-  if (value === undefined) return "undefined";
-  if (Array.isArray(value)) return "an array";
-  if (value instanceof Uint8Array) return "bytes";
-  return typeof value === "object" ? "an object" : `a ${typeof value}`;
-}
-
-/** The message of something thrown, on one line and short; never throws itself. */
-export function errorLine(err: unknown, max = 200): string {
-  let text: string;
-  try {
-    text = err instanceof Error ? String(err.message) : typeof err === "string" ? err : describeType(err);
-  } catch {
-    text = "an unreadable error";
-  }
-  const line = text.replace(/\s+/g, " ").trim() || "no message";
-  return line.length > max ? `${line.slice(0, max - 3)}...` : line;
-}
-
 // --- the fleet key ----------------------------------------------------------------------------------------------
 
 /** The fleet's command-signing key: Ed25519, its private half only behind sign(). */
@@ -432,3 +406,5 @@ export async function loadOrCreateFleetKey(path: string): Promise<FleetKey> {
   });
   return Object.freeze(key);
 }
+
+export { describeValue, errorLine } from "../util/describe.js";

@@ -4,6 +4,7 @@
 //
 // Pure: the object's bytes come through readAt(), the time through an injected clock, the signature through the
 // identity's sign(). verifyStorageResponse() takes untrusted input and never throws on it.
+import { describeType, describeValue as describe } from "../util/describe.js";
 import { createBlake3, createBlake3DeriveKey } from "../kernels/blake3.js";
 import { makeProofAsync, type Outboard } from "../kernels/outboard.js";
 import { verifyProof } from "../kernels/proof.js";
@@ -374,17 +375,3 @@ function readClock(clock: () => number): number {
   return t;
 }
 
-/** A short, one-line rendering of an untrusted value for an error message. */
-function describe(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value.length > 40 ? `${value.slice(0, 37)}...` : value);
-  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint" || value === null || value === undefined) return String(value);
-  return describeType(value);
-}
-
-function describeType(value: unknown): string {
-  if (value === null) return "null";
-  if (value === undefined) return "undefined";
-  if (Array.isArray(value)) return "an array";
-  if (value instanceof Uint8Array) return "bytes";
-  return typeof value === "object" ? "an object" : `a ${typeof value}`;
-}

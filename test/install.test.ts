@@ -1,0 +1,347 @@
+// board/install/ as an installer runs it: install.sh into a temporary root (as an image is built; the same code
+// runs on a box with --root /) with fake bundles: the tree, the release slots and `current`, the config the agent
+// loads, idempotence, bad input; the systemd unit's directives against the layout, `systemd-analyze verify`; the
+// OpenWrt procd script; `sh -n` and shellcheck on both scripts. Fake systemctl, useradd and chown on PATH prove
+// that an install into a --root other than / starts nothing, creates no user and changes no owner.
+import { spawnSync } from "node:child_process";
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { delimiter, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../agent/config/config";
+
+const DIR = fileURLToPath(new URL("../board/install/", import.meta.url));
+const SCRIPT = join(DIR, "install.sh");
+const UNIT = join(DIR, "sharenode.service");
+const INIT = join(DIR, "sharenode.init");
+// Upper case on the command line; the config keeps it in lower case, as the agent does.
+const KEY = "3B6A27BCCEB6A42D62A3A8D02A6F0D73653215771DE243A63AC048A18B59DA29";
+const BROKER = "mqtts://fleet.example.net:8883";
+const DATA = "/mnt/usb/sharenode";
+const STATE = "/var/lib/sharenode";
+const FIRST = ["--data-dir", DATA, "--broker", BROKER, "--fleet-key", KEY];
+
+const tmp = mkdtempSync(join(tmpdir(), "sharenode-install-"));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+// Every command that would touch the real machine records its call here instead.
+const fakeBin = join(tmp, "fake-bin");
+const calls = join(tmp, "calls.log");
+mkdirSync(fakeBin);
+for (const name of ["systemctl", "useradd", "adduser", "addgroup", "chown"]) {
+  writeFileSync(join(fakeBin, name), `#!/bin/sh\necho "${name} $*" >> '${calls}'\nexit 1\n`, { mode: 0o755 });
+}
+
+let n = 0;
+function newRoot(): string {
+  const root = join(tmp, `root-${++n}`);
+  mkdirSync(root);
+  return root;
+}
+function bundle(text: string): string {
+  const path = join(tmp, `bundle-${++n}.js`);
+  writeFileSync(path, `// fake sharenode bundle\nconsole.log(${JSON.stringify(text)});\n`);
+  return path;
+}
+
+function install(root: string, ...args: string[]) {
+  const r = spawnSync("sh", [SCRIPT, "--root", root, ...args], {
+    encoding: "utf8",
+    env: { ...process.env, PATH: `${fakeBin}${delimiter}${process.env.PATH}` },
+  });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+function installOk(root: string, ...args: string[]) {
+  const r = install(root, ...args);
+  expect(r.status, r.stdout + r.stderr).toBe(0);
+  return r;
+}
+const mode = (path: string) => statSync(path).mode & 0o777;
+
+afterAll(() => {
+  // Nothing above may have run a command that changes the machine.
+  expect(existsSync(calls) ? readFileSync(calls, "utf8") : "").toBe("");
+});
+
+/** A unit file as section -> key -> values, in order (a key given again adds a value, as ReadWritePaths= does). */
+function parseUnit(...texts: string[]): Record<string, Record<string, string[]>> {
+  const units: Record<string, Record<string, string[]>> = {};
+  for (const text of texts) {
+    let section = "";
+    for (const raw of text.replace(/\\\n/g, " ").split("\n")) {
+      const line = raw.trim();
+      if (line === "" || line.startsWith("#") || line.startsWith(";")) continue;
+      const head = /^\[(.+)\]$/.exec(line);
+      if (head) {
+        section = head[1];
+        units[section] ??= {};
+        continue;
+      }
+      const eq = line.indexOf("=");
+      expect(eq, `not a key=value line: ${line}`).toBeGreaterThan(0);
+      expect(section, `key outside a section: ${line}`).not.toBe("");
+      (units[section][line.slice(0, eq).trim()] ??= []).push(line.slice(eq + 1).trim());
+    }
+  }
+  return units;
+}
+
+describe("install.sh into a temporary root", () => {
+  it("lays out the release slots, `current`, the config the agent loads, the state and data directories, the unit", () => {
+    const root = newRoot();
+    const b1 = bundle("v1");
+    const r = installOk(root, "--bundle", b1, ...FIRST);
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toMatch(/--root is not \/: not creating the system user sharenode \(on the box: useradd --system/);
+    expect(r.stdout).toMatch(/no service started/);
+
+    const opt = join(root, "opt/sharenode");
+    expect(readdirSync(join(opt, "releases")).sort()).toEqual(["A", "B"]);
+    expect(lstatSync(join(opt, "current")).isSymbolicLink()).toBe(true);
+    // Relative, so the tree works wherever it is mounted (an image being built, a box).
+    expect(readlinkSync(join(opt, "current"))).toBe("releases/A");
+    expect(readFileSync(join(opt, "current/sharenode.js"), "utf8")).toBe(readFileSync(b1, "utf8"));
+    expect(readdirSync(join(opt, "releases/B"))).toEqual([]);
+    expect(readdirSync(opt).sort()).toEqual(["current", "releases"]);
+
+    const configPath = join(root, "etc/sharenode/config.json");
+    expect(mode(configPath)).toBe(0o640);
+    expect(mode(join(root, "etc/sharenode"))).toBe(0o750);
+    const config = JSON.parse(readFileSync(configPath, "utf8"));
+    expect(config).toEqual({ stateDir: STATE, link: { url: BROKER, fleetPublicKey: KEY.toLowerCase() }, store: { dataDir: DATA } });
+    // The agent's own loader accepts it, with nothing from the environment.
+    const loaded = loadConfig(configPath, {}).config;
+    expect(loaded.store.dataDir).toBe(DATA);
+    expect(loaded.link.fleetPublicKey).toBe(KEY.toLowerCase());
+
+    expect(mode(join(root, STATE))).toBe(0o700);
+    expect(statSync(join(root, DATA)).isDirectory()).toBe(true);
+    expect(mode(join(root, DATA))).toBe(0o750);
+
+    const units = join(root, "etc/systemd/system");
+    expect(readFileSync(join(units, "sharenode.service"), "utf8")).toBe(readFileSync(UNIT, "utf8"));
+    expect(readFileSync(join(units, "sharenode.service.d/data-dir.conf"), "utf8")).toMatch(new RegExp(`^ReadWritePaths=-${DATA}$`, "m"));
+    expect(readlinkSync(join(units, "multi-user.target.wants/sharenode.service"))).toBe("/etc/systemd/system/sharenode.service");
+    expect(existsSync(join(root, "etc/init.d"))).toBe(false);
+  });
+
+  it("runs again safely: the owner's config is kept, the same bundle changes nothing, a new one goes into the other slot", () => {
+    const root = newRoot();
+    const [b1, b2] = [bundle("v1"), bundle("v2")];
+    installOk(root, "--bundle", b1, ...FIRST);
+    const configPath = join(root, "etc/sharenode/config.json");
+    const edited = readFileSync(configPath, "utf8").replace('"stateDir"', '"log": { "level": "debug" },\n  "stateDir"');
+    writeFileSync(configPath, edited);
+    chmodSync(configPath, 0o600);
+    const slotA = join(root, "opt/sharenode/releases/A/sharenode.js");
+    const before = statSync(slotA);
+
+    // The same bundle, and the options of the first run: nothing changes, the options that would are named.
+    let r = installOk(root, "--bundle", b1, ...FIRST);
+    expect(r.stdout).toMatch(/already the current release \(slot A\)/);
+    expect(r.stdout).toMatch(/already installed and enabled/);
+    expect(r.stderr.trim().split("\n")).toEqual([
+      expect.stringMatching(/warning: --broker not applied: .*config\.json exists and is kept/),
+      expect.stringMatching(/warning: --fleet-key not applied/),
+    ]);
+    expect(readlinkSync(join(root, "opt/sharenode/current"))).toBe("releases/A");
+    expect(statSync(slotA).mtimeMs).toBe(before.mtimeMs);
+    expect(statSync(slotA).ino).toBe(before.ino);
+    expect(readFileSync(configPath, "utf8")).toBe(edited);
+    expect(mode(configPath)).toBe(0o600);
+
+    // A new bundle, with no options: the data directory comes from the config.
+    r = installOk(root, "--bundle", b2);
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toMatch(/into slot B; \/opt\/sharenode\/current -> releases\/B \(slot A keeps the previous release\)/);
+    expect(readlinkSync(join(root, "opt/sharenode/current"))).toBe("releases/B");
+    expect(readFileSync(join(root, "opt/sharenode/current/sharenode.js"), "utf8")).toBe(readFileSync(b2, "utf8"));
+    expect(readFileSync(slotA, "utf8")).toBe(readFileSync(b1, "utf8"));
+    expect(readFileSync(configPath, "utf8")).toBe(edited);
+    expect(readdirSync(join(root, "opt/sharenode")).sort()).toEqual(["current", "releases"]);
+    expect(readFileSync(join(root, "etc/systemd/system/sharenode.service.d/data-dir.conf"), "utf8")).toContain(`ReadWritePaths=-${DATA}`);
+
+    // The next one goes back into A (the slot not running), leaving B as the previous release.
+    const b3 = bundle("v3");
+    installOk(root, "--bundle", b3);
+    expect(readlinkSync(join(root, "opt/sharenode/current"))).toBe("releases/A");
+    expect(readFileSync(slotA, "utf8")).toBe(readFileSync(b3, "utf8"));
+    expect(readFileSync(join(root, "opt/sharenode/releases/B/sharenode.js"), "utf8")).toBe(readFileSync(b2, "utf8"));
+  });
+
+  it("refuses bad input with exit status 2 and one line on stderr, before writing anything", () => {
+    const b = bundle("v1");
+    const empty = join(tmp, "empty.js");
+    writeFileSync(empty, "");
+    const cases: [string[], RegExp][] = [
+      [["--bundle", join(tmp, "missing.js"), ...FIRST], /--bundle .*missing\.js: no such file/],
+      [["--bundle", empty, ...FIRST], /empty file/],
+      [["--bundle", b, "--frobnicate", ...FIRST], /unknown option '--frobnicate'/],
+      [["--bundle", b, ...FIRST, "--broker"], /--broker needs a value/],
+      [["--bundle", "--data-dir", DATA], /--bundle needs a value/],
+      [["--bundle", b, ...FIRST, "--data-dir", "mnt/usb"], /--data-dir mnt\/usb: must be an absolute path/],
+      [["--bundle", b, ...FIRST, "--data-dir", "/mnt/my disk"], /--data-dir \/mnt\/my disk: only letters, digits/],
+      [["--bundle", b, ...FIRST, "--broker", "http://fleet.example.net"], /must be a mqtt:\/\/, mqtts:\/\/, ws:\/\/ or wss:\/\/ URL/],
+      [["--bundle", b, ...FIRST, "--broker", "mqtt://dev:secret@fleet.example.net"], /must not carry a user or password/],
+      [["--bundle", b, ...FIRST, "--fleet-key", "abc123"], /--fleet-key: must be 64 hex digits, got 6/],
+      [["--bundle", b, ...FIRST, "--fleet-key", "g".repeat(64)], /--fleet-key: must be 64 hex digits, got a non-hex character/],
+      [["--bundle", b, "--data-dir", DATA], /no config yet at .*config\.json: give --broker --fleet-key to write one/],
+    ];
+    for (const [args, message] of cases) {
+      const root = newRoot();
+      const r = install(root, ...args);
+      expect(r.status, `${args.join(" ")}: ${r.stderr}`).toBe(2);
+      expect(r.stderr, args.join(" ")).toMatch(/^install\.sh: [^\n]+\n$/);
+      expect(r.stderr, args.join(" ")).toMatch(message);
+      expect(r.stdout, args.join(" ")).toBe("");
+      expect(readdirSync(root), args.join(" ")).toEqual([]);
+    }
+
+    const r = install(join(tmp, "no-such-root"), "--bundle", b, ...FIRST);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/^install\.sh: --root .*no-such-root: not a directory[^\n]*\n$/);
+
+    // An installed box whose config names another data directory: the config is the owner's, so it wins.
+    const root = newRoot();
+    installOk(root, "--bundle", b, ...FIRST);
+    const conflict = install(root, "--bundle", b, "--data-dir", "/srv/other");
+    expect(conflict.status).toBe(2);
+    expect(conflict.stderr).toMatch(/^install\.sh: --data-dir \/srv\/other: the config .* has store\.dataDir \/mnt\/usb\/sharenode[^\n]*\n$/);
+  });
+
+  it("OpenWrt (/etc/openwrt_release): the procd init script, enabled; the state on the overlay, kept by sysupgrade", () => {
+    const root = newRoot();
+    mkdirSync(join(root, "etc"));
+    writeFileSync(join(root, "etc/openwrt_release"), "DISTRIB_ID='OpenWrt'\nDISTRIB_RELEASE='23.05.3'\n");
+    const r = installOk(root, "--bundle", bundle("v1"), ...FIRST);
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toMatch(/installed .*\/etc\/init\.d\/sharenode, enabled/);
+
+    const init = join(root, "etc/init.d/sharenode");
+    expect(readFileSync(init, "utf8")).toBe(readFileSync(INIT, "utf8"));
+    expect(mode(init)).toBe(0o755);
+    const start = /^START=(\d+)$/m.exec(readFileSync(INIT, "utf8"))![1];
+    const stop = /^STOP=(\d+)$/m.exec(readFileSync(INIT, "utf8"))![1];
+    expect(readdirSync(join(root, "etc/rc.d")).sort()).toEqual([`K${stop}sharenode`, `S${start}sharenode`]);
+    expect(readlinkSync(join(root, `etc/rc.d/S${start}sharenode`))).toBe("../init.d/sharenode");
+    expect(existsSync(join(root, "etc/systemd"))).toBe(false);
+
+    // /var is a tmpfs on OpenWrt: the device key (the box's identity) must survive a reboot.
+    const config = loadConfig(join(root, "etc/sharenode/config.json"), {}).config;
+    expect(config.stateDir).toBe("/etc/sharenode/state");
+    expect(mode(join(root, "etc/sharenode/state"))).toBe(0o700);
+    expect(existsSync(join(root, "var/lib/sharenode"))).toBe(false);
+    expect(readFileSync(join(root, "lib/upgrade/keep.d/sharenode"), "utf8")).toBe("/etc/sharenode/\n");
+
+    // Again, with a new bundle: the next slot, nothing else, not a word on stderr.
+    const again = installOk(root, "--bundle", bundle("v2"));
+    expect(again.stderr).toBe("");
+    expect(again.stdout).toMatch(/init\.d\/sharenode: already installed and enabled/);
+    expect(readlinkSync(join(root, "opt/sharenode/current"))).toBe("releases/B");
+    expect(readdirSync(join(root, "lib/upgrade/keep.d"))).toEqual(["sharenode"]);
+  });
+});
+
+describe("the service definitions", () => {
+  it("sharenode.service: the layout's paths, the user, the hardening, and nothing that breaks the agent", () => {
+    const root = newRoot();
+    installOk(root, "--bundle", bundle("v1"), ...FIRST);
+    const dir = join(root, "etc/systemd/system");
+    const unit = parseUnit(readFileSync(join(dir, "sharenode.service"), "utf8"), readFileSync(join(dir, "sharenode.service.d/data-dir.conf"), "utf8"));
+    const s = unit.Service;
+    const one = (key: string) => {
+      expect(s[key], key).toHaveLength(1);
+      return s[key][0];
+    };
+
+    // ExecStart names files of the layout install.sh made.
+    const exec = one("ExecStart").split(/\s+/);
+    expect(exec).toEqual(["/usr/bin/node", "/opt/sharenode/current/sharenode.js", "run", "--config", "/etc/sharenode/config.json"]);
+    expect(statSync(join(root, exec[1])).isFile()).toBe(true);
+    expect(statSync(join(root, exec[4])).isFile()).toBe(true);
+
+    // No sd_notify in the agent yet: Type=notify would never become ready, and a watchdog would kill it.
+    expect(one("Type")).toBe("simple");
+    expect(s.WatchdogSec).toBeUndefined();
+    expect(one("User")).toBe("sharenode");
+    expect(one("Group")).toBe("sharenode");
+    expect(one("Restart")).toBe("on-failure");
+    expect(one("RestartSec")).toMatch(/^\d+s?$/);
+    expect(unit.Unit.StartLimitIntervalSec).toEqual(["0"]);
+    expect(one("NoNewPrivileges")).toBe("yes");
+    expect(one("ProtectSystem")).toBe("strict");
+    expect(one("ProtectHome")).toBe("yes");
+    expect(one("PrivateTmp")).toBe("yes");
+    expect(one("CapabilityBoundingSet")).toBe("");
+
+    // Writable: the state directory and the data directory ("-": may be absent while the disk is not mounted).
+    const writable = s.ReadWritePaths.flatMap((v) => v.split(/\s+/)).map((p) => p.replace(/^-/, ""));
+    const config = loadConfig(join(root, "etc/sharenode/config.json"), {}).config;
+    expect(writable).toContain(config.stateDir);
+    expect(writable).toContain(config.store.dataDir);
+    expect(one("StateDirectory")).toBe("sharenode");
+    expect(`/var/lib/${one("StateDirectory")}`).toBe(config.stateDir);
+
+    // The agent reads /proc/self/mountinfo, /proc/stat, /proc/meminfo and /sys, and resolves /dev links; V8's
+    // JIT needs writable-then-executable memory.
+    expect(s.ProcSubset ?? []).not.toContain("pid");
+    expect(s.PrivateDevices ?? []).not.toContain("yes");
+    expect(s.MemoryDenyWriteExecute ?? []).not.toContain("yes");
+
+    expect(unit.Install.WantedBy).toEqual(["multi-user.target"]);
+  });
+
+  it("systemd-analyze verify accepts the installed unit and its drop-in (paths moved into the temporary root)", () => {
+    // A missing tool fails, never skips: .ci/run installs Debian's systemd (for systemd-analyze).
+    if (spawnSync("systemd-analyze", ["--version"]).status !== 0) throw new Error("systemd-analyze is not installed: apt-get install systemd");
+    const root = newRoot();
+    installOk(root, "--bundle", bundle("v1"), ...FIRST);
+    // verify checks that ExecStart's program exists and is executable: a stand-in node inside the root, and
+    // the unit's absolute paths moved there.
+    mkdirSync(join(root, "usr/bin"), { recursive: true });
+    writeFileSync(join(root, "usr/bin/node"), "#!/bin/sh\nexit 0\n", { mode: 0o755 });
+    const dir = join(root, "etc/systemd/system");
+    const unitPath = join(dir, "sharenode.service");
+    const moved = readFileSync(unitPath, "utf8").replace(/(?<==|\s)\/(usr\/bin|opt\/sharenode|etc\/sharenode)\//g, `${root}/$1/`);
+    expect(moved).toContain(`ExecStart=${root}/usr/bin/node ${root}/opt/sharenode/current/sharenode.js run --config ${root}/etc/sharenode/config.json`);
+    writeFileSync(unitPath, moved);
+    const r = spawnSync("systemd-analyze", ["verify", "--man=no", unitPath], { encoding: "utf8" });
+    // Unknown keys and bad values are warnings with exit status 0: none may name our files.
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr.split("\n").filter((l) => /sharenode|data-dir\.conf/.test(l))).toEqual([]);
+
+    // The check is real: the unit as shipped, pointed at a node that is not there, fails.
+    writeFileSync(unitPath, moved.replace(`${root}/usr/bin/node`, `${root}/usr/bin/no-node`));
+    const bad = spawnSync("systemd-analyze", ["verify", "--man=no", unitPath], { encoding: "utf8" });
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/no-node is not executable/);
+  });
+
+  it("sharenode.init: procd runs the layout's bundle as sharenode, respawned, logging to logd", () => {
+    const text = readFileSync(INIT, "utf8");
+    expect(text.split("\n")[0]).toBe("#!/bin/sh /etc/rc.common");
+    expect(text).toMatch(/^USE_PROCD=1$/m);
+    expect(text).toMatch(/^START=\d+$/m);
+    expect(text).toMatch(/^STOP=\d+$/m);
+    const vars = Object.fromEntries([...text.matchAll(/^([A-Z]+)=(\S+)$/gm)].map((m) => [m[1], m[2]]));
+    const params = new Map([...text.matchAll(/^\s*procd_set_param (\w+) (.*)$/gm)].map((m) => [m[1], m[2].replace(/"\$(\w+)"/g, (_, v: string) => vars[v])]));
+    expect(params.get("command")).toBe("/usr/bin/node /opt/sharenode/current/sharenode.js run --config /etc/sharenode/config.json");
+    expect(params.get("user")).toBe("sharenode");
+    expect(params.get("respawn")).toMatch(/^\d+ \d+ 0$/);
+    expect(params.get("stdout")).toBe("1");
+    expect(params.get("stderr")).toBe("1");
+    expect(text).toMatch(/^start_service\(\) \{\n\tprocd_open_instance\n[\s\S]*\tprocd_close_instance\n\}$/m);
+  });
+
+  it.each([SCRIPT, INIT])("sh -n %s", (file) => {
+    const r = spawnSync("sh", ["-n", file], { encoding: "utf8" });
+    expect(r.status, r.stderr).toBe(0);
+  });
+
+  it("shellcheck (POSIX sh) finds nothing in either script", () => {
+    if (spawnSync("shellcheck", ["--version"]).status !== 0) throw new Error("shellcheck is not installed: apt-get install shellcheck");
+    const r = spawnSync("shellcheck", ["--shell=sh", "--severity=style", SCRIPT, INIT], { encoding: "utf8" });
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+  });
+});

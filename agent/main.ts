@@ -13,7 +13,7 @@ import { Outbox } from "./link/outbox.js";
 import { parseTopic, topicsFor } from "./protocol/topics.js";
 import { answerChallenge, parseChallenge } from "./protocol/storage-proof.js";
 import { checkDataDisk } from "./store/disk-marker.js";
-import { ObjectStore } from "./store/object-store.js";
+import { defaultReserveBytes, ObjectStore } from "./store/object-store.js";
 import { Scrubber } from "./store/scrub.js";
 import { TelemetryCollector } from "./telemetry/collector.js";
 import type { LogHub, Logger } from "./util/log.js";
@@ -179,7 +179,7 @@ export class Agent {
     const store = new ObjectStore({
       dataDir: check.dataDir,
       quota: config.store.quota,
-      reserveBytes: config.store.reserveBytes ?? Math.min(2 ** 30, Math.floor(size * 0.05)),
+      reserveBytes: config.store.reserveBytes ?? defaultReserveBytes(size),
     }, { now: this.now });
     const storeLog = this.deps.logs.logger("store");
     store.on("recovered", (e) => storeLog.warn(e.message));

@@ -9,7 +9,9 @@ import { promisify } from "node:util";
 import { blake3Kernel } from "../kernels/blake3.js";
 import { createSha256 } from "../kernels/sha256.js";
 import { toHex } from "../util/hex.js";
-import { parseCommandArgs, usageError, type CliIo, type Command } from "./io.js";
+import { parseCommandArgs, systemErrorText, usageError, type CliIo, type Command } from "./io.js";
+
+export { systemErrorText } from "./io.js";
 
 export const ALGORITHMS = ["blake3", "sha256"] as const;
 export type Algorithm = (typeof ALGORITHMS)[number];
@@ -195,35 +197,6 @@ export function escapeName(name: string, algo: Algorithm): { text: string; escap
 export function checksumLine(hex: string, name: string, algo: Algorithm): string {
   const { text, escaped } = escapeName(name, algo);
   return `${escaped ? "\\" : ""}${hex}  ${text}\n`;
-}
-
-// strerror(3) wording, which is what the coreutils print; Node's messages are lower case and add the call.
-const STRERROR: Record<string, string> = {
-  ENOENT: "No such file or directory",
-  EISDIR: "Is a directory",
-  EACCES: "Permission denied",
-  EPERM: "Operation not permitted",
-  ENOTDIR: "Not a directory",
-  ELOOP: "Too many levels of symbolic links",
-  ENAMETOOLONG: "File name too long",
-  EIO: "Input/output error",
-  ENXIO: "No such device or address",
-  ENODEV: "No such device",
-  EMFILE: "Too many open files",
-  ENFILE: "Too many open files in system",
-  EINVAL: "Invalid argument",
-  EAGAIN: "Resource temporarily unavailable",
-};
-
-/** The strerror text of a system (errno) error, or undefined for anything else (a bug, not a bad file). */
-export function systemErrorText(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code !== "string" || !/^E[A-Z0-9]+$/.test(code)) return undefined;
-  if (STRERROR[code]) return STRERROR[code];
-  // "EXDEV: cross-device link not permitted, rename ..." -> "Cross-device link not permitted"
-  const match = /^E[A-Z0-9]+: ([^,]+)/.exec((err as Error).message ?? "");
-  const text = match ? match[1] : code;
-  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
 // --- progress on a terminal -----------------------------------------------------------------------------

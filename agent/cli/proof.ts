@@ -7,7 +7,7 @@ import { makeProof, OutboardBuilder, OutboardError, parseOutboard, type Outboard
 import { ProofError, ProofVerifier } from "../kernels/proof.js";
 import { chunkCount, proofTarget } from "../kernels/tree.js";
 import { fromHex, toHex } from "../util/hex.js";
-import { CliError, parseCommandArgs, usageError, type CliIo, type Command } from "./io.js";
+import { CliError, parseCommandArgs, systemErrorText, usageError, type CliIo, type Command } from "./io.js";
 
 const USAGE = `Usage: sharenode proof make FILE --chunk N [--count K] [--outboard OUTBOARD]
        sharenode proof check --id HEX --len BYTES --chunk N [--count K] [--output FILE|-] < PROOF
@@ -77,13 +77,9 @@ function openRegular(command: string, name: string): { fd: number; size: number 
   return { fd, size: stat.size };
 }
 
+/** The coreutils wording for a system error, or its own message. */
 function describe(err: unknown): string {
-  switch ((err as NodeJS.ErrnoException).code) {
-    case "ENOENT": return "No such file or directory";
-    case "EACCES": return "Permission denied";
-    case "EISDIR": return "Is a directory";
-    default: return (err as Error).message;
-  }
+  return systemErrorText(err) ?? (err as Error).message;
 }
 
 function readExactly(fd: number, offset: number, length: number): Uint8Array {

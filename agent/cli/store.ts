@@ -8,9 +8,9 @@ import type { Readable } from "node:stream";
 import { loadOrCreateDeviceIdentity, publicKeyFromHex } from "../identity/device-key.js";
 import { answerChallenge, ChallengeError, parseChallenge, verifyStorageResponse } from "../protocol/storage-proof.js";
 import { checkDataDisk } from "../store/disk-marker.js";
-import { ObjectStore, StoreError, type StoreConfig } from "../store/object-store.js";
+import { defaultReserveBytes, ObjectStore, StoreError, type StoreConfig } from "../store/object-store.js";
 import { Scrubber } from "../store/scrub.js";
-import { CliError, parseCommandArgs, usageError, type CliIo, type Command } from "./io.js";
+import { CliError, parseCommandArgs, systemErrorText, usageError, type CliIo, type Command } from "./io.js";
 
 const STORE_USAGE = `Usage: sharenode store <action> [options]
 
@@ -94,7 +94,7 @@ async function openStore(values: Record<string, string | boolean | undefined>, i
     throw new CliError(`store: ${check.reason}${hint}`);
   }
   const fsSize = check.filesystem.size ?? 0;
-  const reserveBytes = values.reserve !== undefined ? bytesOption("reserve", values.reserve as string) : Math.min(2 ** 30, Math.floor(fsSize * 0.05));
+  const reserveBytes = values.reserve !== undefined ? bytesOption("reserve", values.reserve as string) : defaultReserveBytes(fsSize);
   const store = new ObjectStore({ dataDir: check.dataDir, quota: quotaOption(values.quota as string | undefined), reserveBytes });
   store.on("recovered", (e) => io.stderr.write(`sharenode: store: ${e.message}\n`));
   try {
@@ -247,8 +247,7 @@ async function openSource(source: string): Promise<{ stream: AsyncIterable<Uint8
     size = st.size;
   } catch (err) {
     if (err instanceof CliError) throw err;
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new CliError(`store add: ${source}: ${code === "ENOENT" ? "No such file or directory" : code === "EACCES" ? "Permission denied" : (err as Error).message}`);
+    throw new CliError(`store add: ${source}: ${systemErrorText(err) ?? (err as Error).message}`);
   }
   return { stream: createReadStream(source, { highWaterMark: 256 * 1024 }), declaredLength: size };
 }

@@ -14,17 +14,22 @@
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { constants as fsConstants } from "node:fs";
-import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, unlink, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { CHUNK_LEN } from "../kernels/blake3.js";
 import { OutboardBuilder, outboardLength, parseOutboard, type Outboard } from "../kernels/outboard.js";
 import { fromHex, toHex } from "../util/hex.js";
-import { fsyncDir, removeStaleTemps, writeFileAtomic } from "../durable/atomic.js";
+import { fsyncDir, removeStaleTemps, writeAll, writeFileAtomic } from "../durable/atomic.js";
 import { LockedError, PidLock } from "../durable/pid-lock.js";
 import { RecordLog } from "../durable/record-log.js";
 import { decodeRecord, encodeRecord, replay, type IndexEntry, type IndexRecord } from "./index-log.js";
 
 export const MAX_OBJECT_LEN = 64 * 1024 * 1024;
+
+/** The reserve when the owner sets none: 5 % of the filesystem, at most 1 GiB. */
+export function defaultReserveBytes(filesystemSize: number): number {
+  return Math.min(2 ** 30, Math.floor(filesystemSize * 0.05));
+}
 const ID_HEX = /^[0-9a-f]{64}$/;
 
 export class StoreError extends Error {
@@ -239,7 +244,7 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
         if (length > MAX_OBJECT_LEN) throw new StoreError(`object is over the ${MAX_OBJECT_LEN}-byte limit`, "too-large");
         if (declaredLength !== undefined && length > declaredLength) throw new StoreError(`source sent more than the ${declaredLength} bytes it declared`, "truncated");
         builder.update(piece);
-        await writeAll(fh, piece);
+        await writeAll(fh, piece, length - piece.length);
       }
       if (declaredLength !== undefined && length !== declaredLength) {
         throw new StoreError(`source ended after ${length} of ${declaredLength} bytes`, "truncated");
@@ -506,11 +511,4 @@ function asStoreError(err: unknown, what: string): StoreError {
     return new StoreError(`${what}: ${(err as Error).message} (is the data disk still mounted?)`, "io");
   }
   return new StoreError(`${what}: ${(err as Error).message}`, "io");
-}
-
-async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void> {
-  for (let offset = 0; offset < bytes.length; ) {
-    const { bytesWritten } = await fh.write(bytes, offset, bytes.length - offset);
-    offset += bytesWritten;
-  }
 }

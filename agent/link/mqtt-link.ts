@@ -339,7 +339,10 @@ export class MqttLink extends EventEmitter<LinkEvents> {
       resubscribe: false,
       queueQoSZero: false,
       will,
-      ...(this.protocolVersion === 5 ? { properties: { maximumPacketSize: o.maxIncomingPacketBytes ?? 256 * 1024 } } : {}),
+      // MQTT 5 topic aliases: after its first publish a topic travels as a 2-byte alias instead of its ~55 bytes,
+      // about 12% of a telemetry message. Safe across reconnects because every connection is a new client with
+      // fresh alias tables (reconnectPeriod 0): a replayed record is always sent with its full topic first.
+      ...(this.protocolVersion === 5 ? { properties: { maximumPacketSize: o.maxIncomingPacketBytes ?? 256 * 1024 }, autoAssignTopicAlias: true } : {}),
       ...(o.username !== undefined ? { username: o.username } : {}),
       ...(o.password !== undefined ? { password: o.password } : {}),
       ...(o.ca !== undefined ? { ca: o.ca } : {}),

@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { createConnection, createServer, type AddressInfo, type Server } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import mqtt from "mqtt";
@@ -30,15 +31,36 @@ function cpuTicks(pid: number): number {
   return Number(fields[11]) + Number(fields[12]); // utime + stime
 }
 
+/**
+ * A TCP relay between the agent and the broker that counts the bytes each way: the bytes per day are measured on
+ * the wire (every header, alias, PUBACK and property), not computed from payload sizes.
+ */
+async function countingRelay(brokerUrl: string): Promise<{ url: string; bytes: () => number; close: () => void }> {
+  const target = new URL(brokerUrl);
+  let total = 0;
+  const server: Server = createServer((client) => {
+    const upstream = createConnection({ host: target.hostname, port: Number(target.port) });
+    client.on("data", (d: Buffer) => (total += d.length));
+    upstream.on("data", (d: Buffer) => (total += d.length));
+    client.pipe(upstream).on("error", () => client.destroy());
+    upstream.pipe(client).on("error", () => upstream.destroy());
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+  return { url: `mqtt://127.0.0.1:${port}`, bytes: () => total, close: () => server.close() };
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function startAgent(work: string, broker: Broker, env: Record<string, string>): ChildProcess {
+function startAgent(work: string, brokerUrl: string, env: Record<string, string>): ChildProcess {
   mkdirSync(join(work, "data"), { recursive: true });
   return spawn(process.execPath, [bin, "run"], {
     stdio: "ignore",
     env: {
       ...process.env,
-      SHARENODE_BROKER: broker.url,
+      SHARENODE_BROKER: brokerUrl,
       SHARENODE_STATE: join(work, "state"),
       SHARENODE_DATA: join(work, "data"),
       SHARENODE_FLEET_KEY: "00".repeat(32),
@@ -58,31 +80,38 @@ try {
   // --- bytes on the wire per telemetry message, and memory after 60 messages ------------------------------
   const consumer = await mqtt.connectAsync(broker.url, { protocolVersion: 5 });
   const telemetry: Buffer[] = [];
-  const topics: string[] = [];
   consumer.on("message", (topic, payload) => {
     if (topic.endsWith("/telemetry")) {
       telemetry.push(payload);
-      topics.push(topic);
     }
   });
   await consumer.subscribeAsync("sharenode/v1/+/telemetry", { qos: 1 });
   const messages = quick ? 15 : 60;
-  const agent = startAgent(join(work, "fast"), broker, { SHARENODE_TELEMETRY_INTERVAL: "1" });
+  const relay = await countingRelay(broker.url);
+  const agent = startAgent(join(work, "fast"), relay.url, { SHARENODE_TELEMETRY_INTERVAL: "1" });
   procs.push(agent);
   const deadline = Date.now() + (messages + 30) * 1000;
-  while (telemetry.length < messages && Date.now() < deadline) await sleep(200);
-  if (telemetry.length < messages) throw new Error(`only ${telemetry.length} telemetry messages arrived`);
+  // Steady state starts with the first telemetry message: CONNECT, birth and SUBSCRIBE are behind it (they are
+  // counted once per connection below, not per message).
+  while (telemetry.length < 1 && Date.now() < deadline) await sleep(50);
+  const startupBytes = relay.bytes();
+  const firstCount = telemetry.length;
+  while (telemetry.length < firstCount + messages && Date.now() < deadline) await sleep(200);
+  if (telemetry.length < firstCount + messages) throw new Error(`only ${telemetry.length} telemetry messages arrived`);
+  await sleep(300); // the last PUBACK
+  const steadyMessages = telemetry.length - firstCount;
+  const perMessage = (relay.bytes() - startupBytes) / steadyMessages;
   const agentRss = rssBytes(agent.pid!);
-  // MQTT 5 PUBLISH (QoS 1): fixed header (2, or 3 past 127 bytes), topic (2 + length), packet id (2), properties
-  // length (1), payload; PUBACK 4 bytes. Keepalive: PINGREQ + PINGRESP, 2 bytes each, once a minute.
+  // Keepalive: at most one PINGREQ + PINGRESP (2 bytes each) per keepalive period without other traffic; with
+  // telemetry every 60 s and a 60 s keepalive mqtt.js mostly skips them, so this counts the worst case.
+  const perDay = 1440 * perMessage + 1440 * 4 + startupBytes;
   const avgPayload = telemetry.reduce((s, p) => s + p.length, 0) / telemetry.length;
-  const topicLen = topics[0]!.length;
-  const publishBytes = (avgPayload + 2 + topicLen + 2 + 1) + (avgPayload + topicLen > 120 ? 3 : 2);
-  const perDay = 1440 * (publishBytes + 4) + 1440 * 4;
   rows.push({ name: "telemetry payload (JSON)", value: avgPayload, unit: "B" });
-  rows.push({ name: "MQTT bytes per telemetry message (PUBLISH + PUBACK)", value: publishBytes + 4, unit: "B" });
-  rows.push({ name: "bytes per device per day at 60 s (telemetry + keepalive)", value: perDay, unit: "B" });
+  rows.push({ name: "bytes on the wire per telemetry message (both ways)", value: perMessage, unit: "B" });
+  rows.push({ name: "connection start (CONNECT, birth, SUBSCRIBE, acks)", value: startupBytes, unit: "B" });
+  rows.push({ name: "bytes per device per day at 60 s (measured, + pings)", value: perDay, unit: "B" });
   targets.push({ what: "bytes per device per day", value: perDay, goal: "<= 150,000 B", met: perDay <= 150_000 });
+  relay.close();
 
   // A bare node process holding one mqtt.js connection: the floor the agent is compared against.
   const bare = spawn(process.execPath, ["--input-type=module", "-e", `import mqtt from "mqtt"; const c = await mqtt.connectAsync(${JSON.stringify(broker.url)}); setInterval(() => {}, 1000);`], { cwd: root, stdio: "ignore" });
@@ -97,7 +126,7 @@ try {
   await consumer.endAsync();
 
   // --- idle CPU at default settings --------------------------------------------------------------------------
-  const idle = startAgent(join(work, "idle"), broker, {});
+  const idle = startAgent(join(work, "idle"), broker.url, {});
   procs.push(idle);
   await sleep(5000); // past start-up
   const windowS = quick ? 15 : 60;

@@ -6,7 +6,13 @@
 // Nothing here throws for hardware that is absent or misbehaving (an LED the kernel lacks, a thermal zone that
 // cannot be read, a watchdog that cannot be opened): the problem becomes one line in `problems` (and the log), and
 // the agent runs on without that part.
-import type { HostPaths } from "./host-paths.js";
+import { selectProfile, readBoardFacts } from "./detect.js";
+import { HostPaths } from "./host-paths.js";
+import { StatusLeds } from "./leds.js";
+import { SIM, type BoardFacts, type BoardProfile } from "./profiles.js";
+import { prepareSimTree, resetSimWatchdog } from "./sim-board.js";
+import { governingTemperature, readThermalZones } from "./thermal.js";
+import { openHardwareWatchdog } from "./watchdog.js";
 
 /** What the status LED shows. */
 export type StatusPattern = "booting" | "online" | "offline" | "updating" | "error";
@@ -70,4 +76,119 @@ export interface OpenBoardOptions {
   simRoot?: string;
   /** Told about each problem as it is found (the agent logs them as warnings). */
   onProblem?: (line: string) => void;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Implementation
+
+/** Problem lines, each kept and told once however often the problem recurs (an LED is set on every state change). */
+class ProblemList {
+  readonly lines: string[] = [];
+  private readonly seen = new Set<string>();
+
+  constructor(private readonly onProblem: ((line: string) => void) | undefined) {}
+
+  add = (line: string): void => {
+    if (this.seen.has(line)) return;
+    this.seen.add(line);
+    this.lines.push(line);
+    try {
+      this.onProblem?.(line);
+    } catch {
+      // A failing logger must not turn a missing LED into a crash.
+    }
+  };
+}
+
+class ProfileBoard implements Board {
+  readonly name: string;
+  readonly description: string;
+  readonly console: { tty: string; baud: number } | undefined;
+  readonly thermalLimits: { pauseAtC: number; resumeAtC: number };
+  // Zones already reported, so a broken sensor is one line, not one per reading.
+  private readonly reportedZones = new Set<string>();
+
+  constructor(
+    private readonly profile: BoardProfile,
+    readonly detectedBy: string,
+    facts: BoardFacts,
+    private readonly paths: HostPaths,
+    private readonly leds: StatusLeds,
+    private readonly problemList: ProblemList,
+    private readonly beforeWatchdogOpen?: () => Promise<void>,
+  ) {
+    this.name = profile.name;
+    this.description = profile.description;
+    this.console = profile.console(facts);
+    this.thermalLimits = { pauseAtC: profile.thermal.pauseAtC, resumeAtC: profile.thermal.resumeAtC };
+  }
+
+  get problems(): readonly string[] {
+    return this.problemList.lines;
+  }
+
+  async setStatus(pattern: StatusPattern): Promise<void> {
+    try {
+      await this.leds.show(this.profile.patterns[pattern] ?? {});
+    } catch (err) {
+      this.problemList.add(`cannot show status ${pattern}: ${(err as Error).message.split("\n")[0]}`);
+    }
+  }
+
+  async readThermalZones(): Promise<ThermalReading[]> {
+    let readings: ThermalReading[];
+    try {
+      readings = await readThermalZones(this.paths, this.profile.thermal.hwmonNames);
+    } catch (err) {
+      this.problemList.add(`cannot read thermal zones: ${(err as Error).message.split("\n")[0]}`);
+      return [];
+    }
+    if (readings.length === 0) {
+      this.problemList.add(`no thermal zones under ${this.paths.toHost(this.paths.sys("class", "thermal"))}`);
+    }
+    for (const r of readings) {
+      if (r.error === undefined || this.reportedZones.has(r.zone)) continue;
+      this.reportedZones.add(r.zone);
+      this.problemList.add(`${r.zone}${r.type !== undefined ? ` (${r.type})` : ""}: ${r.error}`);
+    }
+    return readings;
+  }
+
+  async readTemperatureC(): Promise<number | undefined> {
+    return governingTemperature(await this.readThermalZones(), this.profile.thermal.preferredTypes);
+  }
+
+  async openWatchdog(): Promise<HardwareWatchdog | undefined> {
+    const device = this.profile.watchdog;
+    if (device === undefined) {
+      this.problemList.add(`board ${this.name} has no hardware watchdog`);
+      return undefined;
+    }
+    await this.beforeWatchdogOpen?.();
+    return openHardwareWatchdog(this.paths, device, this.problemList.add);
+  }
+}
+
+/**
+ * The board for config value `name` ("auto", a profile name, or "sim" with `simRoot`). Absent or misbehaving
+ * hardware becomes problem lines; only a sim board without a `simRoot` (a programming error) or a sim tree that
+ * cannot be created rejects.
+ */
+export async function openBoard(options: OpenBoardOptions): Promise<Board> {
+  const problems = new ProblemList(options.onProblem);
+  if (options.name === SIM.name) {
+    const simRoot = options.simRoot;
+    if (simRoot === undefined) throw new Error('board "sim" needs a simRoot (its fake /sys and /dev)');
+    await prepareSimTree(simRoot);
+    const paths = new HostPaths(simRoot);
+    const facts = await readBoardFacts(paths);
+    const leds = await StatusLeds.discover(paths, SIM.leds, problems.add);
+    return new ProfileBoard(SIM, `config board="sim" (tree under ${paths.root})`, facts, paths, leds, problems, () =>
+      resetSimWatchdog(simRoot),
+    );
+  }
+  const facts = await readBoardFacts(options.paths);
+  const { profile, detectedBy } = selectProfile(options.name, facts, problems.add);
+  const leds = await StatusLeds.discover(options.paths, profile.leds, problems.add);
+  return new ProfileBoard(profile, detectedBy, facts, options.paths, leds, problems);
 }

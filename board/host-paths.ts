@@ -220,3 +220,14 @@ export async function kernelNameOfDevPath(paths: HostPaths, source: string): Pro
     return basename(rest);
   }
 }
+
+/**
+ * The errno part of a Node fs error, one line and without the temporary root a test tree lives under:
+ * "ENOENT: no such file or directory" (Node appends ", open '<path>'", which the caller names as the host spells it).
+ */
+export function errnoText(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const head = message.split("\n")[0]!.split(", ")[0]!;
+  return code !== undefined && !head.startsWith(code) ? `${code}: ${head}` : head;
+}

@@ -1,6 +1,7 @@
 // The `sharenode` command line: one table of subcommands, help and version, and the one place that turns any
 // failure into a single line on stderr and an exit code.
 import { version } from "../../package.json";
+import { consoleCommand } from "./console.js";
 import { hashCommand } from "./hash.js";
 import { fleetCommand } from "./fleet.js";
 import { proofCommand } from "./proof.js";
@@ -18,7 +19,7 @@ const commands: Record<string, Command> = {
   store: storeCommand,
   "verify-response": verifyResponseCommand,
   fleet: fleetCommand,
-  // console: added with board support.
+  console: consoleCommand,
 };
 
 const TOP_USAGE_HEAD = `Usage: sharenode <command> [options] [arguments]

@@ -11,6 +11,7 @@ export interface LogSink {
 
 export class LogHub {
   private readonly ring: string[] = [];
+  private readonly listeners = new Set<(line: string) => void>();
   private level: number;
 
   constructor(
@@ -35,6 +36,17 @@ export class LogHub {
     return this.ring.slice(-Math.max(0, Math.min(n, this.ringSize)));
   }
 
+  /**
+   * Calls `listener` with every line logged from now on (the control socket's `log.follow`); returns the function
+   * that unsubscribes. A throwing listener is ignored: logging never fails because of a reader.
+   */
+  subscribe(listener: (line: string) => void): () => void {
+    this.listeners.add(listener);
+    return () => {
+      this.listeners.delete(listener);
+    };
+  }
+
   /** @internal */
   emit(level: LogLevel, namespace: string, message: string | (() => string)): void {
     if (RANK[level] < this.level) return;
@@ -44,6 +56,13 @@ export class LogHub {
     this.ring.push(line);
     if (this.ring.length > this.ringSize) this.ring.shift();
     this.sink.write(line + "\n");
+    for (const listener of this.listeners) {
+      try {
+        listener(line);
+      } catch {
+        // a reader's failure is its own
+      }
+    }
   }
 }
 

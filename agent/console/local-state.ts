@@ -1,0 +1,492 @@
+// What the console can know without the daemon, read from the state directory and the data directory. Nothing
+// here creates or repairs anything the daemon owns: the device key is read (never created), the data disk is
+// judged without being adopted, the store's index and the outbox are scanned without being opened for writing.
+// (The console usually runs as root and the daemon as its own user: a file the console rewrote would be root's.)
+import { createPrivateKey, createPublicKey } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { readdir, readFile, stat, statfs } from "node:fs/promises";
+import { isAbsolute, join, resolve } from "node:path";
+import type { HostPaths } from "../../board/host-paths.js";
+import { ConfigError, configSchema, loadConfig, type Config, type Entry } from "../config/config.js";
+import { DEVICE_KEY_FILE, deviceIdOf } from "../identity/device-key.js";
+import { crc32c } from "../util/crc32c.js";
+import { toHex } from "../util/hex.js";
+import { ADOPTION_STATE_NAME, MARKER_NAME } from "../store/disk-marker.js";
+import { locateDir, notADirectory, refuseDataDisk, showPath, whereIs, type DiskRefusalCode, type Filesystem } from "../store/disks.js";
+import { outboardLength } from "../kernels/outboard.js";
+import { decodeRecord, replay } from "../store/index-log.js";
+import { defaultReserveBytes } from "../store/object-store.js";
+
+// --- config ----------------------------------------------------------------------------------------------------
+
+/** The parts of the config the console uses; what a broken config lacks is undefined. */
+export interface ConsoleConfig {
+  stateDir: string;
+  board: string;
+  link: {
+    url?: string;
+    protocolVersion: 5 | 4;
+    username?: string;
+    password?: string;
+    ca?: string;
+    cert?: string;
+    key?: string;
+  };
+  store: {
+    dataDir?: string;
+    quota: Config["store"]["quota"];
+    reserveBytes?: number;
+    allowSystemDisk: boolean;
+  };
+}
+
+export interface LoadedConsoleConfig {
+  config: ConsoleConfig;
+  /** The config's problems, one line each (empty when it loads). */
+  problems: string[];
+}
+
+/**
+ * The config as the daemon would load it; when it has problems, they are kept for `status` and every key the
+ * console needs falls back, on its own, to the environment, then the file, then the default.
+ */
+export function loadConsoleConfig(file: string | undefined, env: Record<string, string | undefined>): LoadedConsoleConfig {
+  try {
+    const { config } = loadConfig(file, env);
+    return {
+      config: {
+        stateDir: config.stateDir,
+        board: config.board,
+        link: { ...config.link },
+        store: { ...config.store },
+      },
+      problems: [],
+    };
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    return { config: bestEffortConfig(file, env), problems: err.problems };
+  }
+}
+
+function bestEffortConfig(file: string | undefined, env: Record<string, string | undefined>): ConsoleConfig {
+  let raw: Record<string, unknown> = {};
+  if (file !== undefined) {
+    try {
+      // Synchronous like loadConfig: the console builds its context once, before the first prompt.
+      const text = readFileSync(file, "utf8");
+      const parsed = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text) as unknown;
+      if (typeof parsed === "object" && parsed !== null && !Array.isArray(parsed)) raw = parsed as Record<string, unknown>;
+    } catch {
+      raw = {};
+    }
+  }
+  const value = (path: string): unknown => {
+    const parts = path.split(".");
+    let entry: Entry | undefined;
+    let schema: Record<string, Entry> = configSchema;
+    let fromFile: unknown = raw;
+    for (const part of parts) {
+      entry = schema[part];
+      if (!entry) return undefined;
+      if (entry.type === "section") schema = entry.keys;
+      fromFile = typeof fromFile === "object" && fromFile !== null ? (fromFile as Record<string, unknown>)[part] : undefined;
+    }
+    if (!entry) return undefined;
+    const envText = entry.env !== undefined && env[entry.env] ? env[entry.env] : undefined;
+    for (const candidate of [envText !== undefined ? fromEnvText(entry, envText) : undefined, fromFile, entry.default]) {
+      if (candidate !== undefined && acceptable(entry, candidate)) return candidate;
+    }
+    return undefined;
+  };
+  const str = (path: string) => value(path) as string | undefined;
+  const quota = value("store.quota");
+  return {
+    stateDir: str("stateDir") ?? "/var/lib/sharenode",
+    board: str("board") ?? "auto",
+    link: {
+      url: str("link.url"),
+      protocolVersion: (value("link.protocolVersion") as 5 | 4 | undefined) ?? 5,
+      username: str("link.username"),
+      password: str("link.password"),
+      ca: str("link.ca"),
+      cert: str("link.cert"),
+      key: str("link.key"),
+    },
+    store: {
+      dataDir: str("store.dataDir"),
+      quota: typeof quota === "number" ? { bytes: quota } : { share: typeof quota === "string" ? Number(quota.trim().slice(0, -1)) / 100 : 1 },
+      reserveBytes: value("store.reserveBytes") as number | undefined,
+      allowSystemDisk: (value("store.allowSystemDisk") as boolean | undefined) ?? false,
+    },
+  };
+}
+
+function fromEnvText(entry: Entry, text: string): unknown {
+  const t = text.trim();
+  switch (entry.type) {
+    case "integer":
+      return /^-?\d+$/.test(t) ? Number(t) : text;
+    case "quota":
+      return /^\d+$/.test(t) ? Number(t) : text;
+    case "boolean":
+      return ({ true: true, "1": true, false: false, "0": false } as Record<string, boolean>)[t.toLowerCase()] ?? text;
+    case "enum":
+      return entry.values.find((v) => String(v) === t) ?? text;
+    default:
+      return text;
+  }
+}
+
+/** A lenient form of the schema's checks: enough that a fallback value is usable. */
+function acceptable(entry: Entry, value: unknown): boolean {
+  switch (entry.type) {
+    case "string":
+      return typeof value === "string" && (!entry.pattern || entry.pattern.test(value));
+    case "path":
+      return typeof value === "string" && isAbsolute(value);
+    case "url":
+      try {
+        const url = new URL(value as string);
+        return entry.schemes.includes(url.protocol.slice(0, -1)) && url.hostname !== "";
+      } catch {
+        return false;
+      }
+    case "integer":
+      return typeof value === "number" && Number.isSafeInteger(value) && value >= entry.min && value <= entry.max;
+    case "boolean":
+      return typeof value === "boolean";
+    case "enum":
+      return entry.values.includes(value as string | number);
+    case "quota":
+      if (typeof value === "number") return Number.isSafeInteger(value) && value >= 1;
+      if (typeof value !== "string") return false;
+      const m = /^(\d{1,3}(?:\.\d+)?)%$/.exec(value.trim());
+      return m !== null && Number(m[1]) >= 1 && Number(m[1]) <= 100;
+    default:
+      return false;
+  }
+}
+
+/** The broker URL fit to show: user and password (which a broken config may carry) replaced. */
+export function showUrl(url: string | undefined): string {
+  if (url === undefined) return "(not configured)";
+  try {
+    const u = new URL(url);
+    const auth = u.username !== "" || u.password !== "" ? `${u.username !== "" ? "<redacted>" : ""}${u.password !== "" ? ":<redacted>" : ""}@` : "";
+    return `${u.protocol}//${auth}${u.host}${u.pathname === "/" ? "" : u.pathname}${u.search}`;
+  } catch {
+    return "(not a URL)";
+  }
+}
+
+// --- the device identity ----------------------------------------------------------------------------------------
+
+export type IdentityRead =
+  | { ok: true; deviceId: string; publicKeyHex: string; path: string; problem?: string }
+  | { ok: false; missing: boolean; path: string; reason: string };
+
+/**
+ * The device id and public key from `<stateDir>/device-key.pem`, without creating it. The private key is parsed
+ * only to derive the public key; its bytes never leave this function.
+ */
+export async function readDeviceIdentity(stateDir: string): Promise<IdentityRead> {
+  const path = join(stateDir, DEVICE_KEY_FILE);
+  let pem: Buffer;
+  let mode: number;
+  try {
+    mode = (await stat(path)).mode;
+    pem = await readFile(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return { ok: false, missing: true, path, reason: `no device key yet (${path}); the daemon creates it at its first start` };
+    return { ok: false, missing: false, path, reason: `cannot read the device key ${path}: ${code ?? "error"}` };
+  }
+  try {
+    const key = createPrivateKey({ key: pem, format: "pem" });
+    if (key.asymmetricKeyType !== "ed25519") return { ok: false, missing: false, path, reason: `${path} is not an Ed25519 private key` };
+    const jwk = createPublicKey(key).export({ format: "jwk" });
+    const raw = new Uint8Array(Buffer.from(String(jwk.x), "base64url"));
+    const problem = (mode & 0o077) !== 0 ? `${path} is accessible by group or others: the daemon refuses it (chmod 600)` : undefined;
+    return { ok: true, deviceId: deviceIdOf(raw), publicKeyHex: toHex(raw), path, ...(problem ? { problem } : {}) };
+  } catch {
+    return { ok: false, missing: false, path, reason: `${path} is not an unencrypted PEM private key` };
+  } finally {
+    pem.fill(0);
+  }
+}
+
+// --- the daemon's pid lock ---------------------------------------------------------------------------------------
+
+/** The pid in `<stateDir>/agent.lock` when that process is alive: a daemon runs on this state dir. */
+export function lockHolder(stateDir: string): Promise<number | undefined> {
+  return livePidIn(join(stateDir, "agent.lock"));
+}
+
+// --- the data disk ------------------------------------------------------------------------------------------------
+
+export interface DiskPreview {
+  dataDir: string;
+  filesystem?: Filesystem;
+  /** Whether the daemon would run its store here. */
+  accepted: boolean;
+  /** adopted: this device's disk; first-use: the daemon adopts it at start; refused; unknown (no mount table). */
+  state: "adopted" | "first-use" | "refused" | "unknown";
+  code?: DiskRefusalCode | "no-mount-table";
+  /** One line. */
+  reason: string;
+  marker?: { nodeId: string; diskId: string };
+}
+
+/**
+ * The data-disk check of agent/store/disk-marker.ts (checkDataDisk), without its writes: the same refusals in
+ * the same order, and "first-use" where checkDataDisk would adopt the disk.
+ */
+export async function previewDataDisk(
+  config: { dataDir: string; stateDir: string; allowSystemDisk: boolean },
+  deviceId: string | undefined,
+  paths: HostPaths,
+): Promise<DiskPreview> {
+  const dataDir = resolve(config.dataDir);
+  const dir = showPath(dataDir);
+  let loc;
+  try {
+    loc = await locateDir(dataDir, paths);
+  } catch (err) {
+    return { dataDir, accepted: false, state: "unknown", code: "no-mount-table", reason: (err as Error).message };
+  }
+  const fs = loc.filesystem;
+  const refuse = (code: DiskRefusalCode, reason: string, marker?: DiskPreview["marker"]): DiskPreview => ({
+    dataDir,
+    filesystem: fs,
+    accepted: false,
+    state: "refused",
+    code,
+    reason,
+    ...(marker ? { marker } : {}),
+  });
+  const notDir = notADirectory(loc);
+  if (notDir) return refuse(notDir.code, notDir.message);
+
+  const stateFile = join(resolve(config.stateDir), ADOPTION_STATE_NAME);
+  let adoption: { nodeId?: unknown; diskId?: unknown; dataDir?: unknown } | undefined;
+  try {
+    adoption = JSON.parse(await readFile(stateFile, "utf8")) as typeof adoption;
+  } catch {
+    adoption = undefined;
+  }
+  const adoptedDiskId = adoption && adoption.nodeId === deviceId && adoption.dataDir === dataDir && typeof adoption.diskId === "string" ? adoption.diskId : undefined;
+
+  const markerFile = join(dataDir, MARKER_NAME);
+  let marker: DiskPreview["marker"];
+  if (loc.exists) {
+    let text: string | undefined;
+    try {
+      text = await readFile(markerFile, "utf8");
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== "ENOENT") return refuse("bad-marker", `disk marker ${showPath(markerFile)} cannot be read (${code ?? "error"})`);
+    }
+    if (text !== undefined) {
+      let m: { v?: unknown; nodeId?: unknown; diskId?: unknown };
+      try {
+        m = JSON.parse(text) as typeof m;
+      } catch {
+        return refuse("bad-marker", `disk marker ${showPath(markerFile)} is not JSON; move it away to adopt this disk again`);
+      }
+      if (m?.v !== 1 || typeof m.nodeId !== "string" || typeof m.diskId !== "string" || !/^[0-9a-f]{32}$/.test(m.diskId)) {
+        return refuse("bad-marker", `disk marker ${showPath(markerFile)} is not a marker of this version; move it away to adopt this disk again`);
+      }
+      marker = { nodeId: m.nodeId, diskId: m.diskId };
+    }
+  }
+  if (!marker && adoptedDiskId) {
+    return refuse(
+      "marker-missing",
+      `data directory ${dir} has no disk marker but this device adopted disk ${adoptedDiskId} there; it is now on ${whereIs(fs)}: is the USB disk mounted?`,
+    );
+  }
+  if (marker && deviceId !== undefined && marker.nodeId !== deviceId) {
+    return refuse("foreign-node", `data directory ${dir} holds the disk of device ${showPath(marker.nodeId)}, not of this device`, marker);
+  }
+  if (marker && adoptedDiskId && marker.diskId !== adoptedDiskId) {
+    return refuse("disk-replaced", `data directory ${dir} holds disk ${marker.diskId}, but this device adopted disk ${adoptedDiskId}: was the disk replaced?`, marker);
+  }
+  const refusal = refuseDataDisk(fs, dataDir, config.allowSystemDisk);
+  if (refusal) return refuse(refusal.code, refusal.message, marker);
+  if (marker && adoptedDiskId) {
+    return { dataDir, filesystem: fs, accepted: true, state: "adopted", reason: `this device's disk ${marker.diskId}`, marker };
+  }
+  return {
+    dataDir,
+    filesystem: fs,
+    accepted: true,
+    state: "first-use",
+    reason: marker ? `disk ${marker.diskId} of this device, not yet recorded in the state dir: the daemon records it at start` : "no store here yet: the daemon adopts this disk at its first start",
+    ...(marker ? { marker } : {}),
+  };
+}
+
+// --- the store, without the daemon ---------------------------------------------------------------------------------
+
+export interface LocalStoreStatus {
+  objects: number;
+  pinned: number;
+  usedBytes: number;
+  quotaBytes: number;
+  availableBytes: number;
+  reserveBytes: number;
+  quarantined: number;
+  /** Ingests begun and not finished: the store settles them at its next start. */
+  interrupted: number;
+  /** Bytes at the end of index.log that do not form a record (a torn write), when there are any. */
+  tornBytes: number;
+  /** The live pid in store.lock: someone (the daemon, `sharenode store`) has the store open now. */
+  lockedBy?: number;
+}
+
+export type LocalStore = { ok: true; status: LocalStoreStatus } | { ok: false; reason: string };
+
+/**
+ * The store's status from its index, read without opening the store: no lock taken, nothing repaired or
+ * compacted (ObjectStore.start() would, and as root it would leave files the daemon's user cannot write). Used
+ * space and quota follow ObjectStore (footprint(), quotaBytes() in agent/store/object-store.ts).
+ */
+export async function readLocalStore(config: ConsoleConfig, preview: DiskPreview): Promise<LocalStore> {
+  if (!preview.accepted || preview.state !== "adopted") return { ok: false, reason: preview.reason };
+  const dataDir = preview.dataDir;
+  const frames = await readFrames(join(dataDir, "index.log"));
+  if (!frames.ok) return { ok: false, reason: frames.missing ? `no index yet in ${dataDir}: the store has not been started here` : frames.reason };
+  let state;
+  try {
+    state = replay(frames.records.map((r) => decodeRecord(r)));
+  } catch (err) {
+    return { ok: false, reason: `${join(dataDir, "index.log")}: ${(err as Error).message}` };
+  }
+  let fs;
+  try {
+    fs = await statfs(dataDir);
+  } catch (err) {
+    return { ok: false, reason: `statfs ${dataDir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` };
+  }
+  const block = fs.bsize || 4096;
+  const roundUp = (n: number) => Math.ceil(n / block) * block;
+  let usedBytes = 0;
+  let pinned = 0;
+  for (const e of state.live.values()) {
+    usedBytes += roundUp(e.length) + roundUp(outboardLength(e.length));
+    if (e.pinned) pinned++;
+  }
+  const availableBytes = fs.bavail * fs.bsize;
+  const reserveBytes = config.store.reserveBytes ?? defaultReserveBytes(fs.blocks * fs.bsize);
+  const reachable = usedBytes + Math.max(0, availableBytes - reserveBytes);
+  const quota = config.store.quota;
+  const quotaBytes = Math.min("bytes" in quota ? quota.bytes : Math.floor(quota.share * reachable), reachable);
+  const lockedBy = await livePidIn(join(dataDir, "store.lock"));
+  return {
+    ok: true,
+    status: {
+      objects: state.live.size,
+      pinned,
+      usedBytes,
+      quotaBytes,
+      availableBytes,
+      reserveBytes,
+      quarantined: await countQuarantined(dataDir),
+      interrupted: state.pending.size,
+      tornBytes: frames.tornBytes,
+      ...(lockedBy !== undefined ? { lockedBy } : {}),
+    },
+  };
+}
+
+/** Objects in `<dataDir>/quarantine/` (each has its outboard beside it). */
+export async function countQuarantined(dataDir: string): Promise<number> {
+  try {
+    return (await readdir(join(dataDir, "quarantine"))).filter((n) => !n.endsWith(".obao")).length;
+  } catch {
+    return 0;
+  }
+}
+
+type Frames = { ok: true; records: Buffer[]; bytes: number; tornBytes: number } | { ok: false; missing: boolean; reason: string };
+
+/**
+ * The records of a RecordLog file (agent/durable/record-log.ts: "SNLOG" header, then u32 length, u32 CRC-32C,
+ * payload), read only: a torn tail ends the records, as it ends the log, but is not cut off.
+ */
+async function readFrames(path: string): Promise<Frames> {
+  let data: Buffer;
+  try {
+    data = await readFile(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return { ok: false, missing: code === "ENOENT", reason: `cannot read ${path}: ${code ?? (err as Error).message}` };
+  }
+  if (data.length < 8 || data.subarray(0, 5).toString("latin1") !== "SNLOG") return { ok: false, missing: false, reason: `${path} is not a record log` };
+  const records: Buffer[] = [];
+  let pos = 8;
+  while (pos + 8 <= data.length) {
+    const length = data.readUInt32LE(pos);
+    if (length > 16 * 1024 * 1024 || pos + 8 + length > data.length) break;
+    const payload = data.subarray(pos + 8, pos + 8 + length);
+    if (crc32c(payload, crc32c(data.subarray(pos, pos + 4))) !== data.readUInt32LE(pos + 4)) break;
+    records.push(payload);
+    pos += 8 + length;
+  }
+  return { ok: true, records, bytes: data.length, tornBytes: data.length - pos };
+}
+
+/** The pid in a lock file when that process is alive. */
+async function livePidIn(file: string): Promise<number | undefined> {
+  const text = await readFile(file, "utf8").catch(() => "");
+  const pid = Number.parseInt(text, 10);
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    process.kill(pid, 0);
+    return pid;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM" ? pid : undefined;
+  }
+}
+
+// --- the outbox, without the daemon ----------------------------------------------------------------------------------
+
+export type OutboxScan = { ok: true; depth: number; bytes: number } | { ok: false; reason: string };
+
+/**
+ * Records waiting in `<stateDir>/outbox.log` (puts not acknowledged), read without opening the log for writing:
+ * the frames of agent/durable/record-log.ts, the records of agent/link/outbox.ts. A torn tail ends the scan, as
+ * it ends the log.
+ */
+export async function scanOutbox(stateDir: string): Promise<OutboxScan> {
+  const frames = await readFrames(join(stateDir, "outbox.log"));
+  if (!frames.ok) return frames.missing ? { ok: true, depth: 0, bytes: 0 } : { ok: false, reason: frames.reason };
+  const waiting = new Set<string>();
+  for (const payload of frames.records) {
+    let r: { op?: unknown; stream?: unknown; msg?: { seq?: unknown } } & Record<string, unknown>;
+    try {
+      r = JSON.parse(payload.toString("utf8")) as typeof r;
+    } catch {
+      continue;
+    }
+    if (r.op === "put" && typeof r.stream === "string") waiting.add(`${r.stream}:${String(r.msg?.seq)}`);
+    if (r.op !== "ack") continue;
+    for (const stream of ["events", "telemetry"]) {
+      const ranges = r[stream];
+      if (!Array.isArray(ranges)) continue;
+      for (const range of ranges) {
+        if (!Array.isArray(range) || typeof range[0] !== "number" || typeof range[1] !== "number") continue;
+        const [from, to] = range as [number, number];
+        if (to - from < waiting.size) {
+          for (let seq = from; seq <= to; seq++) waiting.delete(`${stream}:${seq}`);
+        } else {
+          for (const key of [...waiting]) {
+            const [s, seq] = key.split(":");
+            if (s === stream && Number(seq) >= from && Number(seq) <= to) waiting.delete(key);
+          }
+        }
+      }
+    }
+  }
+  return { ok: true, depth: waiting.size, bytes: frames.bytes };
+}

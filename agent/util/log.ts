@@ -33,7 +33,9 @@ export class LogHub {
 
   /** The last `n` lines (at most the ring's size), oldest first. */
   tail(n: number): string[] {
-    return this.ring.slice(-Math.max(0, Math.min(n, this.ringSize)));
+    const count = Math.max(0, Math.min(n, this.ringSize));
+    // slice(-0) is the whole ring: zero lines must be asked for explicitly.
+    return count === 0 ? [] : this.ring.slice(-count);
   }
 
   /**

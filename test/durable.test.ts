@@ -18,6 +18,7 @@ import {
   RecordLog,
   RecordLogError,
   isRecordLogError,
+  readRecordLog,
   type OpenedRecordLog,
 } from "../agent/durable/record-log";
 import { crc32c } from "../agent/util/crc32c";
@@ -218,6 +219,25 @@ describe("RecordLog", () => {
   }
   afterEach(async () => {
     for (const l of opened.splice(0)) await l.close().catch(() => undefined);
+  });
+
+  it("readRecordLog reads the records a reader may see, reports a torn tail and leaves the file as it is", async () => {
+    const p = join(dir, "read-only.log");
+    const { log } = await openLog(p);
+    await log.append(Buffer.from("one"));
+    await log.append(Buffer.from("two"));
+    const whole = await readFile(p);
+    // A torn append: a frame header claiming 100 bytes with 3 behind it.
+    const torn = Buffer.concat([whole, Buffer.from([100, 0, 0, 0, 1, 2, 3, 4]), Buffer.from("abc")]);
+    await writeFile(p, torn);
+    const read = await readRecordLog(p);
+    expect(read.ok && read.records.map((r) => r.toString())).toEqual(["one", "two"]);
+    expect(read.ok && read.tornBytes).toBe(11);
+    expect(read.ok && read.tornReason).toMatch(/claims 100 bytes, only 3 follow/);
+    expect(await readFile(p)).toEqual(torn);
+    expect(await readRecordLog(join(dir, "absent.log"))).toMatchObject({ ok: false, missing: true });
+    await writeFile(join(dir, "not-a-log"), "hello world");
+    expect(await readRecordLog(join(dir, "not-a-log"))).toMatchObject({ ok: false, missing: false, reason: expect.stringMatching(/is not a record log: magic/) });
   });
 
   it("creates the file with just the header, and reopens it empty", async () => {

@@ -9,13 +9,12 @@ import { isAbsolute, join, resolve } from "node:path";
 import type { HostPaths } from "../../board/host-paths.js";
 import { ConfigError, configSchema, loadConfig, type Config, type Entry } from "../config/config.js";
 import { DEVICE_KEY_FILE, deviceIdOf } from "../identity/device-key.js";
-import { crc32c } from "../util/crc32c.js";
+import { readRecordLog } from "../durable/record-log.js";
 import { toHex } from "../util/hex.js";
 import { ADOPTION_STATE_NAME, MARKER_NAME } from "../store/disk-marker.js";
 import { locateDir, notADirectory, refuseDataDisk, showPath, whereIs, type DiskRefusalCode, type Filesystem } from "../store/disks.js";
-import { outboardLength } from "../kernels/outboard.js";
 import { decodeRecord, replay } from "../store/index-log.js";
-import { defaultReserveBytes } from "../store/object-store.js";
+import { defaultReserveBytes, footprint, quotaLimit } from "../store/object-store.js";
 
 // --- config ----------------------------------------------------------------------------------------------------
 
@@ -354,7 +353,7 @@ export type LocalStore = { ok: true; status: LocalStoreStatus } | { ok: false; r
 export async function readLocalStore(config: ConsoleConfig, preview: DiskPreview): Promise<LocalStore> {
   if (!preview.accepted || preview.state !== "adopted") return { ok: false, reason: preview.reason };
   const dataDir = preview.dataDir;
-  const frames = await readFrames(join(dataDir, "index.log"));
+  const frames = await readRecordLog(join(dataDir, "index.log"));
   if (!frames.ok) return { ok: false, reason: frames.missing ? `no index yet in ${dataDir}: the store has not been started here` : frames.reason };
   let state;
   try {
@@ -369,18 +368,15 @@ export async function readLocalStore(config: ConsoleConfig, preview: DiskPreview
     return { ok: false, reason: `statfs ${dataDir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` };
   }
   const block = fs.bsize || 4096;
-  const roundUp = (n: number) => Math.ceil(n / block) * block;
   let usedBytes = 0;
   let pinned = 0;
   for (const e of state.live.values()) {
-    usedBytes += roundUp(e.length) + roundUp(outboardLength(e.length));
+    usedBytes += footprint(e.length, block);
     if (e.pinned) pinned++;
   }
   const availableBytes = fs.bavail * fs.bsize;
   const reserveBytes = config.store.reserveBytes ?? defaultReserveBytes(fs.blocks * fs.bsize);
-  const reachable = usedBytes + Math.max(0, availableBytes - reserveBytes);
-  const quota = config.store.quota;
-  const quotaBytes = Math.min("bytes" in quota ? quota.bytes : Math.floor(quota.share * reachable), reachable);
+  const quotaBytes = quotaLimit(config.store.quota, usedBytes, availableBytes, reserveBytes);
   const lockedBy = await livePidIn(join(dataDir, "store.lock"));
   return {
     ok: true,
@@ -408,34 +404,6 @@ export async function countQuarantined(dataDir: string): Promise<number> {
   }
 }
 
-type Frames = { ok: true; records: Buffer[]; bytes: number; tornBytes: number } | { ok: false; missing: boolean; reason: string };
-
-/**
- * The records of a RecordLog file (agent/durable/record-log.ts: "SNLOG" header, then u32 length, u32 CRC-32C,
- * payload), read only: a torn tail ends the records, as it ends the log, but is not cut off.
- */
-async function readFrames(path: string): Promise<Frames> {
-  let data: Buffer;
-  try {
-    data = await readFile(path);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    return { ok: false, missing: code === "ENOENT", reason: `cannot read ${path}: ${code ?? (err as Error).message}` };
-  }
-  if (data.length < 8 || data.subarray(0, 5).toString("latin1") !== "SNLOG") return { ok: false, missing: false, reason: `${path} is not a record log` };
-  const records: Buffer[] = [];
-  let pos = 8;
-  while (pos + 8 <= data.length) {
-    const length = data.readUInt32LE(pos);
-    if (length > 16 * 1024 * 1024 || pos + 8 + length > data.length) break;
-    const payload = data.subarray(pos + 8, pos + 8 + length);
-    if (crc32c(payload, crc32c(data.subarray(pos, pos + 4))) !== data.readUInt32LE(pos + 4)) break;
-    records.push(payload);
-    pos += 8 + length;
-  }
-  return { ok: true, records, bytes: data.length, tornBytes: data.length - pos };
-}
-
 /** The pid in a lock file when that process is alive. */
 async function livePidIn(file: string): Promise<number | undefined> {
   const text = await readFile(file, "utf8").catch(() => "");
@@ -459,7 +427,7 @@ export type OutboxScan = { ok: true; depth: number; bytes: number } | { ok: fals
  * it ends the log.
  */
 export async function scanOutbox(stateDir: string): Promise<OutboxScan> {
-  const frames = await readFrames(join(stateDir, "outbox.log"));
+  const frames = await readRecordLog(join(stateDir, "outbox.log"));
   if (!frames.ok) return frames.missing ? { ok: true, depth: 0, bytes: 0 } : { ok: false, reason: frames.reason };
   const waiting = new Set<string>();
   for (const payload of frames.records) {

@@ -14,7 +14,7 @@
 // busy (same tick, or during an fsync) are written with one write and share one fsync (group commit), in call order.
 // A record whose append rejected, or never settled before a crash, may or may not be there after reopening: callers
 // that retry must tolerate a duplicate.
-import { open, rename, unlink, type FileHandle } from "node:fs/promises";
+import { open, readFile, rename, unlink, type FileHandle } from "node:fs/promises";
 import { constants as bufferConstants } from "node:buffer";
 import { dirname, resolve } from "node:path";
 import { crc32c } from "../util/crc32c.js";
@@ -327,6 +327,29 @@ export class RecordLog {
       { cause: err },
     );
   }
+}
+
+/** A record log's contents as read without opening it for writing: nothing is locked, cut off or repaired. */
+export type RecordLogContents =
+  | { ok: true; records: Buffer[]; bytes: number; tornBytes: number; tornReason: string | null }
+  | { ok: false; missing: boolean; reason: string };
+
+/**
+ * Reads the records of the log at `path` for someone who must not change it (the console, while the daemon may
+ * own the log): a torn tail ends the records, as it does in open(), but is only reported.
+ */
+export async function readRecordLog(path: string): Promise<RecordLogContents> {
+  let data: Buffer;
+  try {
+    data = await readFile(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return { ok: false, missing: code === "ENOENT", reason: `cannot read ${path}: ${code ?? (err as Error).message}` };
+  }
+  const bad = checkHeader(data);
+  if (bad) return { ok: false, missing: false, reason: `${path} is not a record log: ${bad}` };
+  const { records, end, reason } = scanFrames(data);
+  return { ok: true, records, bytes: data.length, tornBytes: data.length - end, tornReason: reason };
 }
 
 function encodeHeader(): Buffer {

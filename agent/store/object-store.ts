@@ -98,8 +98,19 @@ function roundUp(n: number, blockSize: number): number {
 }
 
 /** Bytes an object occupies: its file and its outboard, each rounded up to the filesystem block. */
-function footprint(length: number, blockSize: number): number {
+export function footprint(length: number, blockSize: number): number {
   return roundUp(length, blockSize) + roundUp(outboardLength(length), blockSize);
+}
+
+/**
+ * The most the store may use: the owner's quota, and never the reserve. Pure, so whoever reads the store without
+ * opening it (the console) computes the same figure.
+ */
+export function quotaLimit(quota: StoreConfig["quota"], usedBytes: number, availableBytes: number, reserveBytes: number): number {
+  // What the store could grow to without touching the reserve.
+  const reachable = usedBytes + Math.max(0, availableBytes - reserveBytes);
+  const owner = "bytes" in quota ? quota.bytes : Math.floor(quota.share * reachable);
+  return Math.min(owner, reachable);
 }
 
 export class ObjectStore extends EventEmitter<StoreEvents> {
@@ -360,12 +371,7 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
 
   /** The most the store may use now: the owner's quota, and never the reserve. */
   async quotaBytes(onDiskAlready = 0): Promise<number> {
-    const available = (await this.diskAvailable()) + onDiskAlready;
-    // What the store could grow to without touching the reserve.
-    const reachable = this.usedBytes + Math.max(0, available - this.config.reserveBytes);
-    const quota = this.config.quota;
-    const owner = "bytes" in quota ? quota.bytes : Math.floor(quota.share * reachable);
-    return Math.min(owner, reachable);
+    return quotaLimit(this.config.quota, this.usedBytes, (await this.diskAvailable()) + onDiskAlready, this.config.reserveBytes);
   }
 
   private async checkQuota(): Promise<void> {

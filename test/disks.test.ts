@@ -545,7 +545,7 @@ describe("real filesystems: a loop-mounted ext4 image and tmpfs, through HostPat
     const other = await checkDataDisk({ dataDir, stateDir: join(base, "state-of-b"), nodeId: "node-b" }, host);
     expect(other).toMatchObject({ ok: false, code: "foreign-node" });
     if (!other.ok) {
-      expect(other.reason).toMatch(/^data directory \S+ holds the disk of node node-a, not of this node node-b; /);
+      expect(other.reason).toMatch(/^data directory \S+ holds the disk of device node-a, not of this device node-b; /);
       expect(other.reason).not.toContain("\n");
     }
     expect(await fsp.readFile(join(dataDir, MARKER_NAME), "utf8")).toBe(before);
@@ -559,7 +559,7 @@ describe("real filesystems: a loop-mounted ext4 image and tmpfs, through HostPat
     await fsp.writeFile(join(dataDir, MARKER_NAME), JSON.stringify(swapped));
     const check = await checkDataDisk({ dataDir, stateDir, nodeId: "node-a" }, host);
     expect(check).toMatchObject({ ok: false, code: "disk-replaced" });
-    if (!check.ok) expect(check.reason).toContain(`holds disk ${"ab".repeat(16)}, but this node adopted disk ${first.marker.diskId}`);
+    if (!check.ok) expect(check.reason).toContain(`holds disk ${"ab".repeat(16)}, but this device adopted disk ${first.marker.diskId}`);
     await fsp.writeFile(join(dataDir, MARKER_NAME), "{ torn");
     expect(await checkDataDisk({ dataDir, stateDir, nodeId: "node-a" }, host)).toMatchObject({ ok: false, code: "bad-marker" });
   });
@@ -599,7 +599,7 @@ describe("real filesystems: a loop-mounted ext4 image and tmpfs, through HostPat
       const check = await checkDataDisk({ dataDir, stateDir, nodeId: "node-a" }, host);
       expect(check).toMatchObject({ ok: false, code: "marker-missing" });
       if (!check.ok) {
-        expect(check.reason).toMatch(/^data directory \S+ has no disk marker but this node adopted disk [0-9a-f]{32} there; /);
+        expect(check.reason).toMatch(/^data directory \S+ has no disk marker but this device adopted disk [0-9a-f]{32} there; /);
         expect(check.reason).toContain("is the USB disk mounted?");
       }
       // Even allowing the system disk does not let a known disk's absence pass.

@@ -11,8 +11,8 @@ import { ConfigError, configSchema, loadConfig, type Config, type Entry } from "
 import { DEVICE_KEY_FILE, deviceIdOf } from "../identity/device-key.js";
 import { readRecordLog } from "../durable/record-log.js";
 import { toHex } from "../util/hex.js";
-import { ADOPTION_STATE_NAME, MARKER_NAME } from "../store/disk-marker.js";
-import { locateDir, notADirectory, refuseDataDisk, showPath, whereIs, type DiskRefusalCode, type Filesystem } from "../store/disks.js";
+import { inspectDataDisk, type DiskMarker } from "../store/disk-marker.js";
+import type { DiskRefusalCode, Filesystem } from "../store/disks.js";
 import { decodeRecord, replay } from "../store/index-log.js";
 import { defaultReserveBytes, footprint, quotaLimit } from "../store/object-store.js";
 
@@ -237,8 +237,8 @@ export interface DiskPreview {
 }
 
 /**
- * The data-disk check of agent/store/disk-marker.ts (checkDataDisk), without its writes: the same refusals in
- * the same order, and "first-use" where checkDataDisk would adopt the disk.
+ * What the daemon's data-disk check would decide (agent/store/disk-marker.ts inspectDataDisk, which writes
+ * nothing), with "first-use" where checkDataDisk would adopt the disk.
  */
 export async function previewDataDisk(
   config: { dataDir: string; stateDir: string; allowSystemDisk: boolean },
@@ -246,82 +246,27 @@ export async function previewDataDisk(
   paths: HostPaths,
 ): Promise<DiskPreview> {
   const dataDir = resolve(config.dataDir);
-  const dir = showPath(dataDir);
-  let loc;
+  let found;
   try {
-    loc = await locateDir(dataDir, paths);
+    found = await inspectDataDisk({ ...config, nodeId: deviceId }, paths);
   } catch (err) {
     return { dataDir, accepted: false, state: "unknown", code: "no-mount-table", reason: (err as Error).message };
   }
-  const fs = loc.filesystem;
-  const refuse = (code: DiskRefusalCode, reason: string, marker?: DiskPreview["marker"]): DiskPreview => ({
-    dataDir,
-    filesystem: fs,
-    accepted: false,
-    state: "refused",
-    code,
-    reason,
-    ...(marker ? { marker } : {}),
-  });
-  const notDir = notADirectory(loc);
-  if (notDir) return refuse(notDir.code, notDir.message);
-
-  const stateFile = join(resolve(config.stateDir), ADOPTION_STATE_NAME);
-  let adoption: { nodeId?: unknown; diskId?: unknown; dataDir?: unknown } | undefined;
-  try {
-    adoption = JSON.parse(await readFile(stateFile, "utf8")) as typeof adoption;
-  } catch {
-    adoption = undefined;
+  const markerOf = (m: DiskMarker | undefined) => (m ? { marker: { nodeId: m.nodeId, diskId: m.diskId } } : {});
+  if (!found.ok) {
+    return { dataDir, filesystem: found.filesystem, accepted: false, state: "refused", code: found.code, reason: found.reason, ...markerOf(found.marker) };
   }
-  const adoptedDiskId = adoption && adoption.nodeId === deviceId && adoption.dataDir === dataDir && typeof adoption.diskId === "string" ? adoption.diskId : undefined;
-
-  const markerFile = join(dataDir, MARKER_NAME);
-  let marker: DiskPreview["marker"];
-  if (loc.exists) {
-    let text: string | undefined;
-    try {
-      text = await readFile(markerFile, "utf8");
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== "ENOENT") return refuse("bad-marker", `disk marker ${showPath(markerFile)} cannot be read (${code ?? "error"})`);
-    }
-    if (text !== undefined) {
-      let m: { v?: unknown; nodeId?: unknown; diskId?: unknown };
-      try {
-        m = JSON.parse(text) as typeof m;
-      } catch {
-        return refuse("bad-marker", `disk marker ${showPath(markerFile)} is not JSON; move it away to adopt this disk again`);
-      }
-      if (m?.v !== 1 || typeof m.nodeId !== "string" || typeof m.diskId !== "string" || !/^[0-9a-f]{32}$/.test(m.diskId)) {
-        return refuse("bad-marker", `disk marker ${showPath(markerFile)} is not a marker of this version; move it away to adopt this disk again`);
-      }
-      marker = { nodeId: m.nodeId, diskId: m.diskId };
-    }
-  }
-  if (!marker && adoptedDiskId) {
-    return refuse(
-      "marker-missing",
-      `data directory ${dir} has no disk marker but this device adopted disk ${adoptedDiskId} there; it is now on ${whereIs(fs)}: is the USB disk mounted?`,
-    );
-  }
-  if (marker && deviceId !== undefined && marker.nodeId !== deviceId) {
-    return refuse("foreign-node", `data directory ${dir} holds the disk of device ${showPath(marker.nodeId)}, not of this device`, marker);
-  }
-  if (marker && adoptedDiskId && marker.diskId !== adoptedDiskId) {
-    return refuse("disk-replaced", `data directory ${dir} holds disk ${marker.diskId}, but this device adopted disk ${adoptedDiskId}: was the disk replaced?`, marker);
-  }
-  const refusal = refuseDataDisk(fs, dataDir, config.allowSystemDisk);
-  if (refusal) return refuse(refusal.code, refusal.message, marker);
-  if (marker && adoptedDiskId) {
-    return { dataDir, filesystem: fs, accepted: true, state: "adopted", reason: `this device's disk ${marker.diskId}`, marker };
+  const { filesystem, marker } = found;
+  if (marker && found.adoptedDiskId) {
+    return { dataDir, filesystem, accepted: true, state: "adopted", reason: `this device's disk ${marker.diskId}`, ...markerOf(marker) };
   }
   return {
     dataDir,
-    filesystem: fs,
+    filesystem,
     accepted: true,
     state: "first-use",
     reason: marker ? `disk ${marker.diskId} of this device, not yet recorded in the state dir: the daemon records it at start` : "no store here yet: the daemon adopts this disk at its first start",
-    ...(marker ? { marker } : {}),
+    ...markerOf(marker),
   };
 }
 

@@ -120,37 +120,56 @@ async function readAdoption(file: string, nodeId: string, dataDir: string): Prom
   return s as AdoptionState;
 }
 
+/** What inspectDataDisk found: a directory the store may use (and what is recorded of it), or why not. */
+export type DataDiskInspection =
+  | {
+      ok: true;
+      dataDir: string;
+      filesystem: Filesystem;
+      /** The disk's marker, when it has one (it names this device). */
+      marker: DiskMarker | undefined;
+      /** The disk this device recorded adopting here, when it did (the marker's disk). */
+      adoptedDiskId: string | undefined;
+    }
+  | { ok: false; code: DiskRefusalCode; reason: string; filesystem: Filesystem; marker?: DiskMarker };
+
 /**
- * Checks that `dataDir` is the data disk this node adopted, adopting it at first use. Never writes to a refused
- * directory. Refusals (`ok: false`) carry a machine code and a one-line reason:
- * - `marker-missing`: the state says this node adopted a disk here but there is no marker: the disk is probably
+ * The checks of checkDataDisk without its writes: whether `dataDir` may hold this device's store, and what marker
+ * and adoption record there are. The console uses it to say what the daemon would do. With `nodeId` undefined (no
+ * device key yet) no marker counts as foreign and no adoption record as this device's. Refusals (`ok: false`)
+ * carry a machine code and a one-line reason:
+ * - `marker-missing`: the state says this device adopted a disk here but there is no marker: the disk is probably
  *   not mounted (a transient condition: retry later)
- * - `foreign-node`: the marker belongs to another node id
- * - `disk-replaced`: the marker's disk id is not the one this node adopted
+ * - `foreign-node`: the marker belongs to another device
+ * - `disk-replaced`: the marker's disk id is not the one this device adopted
  * - `bad-marker`: the marker is unreadable as a marker
  * - `system-disk`, `read-only`, `not-a-directory`: as chooseDataDisk
- * Unexpected I/O errors (EIO, EACCES) are thrown.
+ * Unexpected I/O errors (EIO, EACCES) and a missing mount table are thrown.
  */
-export async function checkDataDisk(
-  opts: DataDiskOptions,
+export async function inspectDataDisk(
+  opts: Omit<DataDiskOptions, "nodeId" | "now"> & { nodeId: string | undefined },
   paths = new HostPaths(),
   statfs?: StatfsFn,
-): Promise<DataDiskCheck> {
-  if (opts.nodeId === "") throw new Error("checkDataDisk: empty node id");
+): Promise<DataDiskInspection> {
   const dataDir = resolve(opts.dataDir);
   const dir = showPath(dataDir);
   const markerFile = join(dataDir, MARKER_NAME);
   const stateFile = join(resolve(opts.stateDir), ADOPTION_STATE_NAME);
-  const now = opts.now ?? (() => new Date());
 
   const loc = await locateDir(dataDir, paths, statfs);
   const fs = loc.filesystem;
-  const refuse = (code: DiskRefusalCode, reason: string): DataDiskCheck => ({ ok: false, code, reason, filesystem: fs });
+  const refuse = (code: DiskRefusalCode, reason: string, marker?: DiskMarker): DataDiskInspection => ({
+    ok: false,
+    code,
+    reason,
+    filesystem: fs,
+    ...(marker ? { marker } : {}),
+  });
 
   const notDir = notADirectory(loc);
   if (notDir) return refuse(notDir.code, notDir.message);
 
-  const adoption = await readAdoption(stateFile, opts.nodeId, dataDir);
+  const adoption = opts.nodeId === undefined ? undefined : await readAdoption(stateFile, opts.nodeId, dataDir);
   const read: MarkerRead = loc.exists ? await readMarker(markerFile) : { missing: true };
   if ("bad" in read) {
     return refuse("bad-marker", `disk marker ${showPath(markerFile)} ${read.bad}; move it away to adopt this disk again`);
@@ -159,28 +178,47 @@ export async function checkDataDisk(
   if (!marker && adoption) {
     return refuse(
       "marker-missing",
-      `data directory ${dir} has no disk marker but this node adopted disk ${adoption.diskId} there; ` +
+      `data directory ${dir} has no disk marker but this device adopted disk ${adoption.diskId} there; ` +
         `it is now on ${whereIs(fs)}: is the USB disk mounted? (to adopt a new disk, delete ${showPath(stateFile)})`,
     );
   }
-  if (marker && marker.nodeId !== opts.nodeId) {
+  if (marker && opts.nodeId !== undefined && marker.nodeId !== opts.nodeId) {
     return refuse(
       "foreign-node",
-      `data directory ${dir} holds the disk of node ${showPath(marker.nodeId)}, not of this node ` +
-        `${showPath(opts.nodeId)}; use another directory, or delete ${showPath(markerFile)} to give the disk to this node`,
+      `data directory ${dir} holds the disk of device ${showPath(marker.nodeId)}, not of this device ` +
+        `${showPath(opts.nodeId)}; use another directory, or delete ${showPath(markerFile)} to give the disk to this device`,
+      marker,
     );
   }
   if (marker && adoption && marker.diskId !== adoption.diskId) {
     return refuse(
       "disk-replaced",
-      `data directory ${dir} holds disk ${marker.diskId}, but this node adopted disk ${adoption.diskId}; ` +
+      `data directory ${dir} holds disk ${marker.diskId}, but this device adopted disk ${adoption.diskId}; ` +
         `was the disk replaced? delete ${showPath(stateFile)} to adopt this one`,
+      marker,
     );
   }
   const refusal = refuseDataDisk(fs, dataDir, opts.allowSystemDisk);
-  if (refusal) return refuse(refusal.code, refusal.message);
+  if (refusal) return refuse(refusal.code, refusal.message, marker);
+  return { ok: true, dataDir, filesystem: fs, marker, adoptedDiskId: adoption?.diskId };
+}
 
-  const at = now().toISOString();
+/**
+ * Checks that `dataDir` is the data disk this device adopted (inspectDataDisk), adopting it at first use: writes
+ * the marker on the disk and the adoption record in the state dir. Never writes to a refused directory.
+ */
+export async function checkDataDisk(
+  opts: DataDiskOptions,
+  paths = new HostPaths(),
+  statfs?: StatfsFn,
+): Promise<DataDiskCheck> {
+  if (opts.nodeId === "") throw new Error("checkDataDisk: empty node id");
+  const found = await inspectDataDisk(opts, paths, statfs);
+  if (!found.ok) return { ok: false, code: found.code, reason: found.reason, filesystem: found.filesystem };
+  const { dataDir, filesystem: fs, marker } = found;
+  const markerFile = join(dataDir, MARKER_NAME);
+  const stateFile = join(resolve(opts.stateDir), ADOPTION_STATE_NAME);
+  const at = (opts.now ?? (() => new Date()))().toISOString();
   let adopted: "new" | "re-adopted" | "known" = "known";
   let chosen = marker;
   if (!chosen) {
@@ -190,7 +228,7 @@ export async function checkDataDisk(
     await writeFileAtomic(markerFile, JSON.stringify(chosen, null, 2) + "\n");
     adopted = "new";
   }
-  if (!adoption) {
+  if (found.adoptedDiskId === undefined) {
     const state: AdoptionState = { v: 1, nodeId: opts.nodeId, diskId: chosen.diskId, dataDir, adoptedAt: at };
     await fsp.mkdir(dirname(stateFile), { recursive: true, mode: 0o700 });
     await removeStaleTemps(stateFile);

@@ -10,6 +10,7 @@ import type { HostPaths } from "../../board/host-paths.js";
 import { ConfigError, configSchema, loadConfig, type Config, type Entry } from "../config/config.js";
 import { DEVICE_KEY_FILE, deviceIdOf } from "../identity/device-key.js";
 import { readRecordLog } from "../durable/record-log.js";
+import { scanOutboxFile } from "../link/outbox.js";
 import { toHex } from "../util/hex.js";
 import { inspectDataDisk, type DiskMarker } from "../store/disk-marker.js";
 import type { DiskRefusalCode, Filesystem } from "../store/disks.js";
@@ -366,40 +367,7 @@ async function livePidIn(file: string): Promise<number | undefined> {
 
 export type OutboxScan = { ok: true; depth: number; bytes: number } | { ok: false; reason: string };
 
-/**
- * Records waiting in `<stateDir>/outbox.log` (puts not acknowledged), read without opening the log for writing:
- * the frames of agent/durable/record-log.ts, the records of agent/link/outbox.ts. A torn tail ends the scan, as
- * it ends the log.
- */
-export async function scanOutbox(stateDir: string): Promise<OutboxScan> {
-  const frames = await readRecordLog(join(stateDir, "outbox.log"));
-  if (!frames.ok) return frames.missing ? { ok: true, depth: 0, bytes: 0 } : { ok: false, reason: frames.reason };
-  const waiting = new Set<string>();
-  for (const payload of frames.records) {
-    let r: { op?: unknown; stream?: unknown; msg?: { seq?: unknown } } & Record<string, unknown>;
-    try {
-      r = JSON.parse(payload.toString("utf8")) as typeof r;
-    } catch {
-      continue;
-    }
-    if (r.op === "put" && typeof r.stream === "string") waiting.add(`${r.stream}:${String(r.msg?.seq)}`);
-    if (r.op !== "ack") continue;
-    for (const stream of ["events", "telemetry"]) {
-      const ranges = r[stream];
-      if (!Array.isArray(ranges)) continue;
-      for (const range of ranges) {
-        if (!Array.isArray(range) || typeof range[0] !== "number" || typeof range[1] !== "number") continue;
-        const [from, to] = range as [number, number];
-        if (to - from < waiting.size) {
-          for (let seq = from; seq <= to; seq++) waiting.delete(`${stream}:${seq}`);
-        } else {
-          for (const key of [...waiting]) {
-            const [s, seq] = key.split(":");
-            if (s === stream && Number(seq) >= from && Number(seq) <= to) waiting.delete(key);
-          }
-        }
-      }
-    }
-  }
-  return { ok: true, depth: waiting.size, bytes: frames.bytes };
+/** Records waiting in `<stateDir>/outbox.log` (agent/link/outbox.ts scanOutboxFile: read, never opened for writing). */
+export function scanOutbox(stateDir: string): Promise<OutboxScan> {
+  return scanOutboxFile(join(stateDir, "outbox.log"));
 }

@@ -19,7 +19,7 @@
 // Bounds: the log file stays under maxBytes. When a record would not fit, the oldest telemetry records are dropped
 // (their seq gaps are expected; the compaction that reclaims their space also makes the drop durable); events are
 // never dropped: their enqueue waits until PUBACKs free space.
-import { RecordLog, HEADER_BYTES, FRAME_HEADER_BYTES, type Recovery } from "../durable/record-log.js";
+import { RecordLog, HEADER_BYTES, FRAME_HEADER_BYTES, readRecordLog, type Recovery } from "../durable/record-log.js";
 import { topicsFor } from "../protocol/topics.js";
 
 export type OutboxStream = "events" | "telemetry";
@@ -545,61 +545,20 @@ export class Outbox {
   // --- start-up and failure ----------------------------------------------------------------------------------
 
   private replay(records: Uint8Array[]): void {
-    const byKey = new Map<string, Entry>();
-    const max: Record<OutboxStream, number> = { events: 0, telemetry: 0 };
-    const counters: Record<OutboxStream, number> = { events: 1, telemetry: 1 };
-    const bad = (i: number, why: string) => new OutboxError(`outbox ${this.options.path}: record ${i} ${why}`);
-    records.forEach((bytes, i) => {
-      let r: { op?: unknown; stream?: unknown; msg?: { seq?: unknown }; events?: unknown; telemetry?: unknown };
-      try {
-        r = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString("utf8"));
-      } catch {
-        throw bad(i, "is not JSON");
-      }
-      switch (r?.op) {
-        case "put": {
-          const stream = r.stream as OutboxStream;
-          const seq = r.msg?.seq;
-          if (!STREAMS.includes(stream) || !Number.isSafeInteger(seq) || (seq as number) < 1) throw bad(i, "is a malformed put");
-          const msg = JSON.stringify(r.msg);
-          const record = encodePut(stream, msg);
-          const entry: Entry = {
-            stream,
-            seq: seq as number,
-            record,
-            payload: record.subarray(PUT_PREFIX[stream].length, record.length - PUT_SUFFIX.length),
-            state: QUEUED,
-            durable: true,
-          };
-          byKey.set(`${stream}:${seq}`, entry);
-          if ((seq as number) > max[stream]) max[stream] = seq as number;
-          break;
-        }
-        case "ack":
-          for (const stream of STREAMS) {
-            const ranges = r[stream];
-            if (!isRanges(ranges)) throw bad(i, "is a malformed ack");
-            for (const [from, to] of ranges) {
-              if (to - from < byKey.size) for (let s = from; s <= to; s++) byKey.delete(`${stream}:${s}`);
-              else for (const [key, e] of byKey) if (e.stream === stream && e.seq >= from && e.seq <= to) byKey.delete(key);
-            }
-          }
-          break;
-        case "next":
-          for (const stream of STREAMS) {
-            const n = r[stream];
-            if (!Number.isSafeInteger(n) || (n as number) < 1) throw bad(i, "is a malformed counter");
-            counters[stream] = Math.max(counters[stream], n as number);
-          }
-          break;
-        default:
-          throw bad(i, `has an unknown op ${JSON.stringify(r?.op)}`);
-      }
-    });
+    const { pending, next } = replayOutboxRecords(records, this.options.path);
     this.resetMemory();
-    for (const stream of STREAMS) this.next[stream] = Math.max(counters[stream], max[stream] + 1);
-    // Map iteration is insertion order, i.e. log order.
-    for (const e of byKey.values()) {
+    this.next.events = next.events;
+    this.next.telemetry = next.telemetry;
+    for (const { stream, seq, msg } of pending) {
+      const record = encodePut(stream, msg);
+      const e: Entry = {
+        stream,
+        seq,
+        record,
+        payload: record.subarray(PUT_PREFIX[stream].length, record.length - PUT_SUFFIX.length),
+        state: QUEUED,
+        durable: true,
+      };
       this.entries.push(e);
       if (e.stream === "telemetry") this.telemetry.push(e);
       this.live++;
@@ -646,4 +605,72 @@ export function toRanges(seqs: number[]): [number, number][] {
 
 function isRanges(v: unknown): v is [number, number][] {
   return Array.isArray(v) && v.every((r) => Array.isArray(r) && r.length === 2 && Number.isSafeInteger(r[0]) && Number.isSafeInteger(r[1]) && r[0] <= r[1]);
+}
+
+/** What an outbox log holds: the records not acknowledged, in log order, and each stream's next seq. */
+export interface OutboxReplay {
+  pending: Array<{ stream: OutboxStream; seq: number; msg: string }>;
+  next: Record<OutboxStream, number>;
+}
+
+/** The outbox's records replayed (puts less acks, counters); a malformed record throws naming its index. */
+export function replayOutboxRecords(records: readonly Uint8Array[], path: string): OutboxReplay {
+  const byKey = new Map<string, { stream: OutboxStream; seq: number; msg: string }>();
+  const max: Record<OutboxStream, number> = { events: 0, telemetry: 0 };
+  const counters: Record<OutboxStream, number> = { events: 1, telemetry: 1 };
+  const bad = (i: number, why: string) => new OutboxError(`outbox ${path}: record ${i} ${why}`);
+  records.forEach((bytes, i) => {
+    let r: { op?: unknown; stream?: unknown; msg?: { seq?: unknown }; events?: unknown; telemetry?: unknown };
+    try {
+      r = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString("utf8"));
+    } catch {
+      throw bad(i, "is not JSON");
+    }
+    switch (r?.op) {
+      case "put": {
+        const stream = r.stream as OutboxStream;
+        const seq = r.msg?.seq;
+        if (!STREAMS.includes(stream) || !Number.isSafeInteger(seq) || (seq as number) < 1) throw bad(i, "is a malformed put");
+        byKey.set(`${stream}:${seq}`, { stream, seq: seq as number, msg: JSON.stringify(r.msg) });
+        if ((seq as number) > max[stream]) max[stream] = seq as number;
+        break;
+      }
+      case "ack":
+        for (const stream of STREAMS) {
+          const ranges = r[stream];
+          if (!isRanges(ranges)) throw bad(i, "is a malformed ack");
+          for (const [from, to] of ranges) {
+            if (to - from < byKey.size) for (let s = from; s <= to; s++) byKey.delete(`${stream}:${s}`);
+            else for (const [key, e] of byKey) if (e.stream === stream && e.seq >= from && e.seq <= to) byKey.delete(key);
+          }
+        }
+        break;
+      case "next":
+        for (const stream of STREAMS) {
+          const n = r[stream];
+          if (!Number.isSafeInteger(n) || (n as number) < 1) throw bad(i, "is a malformed counter");
+          counters[stream] = Math.max(counters[stream], n as number);
+        }
+        break;
+      default:
+        throw bad(i, `has an unknown op ${JSON.stringify(r?.op)}`);
+    }
+  });
+  const next = { events: Math.max(counters.events, max.events + 1), telemetry: Math.max(counters.telemetry, max.telemetry + 1) };
+  // Map iteration is insertion order, i.e. log order.
+  return { pending: [...byKey.values()], next };
+}
+
+/**
+ * The outbox at `path` as read by someone who must not open it (the console, while the daemon owns it): records
+ * waiting for a PUBACK and the file's size. A missing file is an empty outbox.
+ */
+export async function scanOutboxFile(path: string): Promise<{ ok: true; depth: number; bytes: number } | { ok: false; reason: string }> {
+  const read = await readRecordLog(path);
+  if (!read.ok) return read.missing ? { ok: true, depth: 0, bytes: 0 } : { ok: false, reason: read.reason };
+  try {
+    return { ok: true, depth: replayOutboxRecords(read.records, path).pending.length, bytes: read.bytes };
+  } catch (err) {
+    return { ok: false, reason: (err as Error).message };
+  }
 }

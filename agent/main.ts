@@ -3,9 +3,15 @@
 // MQTT exists: its events reach the link's outbox through here).
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { openBoard, type Board, type StatusPattern } from "../board/board.js";
 import { HostPaths } from "../board/host-paths.js";
 import { redactConfig, type Config } from "./config/config.js";
 import { PidLock } from "./durable/pid-lock.js";
+import { ResourceGovernor, type ResourceLimits } from "./health/resource-policy.js";
+import { SdNotify } from "./health/sd-notify.js";
+import { ThermalGovernor } from "./health/thermal-governor.js";
+import { monotonicNow } from "./health/timers.js";
+import { WatchdogKeeper } from "./health/watchdog-keeper.js";
 import { loadOrCreateDeviceIdentity, type DeviceIdentity } from "./identity/device-key.js";
 import { CommandGate, type CommandHandler } from "./link/commands.js";
 import { MqttLink } from "./link/mqtt-link.js";
@@ -24,7 +30,14 @@ export interface AgentDeps {
   /** Where /proc, /sys and /dev are (the sim board points this at a fake tree). */
   hostPaths?: HostPaths;
   now?: () => number;
+  /** The board (status LED, temperature, hardware watchdog); absent: opened from config `board`. */
+  board?: Board;
+  /** Where NOTIFY_SOCKET and WATCHDOG_USEC come from (default process.env). */
+  env?: Record<string, string | undefined>;
 }
+
+/** A telemetry round (collect, then enqueue) running longer than this means a hung disk or filesystem. */
+const TELEMETRY_STUCK_MS = 120_000;
 
 /** Why the store is not running, for `status` and telemetry; undefined when it runs. */
 interface StoreRefusal {
@@ -60,6 +73,20 @@ export class Agent {
   private proofsFailed = 0;
   private stopping: Promise<void> | undefined;
   private stateLock: PidLock | undefined;
+  private board!: Board;
+  private thermal: ThermalGovernor | undefined;
+  private resources: ResourceGovernor | undefined;
+  private watchdog: WatchdogKeeper | undefined;
+  private systemd: SdNotify | undefined;
+  /** The link as the LED shows it: "booting" until the first connection attempt ends. */
+  private linkState: "booting" | "online" | "offline" = "booting";
+  private updating = false;
+  /** Set by stop(): the LED shows "offline" from then on. */
+  private halted = false;
+  private ledShown: StatusPattern | undefined;
+  private ledWrites: Promise<void> = Promise.resolve();
+  /** Monotonic start of the telemetry round in flight, if one is. */
+  private telemetryRoundSince: number | undefined;
 
   constructor(
     readonly config: Config,
@@ -83,7 +110,9 @@ export class Agent {
     await this.stateLock.acquire();
     this.identity = await loadOrCreateDeviceIdentity(config.stateDir);
     this.log.info(`device ${this.identity.deviceId} (public key ${this.identity.publicKeyHex}), sharenode ${deps.version}`);
+    await this.startBoard();
     await this.startStore();
+    await this.refreshLed();
     const topics = topicsFor(this.identity.deviceId);
     const linkLog = deps.logs.logger("link");
     this.link = new MqttLink({
@@ -130,6 +159,8 @@ export class Agent {
         .publish(replyTopic, handled.replyPayload, { qos: 1, retain: false, properties: correlationData ? { correlationData } : undefined })
         .catch((err: Error) => cmdLog.warn(`reply to ${handled.cmd ?? "?"} not delivered: ${err.message}`));
     });
+    this.link.on("connected", () => this.onLink("online"));
+    this.link.on("disconnected", () => this.onLink("offline"));
     await this.link.start();
     this.collector = new TelemetryCollector({
       paths: this.hostPaths,
@@ -139,20 +170,45 @@ export class Agent {
       onSourceError: (err) => this.log.warn(`telemetry counter source failed: ${(err as Error).message}`),
     });
     await this.collector.start();
+    await this.startResources();
     this.every(config.link.telemetryIntervalSeconds * 1000, () => this.publishTelemetry());
     if (this.store && config.store.scrubBytesPerSecond > 0) this.scheduleScrub(this.store);
+    await this.startSupervision();
     this.log.info("started");
+  }
+
+  /** What the status LED shows now. */
+  get ledStatus(): StatusPattern {
+    return this.ledPattern();
+  }
+
+  /**
+   * Shows "updating" on the status LED while `active` (reserved for the update command, which is not written
+   * yet): it wins over every other pattern, so nobody pulls the plug during an update.
+   */
+  async setUpdating(active: boolean): Promise<void> {
+    this.updating = active;
+    await this.refreshLed();
   }
 
   /** Stops everything in the reverse order; safe to call twice. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      // First what started last: systemd hears STOPPING (no watchdog kill during a slow stop), the hardware
+      // watchdog is disarmed.
+      await this.systemd?.stopping().catch(() => {});
+      await this.watchdog?.stop().catch(() => {});
       for (const t of this.timers) clearInterval(t);
+      this.resources?.stop();
+      this.thermal?.stop();
       this.scrubber?.stop();
       await this.collector?.stop().catch(() => {});
       // Give records in flight a moment to be acknowledged, so a restart does not send them again.
       await Promise.race([this.outbox?.idle(), new Promise((resolve) => setTimeout(resolve, 2000).unref())]).catch(() => {});
       await this.link?.stop().catch((err: Error) => this.log.warn(`link stop: ${err.message}`));
+      // Not serving any more: whatever the LED showed, the box is now offline.
+      this.halted = true;
+      await this.refreshLed();
       await this.gate?.stop().catch(() => {});
       await this.outbox?.stop().catch(() => {});
       await this.store?.stop().catch((err: Error) => this.log.warn(`store stop: ${err.message}`));
@@ -160,6 +216,102 @@ export class Agent {
       this.log.info("stopped");
     })();
     return this.stopping;
+  }
+
+  private async startBoard(): Promise<void> {
+    const boardLog = this.deps.logs.logger("board");
+    this.board =
+      this.deps.board ??
+      (await openBoard({
+        paths: this.hostPaths,
+        name: this.config.board,
+        simRoot: join(this.config.store.dataDir, "sim-board"),
+        onProblem: (line) => boardLog.warn(line),
+      }));
+    boardLog.info(`${this.board.name}: ${this.board.description} (${this.board.detectedBy})`);
+  }
+
+  /** The thermal governor and the owner's share policy; their changes gate the scrub and go to systemd's status. */
+  private async startResources(): Promise<void> {
+    const { deps, config } = this;
+    this.thermal = new ThermalGovernor({ board: this.board, log: deps.logs.logger("thermal") });
+    await this.thermal.start();
+    const resourceLog = deps.logs.logger("resources");
+    this.resources = new ResourceGovernor({
+      share: config.share,
+      diskQuota: config.store.quota,
+      thermal: this.thermal,
+      onListenerError: (err) => resourceLog.error(`a limits listener failed: ${(err as Error).message}`),
+    });
+    this.resources.on("change", (limits) => this.onLimits(limits));
+    this.resources.start();
+    resourceLog.info(this.resources.limits().reason);
+  }
+
+  /** Last: the watchdogs hold the agent to being healthy from here on, and READY tells systemd everything is up. */
+  private async startSupervision(): Promise<void> {
+    const { deps } = this;
+    this.watchdog = new WatchdogKeeper({ board: this.board, healthy: () => this.unhealthy(), log: deps.logs.logger("watchdog") });
+    await this.watchdog.start();
+    this.systemd = new SdNotify({ env: deps.env ?? process.env, healthy: () => this.unhealthy(), log: deps.logs.logger("systemd") });
+    await this.systemd.ready(this.statusLine());
+  }
+
+  private onLimits(limits: ResourceLimits): void {
+    this.deps.logs.logger("resources").info(limits.reason);
+    if (limits.scrubAllowed) this.scrubber?.resume();
+    else this.scrubber?.pause();
+    void this.systemd?.status(this.statusLine());
+  }
+
+  private onLink(state: "online" | "offline"): void {
+    this.linkState = state;
+    void this.refreshLed();
+    void this.systemd?.status(this.statusLine());
+  }
+
+  /**
+   * "updating" wins (nobody should pull the plug), then "error" while the store is not running (it is not retried
+   * in-process, so the error shows until a restart finds the disk), then the link; "offline" once stopped.
+   */
+  private ledPattern(): StatusPattern {
+    if (this.halted) return "offline";
+    if (this.updating) return "updating";
+    if (this.storeRefusal) return "error";
+    return this.linkState;
+  }
+
+  /** Shows the current pattern if it changed; writes are serialized so the last state is the one shown. */
+  private refreshLed(): Promise<void> {
+    this.ledWrites = this.ledWrites
+      .then(async () => {
+        const pattern = this.ledPattern();
+        // No board when start() failed before opening it (stop() still comes here).
+        if (pattern === this.ledShown || !this.board) return;
+        this.ledShown = pattern;
+        await this.board.setStatus(pattern);
+      })
+      .catch((err: Error) => this.log.warn(`status LED: ${err.message}`));
+    return this.ledWrites;
+  }
+
+  /** systemd's STATUS= line: link, store, thermal state. */
+  private statusLine(): string {
+    const store = this.store ? "store running" : `store not running: ${this.storeRefusal?.reason ?? "not started"}`;
+    const link = this.linkState === "booting" ? "connecting" : this.linkState;
+    return `${link}; ${store}${this.resources?.throttled ? "; throttled (hot)" : ""}`;
+  }
+
+  /**
+   * The agent's own health for the watchdogs (the event loop's lag they measure themselves): undefined while
+   * healthy. A telemetry round that never finishes means the disk or a filesystem hangs, which only a reset cures.
+   */
+  private unhealthy(): string | undefined {
+    const since = this.telemetryRoundSince;
+    if (since !== undefined && monotonicNow() - since > TELEMETRY_STUCK_MS) {
+      return `a telemetry round has been stuck for ${Math.round((monotonicNow() - since) / 1000)} s (a hung disk or filesystem?)`;
+    }
+    return undefined;
   }
 
   private async startStore(): Promise<void> {
@@ -202,6 +354,8 @@ export class Agent {
     const scrubLog = this.deps.logs.logger("scrub");
     const scrubber = new Scrubber(store, { bytesPerSecond: this.config.store.scrubBytesPerSecond });
     this.scrubber = scrubber;
+    // Gated by the resource governor from here on (onLimits): a hot box holds its scrub between reads.
+    if (this.resources && !this.resources.limits().scrubAllowed) scrubber.pause();
     let running = false;
     // A pass a day is plenty for bit rot; the pacing keeps each pass from competing with serving.
     this.every(24 * 3600 * 1000, async () => {
@@ -233,8 +387,15 @@ export class Agent {
   }
 
   private async publishTelemetry(): Promise<void> {
-    const sample = await this.collector.collect();
-    await this.outbox.enqueue("telemetry", sample);
+    // One round at a time: rounds stuck on a hung disk must not pile up (unhealthy() reports the stuck one).
+    if (this.telemetryRoundSince !== undefined) return;
+    this.telemetryRoundSince = monotonicNow();
+    try {
+      const sample = await this.collector.collect();
+      await this.outbox.enqueue("telemetry", sample);
+    } finally {
+      this.telemetryRoundSince = undefined;
+    }
   }
 
   private async counters() {
@@ -247,6 +408,7 @@ export class Agent {
       outbox_depth: this.outbox.depth,
       outbox_bytes: this.outbox.bytes,
       reconnects: this.link.stats.reconnects,
+      throttled: this.resources?.throttled ? 1 : 0,
     };
   }
 
@@ -259,6 +421,13 @@ export class Agent {
       link: { connected: this.link.connected, ...this.link.stats },
       outbox: this.outbox.stats,
       store: this.store ? { running: true, ...(await this.store.status()) } : { running: false, ...this.storeRefusal },
+      board: { name: this.board.name, description: this.board.description, led: this.ledPattern(), problems: [...this.board.problems] },
+      health: {
+        thermal: this.thermal?.state,
+        limits: this.resources?.limits(),
+        watchdog: this.watchdog?.status,
+        systemd: this.systemd ? { notify: this.systemd.enabled, ...this.systemd.stats } : undefined,
+      },
     };
   }
 

@@ -2,7 +2,7 @@
 // watched from the fleet side. Announces itself, sends telemetry, answers signed commands, refuses everything
 // else with a signed error reply and keeps running, proves storage, and stops cleanly on SIGTERM.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -37,6 +37,8 @@ function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
     SHARENODE_FLEET_KEY: fleet.publicKeyHex,
     SHARENODE_ALLOW_SYSTEM_DISK: "true",
     SHARENODE_TELEMETRY_INTERVAL: "10",
+    // The sim board: a test must never arm this machine's own /dev/watchdog (a SIGKILLed agent would reset it).
+    SHARENODE_BOARD: "sim",
     // The test broker takes anonymous clients; the password is here to show that it never leaks.
     SHARENODE_MQTT_USERNAME: "device",
     SHARENODE_MQTT_PASSWORD: "s3cret-never-shown",
@@ -113,7 +115,9 @@ describe("sharenode run", () => {
     const message = await waitFor("telemetry", () => inbox.find((m) => m.topic === topicsFor(deviceId).telemetry), 25_000);
     const t = JSON.parse(message.payload.toString()) as Record<string, unknown>;
     for (const [k, v] of Object.entries(t)) expect(typeof v, k).toBe("number");
-    for (const k of ["seq", "ts", "uptime_s", "mem_total_bytes", "store_objects", "outbox_depth", "reconnects"]) expect(t).toHaveProperty(k);
+    for (const k of ["seq", "ts", "uptime_s", "mem_total_bytes", "store_objects", "outbox_depth", "reconnects", "throttled"]) expect(t).toHaveProperty(k);
+    // The sim board's zone reads 45 °C: not throttled.
+    expect(t.throttled).toBe(0);
   }, 30_000);
 
   it("answers a signed ping, and refuses forged, replayed, expired, malformed, unknown and oversized commands", async () => {
@@ -142,7 +146,15 @@ describe("sharenode run", () => {
   it("answers status, config.get (secrets redacted) and log.tail", async () => {
     const status = await command("status", sign("status"));
     expect(status.ok).toBe(true);
-    if (status.ok) expect(status.result).toMatchObject({ deviceId, publicKey: devicePublicKey, store: { running: true } });
+    if (status.ok) {
+      expect(status.result).toMatchObject({
+        deviceId,
+        publicKey: devicePublicKey,
+        store: { running: true },
+        board: { name: "sim", led: "online" },
+        health: { thermal: { throttled: false, temperatureC: 45 }, limits: { scrubAllowed: true }, watchdog: { device: "/dev/watchdog", petIntervalMs: 10_000 } },
+      });
+    }
     const config = await command("config.get", sign("config.get"));
     expect(config.ok).toBe(true);
     if (config.ok) {
@@ -196,6 +208,8 @@ describe("sharenode run", () => {
     const exited = new Promise<number | null>((resolve) => agent.once("exit", (code) => resolve(code)));
     agent.kill("SIGTERM");
     expect(await exited).toBe(0);
+    // The sim board's watchdog file: pets (NUL bytes), then the magic close of a clean stop.
+    expect(readFileSync(join(work, "data", "sim-board", "dev", "watchdog"), "latin1")).toMatch(/^\0+V$/);
     const offline = await waitFor("the offline state", () => inbox.find((m) => m.topic === topicsFor(deviceId).state && JSON.parse(m.payload.toString()).state === "offline"));
     expect(JSON.parse(offline.payload.toString()).bdSeq).toBeGreaterThanOrEqual(0);
     // With the agent stopped, the CLI can add; a restarted agent proves the object over MQTT.

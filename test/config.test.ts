@@ -56,6 +56,7 @@ describe("loadConfig", () => {
         outboxMaxBytes: 8 * 1024 * 1024,
       },
       store: { dataDir: "/mnt/usb/sharenode", quota: { share: 1 }, allowSystemDisk: false, scrubBytesPerSecond: 2_000_000 },
+      share: { cpuPercent: 50, uploadBytesPerSecond: 0, uploadWindows: [] },
       log: { level: "info" },
     });
   });
@@ -82,6 +83,14 @@ describe("loadConfig", () => {
         outboxMaxBytes: 1048576,
       },
       store: { dataDir: "/mnt/sda1/sn", quota: "80%", reserveBytes: 2147483648, allowSystemDisk: true, scrubBytesPerSecond: 0 },
+      share: {
+        cpuPercent: 25,
+        uploadBytesPerSecond: 1_000_000,
+        uploadWindows: [
+          { from: "22:00", to: "07:00", bytesPerSecond: 0 },
+          { from: "09:00", to: "17:00", bytesPerSecond: 5_000_000, days: ["mon", "tue", "wed", "thu", "fri"] },
+        ],
+      },
       log: { level: "debug" },
     };
     const { config } = loadConfig(await file(full), {});
@@ -185,6 +194,89 @@ describe("loadConfig", () => {
       "link.ca: only used with an mqtts:// or wss:// link.url",
       "link.password: MQTT 3.1.1 (protocolVersion 4) sends a password only with link.username",
     ]);
+  });
+
+  it("checks the share section: rates, times, days, overlapping and empty upload windows, one line each", async () => {
+    const path = await file({
+      ...minimal,
+      share: {
+        cpuPercent: 0,
+        uploadBytesPerSecond: 1.5,
+        uploadWindows: [
+          { from: "01:00", to: "07:00", bytesPerSecond: 5_000_000 },
+          { from: "7:00", to: "25:00", bytesPerSecond: -1 },
+          { from: "06:00", to: "08:00", bytesPerSecond: 1 },
+          { from: "22:00", to: "02:00", bytesPerSecond: 1, days: ["fri"] },
+          { from: "12:00", to: "12:00", bytesPerSecond: 1 },
+          { from: "12:00", to: "13:00", bytesPerSecond: 1, days: [] },
+          { from: "12:00", to: "13:00", bytesPerSecond: 1, days: ["mon", "Mon"] },
+          { from: "12:00", to: "13:00", bytesPerSecond: 1, days: ["tue", "tue"] },
+          { form: "12:00", to: "13:00", bytesPerSecond: 1 },
+          "13:00-14:00",
+          { from: "12:60", to: "24:00", bytesPerSecond: 1 },
+          { from: "24:00", to: "01:00", bytesPerSecond: 1, days: ["sun"] },
+        ],
+      },
+    });
+    const rate = "must be an integer from 0 to 10000000000";
+    expect(problemsOf(() => loadConfig(path, {}))).toEqual([
+      "share.cpuPercent: must be an integer from 1 to 100, got 0",
+      `share.uploadBytesPerSecond: ${rate}, got 1.5`,
+      'share.uploadWindows[1].from: must be a time "HH:MM" from "00:00" to "23:59", got "7:00"',
+      'share.uploadWindows[1].to: must be a time "HH:MM" from "00:00" to "24:00", got "25:00"',
+      `share.uploadWindows[1].bytesPerSecond: ${rate}, got -1`,
+      "share.uploadWindows[5].days: must name at least one day (leave it out for every day)",
+      'share.uploadWindows[6].days: must be a list of days, each "mon", "tue", "wed", "thu", "fri", "sat" or "sun", got ["mon","Mon"]',
+      'share.uploadWindows[7].days: names "tue" twice',
+      'share.uploadWindows[8].form: unknown key (did you mean "from"?)',
+      "share.uploadWindows[8].from: required",
+      'share.uploadWindows[9]: must be an object ({...}), got "13:00-14:00"',
+      'share.uploadWindows[10].from: must be a time "HH:MM" from "00:00" to "23:59", got "12:60"',
+      'share.uploadWindows[11].from: must be a time "HH:MM" from "00:00" to "23:59", got "24:00"',
+      // Across windows, only those that passed on their own; named by their index in the file.
+      "share.uploadWindows[2]: overlaps share.uploadWindows[0] (both cover mon 06:00)",
+      // Friday 22:00 runs into Saturday 02:00, which the every-day 01:00 window already covers.
+      "share.uploadWindows[3]: overlaps share.uploadWindows[0] (both cover sat 01:00)",
+      'share.uploadWindows[4]: "from" and "to" are both "12:00": an empty window (a whole day is "00:00" to "24:00")',
+    ]);
+
+    const notList = await file({ ...minimal, share: { uploadWindows: { from: "01:00" } } });
+    expect(problemsOf(() => loadConfig(notList, {}))).toEqual(['share.uploadWindows: must be a list ([...]), got {"from":"01:00"}']);
+    const many = await file({ ...minimal, share: { uploadWindows: Array.from({ length: 65 }, () => ({ from: "01:00", to: "02:00", bytesPerSecond: 1 })) } });
+    expect(problemsOf(() => loadConfig(many, {}))).toEqual(["share.uploadWindows: at most 64 entries, got 65"]);
+    // The week wraps: Sunday night into Monday morning meets Monday's window.
+    const wrap = await file({
+      ...minimal,
+      share: {
+        uploadWindows: [
+          { from: "00:30", to: "05:00", bytesPerSecond: 1, days: ["mon"] },
+          { from: "23:00", to: "01:00", bytesPerSecond: 2, days: ["sun"] },
+        ],
+      },
+    });
+    expect(problemsOf(() => loadConfig(wrap, {}))).toEqual(["share.uploadWindows[1]: overlaps share.uploadWindows[0] (both cover mon 00:30)"]);
+  });
+
+  it("takes windows that touch without overlapping, and the share rates from the environment", async () => {
+    const windows = [
+      { from: "01:00", to: "07:00", bytesPerSecond: 0 },
+      { from: "22:00", to: "01:00", bytesPerSecond: 5_000_000, days: ["fri", "sat"] },
+      { from: "07:00", to: "24:00", bytesPerSecond: 100, days: ["sun"] },
+      { from: "00:00", to: "01:00", bytesPerSecond: 7, days: ["mon"] },
+    ];
+    const path = await file({ ...minimal, share: { cpuPercent: 100, uploadWindows: windows } });
+    const { config, fromEnv } = loadConfig(path, { SHARENODE_UPLOAD_RATE: "2000000", SHARENODE_CPU_SHARE: "" });
+    expect(config.share).toEqual({ cpuPercent: 100, uploadBytesPerSecond: 2_000_000, uploadWindows: windows });
+    expect(fromEnv).toEqual(["SHARENODE_UPLOAD_RATE"]);
+    expect(problemsOf(() => loadConfig(path, { SHARENODE_CPU_SHARE: "half" }))).toEqual([
+      'share.cpuPercent (from SHARENODE_CPU_SHARE): must be an integer from 1 to 100, got "half"',
+    ]);
+    // The README's example is a valid config.
+    const readme = await readFile(new URL("../agent/config/README.md", import.meta.url), "utf8");
+    const example = /```json\n("share": \{[\s\S]*?\n\})\n```/.exec(readme);
+    expect(example, "the share example in agent/config/README.md").not.toBeNull();
+    const fromReadme = await file(`{ "link": ${JSON.stringify(minimal.link)}, "store": ${JSON.stringify(minimal.store)}, ${example![1]} }`);
+    expect(loadConfig(fromReadme, {}).config.share.uploadWindows).toHaveLength(2);
   });
 
   it("reports bad JSON as one line with line and column", async () => {

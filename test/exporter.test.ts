@@ -40,6 +40,8 @@ const TELEMETRY_A: Telemetry = {
   outbox_depth: 2,
   outbox_bytes: 1312,
   reconnects: 5,
+  // Hot: 2 TB of scrubbing in a closed cupboard.
+  throttled: 1,
 };
 // A Raspberry Pi without a thermal zone the kernel exposes (temp_c absent), freshly booted.
 const TELEMETRY_B: Telemetry = {
@@ -63,6 +65,7 @@ const TELEMETRY_B: Telemetry = {
   outbox_depth: 0,
   outbox_bytes: 0,
   reconnects: 0,
+  throttled: 0,
 };
 
 interface Sample {

@@ -261,9 +261,15 @@ describe("the service definitions", () => {
     expect(statSync(join(root, exec[1])).isFile()).toBe(true);
     expect(statSync(join(root, exec[4])).isFile()).toBe(true);
 
-    // No sd_notify in the agent yet: Type=notify would never become ready, and a watchdog would kill it.
-    expect(one("Type")).toBe("simple");
-    expect(s.WatchdogSec).toBeUndefined();
+    // The agent speaks sd_notify through a systemd-notify child process (agent/health/sd-notify.ts): READY,
+    // then WATCHDOG=1 at half of WatchdogSec. A child is not the main process, so NotifyAccess=all.
+    expect(one("Type")).toBe("notify");
+    expect(one("NotifyAccess")).toBe("all");
+    expect(one("WatchdogSec")).toMatch(/^\d+s?$/);
+    // Pinged every WatchdogSec/2: at least 20 s leaves room for a slow systemd-notify on a loaded armv7 box.
+    expect(Number.parseInt(one("WatchdogSec"), 10)).toBeGreaterThanOrEqual(20);
+    // systemd-notify is a unix datagram: AF_UNIX must stay allowed.
+    expect(one("RestrictAddressFamilies").split(/\s+/)).toContain("AF_UNIX");
     expect(one("User")).toBe("sharenode");
     expect(one("Group")).toBe("sharenode");
     expect(one("Restart")).toBe("on-failure");

@@ -160,7 +160,7 @@ const fakeStatfs: StatfsFn = async () => ({ bsize: 4096, blocks: 244190208, bfre
 const counters = {
   telemetryCounters: () => ({ store_objects: 14233, store_used_bytes: 598_334_201_856, proofs_passed: 8812, proofs_failed: 3 }),
 };
-const linkCounters = { telemetryCounters: async () => ({ outbox_depth: 2, outbox_bytes: 1312, reconnects: 5 }) };
+const linkCounters = { telemetryCounters: async () => ({ outbox_depth: 2, outbox_bytes: 1312, reconnects: 5, throttled: 0 }) };
 
 describe("TelemetryCollector", () => {
   it("builds the whole message of a OneThing Cloud, fields in the README's order, cpu_pct from two samples", async () => {
@@ -201,6 +201,7 @@ describe("TelemetryCollector", () => {
       outbox_depth: 2,
       outbox_bytes: 1312,
       reconnects: 5,
+      throttled: 0,
     });
     expect(Object.keys(t)).toEqual(TELEMETRY_FIELDS.filter((f) => f !== "seq"));
     for (const v of Object.values(t)) expect(typeof v).toBe("number");

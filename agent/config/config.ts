@@ -6,6 +6,21 @@ import { isAbsolute } from "node:path";
 
 export type LogLevel = "error" | "warn" | "info" | "debug";
 
+export const WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] as const;
+export type Weekday = (typeof WEEKDAYS)[number];
+
+/** A time of the week (box's local time) with its own upload rate. */
+export interface UploadWindow {
+  /** "HH:MM", 24-hour, local time; the window starts at the start of that minute. */
+  from: string;
+  /** "HH:MM" (or "24:00"); the window ends at the start of that minute. Before `from`: the window crosses midnight. */
+  to: string;
+  /** Upload rate inside the window; 0: no limit. */
+  bytesPerSecond: number;
+  /** The days the window starts on; absent: every day. */
+  days?: Weekday[];
+}
+
 export interface Config {
   /** The agent's own state on the system disk: device key, adoption record, outbox, session counter. */
   stateDir: string;
@@ -36,6 +51,14 @@ export interface Config {
     /** Background scrub read rate; 0 turns the scrub off. */
     scrubBytesPerSecond: number;
   };
+  /** What the owner shares of the box besides the disk (whose share is store.quota). */
+  share: {
+    /** Percent of the whole box (all cores together) that compute may use, 1..100. */
+    cpuPercent: number;
+    /** Serving upload rate outside every window, bytes per second; 0: no limit. */
+    uploadBytesPerSecond: number;
+    uploadWindows: UploadWindow[];
+  };
   log: { level: LogLevel };
 }
 
@@ -61,6 +84,12 @@ type Rule =
   | { type: "boolean" }
   | { type: "enum"; values: readonly (string | number)[] }
   | { type: "quota" }
+  /** "HH:MM", 24-hour; `endOfDay` also takes "24:00". */
+  | { type: "time"; endOfDay?: boolean }
+  /** A non-empty list of distinct day names ("mon".."sun"). */
+  | { type: "days" }
+  /** A list of objects, each walked like a section (unknown keys, required keys, every problem with its index). */
+  | { type: "list"; item: Record<string, Entry>; maxItems: number }
   | { type: "section"; keys: Record<string, Entry> };
 
 export type Entry = Rule & {
@@ -78,6 +107,8 @@ export type Entry = Rule & {
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 const MAX_BYTES = Number.MAX_SAFE_INTEGER;
+/** 10 GB/s: more than any box's port carries, small enough that a typo of extra digits is caught. */
+const MAX_RATE = 10_000_000_000;
 
 export const configSchema: Record<string, Entry> = {
   stateDir: {
@@ -160,6 +191,45 @@ export const configSchema: Record<string, Entry> = {
         max: GiB,
         default: 2_000_000,
         doc: "background scrub read rate in bytes per second; 0 turns it off",
+      },
+    },
+  },
+  share: {
+    type: "section",
+    doc: "what the owner shares of the box besides the disk (the disk's share is store.quota)",
+    keys: {
+      cpuPercent: {
+        type: "integer",
+        min: 1,
+        max: 100,
+        default: 50,
+        env: "SHARENODE_CPU_SHARE",
+        doc: "percent of the whole box (all cores together) that compute may use",
+      },
+      uploadBytesPerSecond: {
+        type: "integer",
+        min: 0,
+        max: MAX_RATE,
+        default: 0,
+        env: "SHARENODE_UPLOAD_RATE",
+        doc: "serving upload rate outside the upload windows, bytes per second; 0: no limit",
+      },
+      uploadWindows: {
+        type: "list",
+        maxItems: 64,
+        default: [],
+        doc: 'times of the week (the box\'s local time) with their own upload rate: [{"from": "01:00", "to": "07:00", "bytesPerSecond": 5000000, "days": ["mon"]}]',
+        item: {
+          from: { type: "time", required: true, doc: '"HH:MM", local time: the window starts at the start of that minute' },
+          to: {
+            type: "time",
+            endOfDay: true,
+            required: true,
+            doc: '"HH:MM" or "24:00": the window ends at the start of that minute; earlier than "from": it crosses midnight',
+          },
+          bytesPerSecond: { type: "integer", min: 0, max: MAX_RATE, required: true, doc: "upload rate inside the window; 0: no limit" },
+          days: { type: "days", doc: 'the days the window starts on ("mon".."sun"); absent: every day' },
+        },
       },
     },
   },
@@ -266,8 +336,27 @@ function check(entry: Entry, value: unknown): Outcome {
       if (!(share >= 0.01 && share <= 1)) return { problem: `${expect}${got}` };
       return { value: { share } };
     }
+    case "time": {
+      const m = typeof value === "string" ? /^(\d{2}):(\d{2})$/.exec(value) : null;
+      const minutes = m ? Number(m[1]) * 60 + Number(m[2]) : NaN;
+      if (!m || Number(m[2]) > 59 || !(minutes < MINUTES_PER_DAY || (entry.endOfDay === true && minutes === MINUTES_PER_DAY))) {
+        return { problem: `must be a time "HH:MM" from "00:00" to "${entry.endOfDay ? "24:00" : "23:59"}"${got}` };
+      }
+      return { value };
+    }
+    case "days": {
+      const names = listOf(WEEKDAYS.map((d) => JSON.stringify(d)), "or");
+      if (!Array.isArray(value) || value.some((d) => !(WEEKDAYS as readonly unknown[]).includes(d))) {
+        return { problem: `must be a list of days, each ${names}${got}` };
+      }
+      if (value.length === 0) return { problem: "must name at least one day (leave it out for every day)" };
+      const twice = value.find((d, i) => value.indexOf(d) !== i);
+      if (twice !== undefined) return { problem: `names ${JSON.stringify(twice)} twice` };
+      return { value };
+    }
+    case "list":
     case "section":
-      throw new Error("check: sections are walked, not checked");
+      throw new Error("check: sections and lists are walked, not checked");
   }
 }
 
@@ -345,6 +434,34 @@ function walk(
       out[name] = walk(entry.keys, section, `${path}.`, env, problems, fromEnv);
       continue;
     }
+    if (entry.type === "list") {
+      const value = raw[name] !== undefined ? raw[name] : entry.default;
+      if (value === undefined) {
+        if (entry.required) problems.push(`${path}: required`);
+        continue;
+      }
+      if (!Array.isArray(value)) {
+        problems.push(`${path}: must be a list ([...]), got ${shown(value)}`);
+        continue;
+      }
+      if (value.length > entry.maxItems) {
+        problems.push(`${path}: at most ${entry.maxItems} entries, got ${value.length}`);
+        continue;
+      }
+      // An entry with a problem stays in its place as undefined: the checks across entries skip it and keep
+      // naming the others by their index in the file.
+      out[name] = value.map((item: unknown, i) => {
+        const at = `${path}[${i}]`;
+        if (!isObject(item)) {
+          problems.push(`${at}: must be an object ({...}), got ${shown(item)}`);
+          return undefined;
+        }
+        const before = problems.length;
+        const checked = walk(entry.item, item, `${at}.`, {}, problems, []);
+        return problems.length === before ? checked : undefined;
+      });
+      continue;
+    }
     const envText = entry.env !== undefined && env[entry.env] !== undefined && env[entry.env] !== "" ? env[entry.env]! : undefined;
     const where = envText !== undefined ? `${path} (from ${entry.env})` : path;
     if (envText !== undefined) fromEnv.push(entry.env!);
@@ -362,6 +479,8 @@ function walk(
 
 /** Rules that span keys; run only on keys that passed on their own, so one mistake is one line. */
 function crossChecks(c: Record<string, Record<string, unknown> | undefined>, problems: string[]): void {
+  const windows = c.share?.uploadWindows;
+  if (Array.isArray(windows)) checkUploadWindows(windows as (UploadWindow | undefined)[], problems);
   const link = c.link;
   if (!link) return;
   const url = typeof link.url === "string" ? link.url : undefined;
@@ -373,6 +492,66 @@ function crossChecks(c: Record<string, Record<string, unknown> | undefined>, pro
   if (link.password !== undefined && link.username === undefined && link.protocolVersion === 4) {
     problems.push("link.password: MQTT 3.1.1 (protocolVersion 4) sends a password only with link.username");
   }
+}
+
+// --- upload windows ------------------------------------------------------------------------------------------
+
+const MINUTES_PER_DAY = 24 * 60;
+export const MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY;
+
+/** "HH:MM" (already validated) -> minutes after midnight; "24:00" is 1440. */
+export function timeToMinutes(time: string): number {
+  return Number(time.slice(0, 2)) * 60 + Number(time.slice(3, 5));
+}
+
+/**
+ * The minutes of the week a window covers, as half-open spans [start, end) counted from Monday 00:00 local time,
+ * none wrapping past Sunday 24:00 (a Sunday window that crosses midnight is two spans: its Sunday part and its
+ * Monday morning). A window that crosses midnight belongs to the day it starts on: {from "22:00", to "06:00",
+ * days ["fri"]} is Friday 22:00 to Saturday 06:00. Plain minute arithmetic on local wall-clock time: no dates, so
+ * no daylight-saving cases here (the caller turns an instant into local time).
+ */
+export function uploadWindowSpans(window: Pick<UploadWindow, "from" | "to" | "days">): Array<[number, number]> {
+  const from = timeToMinutes(window.from);
+  let to = timeToMinutes(window.to);
+  if (to <= from) to += MINUTES_PER_DAY;
+  const spans: Array<[number, number]> = [];
+  for (const day of window.days ?? WEEKDAYS) {
+    const start = WEEKDAYS.indexOf(day) * MINUTES_PER_DAY + from;
+    const end = start + (to - from);
+    if (end <= MINUTES_PER_WEEK) spans.push([start, end]);
+    else spans.push([start, MINUTES_PER_WEEK], [0, end - MINUTES_PER_WEEK]);
+  }
+  return spans;
+}
+
+function minuteOfWeekText(m: number): string {
+  const minute = m % MINUTES_PER_DAY;
+  return `${WEEKDAYS[Math.floor(m / MINUTES_PER_DAY)]} ${String(Math.floor(minute / 60)).padStart(2, "0")}:${String(minute % 60).padStart(2, "0")}`;
+}
+
+/** An empty window, and windows that overlap (which rate would apply?): one line each. */
+function checkUploadWindows(windows: (UploadWindow | undefined)[], problems: string[]): void {
+  const owner = new Int16Array(MINUTES_PER_WEEK).fill(-1);
+  windows.forEach((w, i) => {
+    if (!w) return;
+    const at = `share.uploadWindows[${i}]`;
+    if (timeToMinutes(w.from) === timeToMinutes(w.to)) {
+      problems.push(`${at}: "from" and "to" are both ${JSON.stringify(w.from)}: an empty window (a whole day is "00:00" to "24:00")`);
+      return;
+    }
+    const reported = new Set<number>();
+    for (const [start, end] of uploadWindowSpans(w)) {
+      for (let m = start; m < end; m++) {
+        const other = owner[m]!;
+        if (other < 0) owner[m] = i;
+        else if (!reported.has(other)) {
+          reported.add(other);
+          problems.push(`${at}: overlaps share.uploadWindows[${other}] (both cover ${minuteOfWeekText(m)})`);
+        }
+      }
+    }
+  });
 }
 
 // --- the file ------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ export const TELEMETRY_FIELDS = [
   "outbox_depth",
   "outbox_bytes",
   "reconnects",
+  "throttled",
 ] as const;
 
 export type TelemetryField = (typeof TELEMETRY_FIELDS)[number];
@@ -44,6 +45,7 @@ export const COUNTER_FIELDS = [
   "outbox_depth",
   "outbox_bytes",
   "reconnects",
+  "throttled",
 ] as const satisfies readonly TelemetryField[];
 
 export type CounterField = (typeof COUNTER_FIELDS)[number];

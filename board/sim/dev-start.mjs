@@ -2,6 +2,8 @@
 //   - a data directory and a state directory under .sharenode-dev/ in the checkout (or SHARENODE_DEV_DIR; the data "disk" is the
 //     development machine's own, so store.allowSystemDisk is on: a real box refuses that);
 //   - a fleet key for this checkout, so that `sharenode fleet send` can command the agent;
+//   - the sim board (config board "sim"): a fake /sys and /dev under the data directory (sim-board/), so the status
+//     LED, the temperature and the hardware watchdog run their real code and never touch this machine's own;
 //   - the broker in SHARENODE_BROKER, or an embedded MQTT broker (aedes, a development dependency that is never
 //     in the device bundle) on 127.0.0.1:1883 (or a free port when 1883 is taken).
 // Ctrl-C stops the agent cleanly, then the broker.
@@ -47,7 +49,7 @@ if (keygen.status !== 0) {
 }
 const fleetKey = keygen.stdout.trim();
 
-console.log(`npm start: data in ${dataDir}, state in ${stateDir}
+console.log(`npm start: data in ${dataDir}, state in ${stateDir}, sim board in ${join(dataDir, "sim-board")}
 Watch it:
   node ${bin} fleet watch --broker ${broker}${embedded ? " --mqtt-version 4" : ""}
   mosquitto_sub -L '${broker}/sharenode/v1/#' -v
@@ -67,6 +69,7 @@ const agent = spawn(process.execPath, [bin, "run"], {
     SHARENODE_DATA: dataDir,
     SHARENODE_FLEET_KEY: fleetKey,
     SHARENODE_ALLOW_SYSTEM_DISK: "true",
+    SHARENODE_BOARD: process.env.SHARENODE_BOARD || "sim",
     SHARENODE_TELEMETRY_INTERVAL: process.env.SHARENODE_TELEMETRY_INTERVAL ?? "10",
   },
 });

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { openBoard, type Board, type StatusPattern } from "../board/board.js";
 import { HostPaths } from "../board/host-paths.js";
 import { redactConfig, type Config } from "./config/config.js";
+import { ControlServer, ProofLedger } from "./console/control.js";
 import { PidLock } from "./durable/pid-lock.js";
 import { ResourceGovernor, type ResourceLimits } from "./health/resource-policy.js";
 import { SdNotify } from "./health/sd-notify.js";
@@ -69,8 +70,11 @@ export class Agent {
   private collector!: TelemetryCollector;
   private readonly timers: NodeJS.Timeout[] = [];
   private scrubber: Scrubber | undefined;
-  private proofsPassed = 0;
-  private proofsFailed = 0;
+  /** Storage-proof counters and the last challenges answered (telemetry, `status`, the console's `proofs`). */
+  private readonly proofs = new ProofLedger();
+  private lastScrub: { at: number; checked: number; corrupt: number; missing: number } | undefined;
+  /** The local socket the console (`sharenode console`) reads a running daemon through. */
+  private control: ControlServer | undefined;
   private stopping: Promise<void> | undefined;
   private stateLock: PidLock | undefined;
   private board!: Board;
@@ -173,6 +177,7 @@ export class Agent {
     await this.startResources();
     this.every(config.link.telemetryIntervalSeconds * 1000, () => this.publishTelemetry());
     if (this.store && config.store.scrubBytesPerSecond > 0) this.scheduleScrub(this.store);
+    await this.startControl();
     await this.startSupervision();
     this.log.info("started");
   }
@@ -198,6 +203,7 @@ export class Agent {
       // watchdog is disarmed.
       await this.systemd?.stopping().catch(() => {});
       await this.watchdog?.stop().catch(() => {});
+      await this.control?.stop().catch(() => {});
       for (const t of this.timers) clearInterval(t);
       this.resources?.stop();
       this.thermal?.stop();
@@ -246,6 +252,31 @@ export class Agent {
     this.resources.on("change", (limits) => this.onLimits(limits));
     this.resources.start();
     resourceLog.info(this.resources.limits().reason);
+  }
+
+  /**
+   * The console's window on the running daemon. A failure (a socket path another process answers on, a read-only
+   * state dir) costs only the live view: the console then reads the state and data directories itself.
+   */
+  private async startControl(): Promise<void> {
+    const { deps, config } = this;
+    const controlLog = deps.logs.logger("control");
+    const control = new ControlServer({
+      stateDir: config.stateDir,
+      onError: (message) => controlLog.warn(message),
+      handlers: {
+        status: () => this.status(),
+        logTail: (n) => deps.logs.tail(n),
+        onLog: (listener) => deps.logs.subscribe(listener),
+        proofs: () => this.proofs.snapshot(),
+      },
+    });
+    try {
+      await control.start();
+      this.control = control;
+    } catch (err) {
+      controlLog.warn(`console socket not started: ${(err as Error).message}`);
+    }
   }
 
   /** Last: the watchdogs hold the agent to being healthy from here on, and READY tells systemd everything is up. */
@@ -364,6 +395,7 @@ export class Agent {
       try {
         const r = await scrubber.runOnce();
         scrubLog.info(`checked ${r.checked} objects (${r.bytes} bytes); corrupt ${r.corrupt.length}, missing ${r.missing.length}`);
+        this.lastScrub = { at: this.now(), checked: r.checked, corrupt: r.corrupt.length, missing: r.missing.length };
       } catch (err) {
         scrubLog.error(`scrub failed: ${(err as Error).message}`);
       } finally {
@@ -403,8 +435,8 @@ export class Agent {
     return {
       store_objects: status?.objects ?? 0,
       store_used_bytes: status?.usedBytes ?? 0,
-      proofs_passed: this.proofsPassed,
-      proofs_failed: this.proofsFailed,
+      proofs_passed: this.proofs.snapshot().passed,
+      proofs_failed: this.proofs.snapshot().failed,
       outbox_depth: this.outbox.depth,
       outbox_bytes: this.outbox.bytes,
       reconnects: this.link.stats.reconnects,
@@ -418,9 +450,14 @@ export class Agent {
       publicKey: this.identity.publicKeyHex,
       version: this.deps.version,
       uptimeSeconds: Math.floor((this.now() - this.startedAt) / 1000),
-      link: { connected: this.link.connected, ...this.link.stats },
+      startedAt: this.startedAt,
+      pid: process.pid,
+      // link.url never holds credentials: the config refuses a URL with a user or password in it.
+      link: { connected: this.link.connected, url: this.config.link.url, lastError: "", ...this.link.stats },
       outbox: this.outbox.stats,
-      store: this.store ? { running: true, ...(await this.store.status()) } : { running: false, ...this.storeRefusal },
+      store: this.store
+        ? { running: true, ...(await this.store.status()), lastScrub: this.lastScrub ?? null }
+        : { running: false, ...this.storeRefusal },
       board: { name: this.board.name, description: this.board.description, led: this.ledPattern(), problems: [...this.board.problems] },
       health: {
         thermal: this.thermal?.state,
@@ -452,20 +489,22 @@ export class Agent {
         } catch (err) {
           throw new CommandFailure("bad-args", (err as Error).message);
         }
+        const failed = (code: string, message: string) => {
+          this.proofs.record({ ts: this.now(), objectId: challenge.objectId, ok: false, code, message });
+          return new CommandFailure(code, message);
+        };
         let object;
         try {
           object = await store.openForProof(challenge.objectId);
         } catch (err) {
-          this.proofsFailed++;
-          throw new CommandFailure((err as { code?: string }).code ?? "io", (err as Error).message);
+          throw failed((err as { code?: string }).code ?? "io", (err as Error).message);
         }
         try {
           const response = await answerChallenge(challenge, object, this.identity, this.now);
-          this.proofsPassed++;
+          this.proofs.record({ ts: this.now(), objectId: challenge.objectId, ok: true });
           return response;
         } catch (err) {
-          this.proofsFailed++;
-          throw new CommandFailure("challenge-failed", (err as Error).message);
+          throw failed("challenge-failed", (err as Error).message);
         } finally {
           await object.close();
         }

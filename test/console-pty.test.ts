@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { Broker } from "./helpers/mosquitto";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "dist/sharenode.js");
@@ -275,5 +276,56 @@ describe("the built bundle: sharenode console with the real commands", () => {
     t.type(KEY.ctrlD);
     expect(await t.exited).toBe(0);
     expectCookedAfter(t.out);
+  });
+});
+
+describe("the built bundle: sharenode console beside a running daemon", () => {
+  it("shows the live daemon through its control socket: status, link, log -f until Ctrl-C, proofs; refuses factory-reset", async () => {
+    // mosquitto_pub --help exits 1: only "not found" counts here.
+    if (spawnSync("mosquitto_pub", ["--help"], { stdio: "ignore" }).error) throw new Error("mosquitto_pub is needed: apt-get install mosquitto-clients");
+    const broker = await Broker.start();
+    cleanups.push(() => void broker.stop());
+    const env = {
+      SHARENODE_STATE: join(work, "live-state"),
+      SHARENODE_DATA: join(work, "live-data"),
+      SHARENODE_BROKER: broker.url,
+      SHARENODE_FLEET_KEY: "00".repeat(32),
+      SHARENODE_BOARD: "sim",
+      SHARENODE_ALLOW_SYSTEM_DISK: "true",
+    };
+    const daemon = new Peer(spawn(process.execPath, [BIN, "run"], { env: { ...process.env, ...env }, stdio: "pipe" }));
+    await daemon.waitFor(`connected to ${broker.url}`, 0, "err");
+    await daemon.waitFor("started", 0, "err");
+
+    const t = inPty(`${q(process.execPath)} ${q(BIN)} console`, env);
+    await t.waitFor(PROMPT);
+    const status = await t.line("status\r");
+    expect(status).toMatch(/^daemon\s+running since /m);
+    expect(status).toMatch(/^board\s+sim: /m);
+    const link = await t.line("link\r");
+    expect(link).toMatch(new RegExp(`^broker\\s+${broker.url.replace(/[.]/g, "\\.")} \\(MQTT 5\\)`, "m"));
+    expect(link).toMatch(/^state\s+connected since /m);
+    expect(link).toMatch(/^last error\s+none/m);
+    expect(await t.line("store\r")).toMatch(/^last scrub\s+none since the daemon started/m);
+    expect(await t.line("log 50\r")).toContain(`connected to ${broker.url}`);
+
+    // log -f shows a line the daemon logs after the follow began (a malformed command it refuses), until Ctrl-C.
+    const from = t.mark();
+    t.type("log -f 1\r");
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const deviceId = /device\s+([0-9a-f]{32})/.exec(status)![1]!;
+    spawnSync("mosquitto_pub", ["-L", `${broker.url}/sharenode/v1/${deviceId}/cmd/ping`, "-m", "not json", "-q", "1"], { timeout: 10_000 });
+    await t.waitFor("refused: malformed", from);
+    t.type(KEY.ctrlC);
+    await t.waitFor(`\n${PROMPT}`, from);
+
+    expect(await t.line("proofs\r")).toMatch(/passed\s+0/);
+    const reset = await t.line("factory-reset\r");
+    expect(reset).toMatch(/daemon/i);
+    expect(existsSync(join(env.SHARENODE_STATE, "device-key.pem"))).toBe(true);
+    t.type(KEY.ctrlD);
+    expect(await t.exited).toBe(0);
+    daemon.proc.kill("SIGTERM");
+    expect(await daemon.exited).toBe(0);
   });
 });

@@ -20,8 +20,8 @@ import type { ProbeOptions } from "../link/probe.js";
 import { ConsoleError, type ConsoleCommand, type ConsoleIo } from "./command-api.js";
 import { askDaemon, ControlClient, ControlError, MAX_LOG_LINES, type DaemonStatus, type ProofsSnapshot } from "./control.js";
 import { bytes, duration, fields, millis, oneLine, plural, table, time } from "./format.js";
+import { countQuarantined } from "../store/object-store.js";
 import {
-  countQuarantined,
   loadConsoleConfig,
   lockHolder,
   previewDataDisk,
@@ -423,7 +423,9 @@ export async function createConsoleCommands(options: ConsoleCommandsOptions): Pr
             "last scrub",
             scrub && num(scrub.at) !== undefined
               ? `${time(scrub.at)}: ${scrub.checked} checked, ${scrub.corrupt} corrupt, ${scrub.missing} missing`
-              : "not reported by this daemon",
+              : (s as { lastScrub?: unknown }).lastScrub === null
+                ? "none since the daemon started (a pass a day)"
+                : "not reported by this daemon",
           ],
         );
         io.print(fields(rows));

@@ -65,24 +65,23 @@ export interface ControlHandlers {
 
 /**
  * The fields of the daemon's status the console shows; all optional, so an older or newer daemon still shows
- * what it has. The ones agent/main.ts does not report yet are marked "(not yet reported)".
+ * what it has (agent/main.ts status()).
  */
 export interface DaemonStatus {
   deviceId?: string;
   publicKey?: string;
   version?: string;
   uptimeSeconds?: number;
-  /** (not yet reported) epoch ms the daemon started; derived from uptimeSeconds otherwise. */
+  /** Epoch ms the daemon started (older daemons: derived from uptimeSeconds). */
   startedAt?: number;
-  /** (not yet reported) */
   pid?: number;
   link?: {
     connected?: boolean;
-    /** (not yet reported) the broker URL (never with credentials). */
+    /** The broker URL (never with credentials). */
     url?: string;
-    /** (not yet reported) epoch ms of the current connection's "connected". */
+    /** Epoch ms of the current connection's "connected". */
     connectedSince?: number;
-    /** (not yet reported) why the last connection or attempt ended. */
+    /** Why the last connection or attempt ended ("" when none has). */
     lastError?: string;
     connects?: number;
     reconnects?: number;
@@ -97,12 +96,11 @@ export interface DaemonStatus {
     quotaBytes?: number;
     availableBytes?: number;
     pinned?: number;
-    /** (not yet reported) */
     reserveBytes?: number;
-    /** (not yet reported) objects moved to quarantine/. */
+    /** Objects moved to quarantine/. */
     quarantined?: number;
-    /** (not yet reported) the last scrub pass. */
-    lastScrub?: { at: number; checked: number; corrupt: number; missing: number };
+    /** The last scrub pass; null when none has run since the daemon started. */
+    lastScrub?: { at: number; checked: number; corrupt: number; missing: number } | null;
     code?: string;
     reason?: string;
   };

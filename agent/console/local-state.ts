@@ -15,7 +15,7 @@ import { toHex } from "../util/hex.js";
 import { inspectDataDisk, type DiskMarker } from "../store/disk-marker.js";
 import type { DiskRefusalCode, Filesystem } from "../store/disks.js";
 import { decodeRecord, replay } from "../store/index-log.js";
-import { defaultReserveBytes, footprint, quotaLimit } from "../store/object-store.js";
+import { countQuarantined, defaultReserveBytes, footprint, quotaLimit } from "../store/object-store.js";
 
 // --- config ----------------------------------------------------------------------------------------------------
 
@@ -339,15 +339,6 @@ export async function readLocalStore(config: ConsoleConfig, preview: DiskPreview
       ...(lockedBy !== undefined ? { lockedBy } : {}),
     },
   };
-}
-
-/** Objects in `<dataDir>/quarantine/` (each has its outboard beside it). */
-export async function countQuarantined(dataDir: string): Promise<number> {
-  try {
-    return (await readdir(join(dataDir, "quarantine"))).filter((n) => !n.endsWith(".obao")).length;
-  } catch {
-    return 0;
-  }
 }
 
 /** The pid in a lock file when that process is alive. */

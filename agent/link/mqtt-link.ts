@@ -116,6 +116,10 @@ export interface LinkStats {
   /** Socket bytes over all connections (TCP and TLS; WebSocket transports are not counted). */
   bytesIn: number;
   bytesOut: number;
+  /** Epoch ms of the current connection's "connected"; absent while not connected. */
+  connectedSince?: number;
+  /** Why the last connection or attempt ended (one line); absent until one has. */
+  lastError?: string;
 }
 
 export interface LinkEvents {
@@ -165,6 +169,8 @@ export class MqttLink extends EventEmitter<LinkEvents> {
   private attempts = 0;
   private connects = 0;
   private closedBytesIn = 0;
+  private connectedSince: number | undefined;
+  private lastError: string | undefined;
   private closedBytesOut = 0;
 
   constructor(options: MqttLinkOptions) {
@@ -207,6 +213,8 @@ export class MqttLink extends EventEmitter<LinkEvents> {
       bdSeq: this.bdSeq,
       bytesIn: this.closedBytesIn + (typeof stream?.bytesRead === "number" ? stream.bytesRead : 0),
       bytesOut: this.closedBytesOut + (typeof stream?.bytesWritten === "number" ? stream.bytesWritten : 0),
+      ...(this.connectedSince !== undefined ? { connectedSince: this.connectedSince } : {}),
+      ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
     };
   }
 
@@ -390,6 +398,7 @@ export class MqttLink extends EventEmitter<LinkEvents> {
     }
     if (conn.closed || this.conn !== conn || this.stopping) return;
     conn.ready = true;
+    this.connectedSince = this.now();
     this.connects++;
     this.backoff.connected();
     this.options.log?.info(`connected to ${this.options.url} (bdSeq ${conn.bdSeq})`);
@@ -416,6 +425,8 @@ export class MqttLink extends EventEmitter<LinkEvents> {
     conn.closed = true;
     const wasReady = conn.ready;
     conn.ready = false;
+    if (!this.stopping) this.lastError = reason;
+    if (wasReady) this.connectedSince = undefined;
     const stream = conn.client.stream as { bytesRead?: unknown; bytesWritten?: unknown } | undefined;
     if (typeof stream?.bytesRead === "number") this.closedBytesIn += stream.bytesRead;
     if (typeof stream?.bytesWritten === "number") this.closedBytesOut += stream.bytesWritten;

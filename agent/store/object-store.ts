@@ -78,6 +78,10 @@ export interface StoreStatus {
   quotaBytes: number;
   availableBytes: number;
   pinned: number;
+  /** Free space the store never uses. */
+  reserveBytes: number;
+  /** Objects moved to quarantine/ by scrubs (kept for inspection, not counted as stored). */
+  quarantined: number;
 }
 
 /** Injected so tests control time; defaults to the real clock. */
@@ -191,7 +195,15 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
     const quotaBytes = await this.quotaBytes();
     let pinned = 0;
     for (const e of this.live.values()) if (e.pinned) pinned++;
-    return { objects: this.live.size, usedBytes: this.usedBytes, quotaBytes, availableBytes: await this.diskAvailable(), pinned };
+    return {
+      objects: this.live.size,
+      usedBytes: this.usedBytes,
+      quotaBytes,
+      availableBytes: await this.diskAvailable(),
+      pinned,
+      reserveBytes: this.config.reserveBytes,
+      quarantined: await countQuarantined(this.config.dataDir),
+    };
   }
 
   objectPath(id: string): string {
@@ -517,4 +529,13 @@ function asStoreError(err: unknown, what: string): StoreError {
     return new StoreError(`${what}: ${(err as Error).message} (is the data disk still mounted?)`, "io");
   }
   return new StoreError(`${what}: ${(err as Error).message}`, "io");
+}
+
+/** Objects in `<dataDir>/quarantine/` (each has its outboard beside it); 0 when the directory is unreadable. */
+export async function countQuarantined(dataDir: string): Promise<number> {
+  try {
+    return (await readdir(join(dataDir, "quarantine"))).filter((n) => !n.endsWith(".obao")).length;
+  } catch {
+    return 0;
+  }
 }

@@ -171,6 +171,7 @@ export class Agent {
       dataDir: this.store ? config.store.dataDir : undefined,
       now: this.now,
       sources: [{ telemetryCounters: () => this.counters() }],
+      temperature: () => this.board.readTemperatureC(),
       onSourceError: (err) => this.log.warn(`telemetry counter source failed: ${(err as Error).message}`),
     });
     await this.collector.start();

@@ -8,7 +8,7 @@ import type { ThermalReading } from "./board.js";
 import { errnoText, type HostPaths } from "./host-paths.js";
 
 // Outside this range a reading is a sensor that is off or broken: drivers report -273000 (absolute zero) or
-// 0x7fffffff when they have nothing. The same range as agent/telemetry/collector.ts.
+// 0x7fffffff when they have nothing. Telemetry's temp_c comes from here too (agent/telemetry/collector.ts).
 const MIN_C = -40;
 const MAX_C = 150;
 
@@ -17,8 +17,7 @@ export function parseTemperature(text: string): { celsius: number } | { error: s
   const trimmed = text.trim();
   if (!/^-?\d+$/.test(trimmed)) return { error: `not a number: ${JSON.stringify(trimmed.slice(0, 40))}` };
   const raw = Number(trimmed);
-  // The ABI is millidegrees; some vendor 3.10 drivers (Amlogic meson) report whole degrees. Same rule as the
-  // telemetry collector, so both agree on every box.
+  // The ABI is millidegrees; some vendor 3.10 drivers (Amlogic meson) report whole degrees.
   const celsius = Math.abs(raw) >= 1000 ? raw / 1000 : raw;
   if (celsius < MIN_C || celsius > MAX_C) return { error: `implausible reading ${trimmed}` };
   return { celsius };

@@ -4,6 +4,7 @@
 // never fails and never stops the agent.
 import { readdir, readFile, readlink, statfs as fsStatfs } from "node:fs/promises";
 import { HostPaths } from "../../board/host-paths.js";
+import { governingTemperature, readThermalZones } from "../../board/thermal.js";
 
 /** Every telemetry field, in the order of agent/link/README.md. All values are numbers. */
 export const TELEMETRY_FIELDS = [
@@ -69,6 +70,11 @@ export interface TelemetryCollectorOptions {
   statfs?: StatfsFn;
   /** Told when a counter source throws (its fields are then left out of that message). */
   onSourceError?: (error: unknown) => void;
+  /**
+   * The temperature that telemetry reports: the board's (main.ts passes Board.readTemperatureC, the same figure
+   * throttling acts on). Absent: the hottest thermal zone under `paths`.
+   */
+  temperature?: () => Promise<number | undefined>;
 }
 
 /** The aggregate "cpu" line of /proc/stat, in clock ticks. */
@@ -77,9 +83,6 @@ export interface CpuSample {
   idle: number;
 }
 
-// Temperatures outside this range are a sensor that is off or broken (drivers report -273000, 0x7fffffff, ...).
-const TEMP_MIN_C = -40;
-const TEMP_MAX_C = 150;
 
 async function readText(file: string): Promise<string | undefined> {
   try {
@@ -233,26 +236,12 @@ export class TelemetryCollector {
     return text === undefined ? {} : parseMeminfo(text);
   }
 
-  /** The hottest thermal zone, in °C with one decimal. */
+  /** The board's governing temperature (default: the hottest zone), in °C with one decimal. */
   private async readTemp(): Promise<number | undefined> {
-    let zones: string[];
-    try {
-      zones = (await readdir(this.paths.sys("class", "thermal"))).filter((n) => /^thermal_zone\d+$/.test(n));
-    } catch {
-      return undefined;
-    }
-    const temps = await Promise.all(
-      zones.map(async (zone) => {
-        const text = await readText(this.paths.sys("class", "thermal", zone, "temp"));
-        const raw = text === undefined ? NaN : Number(text.trim());
-        if (!Number.isFinite(raw) || text!.trim() === "") return undefined;
-        // The ABI is millidegrees; some vendor 3.10 drivers (Amlogic meson) report whole degrees.
-        const c = Math.abs(raw) >= 1000 ? raw / 1000 : raw;
-        return c >= TEMP_MIN_C && c <= TEMP_MAX_C ? c : undefined;
-      }),
-    );
-    const valid = temps.filter((t): t is number => t !== undefined);
-    return valid.length === 0 ? undefined : Math.round(Math.max(...valid) * 10) / 10;
+    const c = this.options.temperature
+      ? await this.options.temperature()
+      : governingTemperature(await readThermalZones(this.paths, []), []);
+    return c === undefined ? undefined : Math.round(c * 10) / 10;
   }
 
   private async readDisk(): Promise<{ used: number; free: number } | undefined> {

@@ -5,7 +5,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ConfigError, configEnvVars, configKeys, loadConfig, redactConfig, type Config } from "../agent/config/config";
+import { ConfigError, configEnvVars, configKeys, loadConfig, loadConfigLenient, redactConfig, type Config } from "../agent/config/config";
 
 const FLEET_KEY = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29";
 let dir: string;
@@ -309,6 +309,30 @@ describe("loadConfig", () => {
     const missing = join(dir, "absent.json");
     expect(problemsOf(() => loadConfig(missing, {}))).toEqual([`cannot read config file ${missing}: no such file`]);
     expect(problemsOf(() => loadConfig(dir, {}))).toEqual([`cannot read config file ${dir}: is a directory`]);
+  });
+});
+
+describe("loadConfigLenient (the console's reader)", () => {
+  it("keeps the valid values, puts defaults in place of wrong ones, and lists the same problems loadConfig throws", async () => {
+    const path = await file({ ...minimal, link: { ...minimal.link, keepaliveSeconds: 1, url: "mqtt://u:p@host" }, store: { dataDir: "/mnt/usb/x", scrubBytesPerSecond: "fast" }, bogus: 1 });
+    const strict = problemsOf(() => loadConfig(path, {}));
+    const { config, problems } = loadConfigLenient(path, {});
+    expect(problems).toEqual(strict);
+    expect(problems.length).toBe(4);
+    expect(config.link.keepaliveSeconds).toBe(60);
+    expect(config.link.url).toBeUndefined(); // required, no default: a wrong value is not used
+    expect(config.link.fleetPublicKey).toBe(FLEET_KEY);
+    expect(config.store.dataDir).toBe("/mnt/usb/x");
+    expect(config.stateDir).toBe("/var/lib/sharenode");
+  });
+
+  it("never throws for the file: a missing file or broken JSON is a problem line and an empty config", async () => {
+    const broken = loadConfigLenient(await file("{ not json"), { SHARENODE_STATE: "/tmp/state-x" });
+    expect(broken.problems.length).toBeGreaterThan(0);
+    expect(broken.config.stateDir).toBe("/tmp/state-x");
+    const missing = loadConfigLenient(join(dir, "absent.json"), {});
+    expect(missing.problems[0]).toMatch(/absent\.json/);
+    expect(missing.config.board).toBe("auto");
   });
 });
 

@@ -471,8 +471,12 @@ function walk(
       continue;
     }
     const outcome = check(entry, value);
-    if ("problem" in outcome) problems.push(`${where}: ${outcome.problem}`);
-    else out[name] = outcome.value;
+    if ("problem" in outcome) {
+      problems.push(`${where}: ${outcome.problem}`);
+      // What a lenient reader (loadConfigLenient: the console) goes on with; loadConfig throws anyway.
+      const fallback = entry.default !== undefined ? check(entry, entry.default) : undefined;
+      if (fallback && !("problem" in fallback)) out[name] = fallback.value;
+    } else out[name] = outcome.value;
   }
   return out;
 }
@@ -747,6 +751,31 @@ export function loadConfig(path: string | undefined, env: Record<string, string 
   crossChecks(config as Record<string, Record<string, unknown> | undefined>, problems);
   if (problems.length > 0) throw new ConfigError(problems, path);
   return { config: config as unknown as Config, fromEnv };
+}
+
+/** A config as far as it could be read: every valid value, defaults where a value is missing or wrong. */
+export type LenientConfig = Omit<Config, "link" | "store"> & {
+  link: Partial<Config["link"]> & Pick<Config["link"], "protocolVersion" | "keepaliveSeconds">;
+  store: Partial<Config["store"]> & Pick<Config["store"], "quota" | "allowSystemDisk">;
+};
+
+/**
+ * For readers that must go on with a broken config (the diagnostics console on a box whose config is the
+ * problem): never throws for the config's content, returns what could be read, with defaults in place of wrong
+ * values, and every problem loadConfig would report (an unreadable or malformed file counts as an empty one).
+ */
+export function loadConfigLenient(path: string | undefined, env: Record<string, string | undefined>): { config: LenientConfig; problems: string[] } {
+  const problems: string[] = [];
+  let raw: Record<string, unknown> = {};
+  if (path !== undefined) {
+    const read = readJsonFile(path);
+    problems.push(...read.problems);
+    if (isObject(read.value)) raw = read.value;
+    else if (read.value !== undefined) problems.push(`${path}: must hold a JSON object ({...}), got ${shown(read.value)}`);
+  }
+  const config = walk(configSchema, raw, "", env, problems, []);
+  crossChecks(config as Record<string, Record<string, unknown> | undefined>, problems);
+  return { config: config as unknown as LenientConfig, problems };
 }
 
 /** A copy of `config` fit to show (config.get, logs): secrets (the MQTT password, the client key's path) are "<redacted>". */

@@ -3,11 +3,10 @@
 // judged without being adopted, the store's index and the outbox are scanned without being opened for writing.
 // (The console usually runs as root and the daemon as its own user: a file the console rewrote would be root's.)
 import { createPrivateKey, createPublicKey } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { readdir, readFile, stat, statfs } from "node:fs/promises";
-import { isAbsolute, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import type { HostPaths } from "../../board/host-paths.js";
-import { ConfigError, configSchema, loadConfig, type Config, type Entry } from "../config/config.js";
+import { loadConfigLenient, type Config } from "../config/config.js";
 import { DEVICE_KEY_FILE, deviceIdOf } from "../identity/device-key.js";
 import { readRecordLog } from "../durable/record-log.js";
 import { scanOutboxFile } from "../link/outbox.js";
@@ -47,124 +46,12 @@ export interface LoadedConsoleConfig {
 }
 
 /**
- * The config as the daemon would load it; when it has problems, they are kept for `status` and every key the
- * console needs falls back, on its own, to the environment, then the file, then the default.
+ * The config as the daemon would load it; when it has problems, they are kept for `status` and each wrong or
+ * missing key falls back to its default (agent/config loadConfigLenient).
  */
 export function loadConsoleConfig(file: string | undefined, env: Record<string, string | undefined>): LoadedConsoleConfig {
-  try {
-    const { config } = loadConfig(file, env);
-    return {
-      config: {
-        stateDir: config.stateDir,
-        board: config.board,
-        link: { ...config.link },
-        store: { ...config.store },
-      },
-      problems: [],
-    };
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    return { config: bestEffortConfig(file, env), problems: err.problems };
-  }
-}
-
-function bestEffortConfig(file: string | undefined, env: Record<string, string | undefined>): ConsoleConfig {
-  let raw: Record<string, unknown> = {};
-  if (file !== undefined) {
-    try {
-      // Synchronous like loadConfig: the console builds its context once, before the first prompt.
-      const text = readFileSync(file, "utf8");
-      const parsed = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text) as unknown;
-      if (typeof parsed === "object" && parsed !== null && !Array.isArray(parsed)) raw = parsed as Record<string, unknown>;
-    } catch {
-      raw = {};
-    }
-  }
-  const value = (path: string): unknown => {
-    const parts = path.split(".");
-    let entry: Entry | undefined;
-    let schema: Record<string, Entry> = configSchema;
-    let fromFile: unknown = raw;
-    for (const part of parts) {
-      entry = schema[part];
-      if (!entry) return undefined;
-      if (entry.type === "section") schema = entry.keys;
-      fromFile = typeof fromFile === "object" && fromFile !== null ? (fromFile as Record<string, unknown>)[part] : undefined;
-    }
-    if (!entry) return undefined;
-    const envText = entry.env !== undefined && env[entry.env] ? env[entry.env] : undefined;
-    for (const candidate of [envText !== undefined ? fromEnvText(entry, envText) : undefined, fromFile, entry.default]) {
-      if (candidate !== undefined && acceptable(entry, candidate)) return candidate;
-    }
-    return undefined;
-  };
-  const str = (path: string) => value(path) as string | undefined;
-  const quota = value("store.quota");
-  return {
-    stateDir: str("stateDir") ?? "/var/lib/sharenode",
-    board: str("board") ?? "auto",
-    link: {
-      url: str("link.url"),
-      protocolVersion: (value("link.protocolVersion") as 5 | 4 | undefined) ?? 5,
-      username: str("link.username"),
-      password: str("link.password"),
-      ca: str("link.ca"),
-      cert: str("link.cert"),
-      key: str("link.key"),
-    },
-    store: {
-      dataDir: str("store.dataDir"),
-      quota: typeof quota === "number" ? { bytes: quota } : { share: typeof quota === "string" ? Number(quota.trim().slice(0, -1)) / 100 : 1 },
-      reserveBytes: value("store.reserveBytes") as number | undefined,
-      allowSystemDisk: (value("store.allowSystemDisk") as boolean | undefined) ?? false,
-    },
-  };
-}
-
-function fromEnvText(entry: Entry, text: string): unknown {
-  const t = text.trim();
-  switch (entry.type) {
-    case "integer":
-      return /^-?\d+$/.test(t) ? Number(t) : text;
-    case "quota":
-      return /^\d+$/.test(t) ? Number(t) : text;
-    case "boolean":
-      return ({ true: true, "1": true, false: false, "0": false } as Record<string, boolean>)[t.toLowerCase()] ?? text;
-    case "enum":
-      return entry.values.find((v) => String(v) === t) ?? text;
-    default:
-      return text;
-  }
-}
-
-/** A lenient form of the schema's checks: enough that a fallback value is usable. */
-function acceptable(entry: Entry, value: unknown): boolean {
-  switch (entry.type) {
-    case "string":
-      return typeof value === "string" && (!entry.pattern || entry.pattern.test(value));
-    case "path":
-      return typeof value === "string" && isAbsolute(value);
-    case "url":
-      try {
-        const url = new URL(value as string);
-        return entry.schemes.includes(url.protocol.slice(0, -1)) && url.hostname !== "";
-      } catch {
-        return false;
-      }
-    case "integer":
-      return typeof value === "number" && Number.isSafeInteger(value) && value >= entry.min && value <= entry.max;
-    case "boolean":
-      return typeof value === "boolean";
-    case "enum":
-      return entry.values.includes(value as string | number);
-    case "quota":
-      if (typeof value === "number") return Number.isSafeInteger(value) && value >= 1;
-      if (typeof value !== "string") return false;
-      const m = /^(\d{1,3}(?:\.\d+)?)%$/.exec(value.trim());
-      return m !== null && Number(m[1]) >= 1 && Number(m[1]) <= 100;
-    default:
-      return false;
-  }
+  const { config, problems } = loadConfigLenient(file, env);
+  return { config: { stateDir: config.stateDir, board: config.board, link: { ...config.link }, store: { ...config.store } }, problems };
 }
 
 /** The broker URL fit to show: user and password (which a broken config may carry) replaced. */

@@ -21,6 +21,7 @@ import { connect, type IClientOptions, type MqttClient } from "mqtt";
 import { removeStaleTemps, writeFileAtomic } from "../durable/atomic.js";
 import { topicsFor, type DeviceTopics } from "../protocol/topics.js";
 import { Backoff, type BackoffOptions } from "./backoff.js";
+import { realTimeouts, type Timeouts } from "../util/timeouts.js";
 
 export class LinkError extends Error {
   override readonly name = "LinkError";
@@ -33,10 +34,8 @@ export interface LinkLog {
   warn(message: string | (() => string)): void;
 }
 
-export interface LinkTimers {
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
+/** The timers the link waits on (agent/util/timeouts.ts). */
+export type LinkTimers = Timeouts;
 
 export interface MqttLinkOptions {
   /** mqtt://, mqtts://, ws:// or wss:// */
@@ -147,10 +146,6 @@ interface Connection {
 const PROTOCOLS = new Set(["mqtt:", "mqtts:", "ws:", "wss:"]);
 const WILDCARD = /[+#]/;
 const BDSEQ_FILE = "bdseq";
-const DEFAULT_TIMERS: LinkTimers = {
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
-};
 
 export class MqttLink extends EventEmitter<LinkEvents> {
   private readonly options: MqttLinkOptions;
@@ -190,7 +185,7 @@ export class MqttLink extends EventEmitter<LinkEvents> {
     this.options = options;
     this.topics = topicsFor(options.deviceId);
     this.now = options.now ?? Date.now;
-    this.timers = options.timers ?? DEFAULT_TIMERS;
+    this.timers = options.timers ?? realTimeouts;
     this.backoff = new Backoff({ random: options.random, now: this.now, ...options.backoff });
     this.bdSeqPath = join(options.stateDir, BDSEQ_FILE);
   }

@@ -21,6 +21,7 @@
 // never dropped: their enqueue waits until PUBACKs free space.
 import { RecordLog, HEADER_BYTES, FRAME_HEADER_BYTES, readRecordLog, type Recovery } from "../durable/record-log.js";
 import { topicsFor } from "../protocol/topics.js";
+import { realTimeouts, type Timeouts } from "../util/timeouts.js";
 
 export type OutboxStream = "events" | "telemetry";
 
@@ -44,10 +45,8 @@ export interface OutboxLog {
   warn(message: string | (() => string)): void;
 }
 
-export interface OutboxTimers {
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
+/** The timers the outbox waits on (agent/util/timeouts.ts). */
+export type OutboxTimers = Timeouts;
 
 export interface OutboxOptions {
   /** The RecordLog file. */
@@ -107,10 +106,6 @@ const PUT_PREFIX: Record<OutboxStream, Buffer> = {
 const PUT_SUFFIX = Buffer.from("}");
 // Room kept for the "next" record a compaction writes first (two 16-digit counters fit).
 const COUNTER_RESERVE = FRAME_HEADER_BYTES + 80;
-const DEFAULT_TIMERS: OutboxTimers = {
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
-};
 
 export class Outbox {
   private readonly options: OutboxOptions;
@@ -165,7 +160,7 @@ export class Outbox {
     const t = topicsFor(options.deviceId);
     this.topics = { events: t.events, telemetry: t.telemetry };
     this.now = options.now ?? Date.now;
-    this.timers = options.timers ?? DEFAULT_TIMERS;
+    this.timers = options.timers ?? realTimeouts;
   }
 
   /** Records not acknowledged by the broker (events and telemetry). */

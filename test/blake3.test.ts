@@ -19,6 +19,7 @@ import {
 } from "../agent/kernels/blake3";
 import { instantiateKernel, kernelBytes } from "../agent/kernels/instantiate";
 import { BLAKE3_SCALAR_WASM, BLAKE3_SIMD_WASM } from "../agent/kernels/wasm-bytes.generated";
+import { rngFor, randomBytes } from "./helpers/random";
 
 // Every random input comes from this seed: a failure prints it, and BLAKE3_TEST_SEED=<seed> replays the run.
 const SEED = process.env.BLAKE3_TEST_SEED !== undefined ? Number(process.env.BLAKE3_TEST_SEED) : randomInt(2 ** 32);
@@ -51,36 +52,9 @@ function vectorInput(length: number): Uint8Array {
 
 type Rand = () => number;
 
-/** splitmix32: small, fast, and the same on every platform. */
-function prng(seed: number): Rand {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x9e3779b9) >>> 0;
-    let z = state;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    return (z ^ (z >>> 16)) >>> 0;
-  };
-}
-
-/** A generator per label, so each test replays the same way whatever else runs. */
-function rngFor(label: string): Rand {
-  let h = SEED >>> 0;
-  for (let i = 0; i < label.length; i++) h = Math.imul(h ^ label.charCodeAt(i), 0x01000193);
-  return prng(h);
-}
-
 /** Uniform integer in [lo, hi]. */
 function int(rand: Rand, lo: number, hi: number): number {
   return lo + Math.floor((rand() / 2 ** 32) * (hi - lo + 1));
-}
-
-function randomBytes(rand: Rand, length: number): Uint8Array {
-  const bytes = new Uint8Array(length);
-  const words = new Uint32Array(bytes.buffer, 0, length >>> 2);
-  for (let i = 0; i < words.length; i++) words[i] = rand();
-  for (let i = words.length * 4; i < length; i++) bytes[i] = rand() & 0xff;
-  return bytes;
 }
 
 /** A piece size from a mix: tiny, around a block, around a chunk, medium, around the input region, several regions. */
@@ -199,12 +173,12 @@ function modes(key: Uint8Array, context: string): Mode[] {
 
 const VECTOR_MODES = modes(utf8(vectors.key), vectors.context_string);
 // A non-ASCII context: the kernel must hash its UTF-8 bytes.
-const MODES = modes(randomBytes(rngFor("key"), BLAKE3_KEY_LEN), "sharenode tests 2024-06-01 blake3 \u00e9t\u00e9 \u{1F511}");
+const MODES = modes(randomBytes(rngFor(SEED, "key"), BLAKE3_KEY_LEN), "sharenode tests 2024-06-01 blake3 \u00e9t\u00e9 \u{1F511}");
 
 // --- differential inputs, shared by both builds (the @noble/hashes side is the slow one) --------------------
 
 const DIFFERENTIAL_LENGTHS = (() => {
-  const rand = rngFor("lengths");
+  const rand = rngFor(SEED, "lengths");
   const fixed = [0, 1, 63, 64, 65, 1023, 1024, 1025, 2048, 2049, 3072, 4095, 4096, 4097];
   const region = [REGION - 1, REGION, REGION + 1];
   const random = [int(rand, 2, 4000), int(rand, 4098, REGION - 2), int(rand, REGION + 2, 2 * MiB)];
@@ -214,7 +188,7 @@ const DIFFERENTIAL_LENGTHS = (() => {
 const inputs = new Map<number, Uint8Array>();
 function differentialInput(length: number): Uint8Array {
   let input = inputs.get(length);
-  if (!input) inputs.set(length, (input = randomBytes(rngFor(`input ${length}`), length)));
+  if (!input) inputs.set(length, (input = randomBytes(rngFor(SEED, `input ${length}`), length)));
   return input;
 }
 const nobleOutputs = new Map<string, Uint8Array>();
@@ -337,7 +311,7 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
   it.each(vectors.cases)("official vector: input_len $input_len, all modes, one-shot and streamed", (c) => {
     const k = kernel();
     const input = vectorInput(c.input_len);
-    const rand = rngFor(`${build} vector ${c.input_len}`);
+    const rand = rngFor(SEED, `${build} vector ${c.input_len}`);
     for (const mode of VECTOR_MODES) {
       const full = c[mode.name];
       const prefix = full.slice(0, 64);
@@ -373,7 +347,7 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
   it.each(DIFFERENTIAL_LENGTHS)("equals @noble/hashes on random input of %i bytes, all modes, one-shot and streamed", (length) => {
     const k = kernel();
     const input = differentialInput(length);
-    const rand = rngFor(`${build} differential ${length}`);
+    const rand = rngFor(SEED, `${build} differential ${length}`);
     for (const mode of MODES) {
       const expected = hex(nobleOutput(mode, length));
       const at = (how: string) => where(`${mode.name}, ${length} bytes, ${how}`);
@@ -389,7 +363,7 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
 
   it("XOF: pieces equal one read, seek() reaches any position, and 10,000 bytes equal @noble/hashes", () => {
     const k = kernel();
-    const rand = rngFor(`${build} xof`);
+    const rand = rngFor(SEED, `${build} xof`);
     const OUT = 10_000;
     for (const length of [0, 64, 1025, int(rand, 1, 70_000), REGION + int(rand, 1, 5000)]) {
       const input = randomBytes(rand, length);
@@ -440,7 +414,7 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
 
   it("XOF: seek() beyond what @noble/hashes reads, checked against a reference compression", () => {
     const k = kernel();
-    const rand = rngFor(`${build} xof far`);
+    const rand = rngFor(SEED, `${build} xof far`);
     const key = randomBytes(rand, 32);
     for (const keyed of [false, true]) {
       const input = randomBytes(rand, int(rand, 0, 64));
@@ -463,7 +437,7 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
 
   it("XOF: seek() rejects a negative or fractional position; a reader outlives later updates", () => {
     const k = kernel();
-    const rand = rngFor(`${build} xof reader`);
+    const rand = rngFor(SEED, `${build} xof reader`);
     const first = randomBytes(rand, 3000);
     const more = randomBytes(rand, 5000);
     const hasher = k.createHasher().update(first);
@@ -481,7 +455,7 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
 
   it("hashers of every mode updated alternately equal each alone, whatever runs in between", () => {
     const k = kernel();
-    const rand = rngFor(`${build} interleave`);
+    const rand = rngFor(SEED, `${build} interleave`);
     const lengths = [1023 * CHUNK_LEN + int(rand, 1, 1023), int(rand, REGION, 2 * REGION), int(rand, 1, 5000), 0, int(rand, 60_000, 70_000), 2 * REGION];
     const jobs = lengths.map((length, i) => {
       const mode = MODES[i % MODES.length];
@@ -539,7 +513,7 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
 
   it("one-shot calls between a streaming hasher's updates do not disturb it", () => {
     const k = kernel();
-    const rand = rngFor(`${build} one-shot between`);
+    const rand = rngFor(SEED, `${build} one-shot between`);
     for (const mode of MODES) {
       const a = randomBytes(rand, int(rand, 1, 3000));
       const b = randomBytes(rand, int(rand, REGION, REGION + 3000));
@@ -553,7 +527,7 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
 
   it("digest() twice gives the same answer, and updates after digest() continue the stream", () => {
     const k = kernel();
-    const rand = rngFor(`${build} digest continues`);
+    const rand = rngFor(SEED, `${build} digest continues`);
     const input = randomBytes(rand, 3 * REGION + 1000);
     for (const mode of MODES) {
       // Stops on chunk and region boundaries, where a complete chunk is held back as a possible root.
@@ -573,7 +547,7 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
 
   it("reset() starts over in the same mode, whether or not the hasher is the resident one", () => {
     const k = kernel();
-    const rand = rngFor(`${build} reset`);
+    const rand = rngFor(SEED, `${build} reset`);
     for (const mode of MODES) {
       const at = (how: string) => where(`${mode.name}, ${how}`);
       const first = randomBytes(rand, int(rand, 1, 2 * REGION));
@@ -606,7 +580,7 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
 
   it("updateFromInput (caller writes into inputView()) equals update()", () => {
     const k = kernel();
-    const rand = rngFor(`${build} update from input`);
+    const rand = rngFor(SEED, `${build} update from input`);
     const input = randomBytes(rand, MiB + 7 + int(rand, 0, 3000));
     for (const mode of MODES) {
       const viaView = mode.hasher(k);
@@ -636,7 +610,7 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
 
   it("tree primitives rebuild the plain hash", () => {
     const k = kernel();
-    const rand = rngFor(`${build} tree`);
+    const rand = rngFor(SEED, `${build} tree`);
     const cv = (fill: (out: Uint8Array) => void) => {
       const out = new Uint8Array(32);
       fill(out);
@@ -683,7 +657,7 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
 
   it("a key of the wrong length (or not bytes) throws a TypeError naming the expected length", () => {
     const k = kernel();
-    const rand = rngFor(`${build} bad key`);
+    const rand = rngFor(SEED, `${build} bad key`);
     const data = randomBytes(rand, 5000);
     const inFlight = k.createHasher().update(data.subarray(0, 2000));
     for (const length of [0, 16, 31, 33, 64]) {
@@ -717,7 +691,7 @@ describe("BLAKE3 SIMD and scalar builds", () => {
   it("return identical bytes for the same random inputs, in every mode, one-shot, streamed and XOF", () => {
     const simd = blake3Kernel("simd");
     const scalar = blake3Kernel("scalar");
-    const rand = rngFor("cross-build");
+    const rand = rngFor(SEED, "cross-build");
     const lengths = [0, 1, 64, 1023, 1024, 1025, 4096, 4097, int(rand, 4098, 70_000), REGION - 1, REGION, REGION + 1, int(rand, REGION, 3 * REGION), MiB + 7];
     for (const length of lengths) {
       const input = randomBytes(rand, length);

@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { blake3 } from "../agent/kernels/blake3";
 import { proofLength } from "../agent/kernels/tree";
+import { seededBytes as bytes } from "./helpers/random";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "dist/sharenode.js");
@@ -21,16 +22,6 @@ function run(bin: string, args: string[], options: SpawnSyncOptions = {}) {
   return { status: r.status, stdout: r.stdout as Buffer, stderr: (r.stderr as Buffer).toString("utf8") };
 }
 const sharenode = (args: string[], options: SpawnSyncOptions = {}) => run(BIN, args, options);
-
-function bytes(length: number, seed: number): Buffer {
-  const out = Buffer.alloc(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 const OBJECTS = { small: 700, mid: 40_000, big: 5_000_000 } as const;

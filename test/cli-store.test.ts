@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { filesystemOf } from "../agent/store/disks";
+import { seededBytes as bytes } from "./helpers/random";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "dist/sharenode.js");
@@ -69,17 +70,6 @@ function newBox(): Box {
   const state = join(base, "state");
   const opts = ["--data", data, "--state", state, "--allow-system-disk"];
   return { data, state, store: (...args) => sharenode(["store", ...args, ...opts]) };
-}
-
-/** Deterministic bytes (xorshift32), so a failure can be reproduced. */
-function bytes(length: number, seed: number): Buffer {
-  const out = Buffer.alloc(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
 }
 
 function b3sum(file: string): string {

@@ -26,6 +26,7 @@ import { petIntervalMs, UNKNOWN_TIMEOUT_PET_MS, WatchdogKeeper } from "../agent/
 import { ObjectStore } from "../agent/store/object-store";
 import { Scrubber } from "../agent/store/scrub";
 import { LogHub } from "../agent/util/log";
+import { seededBytes as bytes } from "./helpers/random";
 
 /** Timers driven by hand on a clock of their own (milliseconds, monotonic). */
 class ManualTimers implements Timers {
@@ -355,20 +356,6 @@ describe("upload windows and the resource governor", () => {
 });
 
 // --- the scrub, paused --------------------------------------------------------------------------------------
-
-function bytes(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 async function* once(data: Uint8Array): AsyncIterable<Uint8Array> {
   yield data;

@@ -22,6 +22,7 @@ import {
 } from "../agent/kernels/outboard";
 import { ProofError, ProofVerifier, makeProofFromData, verifyProof } from "../agent/kernels/proof";
 import { chunkCount, leftChunks, proofLength } from "../agent/kernels/tree";
+import { rngFor, randomBytes } from "./helpers/random";
 
 // Every random input comes from this seed: a failure prints it, and PROOF_TEST_SEED=<seed> replays the run.
 const SEED = process.env.PROOF_TEST_SEED !== undefined ? Number(process.env.PROOF_TEST_SEED) : randomInt(2 ** 32);
@@ -32,39 +33,12 @@ const MiB = 1024 * 1024;
 
 // --- seeded randomness ------------------------------------------------------------------------------------------
 
-/** splitmix32: small, fast, and the same on every platform. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x9e3779b9) >>> 0;
-    let z = state;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    return (z ^ (z >>> 16)) >>> 0;
-  };
-}
-
-/** A generator per label, so each test replays the same way whatever else runs. */
-function rngFor(label: string): () => number {
-  let h = SEED >>> 0;
-  for (let i = 0; i < label.length; i++) h = Math.imul(h ^ label.charCodeAt(i), 0x01000193);
-  return prng(h);
-}
-
-function randomBytes(next: () => number, length: number): Uint8Array {
-  const bytes = new Uint8Array(length);
-  const words = new Uint32Array(bytes.buffer, 0, length >>> 2);
-  for (let i = 0; i < words.length; i++) words[i] = next();
-  for (let i = words.length * 4; i < length; i++) bytes[i] = next() & 0xff;
-  return bytes;
-}
-
 const objects = new Map<number, Uint8Array>();
 /** The random object of `length` bytes (the same one for every test and build of a run). */
 function objectOf(length: number): Uint8Array {
   let data = objects.get(length);
   if (!data) {
-    data = randomBytes(rngFor(`object ${length}`), length);
+    data = randomBytes(rngFor(SEED, `object ${length}`), length);
     objects.set(length, data);
   }
   return data;
@@ -394,7 +368,7 @@ describe("tree shape", () => {
   it("splits a node at the largest power of two below its width, up to the largest safe object", () => {
     const widths: number[] = [2, 3, 4, 5, 6, 7, 8, 9, 1023, 1024, 1025];
     for (let k = 2; k <= 43; k++) widths.push(2 ** k - 1, 2 ** k, 2 ** k + 1);
-    const next = rngFor("widths");
+    const next = rngFor(SEED, "widths");
     for (let i = 0; i < 2000; i++) widths.push(2 + ((next() * 2 ** 11 + (next() >>> 21)) % (2 ** 43 - 1)));
     const wrong = widths.filter((n) => leftChunks(n) !== refLeft(n)).map((n) => `${n}: ${leftChunks(n)}`);
     expect(wrong, `seed ${SEED}`).toEqual([]);
@@ -439,7 +413,7 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
     it.each(LENGTHS)("an object of %i bytes: every chunk and multi-chunk ranges, every group size", (length) => {
       const data = objectOf(length);
       const tree = treeOf(length);
-      const next = rngFor(`round trip ${length} ${build}`);
+      const next = rngFor(SEED, `round trip ${length} ${build}`);
       const chunks = chunkCount(length);
       expect(chunks).toBe(tree.chunks);
       const id = kernel.hash(data);
@@ -530,7 +504,7 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
     it.each(LENGTHS)("an object of %i bytes: OutboardBuilder in random pieces equals createOutboard and the reference", (length) => {
       const data = objectOf(length);
       const tree = treeOf(length);
-      const next = rngFor(`builder ${length} ${build}`);
+      const next = rngFor(SEED, `builder ${length} ${build}`);
       const noble = hex(nobleBlake3(data));
       expect(hex(blake3(data)), `seed ${SEED}, length ${length}: blake3()`).toBe(noble);
       expect(hex(kernel.hash(data)), `seed ${SEED}, length ${length}: kernel.hash`).toBe(noble);
@@ -573,7 +547,7 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
     });
 
     it("keeps builders apart when they interleave on one kernel, with one-shot hashes in between", () => {
-      const next = rngFor(`interleaved builders ${build}`);
+      const next = rngFor(SEED, `interleaved builders ${build}`);
       const lengths = [100000, 16385, 70000 + 3];
       const builders = lengths.map(() => new OutboardBuilder(1, kernel));
       const pieces = lengths.map((length) => randomPieces(next, objectOf(length), 40000));
@@ -631,7 +605,7 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
 
       it("rejects every single-bit flip of the proof", () => {
         const { id, proof } = setup();
-        const next = rngFor(`flips ${label}`);
+        const next = rngFor(SEED, `flips ${label}`);
         const trueChunks = Array.from({ length: count }, (_, i) => chunkOf(data, start + i));
         const problems: string[] = [];
         const bad = proof.slice();
@@ -669,7 +643,7 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
 
       it("never accepts a wrong length (every single-bit flip, bits 0..40)", () => {
         const { id, proof } = setup();
-        const next = rngFor(`length flips ${label}`);
+        const next = rngFor(SEED, `length flips ${label}`);
         const problems: string[] = [];
         for (let bit = 0; bit <= 40; bit++) {
           const wrong = flipBit(length, bit);
@@ -716,7 +690,7 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
 
       it("rejects truncated proofs and proofs with extra bytes", () => {
         const { id, proof } = setup();
-        const next = rngFor(`truncation ${label}`);
+        const next = rngFor(SEED, `truncation ${label}`);
         const problems: string[] = [];
         // Every prefix of small proofs; for larger ones, random prefixes and those around item boundaries.
         const prefixes = new Set<number>();
@@ -755,7 +729,7 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
         const { proof } = setup();
         const problems: string[] = [];
         const variants: [string, Uint8Array][] = [
-          ["other random bytes", randomBytes(rngFor(`other ${length}`), length)],
+          ["other random bytes", randomBytes(rngFor(SEED, `other ${length}`), length)],
           ["last byte changed", (() => { const d = data.slice(); d[length - 1] ^= 1; return d; })()],
           ["a chunk outside the range changed", (() => {
             const d = data.slice();
@@ -936,7 +910,7 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
 
     it("a proof from one object's outboard and another object's data does not verify", () => {
       const a = objectOf(70000);
-      const b = randomBytes(rngFor("another 70000"), 70000);
+      const b = randomBytes(rngFor(SEED, "another 70000"), 70000);
       const parsedA = parseOutboard(createOutboard(a, 4, kernel).outboard);
       for (const chunk of [0, 20, 68]) {
         const proof = makeProof(parsedA, (offset, len) => b.subarray(offset, offset + len), chunk, 1, kernel);

@@ -1,36 +1,10 @@
 import { createHash, randomInt } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { SHA256_SIZE, createSha256, sha256, sha256Into } from "../agent/kernels/sha256.js";
+import { rngFor, randomBytes } from "./helpers/random";
 
 // Every random input comes from this seed: a failure prints it, and SHA256_TEST_SEED=<seed> replays the run.
 const SEED = process.env.SHA256_TEST_SEED !== undefined ? Number(process.env.SHA256_TEST_SEED) : randomInt(2 ** 32);
-
-/** splitmix32: small, fast, and the same on every platform. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x9e3779b9) >>> 0;
-    let z = state;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    return (z ^ (z >>> 16)) >>> 0;
-  };
-}
-
-/** A generator per test, so each test replays the same way whatever else runs. */
-function rngFor(label: string): () => number {
-  let h = SEED;
-  for (let i = 0; i < label.length; i++) h = Math.imul(h ^ label.charCodeAt(i), 0x01000193);
-  return prng(h);
-}
-
-function randomBytes(next: () => number, length: number): Uint8Array {
-  const bytes = new Uint8Array(length);
-  const words = new Uint32Array(bytes.buffer, 0, length >>> 2);
-  for (let i = 0; i < words.length; i++) words[i] = next();
-  for (let i = words.length * 4; i < length; i++) bytes[i] = next() & 0xff;
-  return bytes;
-}
 
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString("hex");
 const fromHex = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, "hex"));
@@ -147,7 +121,7 @@ describe("sha256 against node:crypto", () => {
   ];
 
   it.each(lengths)("%i random bytes, one-shot and streamed in random pieces", (length) => {
-    const next = rngFor(`length ${length}`);
+    const next = rngFor(SEED, `length ${length}`);
     const data = randomBytes(next, length);
     const expected = nodeSha256(data);
     const context = `seed ${SEED}, length ${length}`;
@@ -158,7 +132,7 @@ describe("sha256 against node:crypto", () => {
   });
 
   it("many short inputs of every length from 0 to 300", () => {
-    const next = rngFor("short");
+    const next = rngFor(SEED, "short");
     for (let length = 0; length <= 300; length++) {
       const data = randomBytes(next, length);
       expect(hex(sha256(data)), `seed ${SEED}, length ${length}`).toBe(nodeSha256(data));
@@ -166,7 +140,7 @@ describe("sha256 against node:crypto", () => {
   });
 
   it("reads only the viewed bytes of a subarray and of a Buffer", () => {
-    const next = rngFor("views");
+    const next = rngFor(SEED, "views");
     const backing = randomBytes(next, 70_000);
     for (const [start, end] of [[1, 2], [3, 67], [13, 65_549], [100, 69_999]] as const) {
       const view = backing.subarray(start, end);
@@ -191,7 +165,7 @@ describe("sha256 length field", () => {
 
 describe("Sha256Hasher", () => {
   it("keeps interleaved hashers apart, with one-shot calls in between", () => {
-    const next = rngFor("interleaved");
+    const next = rngFor(SEED, "interleaved");
     const inputs = [100_000, 3, 200_001, 0, 64].map((length) => randomBytes(next, length));
     const piecesOf = inputs.map((data) => randomPieces(next, data));
     const hashers = inputs.map(() => createSha256());
@@ -209,7 +183,7 @@ describe("Sha256Hasher", () => {
   });
 
   it("digests the same bytes the same way however they are split", () => {
-    const data = randomBytes(rngFor("split"), 1000);
+    const data = randomBytes(rngFor(SEED, "split"), 1000);
     const expected = nodeSha256(data);
     for (let split = 0; split <= data.length; split += 37) {
       const hasher = createSha256().update(data.subarray(0, split)).update(data.subarray(split));

@@ -14,6 +14,7 @@ import { checkDataDisk } from "../agent/store/disk-marker";
 import { filesystemOf } from "../agent/store/disks";
 import { ObjectStore, StoreError, type StoreConfig } from "../agent/store/object-store";
 import { Scrubber } from "../agent/store/scrub";
+import { seededBytes as bytes } from "./helpers/random";
 
 const MiB = 1024 * 1024;
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
@@ -200,16 +201,6 @@ afterAll(() => {
 });
 
 // --- helpers ---------------------------------------------------------------------------------------------------
-
-function bytes(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 async function* pieces(data: Uint8Array, size = 64 * 1024 + 7): AsyncIterable<Uint8Array> {
   for (let o = 0; o < data.length; o += size) yield data.subarray(o, o + size);

@@ -9,18 +9,9 @@ import { blake3 } from "../agent/kernels/blake3";
 import { encodeRecord } from "../agent/store/index-log";
 import { MAX_OBJECT_LEN, ObjectStore, StoreError, type StoreConfig } from "../agent/store/object-store";
 import { Scrubber } from "../agent/store/scrub";
+import { seededBytes as bytes } from "./helpers/random";
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
-
-function bytes(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 async function* pieces(data: Uint8Array, size = 7000): AsyncIterable<Uint8Array> {
   for (let o = 0; o < data.length; o += size) yield data.subarray(o, o + size);

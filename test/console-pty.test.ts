@@ -329,3 +329,32 @@ describe("the built bundle: sharenode console beside a running daemon", () => {
     expect(await daemon.exited).toBe(0);
   });
 });
+
+describe("the built bundle: sharenode selftest (for scripts: the OTA pipeline, the ARM check)", () => {
+  it("exits 0 when every check passes against a real broker, 1 naming the failed check otherwise", async () => {
+    const broker = await Broker.start();
+    cleanups.push(() => void broker.stop());
+    const env = { ...process.env, SHARENODE_STATE: join(work, "selftest-state"), SHARENODE_DATA: join(work, "selftest-data") };
+    // The device key the broker check subscribes with: created by any command that needs it.
+    const keyed = spawnSync(process.execPath, [BIN, "store", "status", "--state", env.SHARENODE_STATE, "--data", env.SHARENODE_DATA, "--allow-system-disk"], { encoding: "utf8", env, timeout: 60_000 });
+    expect(keyed.status, keyed.stderr).toBe(0);
+    const run = (extra: Record<string, string>) =>
+      new Promise<{ code: number | null; out: string }>((resolve) => {
+        const p = spawn(process.execPath, [BIN, "selftest"], { env: { ...env, ...extra }, stdio: ["ignore", "pipe", "pipe"] });
+        let out = "";
+        p.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+        p.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+        p.on("close", (code) => resolve({ code, out }));
+      });
+    const good = await run({ SHARENODE_BROKER: broker.url });
+    expect(good.out).toMatch(/^PASS +broker round trip +CONNACK /m);
+    expect(good.out).toMatch(/^PASS +data disk write\/read /m);
+    expect(good.out).toMatch(/^selftest: \d+ passed, 0 failed$/m);
+    expect(good.code).toBe(0);
+    await broker.stop();
+    const bad = await run({ SHARENODE_BROKER: broker.url });
+    expect(bad.out).toMatch(/^FAIL +broker round trip +connect: /m);
+    expect(bad.out).toMatch(/^selftest: \d+ passed, 1 failed$/m);
+    expect(bad.code).toBe(1);
+  });
+});

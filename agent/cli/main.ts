@@ -2,6 +2,7 @@
 // failure into a single line on stderr and an exit code.
 import { version } from "../../package.json";
 import { consoleCommand } from "./console.js";
+import { selftestCommand } from "./selftest.js";
 import { hashCommand } from "./hash.js";
 import { fleetCommand } from "./fleet.js";
 import { proofCommand } from "./proof.js";
@@ -20,6 +21,7 @@ const commands: Record<string, Command> = {
   "verify-response": verifyResponseCommand,
   fleet: fleetCommand,
   console: consoleCommand,
+  selftest: selftestCommand,
 };
 
 const TOP_USAGE_HEAD = `Usage: sharenode <command> [options] [arguments]

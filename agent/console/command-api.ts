@@ -29,5 +29,13 @@ export interface ConsoleCommand {
   readonly args: string;
   /** One line for `help`. */
   readonly summary: string;
-  run(args: string[], io: ConsoleIo): Promise<void>;
+  /**
+   * Runs the command. A check-style command (selftest) resolves to `{ ok }` so that scripts can use it
+   * (`sharenode selftest` exits 1 when a check failed); the shell ignores the value.
+   */
+  run(args: string[], io: ConsoleIo): Promise<void | CommandOutcome>;
+}
+
+export interface CommandOutcome {
+  ok: boolean;
 }

@@ -664,10 +664,11 @@ export async function createConsoleCommands(options: ConsoleCommandsOptions): Pr
       await run(async () => brokerCheck(await probeOptions(io.signal)));
       if (io.signal.aborted) {
         io.print("interrupted\n");
-        return;
+        return { ok: false };
       }
       const failed = results.filter((r) => !r.ok).length;
       io.print(`selftest: ${results.length - failed} passed, ${failed} failed\n`);
+      return { ok: failed === 0 };
     },
   };
 

@@ -1,0 +1,42 @@
+// `sharenode selftest`: the console's selftest (hash kernels, data disk write/read, broker round trip) for
+// scripts: the OTA pipeline runs it from a new release slot before switching to it, the ARM check runs it under
+// qemu. Exit 0 when every check passed, 1 when one failed.
+import { CliError, parseCommandArgs, type CliIo, type Command } from "./io.js";
+
+const USAGE = `Usage: sharenode selftest [--config FILE]
+
+Check this box the way the console's selftest does, and exit 0 only if every check passes:
+  - the BLAKE3 kernels (every build this CPU runs, SIMD against scalar) and SHA-256, on known answers;
+  - the data disk: write 8 MiB, fsync, read back, compare, remove;
+  - the broker: MQTT connect and subscribe with the device's credentials (needs the device key in the state dir).
+Each check prints PASS or FAIL and a reason. The daemon may be running: nothing here touches its files.
+
+Options:
+  -c, --config FILE   the agent's config file (default: none: defaults and the environment only)
+  -h, --help          show this help
+`;
+
+export const selftestCommand: Command = {
+  summary: "check kernels, data disk and broker; exit 1 if a check fails",
+  usage: USAGE,
+  run: runSelftest,
+};
+
+async function runSelftest(args: string[], io: CliIo): Promise<number> {
+  const { values } = parseCommandArgs("selftest", args, { config: { type: "string", short: "c" } }, false);
+  const { createConsoleCommands } = await import("../console/commands.js");
+  const session = await createConsoleCommands({ env: io.env, configFile: values.config });
+  try {
+    const selftest = session.commands.find((c) => c.name === "selftest");
+    if (!selftest) throw new CliError("selftest: the console has no selftest command");
+    const outcome = await selftest.run([], {
+      print: (text) => io.stdout.write(text),
+      ask: async () => undefined,
+      signal: new AbortController().signal,
+      columns: undefined,
+    });
+    return outcome?.ok ? 0 : 1;
+  } finally {
+    await session.close();
+  }
+}

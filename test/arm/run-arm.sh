@@ -218,7 +218,25 @@ arm_node() { # node args... : the official ARM node of $ARCH on qemu CPU $CPU
 tfail() { fail "$TARGET ($ARCH, qemu -cpu $CPU): $*"; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sharenode-arm.XXXXXX") || fail "setup: mktemp failed"
-trap 'rm -rf "$WORK"' EXIT
+BROKER_PID=''
+trap '[[ -n $BROKER_PID ]] && kill "$BROKER_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+
+# A real broker on the host for the bundle's selftest (qemu user-mode processes share the host's network), and
+# a device key made by the host's bundle (the same file format on every architecture).
+command -v mosquitto >/dev/null || fail "setup: mosquitto is missing (the selftest's broker round trip): apt-get install mosquitto"
+BROKER_PORT=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })') ||
+  fail "setup: no free port for mosquitto"
+printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$BROKER_PORT" >"$WORK/mosquitto.conf"
+mosquitto -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
+BROKER_PID=$!
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$BROKER_PORT") 2>/dev/null && break
+  kill -0 "$BROKER_PID" 2>/dev/null || fail "setup: mosquitto exited: $(tail -n 1 "$WORK/mosquitto.log")"
+  sleep 0.1
+done
+export SHARENODE_BROKER="mqtt://127.0.0.1:$BROKER_PORT" SHARENODE_STATE="$WORK/state"
+node "$ROOT/dist/sharenode.js" store status --state "$SHARENODE_STATE" --data "$WORK/host-data" --allow-system-disk >/dev/null ||
+  fail "setup: the host's 'sharenode store status' could not create a device key"
 
 # Reference files, made on the host: an object filled with the BLAKE3 vectors' pattern (so its id is an official
 # vector, not our own output), its SHA-256 (node:crypto), the chunks a proof covers, and the host's own proof
@@ -281,20 +299,37 @@ run_target() { # in a subshell, in its own directory; prints one summary line, o
   [[ $status == 1 && $out == *"invalid proof"* ]] ||
     tfail "sharenode proof check on a tampered proof: exit $status, '$out' (want exit 1 and 'invalid proof')"
 
-  printf '%-13s %-6s cpu=%-19s kernel=%-7s vectors ok (blake3 %s [%s], sha256 %s, proofs %s)  cli ok  node %s  %s\n' \
+  # 3. The bundle's selftest: kernels, a data directory, a broker round trip from the emulated node.
+  mkdir data || tfail "cannot make the data directory"
+  status=0
+  out=$(SHARENODE_DATA=$PWD/data arm_node "$ROOT/dist/sharenode.js" selftest 2>&1) || status=$?
+  ((status == 0)) || tfail "sharenode selftest exited $status: $(grep -m1 '^FAIL' <<<"$out" || tail -n 1 <<<"$out")"
+  if [[ $EXPECT == scalar ]]; then
+    grep -q '^PASS  blake3 simd .*not available' <<<"$out" ||
+      tfail "sharenode selftest: the scalar kernel alone should run here: $(grep -m2 'blake3' <<<"$out" | tr '\n' ' ')"
+  else
+    grep -q '^PASS  blake3 simd = scalar' <<<"$out" || tfail "sharenode selftest did not compare SIMD with scalar"
+  fi
+  grep -q '^PASS  broker round trip' <<<"$out" || tfail "sharenode selftest: no broker round trip"
+
+  printf '%-13s %-6s cpu=%-19s kernel=%-7s vectors ok (blake3 %s [%s], sha256 %s, proofs %s)  cli ok  selftest ok  node %s  %s\n' \
     "$TARGET" "${NODE_ARCH[$ARCH]}" "$CPU" "${r[kernel]}" "${r[blake3]}" "${r[builds]}" "${r[sha256]}" "${r[proofs]}" \
     "${r[node]}" "$(elapsed "$start")"
 }
 
 # Targets run $JOBS at a time (each runs one emulated process at a time); results are printed in order.
 runs_start=$EPOCHREALTIME
-running=0
+# Waits name the targets' jobs: a bare `wait` would also wait for the broker, which runs until the end.
+pids=()
 for TARGET in "${ORDER[@]}"; do
-  if ((running >= JOBS)); then wait -n || true; running=$((running - 1)); fi
+  if ((${#pids[@]} >= JOBS)); then wait -n "${pids[@]}" || true; fi
   { (run_target) >"$WORK/$TARGET.out" 2>&1; echo $? >"$WORK/$TARGET.rc"; } &
-  running=$((running + 1))
+  pids+=($!)
+  running=()
+  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && running+=("$pid"); done
+  pids=("${running[@]}")
 done
-wait
+((${#pids[@]} == 0)) || wait "${pids[@]}"
 for TARGET in "${ORDER[@]}"; do
   if [[ $(cat "$WORK/$TARGET.rc" 2>/dev/null) != 0 ]]; then
     line=$(grep -m1 "^$ME: FAIL" "$WORK/$TARGET.out" || tail -n 1 "$WORK/$TARGET.out")

@@ -66,6 +66,8 @@ function startAgent(work: string, brokerUrl: string, env: Record<string, string>
       SHARENODE_FLEET_KEY: "00".repeat(32),
       SHARENODE_ALLOW_SYSTEM_DISK: "true",
       SHARENODE_LOG_LEVEL: "warn",
+      // Never the host's hardware: auto-detection as root would arm a real /dev/watchdog on a dev machine.
+      SHARENODE_BOARD: "sim",
       ...env,
     },
   });

@@ -55,6 +55,10 @@ Watch it:
   mosquitto_sub -L '${broker}/sharenode/v1/#' -v
 Command it (its device id is in the first log line):
   node ${bin} fleet send DEVICE_ID status --broker ${broker} --key-dir ${fleetKeyDir}${embedded ? " --mqtt-version 4" : ""}
+Diagnose it as a person at the box would (status, link, log -f, temp, selftest; type help):
+  SHARENODE_STATE=${stateDir} SHARENODE_DATA=${dataDir} SHARENODE_BOARD=sim SHARENODE_BROKER=${broker}${embedded ? " SHARENODE_MQTT_VERSION=4" : ""} node ${bin} console
+Make the sim board hot (the agent pauses its scrub above 75 C, resumes below 65 C):
+  echo 80000 > ${join(dataDir, "sim-board", "sys/class/thermal/thermal_zone0/temp")}
 `);
 
 // Its own process group: Ctrl-C reaches only this launcher, which passes it on once (the agent takes a second

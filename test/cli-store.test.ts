@@ -504,7 +504,7 @@ describe("usage errors: exit 2, one line", () => {
     expectFailure(await box().store("rm"), 2, /store rm: expected one argument, got 0/);
     expectFailure(await box().store("ls", "extra"), 2, /store ls: /);
     expectFailure(await box().store("add", path("mid"), "--id", "xyz"), 2, /--id must be 64 lowercase hex digits, got 'xyz'/);
-    expectFailure(await box().store("ls", "--quota", "lots"), 2, /--quota must be a number of bytes, got 'lots'/);
+    expectFailure(await box().store("ls", "--quota", "lots"), 2, /--quota must be a number of bytes \(at least 1\) or a percentage from "1%" to "100%", got "lots"/);
   });
 
   it("challenge: missing --nonce or --count, a bad --count, a bad nonce, a malformed id", async () => {

@@ -11,6 +11,7 @@ import { checkDataDisk } from "../store/disk-marker.js";
 import { defaultReserveBytes, ObjectStore, StoreError, type StoreConfig } from "../store/object-store.js";
 import { Scrubber } from "../store/scrub.js";
 import { CliError, parseCommandArgs, systemErrorText, usageError, type CliIo, type Command } from "./io.js";
+import { parseQuotaText } from "../config/config.js";
 
 const STORE_USAGE = `Usage: sharenode store <action> [options]
 
@@ -71,13 +72,10 @@ function bytesOption(name: string, value: string): number {
 
 function quotaOption(value: string | undefined): StoreConfig["quota"] {
   if (value === undefined) return { share: 1 };
-  const pct = /^(\d+(?:\.\d+)?)%$/.exec(value);
-  if (pct) {
-    const share = Number(pct[1]) / 100;
-    if (!(share > 0 && share <= 1)) throw usageError(`store: --quota percentage must be in (0, 100], got '${value}'`);
-    return { share };
-  }
-  return { bytes: bytesOption("quota", value) };
+  // The config's rule (store.quota), so the CLI and the daemon accept the same quotas.
+  const parsed = parseQuotaText(value);
+  if ("problem" in parsed) throw usageError(`store: --quota ${parsed.problem}`);
+  return parsed.quota;
 }
 
 /** Checks the data disk, then opens the store; every refusal is one line. */

@@ -376,6 +376,16 @@ function fromEnvText(entry: Entry, text: string): unknown {
   }
 }
 
+/**
+ * A quota as a person types it on a command line or in the environment ("500000000", "25%"), by the same rule
+ * as the config's store.quota: the store's quota shape, or the problem in one line.
+ */
+export function parseQuotaText(text: string): { quota: Config["store"]["quota"] } | { problem: string } {
+  const entry: Entry = { type: "quota", doc: "" };
+  const outcome = check(entry, fromEnvText(entry, text));
+  return "problem" in outcome ? { problem: outcome.problem } : { quota: outcome.value as Config["store"]["quota"] };
+}
+
 function editDistance(a: string, b: string): number {
   const row = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {

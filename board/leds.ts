@@ -4,6 +4,11 @@
 //
 // Writes are skipped when an LED already shows the wanted state, so callers may set the status as often as they
 // like. An LED that is absent or refuses a write becomes one problem line and is left alone from then on.
+//
+// The agent is not root: udev gives its group the attributes (board/install/70-sharenode.rules). Selecting the timer
+// trigger creates delay_on and delay_off afresh, root-only, and udev hands them over a moment later, so a refused
+// write to them is tried again, briefly (RATE_RETRY_DELAYS_MS). Still refused after that (OpenWrt has no udev), the
+// LED blinks at the trigger's default rate: one problem line, and the rate is not written again.
 import { readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { errnoText, type HostPaths } from "./host-paths.js";
@@ -26,6 +31,31 @@ export function parseTriggers(text: string): { current: string | undefined; avai
   return { current, available };
 }
 
+/** How attributes are written and retries wait: the real thing, or a test's stand-in. */
+export interface LedIo {
+  writeFile(path: string, value: string): Promise<void>;
+  sleep(ms: number): Promise<void>;
+}
+
+const REAL_IO: LedIo = {
+  writeFile: (path, value) => writeFile(path, value),
+  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+};
+
+/**
+ * The waits before each retry of a refused delay_on/delay_off write: udev hands the fresh attributes to the group
+ * sharenode within milliseconds, and at most 1.55 s in all is spent on one LED (start-up waits for the first status).
+ */
+export const RATE_RETRY_DELAYS_MS: readonly number[] = [50, 100, 200, 400, 800];
+
+/**
+ * What the udev rule cures by running: EACCES (the attribute is still root's), EPERM (the same refusal, as some
+ * security modules word it), ENOENT (the trigger's attributes not there yet).
+ */
+const RATE_RETRYABLE: ReadonlySet<string> = new Set(["EACCES", "EPERM", "ENOENT"]);
+
+const isRate = (attribute: string) => attribute === "delay_on" || attribute === "delay_off";
+
 interface Led {
   role: string;
   name: string;
@@ -38,6 +68,8 @@ interface Led {
   shown: string | undefined;
   /** A write failed: reported once, never written again. */
   broken: boolean;
+  /** delay_on/delay_off stayed refused: reported once, the timer trigger blinks at its default rate from then on. */
+  fixedRate: boolean;
 }
 
 const ON: LedState = { kind: "on" };
@@ -89,6 +121,7 @@ export class StatusLeds {
     private readonly paths: HostPaths,
     private readonly leds: Led[],
     private readonly report: (line: string) => void,
+    private readonly io: LedIo,
   ) {}
 
   /** Finds each role's LED (the first of its names present under /sys/class/leds); a missing one is reported. */
@@ -96,6 +129,7 @@ export class StatusLeds {
     paths: HostPaths,
     roles: Record<string, readonly string[]>,
     report: (line: string) => void,
+    io: LedIo = REAL_IO,
   ): Promise<StatusLeds> {
     const leds: Led[] = [];
     for (const [role, names] of Object.entries(roles)) {
@@ -117,7 +151,7 @@ export class StatusLeds {
         } catch {
           // Every LED class device has max_brightness; without one, 1 is what a GPIO LED takes as "on".
         }
-        leds.push({ role, name, dir, triggers: new Set(triggers), max, shown: undefined, broken: false });
+        leds.push({ role, name, dir, triggers: new Set(triggers), max, shown: undefined, broken: false, fixedRate: false });
         found = true;
         break;
       }
@@ -126,7 +160,7 @@ export class StatusLeds {
         report(`LED "${role}" missing: no ${where}`);
       }
     }
-    return new StatusLeds(paths, leds, report);
+    return new StatusLeds(paths, leds, report, io);
   }
 
   /** The LED found for each role: { act: "ACT", pwr: "PWR" }. */
@@ -151,16 +185,40 @@ export class StatusLeds {
       if (key === led.shown) continue;
       led.shown = undefined;
       for (const [attribute, value] of writesFor(state, led.max)) {
+        const rate = isRate(attribute);
+        if (rate && led.fixedRate) continue;
         const file = join(led.dir, attribute);
         try {
-          await writeFile(file, value);
+          await (rate ? this.writeRate(file, value) : this.io.writeFile(file, value));
         } catch (err) {
+          if (rate && RATE_RETRYABLE.has((err as NodeJS.ErrnoException).code ?? "")) {
+            // The trigger is set: the LED blinks, only not at our rate.
+            led.fixedRate = true;
+            this.report(
+              `cannot set the blink rate of LED ${led.name}: ${this.paths.toHost(file)}: ${errnoText(err)}; ` +
+                "it blinks at the timer trigger's default rate",
+            );
+            continue;
+          }
           led.broken = true;
           this.report(`cannot set LED ${led.name}: ${this.paths.toHost(file)}: ${errnoText(err)}; leaving it alone`);
           break;
         }
       }
       if (!led.broken) led.shown = key;
+    }
+  }
+
+  /** A delay_on/delay_off write, tried again while udev may still be handing the fresh attribute over. */
+  private async writeRate(file: string, value: string): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.io.writeFile(file, value);
+      } catch (err) {
+        const wait = RATE_RETRY_DELAYS_MS[attempt];
+        if (wait === undefined || !RATE_RETRYABLE.has((err as NodeJS.ErrnoException).code ?? "")) throw err;
+        await this.io.sleep(wait);
+      }
     }
   }
 }

@@ -2,14 +2,14 @@
 // LED files (and only once), absent or unwritable LEDs are one problem line, thermal zones that cannot be read or read
 // nonsense are reported, the watchdog is petted and closed with the magic "V" last, and the sim board builds and
 // uses its own tree. Unwritable nodes are directories in place of files: tests run as root, so chmod would not stop
-// a write, but EISDIR does.
+// a write, but EISDIR does; the EACCES of a blink rate udev has not handed over yet comes from an injected writer.
 import { existsSync, promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { openBoard, type Board } from "../board/board";
 import { HostPaths } from "../board/host-paths";
-import { parseTriggers } from "../board/leds";
+import { parseTriggers, RATE_RETRY_DELAYS_MS, StatusLeds, type LedIo } from "../board/leds";
 import { parseTemperature } from "../board/thermal";
 
 const FIXTURES = new URL("fixtures/boards/", import.meta.url).pathname;
@@ -247,6 +247,74 @@ describe("status LEDs", () => {
     await board.setStatus("booting");
     expect(board.problems[0]).toMatch(/^cannot read \/sys\/class\/leds\/n1:white:status\/trigger: EISDIR/);
     expect(board.problems).toHaveLength(3); // + no timer trigger, + the failed trigger write
+  });
+
+  // The agent is not root: selecting the timer trigger creates delay_on/delay_off root-only, and udev hands them to
+  // the group sharenode a moment later (board/install/70-sharenode.rules). Root cannot be refused by a file mode, so
+  // an injected writer refuses those writes with the EACCES the kernel gives, for as long as udev would take.
+  const eacces = (path: string) =>
+    Object.assign(new Error(`EACCES: permission denied, open '${path}'`), { code: "EACCES", errno: -13, syscall: "open", path });
+
+  it("retries the blink rate while udev hands the fresh attributes over; one still refused leaves the default rate", async () => {
+    const root = await tmpRoot();
+    await led(root, "n1:white:status");
+    const told: string[] = [];
+    const waits: number[] = [];
+    const rateWrites: string[] = [];
+    let grantedAt = Infinity;
+    let udevRuns = true;
+    const io: LedIo = {
+      async writeFile(path, value) {
+        const attribute = path.split("/").pop()!;
+        if (attribute === "delay_on" || attribute === "delay_off") {
+          rateWrites.push(attribute);
+          if (Date.now() < grantedAt) throw eacces(path);
+        }
+        await fsp.writeFile(path, value);
+        // Selecting the timer: fresh root-only attributes, which the udev rule gives away 120 ms later (or never).
+        if (attribute === "trigger" && value === "timer") grantedAt = udevRuns ? Date.now() + 120 : Infinity;
+      },
+      async sleep(ms) {
+        waits.push(ms);
+        await new Promise((resolve) => setTimeout(resolve, udevRuns ? ms : 0));
+      },
+    };
+    const leds = await StatusLeds.discover(new HostPaths(root), { status: ["n1:white:status"] }, (l) => told.push(l), io);
+
+    // A systemd box: refused, then written once udev has run; well under the 2 s that start-up may wait.
+    const started = Date.now();
+    await leds.show({ status: { kind: "blink", onMs: 125, offMs: 125 } });
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(await ledState(root, "n1:white:status")).toEqual({ trigger: "timer", brightness: "0", delay_on: "125", delay_off: "125" });
+    expect(told).toEqual([]);
+    expect(waits.length).toBeGreaterThan(0);
+    expect(waits).toEqual(RATE_RETRY_DELAYS_MS.slice(0, waits.length));
+    // delay_off comes after delay_on has gone through: by then udev has handed both over.
+    expect(rateWrites.filter((a) => a === "delay_off")).toEqual(["delay_off"]);
+
+    // OpenWrt (no udev): every retry refused, then one line; the LED blinks at the trigger's default rate.
+    udevRuns = false;
+    waits.length = 0;
+    rateWrites.length = 0;
+    await leds.show({ status: { kind: "blink", onMs: 1000, offMs: 1000 } });
+    expect(waits).toEqual(RATE_RETRY_DELAYS_MS);
+    expect(rateWrites).toEqual(Array(RATE_RETRY_DELAYS_MS.length + 1).fill("delay_on"));
+    expect(told).toEqual([
+      "cannot set the blink rate of LED n1:white:status: /sys/class/leds/n1:white:status/delay_on: EACCES: permission denied; " +
+        "it blinks at the timer trigger's default rate",
+    ]);
+    expect((await ledState(root, "n1:white:status")).trigger).toBe("timer");
+
+    // The LED still shows everything else, and later blinks set the trigger only: no rate write, no wait, no line.
+    await leds.show({ status: { kind: "on" } });
+    expect(await ledState(root, "n1:white:status")).toMatchObject({ trigger: "none", brightness: "1" });
+    waits.length = 0;
+    rateWrites.length = 0;
+    await leds.show({ status: { kind: "blink", onMs: 50, offMs: 50 } });
+    expect((await ledState(root, "n1:white:status")).trigger).toBe("timer");
+    expect(waits).toEqual([]);
+    expect(rateWrites).toEqual([]);
+    expect(told).toHaveLength(1);
   });
 
   it("is a no-op on a board without LEDs", async () => {

@@ -1,8 +1,10 @@
 // board/install/ as an installer runs it: install.sh into a temporary root (as an image is built; the same code
 // runs on a box with --root /) with fake bundles: the tree, the release slots and `current`, the config the agent
-// loads, idempotence, bad input; the systemd unit's directives against the layout, `systemd-analyze verify`; the
-// OpenWrt procd script; `sh -n` and shellcheck on both scripts. Fake systemctl, useradd and chown on PATH prove
-// that an install into a --root other than / starts nothing, creates no user and changes no owner.
+// loads, idempotence, bad input; the systemd units' directives against the layout, `systemd-analyze verify` (the
+// agent's unit and an instance of the serial console's template); the udev rule (its syntax, and its command run
+// on a fake LED); the OpenWrt procd script (its own hand-over of the LED and the watchdog, run the same way);
+// `sh -n` and shellcheck on both scripts. Fake systemctl, useradd, chown and udevadm on PATH prove that an install
+// into a --root other than / starts nothing, creates no user, changes no owner and reloads no udev rule.
 import { spawnSync } from "node:child_process";
 import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,6 +17,8 @@ const DIR = fileURLToPath(new URL("../board/install/", import.meta.url));
 const SCRIPT = join(DIR, "install.sh");
 const UNIT = join(DIR, "sharenode.service");
 const INIT = join(DIR, "sharenode.init");
+const CONSOLE_UNIT = join(DIR, "sharenode-console@.service");
+const RULES = join(DIR, "70-sharenode.rules");
 // Upper case on the command line; the config keeps it in lower case, as the agent does.
 const KEY = "3B6A27BCCEB6A42D62A3A8D02A6F0D73653215771DE243A63AC048A18B59DA29";
 const BROKER = "mqtts://fleet.example.net:8883";
@@ -29,7 +33,7 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 const fakeBin = join(tmp, "fake-bin");
 const calls = join(tmp, "calls.log");
 mkdirSync(fakeBin);
-for (const name of ["systemctl", "useradd", "adduser", "addgroup", "chown"]) {
+for (const name of ["systemctl", "useradd", "adduser", "addgroup", "chown", "udevadm"]) {
   writeFileSync(join(fakeBin, name), `#!/bin/sh\necho "${name} $*" >> '${calls}'\nexit 1\n`, { mode: 0o755 });
 }
 
@@ -58,6 +62,42 @@ function installOk(root: string, ...args: string[]) {
   return r;
 }
 const mode = (path: string) => statSync(path).mode & 0o777;
+
+/** Every path under root: a file's mode, size, mtime and inode, a link's target, a directory's mode. */
+function snapshot(root: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (dir: string) => {
+    for (const name of readdirSync(dir).sort()) {
+      const path = join(dir, name);
+      const st = lstatSync(path);
+      const rel = path.slice(root.length);
+      if (st.isSymbolicLink()) out[rel] = `-> ${readlinkSync(path)}`;
+      else if (st.isDirectory()) {
+        // A directory's mtime moves with the temporary files install.sh writes and removes in it: its mode only.
+        out[rel] = `dir ${(st.mode & 0o7777).toString(8)}`;
+        walk(path);
+      } else out[rel] = `${(st.mode & 0o7777).toString(8)} ${st.size} ${st.mtimeMs} ${st.ino}`;
+    }
+  };
+  walk(root);
+  return out;
+}
+
+/** A group other than root's, for running the chgrp of the udev rule and the init script on a fake tree. */
+const OTHER_GID = (() => {
+  const line = readFileSync("/etc/group", "utf8")
+    .split("\n")
+    .find((l) => /^[^:]+:[^:]*:[1-9]\d*:/.test(l));
+  if (!line) throw new Error("no group but root in /etc/group");
+  return Number(line.split(":")[2]);
+})();
+
+/** A fake LED class device, as the kernel shows it with the timer trigger selected: every attribute root:root 0644. */
+function fakeLed(dir: string, attributes: string[]): void {
+  mkdirSync(dir, { recursive: true });
+  for (const a of attributes) writeFileSync(join(dir, a), "0\n", { mode: 0o644 });
+}
+const owner = (path: string) => `${statSync(path).gid} ${(statSync(path).mode & 0o777).toString(8)}`;
 
 afterAll(() => {
   // Nothing above may have run a command that changes the machine.
@@ -124,6 +164,43 @@ describe("install.sh into a temporary root", () => {
     expect(readFileSync(join(units, "sharenode.service.d/data-dir.conf"), "utf8")).toMatch(new RegExp(`^ReadWritePaths=-${DATA}$`, "m"));
     expect(readlinkSync(join(units, "multi-user.target.wants/sharenode.service"))).toBe("/etc/systemd/system/sharenode.service");
     expect(existsSync(join(root, "etc/init.d"))).toBe(false);
+
+    // The udev rule that gives the agent its LED and watchdog, as shipped, 0644.
+    const rules = join(root, "etc/udev/rules.d/70-sharenode.rules");
+    expect(readFileSync(rules, "utf8")).toBe(readFileSync(RULES, "utf8"));
+    expect(mode(rules)).toBe(0o644);
+    expect(readdirSync(join(root, "etc/udev/rules.d"))).toEqual(["70-sharenode.rules"]);
+    expect(r.stdout).toMatch(/udev applies the rule when the box boots/);
+
+    // The serial console's template, installed but enabled nowhere: the line is the board's.
+    const consoleUnit = join(units, "sharenode-console@.service");
+    expect(readFileSync(consoleUnit, "utf8")).toBe(readFileSync(CONSOLE_UNIT, "utf8"));
+    expect(mode(consoleUnit)).toBe(0o644);
+    const wants = readdirSync(units).filter((d) => d.endsWith(".wants"));
+    expect(wants).toEqual(["multi-user.target.wants"]);
+    expect(readdirSync(join(units, "multi-user.target.wants"))).toEqual(["sharenode.service"]);
+    expect(r.stdout).toMatch(/sharenode-console@\.service, not enabled: .*systemctl enable --now sharenode-console@ttyAML0/);
+  });
+
+  it("changes nothing when run again with the same bundle (systemd and OpenWrt trees)", () => {
+    for (const openwrt of [false, true]) {
+      const root = newRoot();
+      if (openwrt) {
+        mkdirSync(join(root, "etc"));
+        writeFileSync(join(root, "etc/openwrt_release"), "DISTRIB_ID='OpenWrt'\n");
+      }
+      const b = bundle("v1");
+      installOk(root, "--bundle", b, ...FIRST);
+      const before = snapshot(root);
+      const r = installOk(root, "--bundle", b);
+      expect(snapshot(root), openwrt ? "OpenWrt" : "systemd").toEqual(before);
+      expect(r.stdout).not.toMatch(/^install\.sh: (installed|wrote|created)/m);
+      if (!openwrt) {
+        expect(r.stdout).toMatch(/70-sharenode\.rules: already installed/);
+        // Still not enabled: the second run says how again.
+        expect(r.stdout).toMatch(/sharenode-console@\.service: already installed, not enabled: /);
+      }
+    }
   });
 
   it("runs again safely: the owner's config is kept, the same bundle changes nothing, a new one goes into the other slot", () => {
@@ -225,7 +302,9 @@ describe("install.sh into a temporary root", () => {
     const stop = /^STOP=(\d+)$/m.exec(readFileSync(INIT, "utf8"))![1];
     expect(readdirSync(join(root, "etc/rc.d")).sort()).toEqual([`K${stop}sharenode`, `S${start}sharenode`]);
     expect(readlinkSync(join(root, `etc/rc.d/S${start}sharenode`))).toBe("../init.d/sharenode");
+    // No systemd units, no udev: the init script hands the LED and the watchdog over itself.
     expect(existsSync(join(root, "etc/systemd"))).toBe(false);
+    expect(existsSync(join(root, "etc/udev"))).toBe(false);
 
     // /var is a tmpfs on OpenWrt: the device key (the box's identity) must survive a reboot.
     const config = loadConfig(join(root, "etc/sharenode/config.json"), {}).config;
@@ -292,6 +371,10 @@ describe("the service definitions", () => {
     // The agent reads /proc/self/mountinfo, /proc/stat, /proc/meminfo and /sys, and resolves /dev links; V8's
     // JIT needs writable-then-executable memory.
     expect(s.ProcSubset ?? []).not.toContain("pid");
+    // It writes its status LED in /sys (ProtectKernelTunables= would make all of /sys read-only) and pets
+    // /dev/watchdog: both handed to the group sharenode by the udev rule.
+    expect(s.ProtectKernelTunables ?? []).not.toContain("yes");
+    expect(s.DeviceAllow ?? []).toEqual([]);
     expect(s.PrivateDevices ?? []).not.toContain("yes");
     expect(s.MemoryDenyWriteExecute ?? []).not.toContain("yes");
 
@@ -324,6 +407,128 @@ describe("the service definitions", () => {
     expect(bad.stderr).toMatch(/no-node is not executable/);
   });
 
+  it("sharenode-console@.service: the console on the instance's line, as root, instead of its getty, restarted", () => {
+    const unit = parseUnit(readFileSync(CONSOLE_UNIT, "utf8"));
+    const s = unit.Service;
+    expect(s.ExecStart).toEqual(["/usr/bin/node /opt/sharenode/current/sharenode.js console --tty /dev/%I --config /etc/sharenode/config.json"]);
+    // Root, like the getty it replaces (reboot, factory-reset, the 0640 config and the 0700 state directory).
+    expect(s.User ?? []).toEqual([]);
+    expect(s.DynamicUser ?? []).toEqual([]);
+    expect(s.Restart).toEqual(["always"]);
+    expect(unit.Unit.StartLimitIntervalSec).toEqual(["0"]);
+    // One reader on the line: the getty stops first.
+    expect(unit.Unit.Conflicts).toEqual(["serial-getty@%i.service"]);
+    const after = unit.Unit.After.flatMap((v) => v.split(/\s+/));
+    expect(after).toContain("serial-getty@%i.service");
+    expect(unit.Unit.BindsTo).toEqual(["dev-%i.device"]);
+    expect(after).toContain("dev-%i.device");
+    // For a box whose network is down: nothing waits for it.
+    const deps = ["After", "Wants", "Requires", "BindsTo"].flatMap((k) => unit.Unit[k] ?? []).join(" ");
+    expect(deps).not.toMatch(/network/);
+    expect(unit.Install.WantedBy).toEqual(["multi-user.target"]);
+  });
+
+  it("systemd-analyze verify accepts an instance of the console's template (sharenode-console@ttyAML0)", () => {
+    if (spawnSync("systemd-analyze", ["--version"]).status !== 0) throw new Error("systemd-analyze is not installed: apt-get install systemd");
+    const root = newRoot();
+    installOk(root, "--bundle", bundle("v1"), ...FIRST);
+    mkdirSync(join(root, "usr/bin"), { recursive: true });
+    writeFileSync(join(root, "usr/bin/node"), "#!/bin/sh\nexit 0\n", { mode: 0o755 });
+    const dir = join(root, "etc/systemd/system");
+    const template = join(dir, "sharenode-console@.service");
+    const moved = readFileSync(template, "utf8").replace(/(?<==|\s)\/(usr\/bin|opt\/sharenode|etc\/sharenode)\//g, `${root}/$1/`);
+    expect(moved).toContain(`ExecStart=${root}/usr/bin/node ${root}/opt/sharenode/current/sharenode.js console --tty /dev/%I`);
+    writeFileSync(template, moved);
+    // Only the template is on disk: systemd instantiates it for the name, as `systemctl enable` would.
+    const instance = join(dir, "sharenode-console@ttyAML0.service");
+    expect(existsSync(instance)).toBe(false);
+    const r = spawnSync("systemd-analyze", ["verify", "--man=no", instance], { encoding: "utf8" });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr.split("\n").filter((l) => /sharenode/.test(l))).toEqual([]);
+
+    // The instance is really loaded from the template: a template pointing at no node fails for it.
+    writeFileSync(template, moved.replace(`${root}/usr/bin/node`, `${root}/usr/bin/no-node`));
+    const bad = spawnSync("systemd-analyze", ["verify", "--man=no", instance], { encoding: "utf8" });
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/sharenode-console@ttyAML0\.service: Command .*no-node is not executable/);
+  });
+
+  it("70-sharenode.rules: udev syntax, and the LED and watchdog rules", () => {
+    // systemd 252 (Debian 12) has no `udevadm verify`: each line is checked against udev's grammar here.
+    const rules = readFileSync(RULES, "utf8").replace(/\\\n/g, " ").split("\n");
+    const parsed: Array<Array<{ key: string; attr?: string; op: string; value: string }>> = [];
+    const KEYS = new Set(["ACTION", "SUBSYSTEM", "KERNEL", "ENV", "ATTR", "TAG", "DRIVER", "GROUP", "MODE", "OWNER", "RUN"]);
+    for (const line of rules) {
+      if (line.trim() === "" || line.trimStart().startsWith("#")) continue;
+      const pairs = [];
+      const re = /\s*([A-Z]+)(?:\{([A-Za-z_]+)\})?(==|!=|\+=|:=|=)"([^"]*)"\s*(,|$)/y;
+      let m: RegExpExecArray | null;
+      let end = 0;
+      while ((m = re.exec(line)) !== null) {
+        expect(KEYS.has(m[1]), `unknown key ${m[1]} in: ${line}`).toBe(true);
+        pairs.push({ key: m[1], ...(m[2] ? { attr: m[2] } : {}), op: m[3], value: m[4] });
+        end = re.lastIndex;
+        if (m[5] === "") break;
+      }
+      expect(end, `not a udev rule: ${line}`).toBe(line.length);
+      // A rule matches something, then assigns something.
+      expect(pairs.some((p) => p.op === "==" || p.op === "!=")).toBe(true);
+      expect(pairs.some((p) => p.op !== "==" && p.op !== "!=")).toBe(true);
+      parsed.push(pairs);
+    }
+    const rule = (match: string) => parsed.find((r) => r.some((p) => p.key === "SUBSYSTEM" && p.op === "==" && p.value.split("|").includes(match)));
+
+    const leds = rule("leds")!;
+    expect(leds).toBeDefined();
+    expect(leds.find((p) => p.key === "ACTION")).toEqual({ key: "ACTION", op: "==", value: "add|change" });
+    const run = leds.filter((p) => p.key === "RUN");
+    expect(run).toHaveLength(1);
+    expect(run[0].op).toBe("+=");
+    expect(run[0].value).toMatch(/^\/bin\/sh -c '[^']+'$/);
+    // Absolute paths: udev's RUN has a minimal PATH.
+    expect(run[0].value).toContain("/bin/chgrp sharenode");
+    expect(run[0].value).toContain("/bin/chmod g+w");
+
+    // The node rule: /dev/watchdog (misc) and /dev/watchdogN (class watchdog), and nothing else.
+    const watchdog = rule("watchdog")!;
+    expect(watchdog).toBeDefined();
+    expect(rule("misc")).toBe(watchdog);
+    const kernel = new RegExp(`^(${watchdog.find((p) => p.key === "KERNEL")!.value.replace(/\[0-9\]\*/g, "[0-9].*")})$`);
+    for (const name of ["watchdog", "watchdog0", "watchdog12"]) expect(name).toMatch(kernel);
+    for (const name of ["watchdogd", "c1109900.watchdog", "tty0"]) expect(name).not.toMatch(kernel);
+    expect(watchdog.filter((p) => p.op === "=")).toEqual([
+      { key: "GROUP", op: "=", value: "sharenode" },
+      { key: "MODE", op: "=", value: "0660" },
+    ]);
+  });
+
+  it("70-sharenode.rules: its command gives a LED's attributes that exist to the group, and nothing else", () => {
+    const line = readFileSync(RULES, "utf8")
+      .split("\n")
+      .find((l) => l.startsWith('SUBSYSTEM=="leds"'))!;
+    const script = /RUN\+="\/bin\/sh -c '([^']+)'"/.exec(line)![1];
+    const sysfs = join(tmp, "udev-sys");
+    const devpath = "/devices/platform/leds/leds/onecloud:blue:alive";
+    // As udev runs it: %S the sysfs mount point, %p the device's path in it, $$ a $; a group that exists here.
+    const run = (path: string) =>
+      spawnSync(
+        "/bin/sh",
+        ["-c", script.replaceAll("%S", sysfs).replaceAll("%p", path).replaceAll("$$", "$").replaceAll(" sharenode ", ` ${OTHER_GID} `)],
+        { encoding: "utf8" },
+      );
+    // The timer trigger's delay_on is there, its delay_off not yet: both are fine.
+    const dir = join(sysfs, devpath);
+    fakeLed(dir, ["brightness", "trigger", "delay_on", "max_brightness"]);
+    const r = run(devpath);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toBe("");
+    for (const a of ["brightness", "trigger", "delay_on"]) expect(owner(join(dir, a)), a).toBe(`${OTHER_GID} 664`);
+    expect(existsSync(join(dir, "delay_off"))).toBe(false);
+    expect(owner(join(dir, "max_brightness"))).toBe("0 644");
+    // A device gone by the time the command runs: nothing to do, no failure.
+    expect(run("/devices/platform/leds/leds/gone").status).toBe(0);
+  });
+
   it("sharenode.init: procd runs the layout's bundle as sharenode, respawned, logging to logd", () => {
     const text = readFileSync(INIT, "utf8");
     expect(text.split("\n")[0]).toBe("#!/bin/sh /etc/rc.common");
@@ -337,7 +542,44 @@ describe("the service definitions", () => {
     expect(params.get("respawn")).toMatch(/^\d+ \d+ 0$/);
     expect(params.get("stdout")).toBe("1");
     expect(params.get("stderr")).toBe("1");
-    expect(text).toMatch(/^start_service\(\) \{\n\tprocd_open_instance\n[\s\S]*\tprocd_close_instance\n\}$/m);
+    // The LED and the watchdog go to the group sharenode first, as root, before procd starts the agent.
+    expect(text).toMatch(/^start_service\(\) \{\n\tgrant_hardware\n\tprocd_open_instance\n[\s\S]*\tprocd_close_instance\n\}$/m);
+  });
+
+  it("sharenode.init: grant_hardware gives the LEDs' brightness and trigger and the watchdogs to the group", () => {
+    // The script's function, run by sh with its paths moved into a fake root and a group that exists here.
+    const root = newRoot();
+    const leds = join(root, "sys/class/leds");
+    fakeLed(join(leds, "green:status"), ["brightness", "trigger", "max_brightness"]);
+    fakeLed(join(leds, "red:error"), ["brightness", "trigger", "max_brightness", "delay_on", "delay_off"]);
+    mkdirSync(join(root, "dev"));
+    for (const d of ["watchdog", "watchdog0", "null"]) writeFileSync(join(root, "dev", d), "", { mode: 0o600 });
+    const moved = readFileSync(INIT, "utf8")
+      .replaceAll(" /sys/class/leds/", ` ${root}/sys/class/leds/`)
+      .replaceAll(" /dev/watchdog", ` ${root}/dev/watchdog`)
+      .replaceAll("chgrp sharenode", `chgrp ${OTHER_GID}`);
+    expect(moved).toContain(`${root}/dev/watchdog[0-9]*`);
+    const script = join(root, "sharenode.init");
+    writeFileSync(script, moved);
+    const r = spawnSync("sh", ["-c", `. '${script}' && grant_hardware`], { encoding: "utf8" });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout + r.stderr).toBe("");
+    for (const led of ["green:status", "red:error"]) {
+      for (const a of ["brightness", "trigger"]) expect(owner(join(leds, led, a)), `${led}/${a}`).toBe(`${OTHER_GID} 664`);
+      expect(owner(join(leds, led, "max_brightness"))).toBe("0 644");
+    }
+    // The blink rate is recreated root-only whenever the agent selects the timer: no use handing it over now.
+    expect(owner(join(leds, "red:error/delay_on"))).toBe("0 644");
+    expect(owner(join(root, "dev/watchdog"))).toBe(`${OTHER_GID} 660`);
+    expect(owner(join(root, "dev/watchdog0"))).toBe(`${OTHER_GID} 660`);
+    expect(owner(join(root, "dev/null"))).toBe("0 600");
+
+    // No LED and no watchdog at all: nothing to do, no failure.
+    const bare = newRoot();
+    writeFileSync(join(bare, "init"), readFileSync(INIT, "utf8").replaceAll(" /sys/class/leds/", ` ${bare}/sys/class/leds/`).replaceAll(" /dev/watchdog", ` ${bare}/dev/watchdog`));
+    const none = spawnSync("sh", ["-c", `. '${join(bare, "init")}' && grant_hardware`], { encoding: "utf8" });
+    expect(none.status, none.stderr).toBe(0);
+    expect(none.stdout + none.stderr).toBe("");
   });
 
   it.each([SCRIPT, INIT])("sh -n %s", (file) => {

@@ -17,7 +17,8 @@ Usage: install.sh [--root DIR] [--bundle PATH] [--data-dir DIR] [--broker URL] [
 
 Install the sharenode agent: the bundle into a release slot of /opt/sharenode (then `current` switches to it),
 /etc/sharenode/config.json (only when there is none yet), the state and data directories, the user sharenode,
-and the systemd unit (the procd init script on OpenWrt), then start the service.
+the systemd unit, the udev rule that gives sharenode the status LEDs and the hardware watchdog, and the serial
+console's unit, not enabled (on OpenWrt: the procd init script), then start the service.
 
 Options:
   --root DIR        install into DIR instead of / (an image or a test): no user, no owners, no service start
@@ -89,7 +90,7 @@ fi
 [ -f "$bundle" ] || bad "--bundle $bundle: no such file"
 [ -r "$bundle" ] || bad "--bundle $bundle: not readable"
 [ -s "$bundle" ] || bad "--bundle $bundle: empty file"
-for f in sharenode.service sharenode.init; do
+for f in sharenode.service sharenode-console@.service 70-sharenode.rules sharenode.init; do
 	[ -f "$here/$f" ] || die "$here/$f is missing: run install.sh from its own directory's copy (board/install/)"
 done
 
@@ -334,6 +335,8 @@ link() { # TARGET NAME
 }
 
 service_changed=false
+rules_changed=false
+console_changed=false
 if $openwrt; then
 	if install_file "$here/sharenode.init" "$R/etc/init.d/sharenode" 0755; then service_changed=true; fi
 	what=$R/etc/init.d/sharenode
@@ -370,6 +373,53 @@ EOF
 fi
 if $service_changed; then say "installed $what, enabled"; else say "$what: already installed and enabled"; fi
 
+if ! $openwrt; then
+	# The status LED's sysfs files and /dev/watchdog to the group sharenode (the init script does it on OpenWrt).
+	rules=$R/etc/udev/rules.d/70-sharenode.rules
+	if install_file "$here/70-sharenode.rules" "$rules" 0644; then
+		rules_changed=true
+		say "installed $rules: the status LEDs and the hardware watchdog to the group $USER_NAME"
+	else
+		say "$rules: already installed"
+	fi
+
+	# The serial console: installed, not enabled (which line is the console is the board's).
+	console_unit=$unit_dir/sharenode-console@.service
+	if install_file "$here/sharenode-console@.service" "$console_unit" 0644; then
+		console_changed=true
+		console_said="installed $console_unit"
+	else
+		console_said="$console_unit: already installed"
+	fi
+	console_enabled=false
+	for l in "$unit_dir"/*.wants/sharenode-console@?*.service; do
+		if [ -L "$l" ]; then console_enabled=true; fi
+	done
+	if $console_enabled; then
+		say "$console_said"
+	else
+		say "$console_said, not enabled: for the diagnostics console on the serial line, systemctl enable --now" \
+			"sharenode-console@ttyAML0 (or @ttyS0: the line is the board's; the console's board command names it)"
+	fi
+fi
+
+# Live: udev applies the new rule now, to the LEDs and watchdogs already there (a box applies it at every boot).
+if $live && $rules_changed; then
+	if ! command -v udevadm >/dev/null 2>&1; then
+		warn "no udevadm: the rule applies from the next boot (the status LED and the watchdog stay root's until then)"
+	elif udevadm control --reload &&
+		udevadm trigger --action=change --subsystem-match=leds &&
+		# /dev/watchdogN is class "watchdog"; /dev/watchdog, the first one's legacy name, is a "misc" device.
+		udevadm trigger --action=add --subsystem-match=watchdog --subsystem-match=misc --sysname-match='watchdog*' &&
+		udevadm settle --timeout=10; then
+		say "udev applied the rule to the LEDs and watchdogs present"
+	else
+		warn "udevadm failed: the rule applies from the next boot (or run the udevadm commands in README.md: By hand)"
+	fi
+elif ! $live && ! $openwrt; then
+	say "--root is not /: udev applies the rule when the box boots"
+fi
+
 # --- start -----------------------------------------------------------------------------------------------------
 
 if ! $live; then
@@ -380,7 +430,8 @@ if ! $node_ok; then
 	say "not started: install Node >= 20 as $NODE first"
 	exit 0
 fi
-if $switched || $service_changed || $config_created; then action=restart; else action=start; fi
+# A new rule: the agent opens the LEDs and the watchdog again, now that it may write them.
+if $switched || $service_changed || $config_created || $rules_changed; then action=restart; else action=start; fi
 if $openwrt; then
 	/etc/init.d/sharenode "$action"
 	say "sharenode ${action}ed; its log: logread -e sharenode"
@@ -388,6 +439,10 @@ elif [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
 	systemctl daemon-reload
 	systemctl "$action" sharenode.service
 	say "sharenode ${action}ed; its log: journalctl -u sharenode -f"
+	# Enabled consoles run the bundle too: the new release or unit, from the next person on.
+	if $switched || $console_changed; then
+		systemctl try-restart 'sharenode-console@*.service' || warn "could not restart the serial console"
+	fi
 else
 	say "systemd is not running here: not started (on the box: systemctl start sharenode)"
 fi

@@ -6,7 +6,7 @@ import { createPrivateKey, createPublicKey } from "node:crypto";
 import { readdir, readFile, stat, statfs } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { HostPaths } from "../../board/host-paths.js";
-import { loadConfigLenient, type Config } from "../config/config.js";
+import { loadConfigLenient, type LenientConfig } from "../config/config.js";
 import { DEVICE_KEY_FILE, deviceIdOf } from "../identity/device-key.js";
 import { readRecordLog } from "../durable/record-log.js";
 import { scanOutboxFile } from "../link/outbox.js";
@@ -18,26 +18,8 @@ import { countQuarantined, defaultReserveBytes, footprint, quotaLimit } from "..
 
 // --- config ----------------------------------------------------------------------------------------------------
 
-/** The parts of the config the console uses; what a broken config lacks is undefined. */
-export interface ConsoleConfig {
-  stateDir: string;
-  board: string;
-  link: {
-    url?: string;
-    protocolVersion: 5 | 4;
-    username?: string;
-    password?: string;
-    ca?: string;
-    cert?: string;
-    key?: string;
-  };
-  store: {
-    dataDir?: string;
-    quota: Config["store"]["quota"];
-    reserveBytes?: number;
-    allowSystemDisk: boolean;
-  };
-}
+/** The config as the console has it: what a broken config lacks or has wrong is its default, or undefined. */
+export type ConsoleConfig = LenientConfig;
 
 export interface LoadedConsoleConfig {
   config: ConsoleConfig;
@@ -50,8 +32,7 @@ export interface LoadedConsoleConfig {
  * missing key falls back to its default (agent/config loadConfigLenient).
  */
 export function loadConsoleConfig(file: string | undefined, env: Record<string, string | undefined>): LoadedConsoleConfig {
-  const { config, problems } = loadConfigLenient(file, env);
-  return { config: { stateDir: config.stateDir, board: config.board, link: { ...config.link }, store: { ...config.store } }, problems };
+  return loadConfigLenient(file, env);
 }
 
 /** The broker URL fit to show: user and password (which a broken config may carry) replaced. */

@@ -1,7 +1,6 @@
 // The MQTT link against a real mosquitto: birth and will with bdSeq (including a SIGKILLed agent process), bdSeq
 // across reconnects and restarts, commands after a broker restart, backoff, MQTT 3.1.1, refused topics, and that
 // a publish cut off before its PUBACK is rejected and never re-sent behind the caller's back.
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, connect as netConnect, type Server, type Socket } from "node:net";
@@ -13,6 +12,7 @@ import { connectAsync, type MqttClient } from "mqtt";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { MqttLink, type IncomingPacket, type MqttLinkOptions } from "../agent/link/mqtt-link";
 import { Broker, freePort } from "./helpers/mosquitto";
+import { spawnLineChild, type LineChild } from "./helpers/child";
 
 let work = "";
 let child = "";
@@ -102,29 +102,8 @@ async function watch(filter: string, protocolVersion: 4 | 5 = 5, url = broker.ur
   return { client, seen };
 }
 
-function runChild(args: string[]): { proc: ChildProcess; lines: string[]; exited: Promise<void> } {
-  const proc = spawn(process.execPath, [child, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-  const lines: string[] = [];
-  let out = "";
-  let err = "";
-  proc.stdout!.on("data", (d: Buffer) => {
-    out += d.toString();
-    const parts = out.split("\n");
-    out = parts.pop()!;
-    lines.push(...parts);
-  });
-  proc.stderr!.on("data", (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<void>((resolve) => proc.on("exit", () => resolve()));
-  cleanups.push(async () => {
-    if (proc.exitCode === null && proc.signalCode === null) {
-      proc.kill("SIGKILL");
-      await exited;
-    }
-  });
-  proc.on("exit", (code, signal) => {
-    if (code !== 0 && signal !== "SIGKILL" && err) console.error(`link child: ${err}`);
-  });
-  return { proc, lines, exited };
+function runChild(args: string[]): LineChild {
+  return spawnLineChild(child, args, cleanups, "link child");
 }
 
 describe("MqttLink against mosquitto", () => {

@@ -1,7 +1,7 @@
 // The durable outbox: unit tests against a fake publisher (order, window, acks, drop policy, back-pressure,
 // replay, counters across compaction and restart, torn tails), then the issue's two crash tests against a real
 // mosquitto: the broker SIGKILLed while 10,000 events are enqueued, and the agent process SIGKILLed mid-stream.
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { appendFileSync, chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync } from "node:fs";
@@ -15,6 +15,7 @@ import { RecordLog } from "../agent/durable/record-log";
 import { MqttLink } from "../agent/link/mqtt-link";
 import { Outbox, toRanges, type OutboxOptions, type OutboxPublisher } from "../agent/link/outbox";
 import { Broker } from "./helpers/mosquitto";
+import { spawnLineChild, type LineChild } from "./helpers/child";
 
 let work = "";
 let child = "";
@@ -559,29 +560,6 @@ describe("Outbox against mosquitto", () => {
   }, 60_000);
 });
 
-function runChild(args: string[]): { proc: ChildProcess; lines: string[]; exited: Promise<void> } {
-  const proc = spawn(process.execPath, [child, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-  const lines: string[] = [];
-  let out = "";
-  let err = "";
-  proc.stdout!.on("data", (d: Buffer) => {
-    out += d.toString();
-    const parts = out.split("\n");
-    out = parts.pop()!;
-    lines.push(...parts);
-  });
-  proc.stderr!.on("data", (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<void>((resolve) =>
-    proc.on("exit", (code, signal) => {
-      if (code !== 0 && signal !== "SIGKILL") console.error(`outbox child exited with ${code ?? signal}: ${err}`);
-      resolve();
-    }),
-  );
-  cleanups.push(async () => {
-    if (proc.exitCode === null && proc.signalCode === null) {
-      proc.kill("SIGKILL");
-      await exited;
-    }
-  });
-  return { proc, lines, exited };
+function runChild(args: string[]): LineChild {
+  return spawnLineChild(child, args, cleanups, "outbox child");
 }

@@ -1,0 +1,41 @@
+// A node child process whose stdout the test reads line by line (the crash tests' children print what they
+// acknowledged), killed with SIGKILL at cleanup if it still runs.
+import { spawn, type ChildProcess } from "node:child_process";
+
+export interface LineChild {
+  proc: ChildProcess;
+  /** Complete stdout lines so far. */
+  lines: string[];
+  exited: Promise<void>;
+}
+
+/**
+ * Runs `node script ...args`. An exit other than 0 or SIGKILL (the tests' own kill) prints the child's stderr,
+ * named by `label`, so a crash in the child is visible next to the failing assertion.
+ */
+export function spawnLineChild(script: string, args: string[], cleanups: Array<() => unknown>, label: string): LineChild {
+  const proc = spawn(process.execPath, [script, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  const lines: string[] = [];
+  let out = "";
+  let err = "";
+  proc.stdout!.on("data", (d: Buffer) => {
+    out += d.toString();
+    const parts = out.split("\n");
+    out = parts.pop()!;
+    lines.push(...parts);
+  });
+  proc.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<void>((resolve) =>
+    proc.on("exit", (code, signal) => {
+      if (code !== 0 && signal !== "SIGKILL") console.error(`${label} exited with ${code ?? signal}: ${err}`);
+      resolve();
+    }),
+  );
+  cleanups.push(async () => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill("SIGKILL");
+      await exited;
+    }
+  });
+  return { proc, lines, exited };
+}

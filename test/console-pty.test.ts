@@ -312,7 +312,12 @@ describe("the built bundle: sharenode console beside a running daemon", () => {
     // log -f shows a line the daemon logs after the follow began (a malformed command it refuses), until Ctrl-C.
     const from = t.mark();
     t.type("log -f 1\r");
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    // The last line comes first; the daemon is subscribed for new lines by the time it is sent.
+    const deadline = Date.now() + 30_000;
+    while (!/Z (debug|info|warn|error) /.test(t.out.slice(from))) {
+      if (Date.now() > deadline) throw new Error(`log -f printed no line: ${JSON.stringify(t.out.slice(from))}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
     const deviceId = /device\s+([0-9a-f]{32})/.exec(status)![1]!;
     spawnSync("mosquitto_pub", ["-L", `${broker.url}/sharenode/v1/${deviceId}/cmd/ping`, "-m", "not json", "-q", "1"], { timeout: 10_000 });
     await t.waitFor("refused: malformed", from);

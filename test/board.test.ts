@@ -282,9 +282,9 @@ describe("status LEDs", () => {
     const leds = await StatusLeds.discover(new HostPaths(root), { status: ["n1:white:status"] }, (l) => told.push(l), io);
 
     // A systemd box: refused, then written once udev has run; well under the 2 s that start-up may wait.
-    const started = Date.now();
     await leds.show({ status: { kind: "blink", onMs: 125, offMs: 125 } });
-    expect(Date.now() - started).toBeLessThan(2000);
+    // What start-up may wait is the retry schedule, not the wall clock of a busy test machine.
+    expect(waits.reduce((a, b) => a + b, 0)).toBeLessThan(2000);
     expect(await ledState(root, "n1:white:status")).toEqual({ trigger: "timer", brightness: "0", delay_on: "125", delay_off: "125" });
     expect(told).toEqual([]);
     expect(waits.length).toBeGreaterThan(0);

@@ -8,7 +8,6 @@ import { isatty, ReadStream as TtyReadStream } from "node:tty";
 import { promisify } from "node:util";
 import type { ConsoleCommand } from "../console/command-api.js";
 import { runShell, type ShellEnd } from "../console/shell.js";
-import { ConfigError } from "../config/config.js";
 import { CliError, parseCommandArgs, systemErrorText, usageError, type CliIo, type Command } from "./io.js";
 
 const USAGE = `Usage: sharenode console [--tty DEVICE [--baud RATE]] [--config FILE]
@@ -65,16 +64,9 @@ export async function runConsole(args: string[], io: CliIo, openCommands: OpenCo
     throw usageError(`console: unsupported baud rate '${values.baud}' (expected one of ${[...BAUD_RATES].join(", ")})`);
   }
 
-  let session: ConsoleSession;
-  try {
-    session = await openCommands({ env: io.env, configFile: values.config });
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      for (const problem of err.problems) io.stderr.write(`sharenode: config: ${problem.replace(/\r?\n/g, "\\n")}\n`);
-      return 2;
-    }
-    throw err;
-  }
+  // A broken config never stops the console (it shows the problems and runs on defaults): a bad config may be
+  // exactly why someone is at the box.
+  const session = await openCommands({ env: io.env, configFile: values.config });
   const banner = session.banner.replace(/\n?$/, "\n") + HINT;
 
   const stop = new AbortController();

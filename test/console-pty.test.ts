@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { Broker } from "./helpers/mosquitto";
+import { Broker, freePort } from "./helpers/mosquitto";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "dist/sharenode.js");
@@ -336,8 +336,11 @@ describe("the built bundle: sharenode console beside a running daemon", () => {
 });
 
 describe("the built bundle: sharenode selftest (for scripts: the OTA pipeline, the ARM check)", () => {
-  it("exits 0 when every check passes against a real broker, 1 naming the failed check otherwise", async () => {
-    const broker = await Broker.start();
+  it("exits 0 when every check passes against a real broker (mqtt:// and ws://), 1 naming the failed check otherwise", async () => {
+    // A WebSocket listener too: the bundle's ws:// path runs on Node's streams (agent/tsup.config.mjs aliases
+    // mqtt.js's readable-stream to them), and only a bundle test covers that.
+    const wsPort = await freePort();
+    const broker = await Broker.start({ config: ["allow_anonymous true", `listener ${wsPort} 127.0.0.1`, "protocol websockets", "allow_anonymous true"] });
     cleanups.push(() => void broker.stop());
     const env = { ...process.env, SHARENODE_STATE: join(work, "selftest-state"), SHARENODE_DATA: join(work, "selftest-data") };
     // The device key the broker check subscribes with: created by any command that needs it.
@@ -356,6 +359,9 @@ describe("the built bundle: sharenode selftest (for scripts: the OTA pipeline, t
     expect(good.out).toMatch(/^PASS +data disk write\/read /m);
     expect(good.out).toMatch(/^selftest: \d+ passed, 0 failed$/m);
     expect(good.code).toBe(0);
+    const overWs = await run({ SHARENODE_BROKER: `ws://127.0.0.1:${wsPort}` });
+    expect(overWs.out).toMatch(/^PASS +broker round trip +CONNACK /m);
+    expect(overWs.code).toBe(0);
     await broker.stop();
     const bad = await run({ SHARENODE_BROKER: broker.url });
     expect(bad.out).toMatch(/^FAIL +broker round trip +connect: /m);

@@ -433,11 +433,12 @@ export class Agent {
 
   private async counters() {
     const status = this.store ? await this.store.status() : undefined;
+    const proofs = this.proofs.snapshot();
     return {
       store_objects: status?.objects ?? 0,
       store_used_bytes: status?.usedBytes ?? 0,
-      proofs_passed: this.proofs.snapshot().passed,
-      proofs_failed: this.proofs.snapshot().failed,
+      proofs_passed: proofs.passed,
+      proofs_failed: proofs.failed,
       outbox_depth: this.outbox.depth,
       outbox_bytes: this.outbox.bytes,
       reconnects: this.link.stats.reconnects,

@@ -9,14 +9,11 @@ import { defineConfig } from "tsup";
 
 const absentInNode = fileURLToPath(new URL("./link/absent-in-node.cjs", import.meta.url));
 
+const common = { format: ["esm"], target: "node20", platform: "node", splitting: false, sourcemap: false, clean: false };
+
 export default defineConfig([
   {
-    format: ["esm"],
-    target: "node20",
-    platform: "node",
-    splitting: false,
-    sourcemap: false,
-    clean: false,
+    ...common,
     entry: { sharenode: "agent/cli.ts" },
     noExternal: ["mqtt"],
     // CommonJS dependencies (mqtt.js's) call require(): give the ES module bundle one.
@@ -33,12 +30,7 @@ export default defineConfig([
     },
   },
   {
-    format: ["esm"],
-    target: "node20",
-    platform: "node",
-    splitting: false,
-    sourcemap: false,
-    clean: false,
+    ...common,
     entry: { index: "agent/index.ts", fleet: "agent/fleet/index.ts" },
     dts: { entry: { index: "agent/index.ts", fleet: "agent/fleet/index.ts" } },
   },

@@ -264,9 +264,12 @@ describe("scrub", () => {
     expect(store.has(bad.object.id)).toBe(false);
     expect(store.has(good.object.id)).toBe(true);
     expect(filesUnder("quarantine").some((f) => f.startsWith(bad.object.id))).toBe(true);
+    expect((await store.status()).quarantined).toBe(1);
     await store.stop();
     const again = await open();
     expect(again.has(bad.object.id)).toBe(false);
+    // Counted from the directory at start, not only by this process.
+    expect((await again.status()).quarantined).toBe(1);
   });
 
   it("treats a missing outboard as corrupt and a missing object file as missing", async () => {

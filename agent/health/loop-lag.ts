@@ -1,7 +1,7 @@
 // Event-loop lag, measured the only way a JavaScript thread can: a tick that should run every `tickMs` notes how
 // late it ran. A loop that is blocked runs no ticks at all, so the probe also counts how overdue the next tick is
 // right now (the consumer's own timer may fire before the tick when the loop comes back).
-import { monotonicNow, realTimers, type TimerHandle, type Timers } from "./timers.js";
+import { monotonicNow, realTimers, type HealthCheck, type TimerHandle, type Timers } from "./timers.js";
 
 export interface LoopLagOptions {
   timers?: Timers;
@@ -52,5 +52,20 @@ export class LoopLag {
     const now = this.now();
     this.worst = Math.max(this.worst, now - this.lastTick - this.tickMs);
     this.lastTick = now;
+  }
+}
+
+/**
+ * Why neither watchdog may be told the agent is alive right now: the loop ran more than `maxLagMs` late since the
+ * previous call (which starts a new period), or the composition root's check names a problem; undefined while
+ * healthy. Shared by the hardware watchdog keeper and the systemd notifier.
+ */
+export function healthProblem(lag: LoopLag | undefined, maxLagMs: number, healthy: HealthCheck): string | undefined {
+  const late = lag?.takeWorst() ?? 0;
+  if (late > maxLagMs) return `event loop ran ${(late / 1000).toFixed(1)} s late`;
+  try {
+    return healthy();
+  } catch (err) {
+    return `health check failed: ${(err as Error).message}`;
   }
 }

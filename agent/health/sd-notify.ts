@@ -18,7 +18,7 @@
 //     interval (30 s with WatchdogSec=60). At most one systemd-notify runs at a time; a WATCHDOG ping due while
 //     one runs is skipped, not queued.
 import { execFile } from "node:child_process";
-import { LoopLag } from "./loop-lag.js";
+import { healthProblem, LoopLag } from "./loop-lag.js";
 import { monotonicNow, realTimers, type HealthCheck, type HealthLog, type TimerHandle, type Timers } from "./timers.js";
 
 /** Runs `command args...`; rejects with the reason (one line) when it fails. */
@@ -129,17 +129,8 @@ export class SdNotify {
   /** One WATCHDOG=1, if the loop and the agent are healthy and no message is in flight. The timer calls it. */
   async ping(): Promise<void> {
     if (!this.socket || this.stopped || this.busy) return;
-    const lag = this.lag?.takeWorst() ?? 0;
     const maxLag = Math.min(this.options.maxLagMs ?? 5000, this.watchdogIntervalMs ?? Infinity);
-    let problem: string | undefined;
-    if (lag > maxLag) problem = `event loop ran ${(lag / 1000).toFixed(1)} s late`;
-    else {
-      try {
-        problem = this.options.healthy();
-      } catch (err) {
-        problem = `health check failed: ${(err as Error).message}`;
-      }
-    }
+    const problem = healthProblem(this.lag, maxLag, this.options.healthy);
     if (problem !== undefined) {
       if (this.skipping === undefined) this.options.log.warn(`not sending WATCHDOG=1 to systemd: ${problem}; systemd restarts the agent unless it recovers`);
       this.skipping = problem;

@@ -16,7 +16,7 @@
 // and the box resets unless something else pets. Opening fails where another process owns the device (procd on
 // OpenWrt, systemd with RuntimeWatchdogSec=): one warning, and the agent runs on without it.
 import type { Board, HardwareWatchdog } from "../../board/board.js";
-import { LoopLag } from "./loop-lag.js";
+import { healthProblem, LoopLag } from "./loop-lag.js";
 import { monotonicNow, realTimers, type HealthCheck, type HealthLog, type TimerHandle, type Timers } from "./timers.js";
 
 export interface WatchdogKeeperOptions {
@@ -132,16 +132,7 @@ export class WatchdogKeeper {
   private async petOnce(): Promise<void> {
     const watchdog = this.watchdog;
     if (!watchdog) return;
-    const lag = this.lag?.takeWorst() ?? 0;
-    let problem: string | undefined;
-    if (lag > this.maxLagMs) problem = `event loop ran ${(lag / 1000).toFixed(1)} s late`;
-    else {
-      try {
-        problem = this.options.healthy();
-      } catch (err) {
-        problem = `health check failed: ${(err as Error).message}`;
-      }
-    }
+    const problem = healthProblem(this.lag, this.maxLagMs, this.options.healthy);
     if (problem !== undefined) {
       if (this.skipping === undefined) this.options.log.warn(`not petting ${watchdog.device}: ${problem}; the box resets unless the agent recovers`);
       this.skipping = problem;

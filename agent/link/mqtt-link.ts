@@ -37,14 +37,8 @@ export interface LinkLog {
 /** The timers the link waits on (agent/util/timeouts.ts). */
 export type LinkTimers = Timeouts;
 
-export interface MqttLinkOptions {
-  /** mqtt://, mqtts://, ws:// or wss:// */
-  url: string;
-  deviceId: string;
-  /** Default: the device id. */
-  clientId?: string;
-  /** Default 5. */
-  protocolVersion?: 5 | 4;
+/** How a device proves itself to the broker; the link and the console's broker probe both use it. */
+export interface BrokerCredentials {
   username?: string;
   password?: string;
   /** PEM: the CA(s) the broker's certificate must chain to (else the system's). */
@@ -52,6 +46,27 @@ export interface MqttLinkOptions {
   /** PEM client certificate and key, for brokers that authenticate devices by certificate. */
   cert?: string;
   key?: string;
+}
+
+/** The credentials as mqtt.js options: only those given (mqtt.js treats a present `undefined` as set). */
+export function credentialOptions(c: BrokerCredentials): Pick<IClientOptions, "username" | "password" | "ca" | "cert" | "key"> {
+  return {
+    ...(c.username !== undefined ? { username: c.username } : {}),
+    ...(c.password !== undefined ? { password: c.password } : {}),
+    ...(c.ca !== undefined ? { ca: c.ca } : {}),
+    ...(c.cert !== undefined ? { cert: c.cert } : {}),
+    ...(c.key !== undefined ? { key: c.key } : {}),
+  };
+}
+
+export interface MqttLinkOptions extends BrokerCredentials {
+  /** mqtt://, mqtts://, ws:// or wss:// */
+  url: string;
+  deviceId: string;
+  /** Default: the device id. */
+  clientId?: string;
+  /** Default 5. */
+  protocolVersion?: 5 | 4;
   /** Default 60. */
   keepaliveSeconds?: number;
   /** The agent's version, announced in the state record. */
@@ -346,11 +361,7 @@ export class MqttLink extends EventEmitter<LinkEvents> {
       // about 12% of a telemetry message. Safe across reconnects because every connection is a new client with
       // fresh alias tables (reconnectPeriod 0): a replayed record is always sent with its full topic first.
       ...(this.protocolVersion === 5 ? { properties: { maximumPacketSize: o.maxIncomingPacketBytes ?? 256 * 1024 }, autoAssignTopicAlias: true } : {}),
-      ...(o.username !== undefined ? { username: o.username } : {}),
-      ...(o.password !== undefined ? { password: o.password } : {}),
-      ...(o.ca !== undefined ? { ca: o.ca } : {}),
-      ...(o.cert !== undefined ? { cert: o.cert } : {}),
-      ...(o.key !== undefined ? { key: o.key } : {}),
+      ...credentialOptions(o),
     };
     let client: MqttClient;
     try {

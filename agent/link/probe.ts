@@ -5,17 +5,12 @@
 import { connect, type IClientOptions, type MqttClient } from "mqtt";
 import { randomBytes } from "node:crypto";
 import { topicsFor } from "../protocol/topics.js";
+import { credentialOptions, type BrokerCredentials } from "./mqtt-link.js";
 
-export interface ProbeOptions {
+export interface ProbeOptions extends BrokerCredentials {
   url: string;
   deviceId: string;
   protocolVersion?: 5 | 4;
-  username?: string;
-  password?: string;
-  /** PEM texts, as for MqttLink. */
-  ca?: string;
-  cert?: string;
-  key?: string;
   /** The whole probe gives up after this (default 5000 ms). */
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -43,11 +38,7 @@ export async function probeBroker(options: ProbeOptions): Promise<ProbeResult> {
     connectTimeout: timeoutMs,
     reconnectPeriod: 0,
     resubscribe: false,
-    ...(options.username !== undefined ? { username: options.username } : {}),
-    ...(options.password !== undefined ? { password: options.password } : {}),
-    ...(options.ca !== undefined ? { ca: options.ca } : {}),
-    ...(options.cert !== undefined ? { cert: options.cert } : {}),
-    ...(options.key !== undefined ? { key: options.key } : {}),
+    ...credentialOptions(options),
   };
   const started = performance.now();
   let client: MqttClient;

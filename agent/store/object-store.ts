@@ -122,6 +122,7 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
   private log!: RecordLog;
   private live = new Map<string, IndexEntry>();
   private usedBytes = 0;
+  private quarantinedCount = 0;
   private blockSize = 4096;
   private closed = false;
   private nearQuotaSignalled = false;
@@ -150,6 +151,8 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
     });
     const opened = await RecordLog.open(paths.index);
     this.log = opened.log;
+    // Counted once here, then by quarantine(): status() runs every telemetry round and lists no directory.
+    this.quarantinedCount = await countQuarantined(this.config.dataDir);
     if (opened.recovery) this.emit("recovered", { message: `index.log: dropped a torn tail of ${opened.recovery.droppedBytes} bytes (${opened.recovery.reason})` });
     const records = opened.records.map(decodeRecord);
     this.logRecords = records.length;
@@ -202,7 +205,7 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
       availableBytes: await this.diskAvailable(),
       pinned,
       reserveBytes: this.config.reserveBytes,
-      quarantined: await countQuarantined(this.config.dataDir),
+      quarantined: this.quarantinedCount,
     };
   }
 
@@ -408,7 +411,7 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
       this.live.delete(id);
       this.usedBytes -= footprint(entry.length, this.blockSize);
       const stamp = `${id}.${this.clock.now()}`;
-      await rename(this.objectPath(id), join(this.paths.quarantine, stamp)).catch(() => {});
+      if (await rename(this.objectPath(id), join(this.paths.quarantine, stamp)).then(() => true, () => false)) this.quarantinedCount++;
       await rename(this.outboardPath(id), join(this.paths.quarantine, stamp + ".obao")).catch(() => {});
       await fsyncDir(this.paths.quarantine).catch(() => {});
       this.emit("object-removed", { id, reason: "corrupt" });

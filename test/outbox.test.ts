@@ -4,7 +4,7 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { appendFileSync, chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync } from "node:fs";
+import { appendFileSync, chmodSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, truncateSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -444,14 +444,23 @@ describe("Outbox against mosquitto", () => {
     const topic = `sharenode/v1/${id}/events`;
     const received: Received[] = [];
     let consumerOut = "";
+    // The consumer writes to a file, not a pipe to this process: a pipe fills whenever this busy test process
+    // reads late, mosquitto_sub then stops reading its socket, and mosquitto holds acknowledged records in its own
+    // memory, where the SIGKILL loses them (case 1 above). A file never pushes back.
+    const consumerFile = join(work, `consumer-${id.slice(0, 8)}.out`);
+    const consumerFd = openSync(consumerFile, "w+");
     const consumer = spawn("mosquitto_sub", ["-h", "127.0.0.1", "-p", String(broker.port), "-t", topic, "-q", "1", "-c", "-i", `consumer-${id.slice(0, 8)}`, "-k", "5"], {
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: ["ignore", consumerFd, "pipe"],
     });
-    cleanups.push(() => void consumer.kill("SIGKILL"));
     let consumerErr = "";
-    consumer.stderr.on("data", (d: Buffer) => (consumerErr += d.toString()));
-    consumer.stdout.on("data", (d: Buffer) => {
-      consumerOut += d.toString();
+    consumer.stderr!.on("data", (d: Buffer) => (consumerErr += d.toString()));
+    let readAt = 0;
+    const chunk = Buffer.alloc(1 << 20);
+    const drain = () => {
+      for (let n; (n = readSync(consumerFd, chunk, 0, chunk.length, readAt)) > 0; ) {
+        readAt += n;
+        consumerOut += chunk.toString("utf8", 0, n);
+      }
       const lines = consumerOut.split("\n");
       consumerOut = lines.pop()!;
       for (const text of lines) {
@@ -459,6 +468,12 @@ describe("Outbox against mosquitto", () => {
         if (typeof msg.seq === "number") received.push({ seq: msg.seq, text });
         else received.push({ seq: -1, text });
       }
+    };
+    const draining = setInterval(drain, 5);
+    cleanups.push(() => {
+      clearInterval(draining);
+      consumer.kill("SIGKILL");
+      closeSync(consumerFd);
     });
     // The consumer is subscribed once a probe gets through; then let an autosave record its session.
     const probe = await connectAsync(broker.url, { reconnectPeriod: 0 });

@@ -274,44 +274,6 @@ describe("MqttLink against mosquitto", () => {
     expect(commands[0]).toBe(`sharenode/v1/${id}/cmd/ping p`);
   });
 
-  it("sends a topic once per connection and then its MQTT 5 alias; after a reconnect the full topic again", async () => {
-    // A relay that records what the device sends: the topic's bytes must appear once per connection.
-    const upstream: Buffer[] = [];
-    const sockets: Socket[] = [];
-    const relay: Server = createServer((client) => {
-      const target = netConnect({ host: "127.0.0.1", port: Number(new URL(broker.url).port) });
-      sockets.push(client, target);
-      client.on("data", (d: Buffer) => upstream.push(d));
-      client.pipe(target);
-      target.pipe(client);
-      client.on("error", () => target.destroy());
-      target.on("error", () => client.destroy());
-    });
-    await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
-    cleanups.push(() => new Promise<void>((resolve) => relay.close(() => resolve())));
-    const id = newDeviceId();
-    const topic = `sharenode/v1/${id}/telemetry`;
-    const link = makeLink(id, { url: `mqtt://127.0.0.1:${(relay.address() as { port: number }).port}` });
-    const fleet = await watch(topic);
-    const up = nextEvent(link, "connected");
-    await link.start();
-    await up;
-    const count = (needle: string) => Buffer.concat(upstream).toString("latin1").split(needle).length - 1;
-    for (let i = 1; i <= 5; i++) await link.publish(topic, `{"seq":${i}}`, { qos: 1, retain: false });
-    expect(count(topic)).toBe(1);
-    // Drop the connection under the link: the new client must not reuse the old alias table.
-    const down = nextEvent(link, "disconnected");
-    const again = nextEvent(link, "connected");
-    for (const s of sockets) s.destroy();
-    await down;
-    await again;
-    for (let i = 6; i <= 8; i++) await link.publish(topic, `{"seq":${i}}`, { qos: 1, retain: false });
-    expect(count(topic)).toBe(2);
-    // The broker resolved every alias: the fleet sees full topics, all eight messages.
-    await waitFor("eight messages", () => fleet.seen.filter((m) => m.topic === topic).length === 8);
-    expect(fleet.seen.map((m) => m.json.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
-  });
-
   it("refuses to publish on a topic with + or #, or while not connected", async () => {
     const id = newDeviceId();
     const link = makeLink(id);

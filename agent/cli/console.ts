@@ -7,6 +7,7 @@ import type { Readable, Writable } from "node:stream";
 import { isatty, ReadStream as TtyReadStream } from "node:tty";
 import { promisify } from "node:util";
 import type { ConsoleCommand } from "../console/command-api.js";
+import { runBatch } from "../console/batch.js";
 import { runShell, type ShellEnd } from "../console/shell.js";
 import { CliError, parseCommandArgs, systemErrorText, usageError, type CliIo, type Command } from "./io.js";
 
@@ -19,6 +20,12 @@ Without --tty it runs on this terminal (raw mode, restored when it ends). With -
 with stty (RATE baud, 8 data bits, no parity, 1 stop bit, raw, no echo, no XON/XOFF, no modem control) and
 serves it like a getty: after a hangup it opens the device again and waits for the next person; exit or
 Ctrl-D ends the process (the service manager starts it again).
+
+With its input from a pipe or a file (and no --tty) it runs one command per input line, in order, with no
+banner, prompt or echo, for scripts: errors go to stderr ("error: line N: ..."), blank lines and lines
+starting with # are skipped, a question (reboot, factory-reset) is answered by the next line, and the exit
+status is 1 if any line failed:
+  printf 'status\ndisks\nlog 200\n' | sharenode console > report.txt
 
 Options:
   -t, --tty DEVICE     serve this serial line (e.g. /dev/ttyAML0) instead of this terminal
@@ -74,6 +81,9 @@ export async function runConsole(args: string[], io: CliIo, openCommands: OpenCo
   const signals = ["SIGTERM", "SIGINT", "SIGHUP"] as const;
   for (const s of signals) process.on(s, onSignal);
   try {
+    if (values.tty === undefined && (io.stdin as { isTTY?: boolean }).isTTY !== true) {
+      return await runBatch({ input: io.stdin, output: io.stdout, errors: io.stderr, commands: session.commands, signal: stop.signal });
+    }
     if (values.tty === undefined) {
       await serveTerminal(io, session.commands, banner, stop.signal);
       return 0;

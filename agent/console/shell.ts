@@ -232,7 +232,7 @@ class Shell {
     if (name === "exit" || name === "quit") return "exit";
     if (name === "help") return void this.help(args);
     const command = this.commands.get(name);
-    if (!command) return void this.print(`error: unknown command "${clip(name)}" (type help)\n`);
+    if (!command) return void this.print(`error: ${unknownCommand(name)}\n`);
 
     const controller = new AbortController();
     this.running = controller;
@@ -271,19 +271,11 @@ class Shell {
   }
 
   private help(args: string[]): void {
-    const rows: [string, string][] = [...this.commands.values()].map((c) => [`${c.name} ${c.args}`.trim(), c.summary]);
-    rows.push(["help [COMMAND]", "list the commands, or show one"], ["exit", "leave the console (also quit, Ctrl-D)"]);
-    if (args.length > 0) {
-      const row = rows.find(([usage]) => usage.split(" ")[0] === args[0]);
-      if (!row) return this.print(`error: unknown command "${clip(args[0])}" (type help)\n`);
-      return this.print(`${row[0]}  ${row[1]}\n`);
+    try {
+      this.print(commandHelp(this.commands.values(), args) + (args.length === 0 ? KEYS_HELP : ""));
+    } catch (err) {
+      this.printError(err);
     }
-    const width = Math.max(...rows.map(([usage]) => usage.length));
-    this.print(
-      "Commands:\n" +
-        rows.map(([usage, summary]) => `  ${usage.padEnd(width)}  ${summary}\n`).join("") +
-        "Keys: Up/Down recall lines, Ctrl-C cancels a line or stops a command, Ctrl-L clears the screen.\n",
-    );
   }
 
   // --- output ---
@@ -318,7 +310,7 @@ class Shell {
 }
 
 /** Replaces control characters (C0 but tab and, when `lines`, newline; DEL; C1) with "?". */
-function sanitize(text: string, lines = false): string {
+export function sanitize(text: string, lines = false): string {
   return text.replace(lines ? /[\x00-\x08\x0b-\x1f\x7f-\x9f]/g : /[\x00-\x1f\x7f-\x9f]/g, (c) => (c === "\r" ? "" : "?"));
 }
 
@@ -350,4 +342,26 @@ export function splitWords(line: string): string[] {
   if (quote) throw new ConsoleError(`unterminated ${quote === "'" ? "single" : "double"} quote`);
   if (word !== undefined) words.push(word);
   return words;
+}
+
+const KEYS_HELP = "Keys: Up/Down recall lines, Ctrl-C cancels a line or stops a command, Ctrl-L clears the screen.\n";
+
+/**
+ * `help` (every command, one line each) or `help COMMAND`, for the shell and the batch runner (batch.ts);
+ * an unknown COMMAND is a ConsoleError.
+ */
+export function commandHelp(commands: Iterable<ConsoleCommand>, args: readonly string[]): string {
+  const rows: [string, string][] = [...commands].map((c) => [`${c.name} ${c.args}`.trim(), c.summary]);
+  rows.push(["help [COMMAND]", "list the commands, or show one"], ["exit", "leave the console (also quit, Ctrl-D)"]);
+  if (args.length > 0) {
+    const row = rows.find(([usage]) => usage.split(" ")[0] === args[0]);
+    if (!row) throw new ConsoleError(unknownCommand(args[0]!));
+    return `${row[0]}  ${row[1]}\n`;
+  }
+  const width = Math.max(...rows.map(([usage]) => usage.length));
+  return "Commands:\n" + rows.map(([usage, summary]) => `  ${usage.padEnd(width)}  ${summary}\n`).join("");
+}
+
+export function unknownCommand(name: string): string {
+  return `unknown command "${clip(name)}" (type help)`;
 }

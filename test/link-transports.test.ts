@@ -1,6 +1,6 @@
 // The MQTT link over every transport a device may be configured for, against one real mosquitto with a listener
 // per transport (per_listener_settings): mqtts:// with a CA the test makes, mqtts:// with a client certificate the
-// broker requires, ws://, and username/password over mqtt://. On each the link connects, its retained birth
+// broker requires, ws://, wss:// with that CA, and username/password over mqtt://. On each the link connects, its retained birth
 // reaches a subscriber (on the plain listener: one broker behind all of them) and a command reaches its handler.
 // Each transport has a negative control that must fail the same way a misconfigured device would: no CA (so
 // verification is on), no or a foreign client certificate, the wrong framing on the WebSocket port, a wrong
@@ -25,7 +25,7 @@ const PASSWORD = "pw-right";
 
 let work = "";
 let broker: Broker;
-const ports = { tls: 0, mtls: 0, ws: 0, pw: 0 };
+const ports = { tls: 0, mtls: 0, ws: 0, wss: 0, pw: 0 };
 const pem: Record<string, string> = {};
 const cleanups: (() => Promise<unknown> | void)[] = [];
 
@@ -76,6 +76,7 @@ beforeAll(async () => {
   ports.tls = await freePort();
   ports.mtls = await freePort();
   ports.ws = await freePort();
+  ports.wss = await freePort();
   ports.pw = await freePort();
   const tls = ["cafile {dir}/ca.crt", "certfile {dir}/server.crt", "keyfile {dir}/server.key"];
   broker = await Broker.start({
@@ -86,6 +87,7 @@ beforeAll(async () => {
       `listener ${ports.tls} 127.0.0.1`, ...tls, "allow_anonymous true",
       `listener ${ports.mtls} 127.0.0.1`, ...tls, "require_certificate true", "use_identity_as_username true", "allow_anonymous false",
       `listener ${ports.ws} 127.0.0.1`, "protocol websockets", "allow_anonymous true",
+      `listener ${ports.wss} 127.0.0.1`, "protocol websockets", ...tls, "allow_anonymous true",
       `listener ${ports.pw} 127.0.0.1`, "allow_anonymous false", "password_file {dir}/passwd",
       // The helper writes files 0600 into root's 0700 temp directory; mosquitto started as root would drop to
       // the user "mosquitto" before reading them: stay the user the test runs as (as acl.test.ts does).
@@ -237,6 +239,13 @@ describe("MqttLink transports against mosquitto", () => {
     await expectRefused(`ws://127.0.0.1:${broker.port}`, { connectTimeoutMs: 1000 }, /ECONNRESET|socket hang up|Unexpected server response|connection closed|timeout/i);
   }, CASE_MS);
 
+  it("wss://: WebSocket over TLS, verified against the configured CA; without that CA it never connects", async () => {
+    const url = `wss://127.0.0.1:${ports.wss}`;
+    await expectWorks(url, { ca: pem["ca.crt"] });
+    await expectRefused(url, {}, UNTRUSTED);
+    await expectRefused(url, { ca: pem["rogue-ca.crt"] }, UNTRUSTED);
+  }, CASE_MS);
+
   it("mqtt:// with username and password against allow_anonymous false; a wrong password or none is refused", async () => {
     const url = `mqtt://127.0.0.1:${ports.pw}`;
     await expectWorks(url, { username: "device", password: PASSWORD });
@@ -245,10 +254,9 @@ describe("MqttLink transports against mosquitto", () => {
     await expectRefused(url, {}, /^Connection refused: Not authorized$/);
   }, CASE_MS);
 
-  // KNOWN BUG (fails until agent/link/mqtt-link.ts is fixed): the link logs err.message verbatim. Node's TLS
-  // errors for an alert from the peer are OpenSSL's error-queue text, which ends in a newline ("...:SSL alert
-  // number 116\n"), so the "connection attempt N ... failed (...)" info line (and the "disconnected" reason) spans
-  // two lines: a line-oriented log (journald, syslog) gets a stray ")" line per attempt.
+  // Node's TLS errors for an alert from the peer are OpenSSL's error-queue text, which ends in a newline ("...:SSL
+  // alert number 116\n"): logged verbatim, a line-oriented log (journald, syslog) would get a stray ")" line per
+  // attempt. The link flattens it (agent/link/mqtt-link.ts).
   it("reports a refused TLS handshake on one log line", async () => {
     const url = `mqtts://127.0.0.1:${ports.mtls}`;
     const reasons = [

@@ -39,6 +39,8 @@ export interface AgentDeps {
 
 /** A telemetry round (collect, then enqueue) running longer than this means a hung disk or filesystem. */
 const TELEMETRY_STUCK_MS = 120_000;
+/** When the first telemetry round runs after start, if the interval is longer. */
+const FIRST_TELEMETRY_MS = 5_000;
 
 /** Why the store is not running, for `status` and telemetry; undefined when it runs. */
 interface StoreRefusal {
@@ -176,7 +178,11 @@ export class Agent {
     });
     await this.collector.start();
     await this.startResources();
-    this.every(config.link.telemetryIntervalSeconds * 1000, () => this.publishTelemetry());
+    const telemetryMs = config.link.telemetryIntervalSeconds * 1000;
+    // One early round: a box that has just started shows its numbers (fleet watch, the exporter) within seconds
+    // rather than a whole interval later; a few seconds give cpu_pct ticks to measure.
+    if (telemetryMs > FIRST_TELEMETRY_MS) this.after(FIRST_TELEMETRY_MS, () => this.publishTelemetry());
+    this.every(telemetryMs, () => this.publishTelemetry());
     if (this.store && config.store.scrubBytesPerSecond > 0) this.scheduleScrub(this.store);
     await this.startControl();
     await this.startSupervision();
@@ -407,6 +413,13 @@ export class Agent {
 
   private every(ms: number, fn: () => unknown): void {
     const t = setInterval(() => void Promise.resolve().then(fn).catch((err: Error) => this.log.error(err.message)), ms);
+    t.unref();
+    this.timers.push(t);
+  }
+
+  private after(ms: number, fn: () => unknown): void {
+    // Kept with the intervals: stop() clears both (clearInterval clears a timeout too).
+    const t = setTimeout(() => void Promise.resolve().then(fn).catch((err: Error) => this.log.error(err.message)), ms);
     t.unref();
     this.timers.push(t);
   }

@@ -36,7 +36,6 @@ function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
     SHARENODE_DATA: join(work, "data"),
     SHARENODE_FLEET_KEY: fleet.publicKeyHex,
     SHARENODE_ALLOW_SYSTEM_DISK: "true",
-    SHARENODE_TELEMETRY_INTERVAL: "10",
     // The sim board: a test must never arm this machine's own /dev/watchdog (a SIGKILLed agent would reset it).
     SHARENODE_BOARD: "sim",
     // The test broker takes anonymous clients; the password is here to show that it never leaks.
@@ -111,14 +110,16 @@ describe("sharenode run", () => {
     await late.endAsync();
   });
 
-  it("publishes telemetry: a flat object of numbers with a sequence number", async () => {
-    const message = await waitFor("telemetry", () => inbox.find((m) => m.topic === topicsFor(deviceId).telemetry), 25_000);
+  it("publishes telemetry, the first round seconds after start at the default 60 s interval: a flat object of numbers with a sequence number", async () => {
+    // 30 s after the device id was logged at most: well inside the first regular round at 60 s.
+    const message = await waitFor("telemetry", () => inbox.find((m) => m.topic === topicsFor(deviceId).telemetry), 30_000);
     const t = JSON.parse(message.payload.toString()) as Record<string, unknown>;
     for (const [k, v] of Object.entries(t)) expect(typeof v, k).toBe("number");
-    for (const k of ["seq", "ts", "uptime_s", "mem_total_bytes", "store_objects", "outbox_depth", "reconnects", "throttled"]) expect(t).toHaveProperty(k);
+    for (const k of ["seq", "ts", "uptime_s", "cpu_pct", "mem_total_bytes", "store_objects", "outbox_depth", "reconnects", "throttled"]) expect(t).toHaveProperty(k);
+    expect(t.seq).toBe(1);
     // The sim board's zone reads 45 °C: not throttled.
     expect(t.throttled).toBe(0);
-  }, 30_000);
+  }, 35_000);
 
   it("answers a signed ping, and refuses forged, replayed, expired, malformed, unknown and oversized commands", async () => {
     const ok = await command("ping", sign("ping"));

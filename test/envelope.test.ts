@@ -202,8 +202,20 @@ describe("commands: every failure code", () => {
     expect(expectFailure(openCommand(command({ deviceId: otherDevice.deviceId }), options()), "wrong-device", NONCE)).toContain(otherDevice.deviceId);
     expect(expectFailure(openCommand(command({ cmd: "status" }), options()), "wrong-command", NONCE)).toMatch(/"status".*"ping"/);
     expectFailure(openCommand(command(), options({ topicCmd: undefined })), "wrong-command", NONCE);
-    expectFailure(openCommand(command({ exp: T0 - 5 }), options()), "expired", NONCE);
-    expectFailure(openCommand(command({ exp: T0 + 600_001 }), options()), "too-far-ahead", NONCE);
+    expect(expectFailure(openCommand(command({ exp: T0 - 5 }), options()), "expired", NONCE)).toBe(
+      "command expired at 2025-12-31T23:59:59.995Z, 5 ms before the device's clock (2026-01-01T00:00:00.000Z)",
+    );
+    expect(expectFailure(openCommand(command({ exp: T0 + 600_001 }), options()), "too-far-ahead", NONCE)).toBe(
+      "command expires at 2026-01-01T00:10:00.001Z, 600001 ms after the device's clock (2026-01-01T00:00:00.000Z); at most 600000 ms ahead is allowed",
+    );
+  });
+
+  it("a box still on its 1970 boot clock is told so in the refusal; an exp beyond Date's range still reads", () => {
+    const bootClock = 42_000; // 42 s after power-on, before NTP answered
+    const reason = expectFailure(openCommand(command({ exp: T0 + 60_000 }), options({ now: bootClock })), "too-far-ahead", NONCE);
+    expect(reason).toMatch(/^command expires at 2026-01-01T00:01:00\.000Z, \d+ ms after the device's clock \(1970-01-01T00:00:42\.000Z\); at most 600000 ms ahead is allowed; the device's clock looks unset/);
+    const far = Number.MAX_SAFE_INTEGER;
+    expect(expectFailure(openCommand(command({ exp: far }), options()), "too-far-ahead", NONCE)).toMatch(new RegExp(`^command expires at ${far} ms, `));
   });
 
   it("checks in the README's order: signature before device, device before command, command before expiry", () => {

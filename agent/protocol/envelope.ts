@@ -183,13 +183,32 @@ export function openCommand(payload: unknown, options: OpenCommandOptions): Open
 
     if (body.deviceId !== deviceId) return fail("wrong-device", `command is for device ${body.deviceId as string}, not ${deviceId}`);
     if (cmd !== topicCmd) return fail("wrong-command", `command ${describeValue(cmd)} arrived on the topic of ${describeValue(topicCmd)}`);
-    if (exp <= now) return fail("expired", `command expired at ${exp}, ${now - exp} ms ago`);
-    if (exp - now > maxAheadMs) return fail("too-far-ahead", `command expires ${exp - now} ms from now, more than the ${maxAheadMs} ms allowed`);
+    if (exp <= now) return fail("expired", `command expired at ${clockText(exp)}, ${now - exp} ms before the device's clock (${clockText(now)})${clockHint(now)}`);
+    if (exp - now > maxAheadMs) {
+      return fail("too-far-ahead", `command expires at ${clockText(exp)}, ${exp - now} ms after the device's clock (${clockText(now)}); at most ${maxAheadMs} ms ahead is allowed${clockHint(now)}`);
+    }
     return { ok: true, command: { cmd, args, nonce, exp } };
   } catch (err) {
     // Bytes from the wire cannot get here; a hostile object (a Proxy, a throwing getter) can.
     return fail("malformed", `command could not be read: ${errorLine(err)}`);
   }
+}
+
+/**
+ * Before this instant the device's clock cannot be right: no build of the agent is older. Boxes without a
+ * battery-backed clock boot in 1970 and refuse every command as too far ahead until NTP answers; the refusal says
+ * so, because the fleet operator reading it cannot see the box's clock otherwise.
+ */
+const CLOCK_PLAUSIBLE_FROM = Date.UTC(2025, 0, 1);
+
+function clockHint(now: number): string {
+  return now < CLOCK_PLAUSIBLE_FROM ? "; the device's clock looks unset (boxes without a battery-backed clock start in 1970 until NTP answers)" : "";
+}
+
+/** Epoch milliseconds as ISO 8601 UTC, or the bare number when Date cannot show it. */
+function clockText(ms: number): string {
+  const date = new Date(ms);
+  return Number.isNaN(date.getTime()) ? `${ms} ms` : date.toISOString();
 }
 
 // --- replies ----------------------------------------------------------------------------------------------------

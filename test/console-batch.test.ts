@@ -111,6 +111,9 @@ describe("the console's batch runner", () => {
     const b = await batch("say 1\nexit\nsay 2\n");
     expect(await b.status).toBe(0);
     expect(b.log).toEqual(["say 1"]);
+    const q = await batch("say 3\nquit\nsay 4\n");
+    expect(await q.status).toBe(0);
+    expect(q.log).toEqual(["say 3"]);
   });
 
   it("a line over the limit is refused without being kept; the next line runs", async () => {

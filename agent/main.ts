@@ -412,16 +412,21 @@ export class Agent {
   }
 
   private every(ms: number, fn: () => unknown): void {
-    const t = setInterval(() => void Promise.resolve().then(fn).catch((err: Error) => this.log.error(err.message)), ms);
+    this.keepTimer(setInterval(this.logFailures(fn), ms));
+  }
+
+  private after(ms: number, fn: () => unknown): void {
+    this.keepTimer(setTimeout(this.logFailures(fn), ms));
+  }
+
+  /** stop() clears every kept timer (clearInterval clears a timeout too); none keeps the process alive. */
+  private keepTimer(t: NodeJS.Timeout): void {
     t.unref();
     this.timers.push(t);
   }
 
-  private after(ms: number, fn: () => unknown): void {
-    // Kept with the intervals: stop() clears both (clearInterval clears a timeout too).
-    const t = setTimeout(() => void Promise.resolve().then(fn).catch((err: Error) => this.log.error(err.message)), ms);
-    t.unref();
-    this.timers.push(t);
+  private logFailures(fn: () => unknown): () => void {
+    return () => void Promise.resolve().then(fn).catch((err: Error) => this.log.error(err.message));
   }
 
   private async event(body: Record<string, unknown>): Promise<void> {

@@ -7,7 +7,7 @@
 // A command's question (ConsoleIo.ask: the typed word before reboot or factory-reset) is answered by the next
 // input line, so a script confirms deliberately, in writing; at the end of the input it is unanswered.
 import type { Readable, Writable } from "node:stream";
-import { ConsoleError, type ConsoleCommand, type ConsoleIo } from "./command-api.js";
+import type { ConsoleCommand, ConsoleIo } from "./command-api.js";
 import { commandHelp, sanitize, splitWords, unknownCommand } from "./shell.js";
 
 export interface BatchOptions {
@@ -87,14 +87,10 @@ export async function runBatch(options: BatchOptions): Promise<number> {
           if (!active) return undefined;
           output.write(sanitize(question, true));
           const answer = await Promise.race([lines.next(), stopped.then(() => undefined)]);
-          if (answer === undefined || answer.done) {
-            output.write("\n");
-            return undefined;
-          }
-          lineNumber++;
-          const text = answer.value === TOO_LONG ? "" : answer.value;
           output.write("\n");
-          return text;
+          if (answer === undefined || answer.done) return undefined;
+          lineNumber++;
+          return answer.value === TOO_LONG ? "" : answer.value;
         },
         signal: controller.signal,
         columns: undefined,
@@ -104,7 +100,7 @@ export async function runBatch(options: BatchOptions): Promise<number> {
         if (outcome && outcome.ok === false) failed = true;
       } catch (err) {
         if (!(controller.signal.aborted && (err as Error)?.name === "AbortError")) {
-          fail(err instanceof ConsoleError || err instanceof Error ? err.message : String(err));
+          fail(err instanceof Error ? err.message : String(err));
         }
       } finally {
         active = false;

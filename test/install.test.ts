@@ -381,18 +381,24 @@ describe("the service definitions", () => {
     expect(unit.Install.WantedBy).toEqual(["multi-user.target"]);
   });
 
-  it("systemd-analyze verify accepts the installed unit and its drop-in (paths moved into the temporary root)", () => {
-    // A missing tool fails, never skips: .ci/run installs Debian's systemd (for systemd-analyze).
+  /**
+   * For systemd-analyze verify (a missing tool fails, never skips: .ci/run installs Debian's systemd): a fresh
+   * install into a temporary root, a stand-in node there (verify checks that ExecStart's program is executable),
+   * and the text of `unit` with its absolute paths moved into the root (not yet written back).
+   */
+  function installedForVerify(unit: string): { root: string; unitPath: string; moved: string } {
     if (spawnSync("systemd-analyze", ["--version"]).status !== 0) throw new Error("systemd-analyze is not installed: apt-get install systemd");
     const root = newRoot();
     installOk(root, "--bundle", bundle("v1"), ...FIRST);
-    // verify checks that ExecStart's program exists and is executable: a stand-in node inside the root, and
-    // the unit's absolute paths moved there.
     mkdirSync(join(root, "usr/bin"), { recursive: true });
     writeFileSync(join(root, "usr/bin/node"), "#!/bin/sh\nexit 0\n", { mode: 0o755 });
-    const dir = join(root, "etc/systemd/system");
-    const unitPath = join(dir, "sharenode.service");
+    const unitPath = join(root, "etc/systemd/system", unit);
     const moved = readFileSync(unitPath, "utf8").replace(/(?<==|\s)\/(usr\/bin|opt\/sharenode|etc\/sharenode)\//g, `${root}/$1/`);
+    return { root, unitPath, moved };
+  }
+
+  it("systemd-analyze verify accepts the installed unit and its drop-in (paths moved into the temporary root)", () => {
+    const { root, unitPath, moved } = installedForVerify("sharenode.service");
     expect(moved).toContain(`ExecStart=${root}/usr/bin/node ${root}/opt/sharenode/current/sharenode.js run --config ${root}/etc/sharenode/config.json`);
     writeFileSync(unitPath, moved);
     const r = spawnSync("systemd-analyze", ["verify", "--man=no", unitPath], { encoding: "utf8" });
@@ -429,14 +435,8 @@ describe("the service definitions", () => {
   });
 
   it("systemd-analyze verify accepts an instance of the console's template (sharenode-console@ttyAML0)", () => {
-    if (spawnSync("systemd-analyze", ["--version"]).status !== 0) throw new Error("systemd-analyze is not installed: apt-get install systemd");
-    const root = newRoot();
-    installOk(root, "--bundle", bundle("v1"), ...FIRST);
-    mkdirSync(join(root, "usr/bin"), { recursive: true });
-    writeFileSync(join(root, "usr/bin/node"), "#!/bin/sh\nexit 0\n", { mode: 0o755 });
+    const { root, unitPath: template, moved } = installedForVerify("sharenode-console@.service");
     const dir = join(root, "etc/systemd/system");
-    const template = join(dir, "sharenode-console@.service");
-    const moved = readFileSync(template, "utf8").replace(/(?<==|\s)\/(usr\/bin|opt\/sharenode|etc\/sharenode)\//g, `${root}/$1/`);
     expect(moved).toContain(`ExecStart=${root}/usr/bin/node ${root}/opt/sharenode/current/sharenode.js console --tty /dev/%I`);
     writeFileSync(template, moved);
     // Only the template is on disk: systemd instantiates it for the name, as `systemctl enable` would.

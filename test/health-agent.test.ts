@@ -1,4 +1,4 @@
-// The health features wired into the agent (agent/main.ts), in-process against a real mosquitto: the sim board
+// The health features wired into the agent (agent/agent.ts), in-process against a real mosquitto: the sim board
 // opened by the agent itself (its LED files, its watchdog file, a simulated hot CPU), READY/STATUS/STOPPING through
 // the real systemd-notify into a socket (socat); and a board with nothing working (no LED, no thermal zone, no
 // watchdog) plus a refused store: the agent still starts, reports, and shows "error".
@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openBoard } from "../board/board";
 import { HostPaths } from "../board/host-paths";
 import { loadConfig } from "../agent/config/config";
-import { Agent } from "../agent/main";
+import { Agent } from "../agent/agent";
 import { LogHub } from "../agent/util/log";
 import { Broker } from "./helpers/mosquitto";
 

@@ -1,8 +1,8 @@
-// `sharenode run`: the device agent (agent/main.ts) in the foreground, until SIGTERM or SIGINT.
+// `sharenode run`: the device agent (agent/agent.ts) in the foreground, until SIGTERM or SIGINT.
 import { HostPaths } from "../../board/host-paths.js";
 import { version } from "../../package.json";
 import { ConfigError, loadConfig } from "../config/config.js";
-import { Agent } from "../main.js";
+import { Agent } from "../agent.js";
 import { LogHub } from "../util/log.js";
 import { CliError, parseCommandArgs, type CliIo, type Command } from "./io.js";
 

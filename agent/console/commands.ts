@@ -35,7 +35,7 @@ import {
 } from "./local-state.js";
 import { brokerEndpoint, checkReachability, interfaceLines, readDefaultRoutes, readDnsServers, type Step } from "./net-check.js";
 import { defaultSystemActions, describePlan, executePlan, planReset, type SystemActions } from "./reset.js";
-import { brokerCheck, diskCheck, kernelChecks, type CheckResult } from "./selftest.js";
+import { brokerCheck, diskCheck, kernelChecks, type CheckResult } from "./self-checks.js";
 
 export type { SystemActions } from "./reset.js";
 

@@ -14,7 +14,7 @@
 // connection is closed; a line that is not JSON gets `malformed` and the connection stays open. Nothing a client
 // sends can take the daemon down: every handler failure is an `internal` error reply.
 //
-// The server does no work of its own: the composition root (agent/main.ts) hands it the handlers.
+// The server does no work of its own: the composition root (agent/agent.ts) hands it the handlers.
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { chmod, lstat, unlink } from "node:fs/promises";
 import { join } from "node:path";
@@ -65,7 +65,7 @@ export interface ControlHandlers {
 
 /**
  * The fields of the daemon's status the console shows; all optional, so an older or newer daemon still shows
- * what it has (agent/main.ts status()).
+ * what it has (agent/agent.ts status()).
  */
 export interface DaemonStatus {
   deviceId?: string;

@@ -52,7 +52,7 @@ export const COUNTER_FIELDS = [
 export type CounterField = (typeof COUNTER_FIELDS)[number];
 export type TelemetryCounters = Partial<Record<CounterField, number>>;
 
-/** A feature's counters, as main.ts wires them: `{ telemetryCounters: () => ({ reconnects: link.reconnects }) }`. */
+/** A feature's counters, as agent.ts wires them: `{ telemetryCounters: () => ({ reconnects: link.reconnects }) }`. */
 export interface TelemetryCounterSource {
   telemetryCounters(): TelemetryCounters | Promise<TelemetryCounters>;
 }
@@ -71,7 +71,7 @@ export interface TelemetryCollectorOptions {
   /** Told when a counter source throws (its fields are then left out of that message). */
   onSourceError?: (error: unknown) => void;
   /**
-   * The temperature that telemetry reports: the board's (main.ts passes Board.readTemperatureC, the same figure
+   * The temperature that telemetry reports: the board's (agent.ts passes Board.readTemperatureC, the same figure
    * throttling acts on). Absent: the hottest thermal zone under `paths`.
    */
   temperature?: () => Promise<number | undefined>;

@@ -14,7 +14,7 @@ import { ThermalGovernor } from "./health/thermal-governor.js";
 import { monotonicNow } from "./health/timers.js";
 import { WatchdogKeeper } from "./health/watchdog-keeper.js";
 import { loadOrCreateDeviceIdentity, type DeviceIdentity } from "./identity/device-key.js";
-import { CommandGate, type CommandHandler } from "./link/commands.js";
+import { CommandGate, type CommandHandler } from "./link/command-gate.js";
 import { MqttLink } from "./link/mqtt-link.js";
 import { Outbox } from "./link/outbox.js";
 import { parseTopic, topicsFor } from "./protocol/topics.js";

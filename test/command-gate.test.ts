@@ -1,4 +1,4 @@
-// The command gate (agent/link/commands.ts) on a real nonce log: every refusal is a signed error reply that
+// The command gate (agent/link/command-gate.ts) on a real nonce log: every refusal is a signed error reply that
 // openReply verifies and no handler runs; a good command runs its handler exactly once; replays are refused within
 // one run and across restarts; the floor keeps refusing forgotten nonces when the clock goes back.
 import { mkdtemp, rm, stat } from "node:fs/promises";
@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RecordLog } from "../agent/durable/record-log";
 import { type DeviceIdentity, loadOrCreateDeviceIdentity } from "../agent/identity/device-key";
-import { CommandGate, CommandGateError, type CommandHandler } from "../agent/link/commands";
+import { CommandGate, CommandGateError, type CommandHandler } from "../agent/link/command-gate";
 import { MAX_COMMAND_BYTES, MAX_REPLY_BYTES, openReply, type Reply, signCommand, type Signer } from "../agent/protocol/envelope";
 import { topicsFor } from "../agent/protocol/topics";
 

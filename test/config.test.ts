@@ -169,7 +169,7 @@ describe("loadConfig", () => {
       'link.url (from SHARENODE_BROKER): must be a mqtt://, mqtts://, ws:// or wss:// URL, got "http://x"',
       "link.keepaliveSeconds: must be an integer from 5 to 65535, got 1",
       `link.fleetPublicKey (from SHARENODE_FLEET_KEY): must be 64 hex digits (the fleet's Ed25519 public key), got "nothex"`,
-      'store.dataDir (from SHARENODE_DATA): must be an absolute path, got "data"',
+      'store.dataDir (from SHARENODE_DATA): must be an absolute path or "auto", got "data"',
       'log.level (from SHARENODE_LOG_LEVEL): must be one of "error", "warn", "info" or "debug", got "loud"',
     ]);
   });

@@ -13,7 +13,8 @@
 // these boxes have). Serving is slowed rather than stopped: the fleet's storage proofs and downloads still get
 // answers, the disk and the CPU (TLS) just work a quarter as hard.
 import { EventEmitter } from "node:events";
-import { MINUTES_PER_WEEK, uploadWindowSpans, type Config, type UploadWindow } from "../config/config.js";
+import type { Config, UploadWindow } from "../config/config.js";
+import { MINUTES_PER_WEEK, uploadWindowSpans } from "../config/upload-windows.js";
 import type { ThermalState } from "./thermal-governor.js";
 import { realTimers, type TimerHandle, type Timers } from "./timers.js";
 

@@ -1,11 +1,26 @@
 // The daemon's config (agent/config/config.ts) from real files: every problem at once and one line each, defaults,
 // environment overrides (and their problems naming the variable), unknown keys, bad JSON with line:column,
 // a missing file, redaction; and the README documents every key and variable.
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ConfigError, configEnvVars, configKeys, loadConfig, loadConfigLenient, redactConfig, type Config } from "../agent/config/config";
+import {
+  ConfigError,
+  configEnvVars,
+  configKeys,
+  loadConfig,
+  loadConfigLenient,
+  MAX_CONFIG_BYTES,
+  MAX_PROBLEMS,
+  redactConfig,
+  type Config,
+} from "../agent/config/config";
+import { JsonSyntaxError, scanJson } from "../agent/config/json-scan";
+import { MAX_PATH_LENGTH, MAX_URL_LENGTH } from "../agent/config/schema";
 
 const FLEET_KEY = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29";
 let dir: string;
@@ -361,5 +376,143 @@ describe("agent/config/README.md", () => {
     const readme = await readFile(new URL("../agent/config/README.md", import.meta.url), "utf8");
     for (const key of configKeys()) expect(readme, key).toContain("`" + key + "`");
     for (const name of Object.keys(configEnvVars())) expect(readme, name).toContain("`" + name + "`");
+  });
+});
+
+// What an adversarial pass found (issue 10, item 11): each of these went wrong before.
+describe("hostile config files", () => {
+  const ROOT = fileURLToPath(new URL("..", import.meta.url));
+  const BIN = join(ROOT, "dist/sharenode.js");
+  const cleanEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SHARENODE_")));
+  const validText = (extra = "") => `{ "link": { "url": "mqtt://127.0.0.1:1", "fleetPublicKey": "${FLEET_KEY}" }, "store": { "dataDir": "/d"${extra} } }`;
+
+  /** `sharenode run --config FILE` on the built bundle, as a box owner runs it. */
+  function runWith(path: string) {
+    const r = spawnSync(process.execPath, [BIN, "run", "--config", path], { encoding: "utf8", input: "", timeout: 20_000, env: cleanEnv });
+    if (r.error) throw r.error;
+    return { status: r.status, stderr: r.stderr };
+  }
+
+  beforeAll(() => {
+    if (!existsSync(BIN)) throw new Error(`${BIN} is missing: run \`npm run build\` first`);
+  });
+
+  it("refuses keys every JavaScript object already has, at every level, as unknown keys", async () => {
+    const names = ["constructor", "toString", "hasOwnProperty", "valueOf", "__proto__"];
+    // Written as text: an object literal with "__proto__" would set the prototype, not make a key.
+    const extra = names.map((k) => `"${k}": 1`).join(", ");
+    const base = { url: '"url": "mqtt://h"', key: `"fleetPublicKey": "${FLEET_KEY}"`, dir: '"dataDir": "/d"' };
+    const texts: [string, string][] = [
+      ["", `{ ${extra}, "link": { ${base.url}, ${base.key} }, "store": { ${base.dir} } }`],
+      ["link.", `{ "link": { ${base.url}, ${base.key}, ${extra} }, "store": { ${base.dir} } }`],
+      ["store.", `{ "link": { ${base.url}, ${base.key} }, "store": { ${base.dir}, ${extra} } }`],
+      ["share.", `{ "link": { ${base.url}, ${base.key} }, "store": { ${base.dir} }, "share": { ${extra} } }`],
+      ["log.", `{ "link": { ${base.url}, ${base.key} }, "store": { ${base.dir} }, "log": { ${extra} } }`],
+      [
+        "share.uploadWindows[0].",
+        `{ "link": { ${base.url}, ${base.key} }, "store": { ${base.dir} },
+           "share": { "uploadWindows": [{ "from": "01:00", "to": "02:00", "bytesPerSecond": 0, ${extra} }] } }`,
+      ],
+    ];
+    for (const [prefix, text] of texts) {
+      const path = await file(text);
+      const problems = problemsOf(() => loadConfig(path, {}));
+      expect(problems.map((p) => p.replace(/ \(did you mean .*\)$/, ""))).toEqual(names.map((name) => `${prefix}${name}: unknown key`));
+      expect(loadConfigLenient(path, {}).problems).toEqual(problems);
+    }
+    // An inherited name is not a boolean word either.
+    const env = { SHARENODE_BROKER: "mqtt://h", SHARENODE_FLEET_KEY: FLEET_KEY, SHARENODE_DATA: "/d", SHARENODE_ALLOW_SYSTEM_DISK: "constructor" };
+    expect(problemsOf(() => loadConfig(undefined, env))).toEqual([
+      'store.allowSystemDisk (from SHARENODE_ALLOW_SYSTEM_DISK): must be true or false, got "constructor"',
+    ]);
+  });
+
+  it("refuses a path with a NUL byte in the config; the daemon exits 2 with one line", async () => {
+    const path = await file(validText().replace('"/d"', '"/tmp/a\\u0000b"'));
+    expect(problemsOf(() => loadConfig(path, {}))).toEqual(['store.dataDir: must not contain a NUL character (\\u0000), got "/tmp/a\\u0000b"']);
+    const stateDir = await file({ ...minimal, stateDir: "/var/lib/a\u0000b" });
+    expect(problemsOf(() => loadConfig(stateDir, {}))[0]).toMatch(/^stateDir: must not contain a NUL character/);
+    const run = runWith(path);
+    expect(run.status).toBe(2);
+    expect(run.stderr).toBe('sharenode: config: store.dataDir: must not contain a NUL character (\\u0000), got "/tmp/a\\u0000b"\n');
+  });
+
+  it("refuses anything but a regular file of at most 1 MiB, fast and in one line", async () => {
+    const zero = runWith("/dev/zero");
+    expect(zero.status).toBe(2);
+    expect(zero.stderr).toBe("sharenode: config: cannot read config file /dev/zero: not a regular file (a character device)\n");
+    // A FIFO with no writer: refused, not waited on (the bundle, so a hang cannot stall this test's process).
+    const fifo = join(dir, "config.fifo");
+    execFileSync("mkfifo", [fifo]);
+    const piped = runWith(fifo);
+    expect(piped.status).toBe(2);
+    expect(piped.stderr).toBe(`sharenode: config: cannot read config file ${fifo}: not a regular file (a FIFO)\n`);
+    // Over the limit: a valid JSON object padded with spaces, refused before it is parsed.
+    const big = await file(validText() + " ".repeat(MAX_CONFIG_BYTES));
+    expect(problemsOf(() => loadConfig(big, {}))).toEqual([
+      `cannot read config file ${big}: larger than 1048576 bytes (1 MiB): a config file is a few hundred bytes`,
+    ]);
+    expect(loadConfigLenient(big, {}).problems[0]).toMatch(/larger than 1048576 bytes/);
+    // At the limit it is still read.
+    const padded = validText();
+    const atLimit = await file(padded + " ".repeat(MAX_CONFIG_BYTES - Buffer.byteLength(padded)));
+    expect(loadConfig(atLimit, {}).config.store.dataDir).toBe("/d");
+  });
+
+  it("lists at most 20 problems and counts the rest, on the command line too", async () => {
+    const keys = Array.from({ length: 60_000 }, (_, i) => `"k${i}": 0`).join(",");
+    const path = await file(`{ ${keys}, "link": { "url": "mqtt://h", "fleetPublicKey": "${FLEET_KEY}" }, "store": { "dataDir": "/d" } }`);
+    const problems = problemsOf(() => loadConfig(path, {}));
+    expect(problems).toHaveLength(MAX_PROBLEMS + 1);
+    expect(problems[0]).toBe("k0: unknown key");
+    expect(problems[MAX_PROBLEMS]).toBe(`... and ${60_000 - MAX_PROBLEMS} more problems`);
+    expect(loadConfigLenient(path, {}).problems).toEqual(problems);
+    const run = runWith(path);
+    expect(run.status).toBe(2);
+    expect(run.stderr.split("\n")).toHaveLength(MAX_PROBLEMS + 2);
+    // A key of half a megabyte (or one with a terminal escape) is named in a short line, quickly.
+    const huge = await file(`{ "${"x".repeat(500_000)}": 1, "\\u001b[2Jbad": 2, "link": {}, "store": {} }`);
+    const lines = problemsOf(() => loadConfig(huge, {}));
+    expect(lines[0]).toBe(`${"x".repeat(61)}...: unknown key`);
+    expect(lines[1]).toBe('"\\u001b[2Jbad": unknown key');
+    for (const line of lines) expect(line.length).toBeLessThan(200);
+  });
+
+  it("caps string lengths: paths at 4096 characters, URLs at 2048, user names at 1024, passwords at 8192", async () => {
+    const at = (n: number) => "/" + "a".repeat(n - 1);
+    expect(loadConfig(await file({ ...minimal, stateDir: at(MAX_PATH_LENGTH) }), {}).config.stateDir).toHaveLength(4096);
+    const long = await file({
+      ...minimal,
+      stateDir: at(4097),
+      link: { ...minimal.link, url: `mqtt://h/${"u".repeat(1_000_000)}`, username: "n".repeat(1025), password: "p".repeat(8193) },
+    });
+    expect(problemsOf(() => loadConfig(long, {}))).toEqual([
+      "stateDir: must be at most 4096 characters, got 4097",
+      "link.url: must be at most 2048 characters, got 1000009",
+      "link.username: must be at most 1024 characters, got 1025",
+      "link.password: must be at most 8192 characters, got a longer string",
+    ]);
+    const fits = await file({ ...minimal, link: { ...minimal.link, url: `mqtt://h/${"u".repeat(2048 - 9)}`, username: "n".repeat(1024), password: "p".repeat(8192) } });
+    expect(loadConfig(fits, {}).config.link.url).toHaveLength(MAX_URL_LENGTH);
+  });
+
+  it("says what is wrong with a number too large for JSON or for an exact integer", async () => {
+    const path = await file(validText(', "reserveBytes": 1152921504606846976, "quota": 1152921504606846976').replace('"fleetPublicKey"', '"keepaliveSeconds": 1e400, "fleetPublicKey"'));
+    expect(problemsOf(() => loadConfig(path, {}))).toEqual([
+      "link.keepaliveSeconds: must be an integer from 5 to 65535, got Infinity (out of range: not a finite number)",
+      "store.quota: must be at most 9007199254740991 bytes (2^53-1, the largest safe integer), got 1152921504606847000",
+      "store.reserveBytes: must be at most 9007199254740991 (2^53-1, the largest safe integer), got 1152921504606847000",
+    ]);
+    // (JavaScript's shortest spelling of 2^60 ends in 000: the same number.) The largest safe integer is taken.
+    expect(loadConfig(await file(validText(`, "reserveBytes": ${Number.MAX_SAFE_INTEGER}`)), {}).config.store.reserveBytes).toBe(Number.MAX_SAFE_INTEGER);
+  });
+
+  it("the JSON scanner reports a syntax error as an Error with its position", () => {
+    const scan = scanJson('{"a": [1, 2,]}');
+    expect(scan.error).toBeInstanceOf(Error);
+    expect(scan.error).toBeInstanceOf(JsonSyntaxError);
+    expect(scan.error!.message).toBe("trailing comma before ']'");
+    expect(scan.error!.pos).toBe(12);
+    expect(scanJson('{"a": 1, "a": 2}').duplicates).toEqual([{ path: "a", pos: 9 }]);
   });
 });

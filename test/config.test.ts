@@ -384,11 +384,13 @@ describe("hostile config files", () => {
   const ROOT = fileURLToPath(new URL("..", import.meta.url));
   const BIN = join(ROOT, "dist/sharenode.js");
   const cleanEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SHARENODE_")));
-  const validText = (extra = "") => `{ "link": { "url": "mqtt://127.0.0.1:1", "fleetPublicKey": "${FLEET_KEY}" }, "store": { "dataDir": "/d"${extra} } }`;
+  const validText = (extra = "") =>
+    `{ "link": { "url": "mqtt://127.0.0.1:1", "fleetPublicKey": "${FLEET_KEY}" }, "store": { "dataDir": "/d"${extra} } }`;
 
   /** `sharenode run --config FILE` on the built bundle, as a box owner runs it. */
   function runWith(path: string) {
-    const r = spawnSync(process.execPath, [BIN, "run", "--config", path], { encoding: "utf8", input: "", timeout: 20_000, env: cleanEnv });
+    const options = { encoding: "utf8", input: "", timeout: 20_000, env: cleanEnv } as const;
+    const r = spawnSync(process.execPath, [BIN, "run", "--config", path], options);
     if (r.error) throw r.error;
     return { status: r.status, stderr: r.stderr };
   }
@@ -417,11 +419,17 @@ describe("hostile config files", () => {
     for (const [prefix, text] of texts) {
       const path = await file(text);
       const problems = problemsOf(() => loadConfig(path, {}));
-      expect(problems.map((p) => p.replace(/ \(did you mean .*\)$/, ""))).toEqual(names.map((name) => `${prefix}${name}: unknown key`));
+      const withoutHints = problems.map((p) => p.replace(/ \(did you mean .*\)$/, ""));
+      expect(withoutHints).toEqual(names.map((name) => `${prefix}${name}: unknown key`));
       expect(loadConfigLenient(path, {}).problems).toEqual(problems);
     }
     // An inherited name is not a boolean word either.
-    const env = { SHARENODE_BROKER: "mqtt://h", SHARENODE_FLEET_KEY: FLEET_KEY, SHARENODE_DATA: "/d", SHARENODE_ALLOW_SYSTEM_DISK: "constructor" };
+    const env = {
+      SHARENODE_BROKER: "mqtt://h",
+      SHARENODE_FLEET_KEY: FLEET_KEY,
+      SHARENODE_DATA: "/d",
+      SHARENODE_ALLOW_SYSTEM_DISK: "constructor",
+    };
     expect(problemsOf(() => loadConfig(undefined, env))).toEqual([
       'store.allowSystemDisk (from SHARENODE_ALLOW_SYSTEM_DISK): must be true or false, got "constructor"',
     ]);
@@ -429,18 +437,21 @@ describe("hostile config files", () => {
 
   it("refuses a path with a NUL byte in the config; the daemon exits 2 with one line", async () => {
     const path = await file(validText().replace('"/d"', '"/tmp/a\\u0000b"'));
-    expect(problemsOf(() => loadConfig(path, {}))).toEqual(['store.dataDir: must not contain a NUL character (\\u0000), got "/tmp/a\\u0000b"']);
+    const line = 'store.dataDir: must not contain a NUL character (\\u0000), got "/tmp/a\\u0000b"';
+    expect(problemsOf(() => loadConfig(path, {}))).toEqual([line]);
     const stateDir = await file({ ...minimal, stateDir: "/var/lib/a\u0000b" });
     expect(problemsOf(() => loadConfig(stateDir, {}))[0]).toMatch(/^stateDir: must not contain a NUL character/);
     const run = runWith(path);
     expect(run.status).toBe(2);
-    expect(run.stderr).toBe('sharenode: config: store.dataDir: must not contain a NUL character (\\u0000), got "/tmp/a\\u0000b"\n');
+    expect(run.stderr).toBe(`sharenode: config: ${line}\n`);
   });
 
   it("refuses anything but a regular file of at most 1 MiB, fast and in one line", async () => {
     const zero = runWith("/dev/zero");
     expect(zero.status).toBe(2);
-    expect(zero.stderr).toBe("sharenode: config: cannot read config file /dev/zero: not a regular file (a character device)\n");
+    expect(zero.stderr).toBe(
+      "sharenode: config: cannot read config file /dev/zero: not a regular file (a character device)\n",
+    );
     // A FIFO with no writer: refused, not waited on (the bundle, so a hang cannot stall this test's process).
     const fifo = join(dir, "config.fifo");
     execFileSync("mkfifo", [fifo]);
@@ -461,7 +472,7 @@ describe("hostile config files", () => {
 
   it("lists at most 20 problems and counts the rest, on the command line too", async () => {
     const keys = Array.from({ length: 60_000 }, (_, i) => `"k${i}": 0`).join(",");
-    const path = await file(`{ ${keys}, "link": { "url": "mqtt://h", "fleetPublicKey": "${FLEET_KEY}" }, "store": { "dataDir": "/d" } }`);
+    const path = await file(`{ ${keys}, ${validText().slice(1)}`);
     const problems = problemsOf(() => loadConfig(path, {}));
     expect(problems).toHaveLength(MAX_PROBLEMS + 1);
     expect(problems[0]).toBe("k0: unknown key");
@@ -480,11 +491,17 @@ describe("hostile config files", () => {
 
   it("caps string lengths: paths at 4096 characters, URLs at 2048, user names at 1024, passwords at 8192", async () => {
     const at = (n: number) => "/" + "a".repeat(n - 1);
-    expect(loadConfig(await file({ ...minimal, stateDir: at(MAX_PATH_LENGTH) }), {}).config.stateDir).toHaveLength(4096);
+    const longest = await file({ ...minimal, stateDir: at(MAX_PATH_LENGTH) });
+    expect(loadConfig(longest, {}).config.stateDir).toHaveLength(4096);
     const long = await file({
       ...minimal,
       stateDir: at(4097),
-      link: { ...minimal.link, url: `mqtt://h/${"u".repeat(1_000_000)}`, username: "n".repeat(1025), password: "p".repeat(8193) },
+      link: {
+        ...minimal.link,
+        url: `mqtt://h/${"u".repeat(1_000_000)}`,
+        username: "n".repeat(1025),
+        password: "p".repeat(8193),
+      },
     });
     expect(problemsOf(() => loadConfig(long, {}))).toEqual([
       "stateDir: must be at most 4096 characters, got 4097",
@@ -492,19 +509,28 @@ describe("hostile config files", () => {
       "link.username: must be at most 1024 characters, got 1025",
       "link.password: must be at most 8192 characters, got a longer string",
     ]);
-    const fits = await file({ ...minimal, link: { ...minimal.link, url: `mqtt://h/${"u".repeat(2048 - 9)}`, username: "n".repeat(1024), password: "p".repeat(8192) } });
+    const url = `mqtt://h/${"u".repeat(2048 - 9)}`;
+    const fits = await file({ ...minimal, link: { ...minimal.link, url, username: "n".repeat(1024), password: "p".repeat(8192) } });
     expect(loadConfig(fits, {}).config.link.url).toHaveLength(MAX_URL_LENGTH);
   });
 
   it("says what is wrong with a number too large for JSON or for an exact integer", async () => {
-    const path = await file(validText(', "reserveBytes": 1152921504606846976, "quota": 1152921504606846976').replace('"fleetPublicKey"', '"keepaliveSeconds": 1e400, "fleetPublicKey"'));
+    const text = validText(', "reserveBytes": 1152921504606846976, "quota": 1152921504606846976');
+    const path = await file(text.replace('"fleetPublicKey"', '"keepaliveSeconds": 1e400, "fleetPublicKey"'));
     expect(problemsOf(() => loadConfig(path, {}))).toEqual([
       "link.keepaliveSeconds: must be an integer from 5 to 65535, got Infinity (out of range: not a finite number)",
       "store.quota: must be at most 9007199254740991 bytes (2^53-1, the largest safe integer), got 1152921504606847000",
       "store.reserveBytes: must be at most 9007199254740991 (2^53-1, the largest safe integer), got 1152921504606847000",
     ]);
     // (JavaScript's shortest spelling of 2^60 ends in 000: the same number.) The largest safe integer is taken.
-    expect(loadConfig(await file(validText(`, "reserveBytes": ${Number.MAX_SAFE_INTEGER}`)), {}).config.store.reserveBytes).toBe(Number.MAX_SAFE_INTEGER);
+    const largest = await file(validText(`, "reserveBytes": ${Number.MAX_SAFE_INTEGER}`));
+    expect(loadConfig(largest, {}).config.store.reserveBytes).toBe(Number.MAX_SAFE_INTEGER);
+  });
+
+  it('takes "auto" for store.dataDir (disk discovery picks the disk) and no other relative path', async () => {
+    expect(loadConfig(await file(validText().replace('"/d"', '"auto"')), {}).config.store.dataDir).toBe("auto");
+    const relative = await file(validText().replace('"/d"', '"auto/x"'));
+    expect(problemsOf(() => loadConfig(relative, {}))).toEqual(['store.dataDir: must be an absolute path or "auto", got "auto/x"']);
   });
 
   it("the JSON scanner reports a syntax error as an Error with its position", () => {

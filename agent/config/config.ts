@@ -63,7 +63,8 @@ function readConfigText(path: string): { text: string } | { problem: string } {
     fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    return cannot(e.code === "ENOENT" ? "no such file" : e.code === "EACCES" ? "permission denied" : (e.code ?? e.message));
+    const why = e.code === "ENOENT" ? "no such file" : e.code === "EACCES" ? "permission denied" : (e.code ?? e.message);
+    return cannot(why);
   }
   try {
     const stat = fstatSync(fd);

@@ -85,10 +85,12 @@ type LenientValueOf<E> = E extends { type: "section"; keys: infer K extends Sche
     ? (SectionOf<I> | undefined)[]
     : ValueOf<E>;
 
+type Defaulted<E> = E extends { default: unknown } | { type: "section" } ? true : false;
+
 /** Defaulted keys and sections are always there; every other key may be missing (absent, or its value was wrong). */
 type LenientOf<S extends Schema> = Simplify<
-  { -readonly [K in keyof S as S[K] extends { default: unknown } | { type: "section" } ? K : never]: LenientValueOf<S[K]> } & {
-    -readonly [K in keyof S as S[K] extends { default: unknown } | { type: "section" } ? never : K]?: LenientValueOf<S[K]>;
+  { -readonly [K in keyof S as Defaulted<S[K]> extends true ? K : never]: LenientValueOf<S[K]> } & {
+    -readonly [K in keyof S as Defaulted<S[K]> extends true ? never : K]?: LenientValueOf<S[K]>;
   }
 >;
 
@@ -245,7 +247,7 @@ export const configSchema = {
 
 /** The validated configuration. */
 export type Config = SectionOf<typeof configSchema>;
-/** A config as far as it could be read (loadConfigLenient): every valid value, defaults where one is missing or wrong. */
+/** A config as far as it could be read (loadConfigLenient): every valid value, defaults for missing or wrong ones. */
 export type LenientConfig = LenientOf<typeof configSchema>;
 export type LogLevel = Config["log"]["level"];
 /** A time of the week (box's local time) with its own upload rate. */
@@ -253,10 +255,10 @@ export type UploadWindow = Config["share"]["uploadWindows"][number];
 
 // --- rules across keys -----------------------------------------------------------------------------------------
 
-/** A section as the checks across keys see it: only the keys that passed on their own; a bad list entry is undefined. */
+/** A section as the checks across keys see it: the keys that passed on their own; a bad list entry is undefined. */
 export type Passed<T> = { [K in keyof T]?: T[K] extends (infer U extends object)[] ? (U | undefined)[] : T[K] };
 
-type SectionName = { [K in keyof Config]: Config[K] extends object ? (Config[K] extends unknown[] ? never : K) : never }[keyof Config];
+type SectionName = { [K in keyof typeof configSchema]: (typeof configSchema)[K] extends { type: "section" } ? K : never }[keyof Config];
 
 /**
  * Rules that tie the keys of one section together, run after every key was checked on its own and only on keys
@@ -265,9 +267,13 @@ type SectionName = { [K in keyof Config]: Config[K] extends object ? (Config[K] 
 export const sectionChecks: { [K in SectionName]?: (section: Passed<Config[K]>, problems: string[]) => void } = {
   link(link, problems) {
     if (link.url !== undefined && !/^(mqtts|wss):/.test(link.url)) {
-      for (const k of ["ca", "cert", "key"] as const) if (link[k] !== undefined) problems.push(`link.${k}: only used with an mqtts:// or wss:// link.url`);
+      for (const k of ["ca", "cert", "key"] as const) {
+        if (link[k] !== undefined) problems.push(`link.${k}: only used with an mqtts:// or wss:// link.url`);
+      }
     }
-    if (link.cert !== undefined && link.key === undefined) problems.push("link.cert: needs link.key (the certificate's private key)");
+    if (link.cert !== undefined && link.key === undefined) {
+      problems.push("link.cert: needs link.key (the certificate's private key)");
+    }
     if (link.key !== undefined && link.cert === undefined) problems.push("link.key: needs link.cert (the client certificate)");
     if (link.password !== undefined && link.username === undefined && link.protocolVersion === 4) {
       problems.push("link.password: MQTT 3.1.1 (protocolVersion 4) sends a password only with link.username");

@@ -54,7 +54,11 @@ function minuteOfWeekText(m: number): string {
  * line each. `windows` holds undefined where an entry had its own problem (already reported); the others keep
  * their index in the file.
  */
-export function checkUploadWindows(windows: readonly (WindowTimes | undefined)[], path: string, problems: string[]): void {
+export function checkUploadWindows(
+  windows: readonly (WindowTimes | undefined)[],
+  path: string,
+  problems: string[],
+): void {
   const owner = new Int16Array(MINUTES_PER_WEEK).fill(-1);
   windows.forEach((w, i) => {
     if (!w) return;

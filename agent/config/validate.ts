@@ -51,7 +51,8 @@ function check(entry: Entry, value: unknown): Outcome {
     }
     case "path": {
       if (typeof value === "string" && entry.words?.includes(value)) return { value };
-      const expect = `must be an absolute path${entry.words ? ` or ${listOf(entry.words.map((w) => JSON.stringify(w)), "or")}` : ""}`;
+      const words = entry.words ? ` or ${listOf(entry.words.map((w) => JSON.stringify(w)), "or")}` : "";
+      const expect = `must be an absolute path${words}`;
       if (typeof value !== "string") return { problem: `${expect}${got}` };
       const long = lengthProblem(value, MAX_PATH_LENGTH, entry.secret);
       if (long) return { problem: long };
@@ -100,7 +101,9 @@ function check(entry: Entry, value: unknown): Outcome {
     case "quota": {
       const expect = 'must be a number of bytes (at least 1) or a percentage from "1%" to "100%"';
       if (typeof value === "number") {
-        if (Number.isInteger(value) && value > SAFE) return { problem: `must be at most ${SAFE} bytes (2^53-1, the largest safe integer)${got}` };
+        if (Number.isInteger(value) && value > SAFE) {
+          return { problem: `must be at most ${SAFE} bytes (2^53-1, the largest safe integer)${got}` };
+        }
         return Number.isSafeInteger(value) && value >= 1 ? { value: { bytes: value } } : { problem: `${expect}${got}` };
       }
       const pct = typeof value === "string" ? /^(\d{1,3}(?:\.\d+)?)%$/.exec(value.trim()) : null;
@@ -237,7 +240,7 @@ function walk(
       continue;
     }
     if (entry.type === "list") {
-      const value = own(raw, name) !== undefined ? own(raw, name) : entry.default;
+      const value = own(raw, name) ?? entry.default;
       if (value === undefined) {
         if (entry.required) problems.push(`${path}: required`);
         continue;
@@ -267,7 +270,8 @@ function walk(
     const envText = entry.env !== undefined && env[entry.env] !== undefined && env[entry.env] !== "" ? env[entry.env]! : undefined;
     const where = envText !== undefined ? `${path} (from ${entry.env})` : path;
     if (envText !== undefined) fromEnv.push(entry.env!);
-    const value = envText !== undefined ? fromEnvText(entry, envText) : own(raw, name) !== undefined ? own(raw, name) : entry.default;
+    const inFile = own(raw, name);
+    const value = envText !== undefined ? fromEnvText(entry, envText) : inFile !== undefined ? inFile : entry.default;
     if (value === undefined) {
       if (entry.required) problems.push(`${path}: required${entry.env ? ` (in the file, or set ${entry.env})` : ""}`);
       continue;

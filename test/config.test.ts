@@ -341,6 +341,20 @@ describe("loadConfigLenient (the console's reader)", () => {
     expect(config.stateDir).toBe("/var/lib/sharenode");
   });
 
+  it("gives every section and defaulted list even when the file has the wrong kind of value there", async () => {
+    const path = await file({ ...minimal, link: 5, share: { uploadWindows: "nights" }, log: [] });
+    const { config, problems } = loadConfigLenient(path, {});
+    expect(problems).toEqual([
+      "link: must be an object, got 5",
+      'share.uploadWindows: must be a list ([...]), got "nights"',
+      "log: must be an object, got []",
+    ]);
+    expect(config.link.keepaliveSeconds).toBe(60);
+    expect(config.link.protocolVersion).toBe(5);
+    expect(config.share.uploadWindows).toEqual([]);
+    expect(config.log.level).toBe("info");
+  });
+
   it("never throws for the file: a missing file or broken JSON is a problem line and an empty config", async () => {
     const broken = loadConfigLenient(await file("{ not json"), { SHARENODE_STATE: "/tmp/state-x" });
     expect(broken.problems.length).toBeGreaterThan(0);

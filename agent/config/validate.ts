@@ -234,6 +234,8 @@ function walk(
       const section = own(raw, name) ?? {};
       if (!isObject(section)) {
         problems.push(`${path}: must be an object, got ${shown(section)}`);
+        // The lenient reader still gets the section, with its defaults (its keys' problems would repeat this one).
+        out[name] = walk(entry.keys, {}, `${path}.`, {}, [], []);
         continue;
       }
       out[name] = walk(entry.keys, section, `${path}.`, env, problems, fromEnv);
@@ -247,10 +249,12 @@ function walk(
       }
       if (!Array.isArray(value)) {
         problems.push(`${path}: must be a list ([...]), got ${shown(value)}`);
+        if (Array.isArray(entry.default)) out[name] = [...(entry.default as unknown[])]; // for the lenient reader
         continue;
       }
       if (value.length > entry.maxItems) {
         problems.push(`${path}: at most ${entry.maxItems} entries, got ${value.length}`);
+        if (Array.isArray(entry.default)) out[name] = [...(entry.default as unknown[])];
         continue;
       }
       // An entry with a problem stays in its place as undefined: the checks across entries skip it and keep

@@ -75,15 +75,17 @@ function readConfigText(path: string): { text: string } | { problem: string } {
     const tooBig = () => cannot(`larger than ${MAX_CONFIG_BYTES} bytes (1 MiB): a config file is a few hundred bytes`);
     if (stat.size > MAX_CONFIG_BYTES) return tooBig();
     // Read to the end rather than trusting the size (a file that grows, a /proc file that says 0), up to the limit.
-    const buf = Buffer.alloc(MAX_CONFIG_BYTES + 1);
+    const chunks: Buffer[] = [];
     let length = 0;
     for (;;) {
-      const n = readSync(fd, buf, length, buf.length - length, null);
+      const chunk = Buffer.allocUnsafe(64 * 1024);
+      const n = readSync(fd, chunk, 0, chunk.length, null);
       if (n === 0) break;
+      chunks.push(chunk.subarray(0, n));
       length += n;
       if (length > MAX_CONFIG_BYTES) return tooBig();
     }
-    return { text: buf.toString("utf8", 0, length) };
+    return { text: Buffer.concat(chunks, length).toString("utf8") };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     return cannot(e.code === "EISDIR" ? "is a directory" : (e.code ?? e.message));

@@ -144,19 +144,23 @@ export class Agent {
       log: deps.logs.logger("outbox"),
     });
     await this.outbox.start();
+    const cmdLog = deps.logs.logger("commands");
     this.gate = new CommandGate({
       deviceId: this.identity.deviceId,
       fleetPublicKey: config.link.fleetPublicKey,
       nonceLogPath: join(config.stateDir, "nonces.log"),
       clock: this.now,
       signer: this.identity,
+      // The gate logs refusals, summarized: a line per message would let anyone on the broker flood the log.
+      log: cmdLog,
     });
     await this.gate.start();
     const handlers = this.commandHandlers();
-    const cmdLog = deps.logs.logger("commands");
     this.link.onMessage(async (topic, payload, packet) => {
       const handled = await this.gate.handle(topic, payload, handlers);
-      cmdLog.info(`${handled.cmd ?? "?"} ${handled.ok ? "ok" : `refused: ${handled.code}`}`);
+      if (handled.ok) cmdLog.info(`${handled.cmd ?? "?"} ok`);
+      // No reply: an unauthenticated message past the error-reply rate limit (agent/link/flood-guard.ts).
+      if (handled.replyPayload === null) return;
       // A response topic is honoured only under the device's own reply namespace: the ACL allows nothing else.
       const asked = parseTopic(packet.properties?.responseTopic);
       const replyTopic = asked?.kind === "reply" && asked.deviceId === this.identity.deviceId ? packet.properties!.responseTopic! : topics.reply;

@@ -1,14 +1,15 @@
 // The command gate (agent/link/command-gate.ts) on a real nonce log: every refusal is a signed error reply that
 // openReply verifies and no handler runs; a good command runs its handler exactly once; replays are refused within
-// one run and across restarts; the floor keeps refusing forgotten nonces when the clock goes back.
+// one run and across restarts; the floor keeps refusing forgotten nonces when the clock goes back. Error replies to
+// unauthenticated messages are rate-limited, those to signed commands never; refusals are logged summarized.
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RecordLog } from "../agent/durable/record-log";
 import { type DeviceIdentity, loadOrCreateDeviceIdentity } from "../agent/identity/device-key";
-import { CommandGate, CommandGateError, type CommandHandler } from "../agent/link/command-gate";
-import { MAX_COMMAND_BYTES, MAX_REPLY_BYTES, openReply, type Reply, signCommand, type Signer } from "../agent/protocol/envelope";
+import { CommandGate, CommandGateError, type CommandGateOptions, type CommandHandler, type HandledCommand } from "../agent/link/command-gate";
+import { COMMAND_DOMAIN, MAX_COMMAND_BYTES, MAX_REPLY_BYTES, openReply, type Reply, signCommand, type Signer } from "../agent/protocol/envelope";
 import { topicsFor } from "../agent/protocol/topics";
 
 const T0 = 1_767_225_600_000;
@@ -45,7 +46,7 @@ interface Rig {
   deliver(topic: string, payload: Uint8Array): Promise<Reply>;
 }
 
-async function rig(path = join(dir, `nonces-${logCounter++}.log`), clock = new Clock()): Promise<Rig> {
+async function rig(path = join(dir, `nonces-${logCounter++}.log`), clock = new Clock(), extra: Partial<CommandGateOptions> = {}): Promise<Rig> {
   const calls: Rig["calls"] = [];
   const record = (cmd: string, result: (args: Record<string, unknown>) => unknown): CommandHandler => async (args, ctx) => {
     calls.push({ cmd, args, nonce: ctx.nonce });
@@ -62,17 +63,9 @@ async function rig(path = join(dir, `nonces-${logCounter++}.log`), clock = new C
       throw new TypeError("boom");
     }),
   };
-  const gate = new CommandGate({ deviceId: device.deviceId, fleetPublicKey: fleet.publicKeyHex, nonceLogPath: path, clock: clock.read, signer: device });
+  const gate = new CommandGate({ deviceId: device.deviceId, fleetPublicKey: fleet.publicKeyHex, nonceLogPath: path, clock: clock.read, signer: device, ...extra });
   await gate.start();
-  const deliver = async (topic: string, payload: Uint8Array): Promise<Reply> => {
-    const handled = await gate.handle(topic, payload, handlers);
-    const opened = openReply(handled.replyPayload, { devicePublicKey: device.publicKey, deviceId: device.deviceId });
-    if (!opened.ok) throw new Error(`reply does not verify: ${opened.reason}`);
-    expect(handled.ok).toBe(opened.reply.ok);
-    expect(handled.code).toBe(opened.reply.ok ? null : opened.reply.error.code);
-    if (!opened.reply.ok) expect(opened.reply.error.message).toMatch(/^[^\r\n]+$/);
-    return opened.reply;
-  };
+  const deliver = async (topic: string, payload: Uint8Array): Promise<Reply> => replyOf(await gate.handle(topic, payload, handlers));
   const send: Rig["send"] = (cmd, fields = {}) => {
     const payload = signCommand({ cmd, deviceId: device.deviceId, args: fields.args ?? {}, nonce: fields.nonce, exp: fields.exp ?? clock.now + 60_000 }, fields.signer ?? fleet);
     return deliver(topicsFor(device.deviceId).cmd(fields.topicCmd ?? cmd), payload);
@@ -85,6 +78,17 @@ function expectError(reply: Reply, code: string, nonce: string | null | undefine
   if (reply.ok) return;
   expect(reply.error.code).toBe(code);
   if (nonce !== undefined) expect(reply.nonce).toBe(nonce);
+}
+
+/** The verified reply a handled command carries, consistent with what the gate says about it. */
+function replyOf(handled: HandledCommand): Reply {
+  if (handled.replyPayload === null) throw new Error(`no reply to a ${handled.code} refusal (rate-limited)`);
+  const opened = openReply(handled.replyPayload, { devicePublicKey: device.publicKey, deviceId: device.deviceId });
+  if (!opened.ok) throw new Error(`reply does not verify: ${opened.reason}`);
+  expect(handled.ok).toBe(opened.reply.ok);
+  expect(handled.code).toBe(opened.reply.ok ? null : opened.reply.error.code);
+  if (!opened.reply.ok) expect(opened.reply.error.message).toMatch(/^[^\r\n]+$/);
+  return opened.reply;
 }
 
 const nonce = (n: number): string => n.toString(16).padStart(32, "0");
@@ -256,5 +260,94 @@ describe("CommandGate", () => {
     // Commands expiring after the floor still run.
     expect((await again.send("ping", { nonce: nonce(3000), exp: T0 + 10_000 })).ok).toBe(true);
     await again.gate.stop();
+  });
+});
+
+/** `body` as sent, signed by `signer` the way signCommand signs: for bodies signCommand refuses to build. */
+function sealBody(body: string, signer: Signer = fleet): Buffer {
+  const message = Buffer.concat([Buffer.from(COMMAND_DOMAIN), Buffer.from(body)]);
+  return Buffer.from(JSON.stringify({ body, sig: Buffer.from(signer.sign(message)).toString("base64") }));
+}
+
+describe("CommandGate under a flood", () => {
+  it("answers unauthenticated messages at most 10 at once, then 1 a second; a command the fleet signed always", async () => {
+    const r = await rig();
+    const topic = topicsFor(device.deviceId).cmd("ping");
+    const handle = (t: string, payload: Uint8Array): Promise<HandledCommand> => r.gate.handle(t, payload, r.handlers);
+    const forged = signCommand({ cmd: "ping", deviceId: device.deviceId, args: {}, exp: T0 + 60_000 }, otherFleet);
+    // Every kind of unauthenticated message draws on one bucket: unreadable, forged, oversized, a topic not a command's.
+    const garbage: Array<[string, Uint8Array, string]> = [
+      [topic, Buffer.from("{not json"), "malformed"],
+      [topic, forged, "bad-signature"],
+      [topic, new Uint8Array(MAX_COMMAND_BYTES + 1), "too-large"],
+      [topicsFor(device.deviceId).state, forged, "malformed"],
+      [topic, Buffer.from(JSON.stringify({ body: "{}", sig: "A".repeat(88) })), "malformed"],
+    ];
+    const unauthenticated = async (i: number) => {
+      const [t, payload, code] = garbage[i % garbage.length]!;
+      const handled = await handle(t, payload);
+      expect(handled).toMatchObject({ ok: false, authenticated: false, code, nonce: null });
+      if (handled.replyPayload !== null) expectError(replyOf(handled), code, null);
+      return handled.replyPayload !== null;
+    };
+    for (let i = 0; i < 10; i++) expect(await unauthenticated(i), `message ${i}`).toBe(true);
+    expect(await unauthenticated(10)).toBe(false);
+    expect(await unauthenticated(11)).toBe(false);
+
+    // With the bucket empty, every command whose signature verified is still answered, refusals included.
+    const body = (fields: Record<string, unknown>) => JSON.stringify({ v: 1, cmd: "ping", deviceId: device.deviceId, args: {}, nonce: nonce(60), exp: T0 + 1000, ...fields });
+    const once = signCommand({ cmd: "ping", deviceId: device.deviceId, args: {}, nonce: nonce(61), exp: T0 + 1000 }, fleet);
+    expect((await r.deliver(topic, once)).ok).toBe(true);
+    const signedRefusals: Array<[string, Uint8Array, string]> = [
+      [topic, once, "replayed"],
+      [topic, signCommand({ cmd: "ping", deviceId: device.deviceId, args: {}, exp: T0 }, fleet), "expired"],
+      [topic, signCommand({ cmd: "ping", deviceId: device.deviceId, args: {}, exp: T0 + 600_001 }, fleet), "too-far-ahead"],
+      [topicsFor(device.deviceId).cmd("echo"), signCommand({ cmd: "ping", deviceId: device.deviceId, args: {}, exp: T0 + 1000 }, fleet), "wrong-command"],
+      [topic, signCommand({ cmd: "ping", deviceId: "0".repeat(32), args: {}, exp: T0 + 1000 }, fleet), "wrong-device"],
+      [topic, sealBody(body({ extra: 1 })), "malformed"],
+      [topic, sealBody(body({ v: 2 })), "malformed"],
+      [topic, sealBody("not json, but signed"), "malformed"],
+      [topicsFor(device.deviceId).cmd("reboot"), signCommand({ cmd: "reboot", deviceId: device.deviceId, args: {}, exp: T0 + 1000 }, fleet), "unknown-command"],
+      [topicsFor(device.deviceId).cmd("fail"), signCommand({ cmd: "fail", deviceId: device.deviceId, args: {}, exp: T0 + 1000 }, fleet), "not-found"],
+    ];
+    for (const [t, payload, code] of signedRefusals) {
+      const handled = await handle(t, payload);
+      expect(handled, code).toMatchObject({ ok: false, authenticated: true, code });
+      expectError(replyOf(handled), code);
+    }
+    expect(await unauthenticated(12)).toBe(false);
+
+    // The bucket refills at 1 a second, up to 10.
+    r.clock.now += 999;
+    expect(await unauthenticated(13)).toBe(false);
+    r.clock.now += 1;
+    expect(await unauthenticated(14)).toBe(true);
+    expect(await unauthenticated(15)).toBe(false);
+    r.clock.now += 3_600_000;
+    for (let i = 0; i < 10; i++) expect(await unauthenticated(i)).toBe(true);
+    expect(await unauthenticated(10)).toBe(false);
+    await r.gate.stop();
+  });
+
+  it("logs refusals as one summary line per interval, the first of each code at once", async () => {
+    const lines: string[] = [];
+    const clock = new Clock();
+    const r = await rig(undefined, clock, { log: { info: (line) => lines.push(line) }, errorReplies: { burst: 3, perSecond: 1 } });
+    const topic = topicsFor(device.deviceId).cmd("ping");
+    const forged = signCommand({ cmd: "ping", deviceId: device.deviceId, args: {}, exp: T0 + 60_000 }, otherFleet);
+    for (let i = 0; i < 30; i++) await r.gate.handle(topic, Buffer.from(`garbage ${i}`), r.handlers);
+    for (let i = 0; i < 5; i++) await r.gate.handle(topic, forged, r.handlers);
+    expectError(await r.send("ping", { exp: T0, nonce: nonce(70) }), "expired", nonce(70));
+    expect((await r.send("ping", { nonce: nonce(71) })).ok).toBe(true);
+    expect(lines).toEqual([
+      "ping refused: malformed: command payload is not valid JSON (further malformed refusals go into the summary)",
+      "ping refused: bad-signature: command signature does not verify under the fleet key (further bad-signature refusals go into the summary)",
+      expect.stringMatching(/^ping refused: expired: command expired at 2026-01-01T00:00:00.000Z, 0 ms before the device's clock .* \(further expired refusals go into the summary\)$/),
+    ]);
+    clock.now += 42_000;
+    await r.gate.stop();
+    // 3 of the 35 unauthenticated messages were answered (the burst), 32 were not.
+    expect(lines.slice(3)).toEqual(["refused 30 malformed, 5 bad-signature, 1 expired in the last 42 s; 32 unauthenticated got no error reply (rate limit)"]);
+    expect(r.calls).toHaveLength(1);
   });
 });

@@ -3,6 +3,14 @@
 // has seen, dispatches to the handler the composition root registered for the command, and answers every payload,
 // good or bad, with a reply signed by the device key. Nothing a payload contains can make it throw.
 //
+// Anyone who can publish on the command topic can send garbage, so what garbage costs is bounded (flood-guard.ts):
+// refusals of unauthenticated messages (the fleet key's signature did not verify, or the gate never got as far as
+// checking it) get error replies at most ERROR_REPLY_BURST at once, then ERROR_REPLIES_PER_SECOND; past that no reply
+// is signed or sent. Every command whose signature verified gets its reply, refusals included (replayed, expired,
+// too-far-ahead, wrong-device, wrong-command, a malformed body, unknown-command, the handlers' errors): the fleet
+// signed it, and someone is waiting for the answer. Refusals are logged through a RefusalLog: one summary line a
+// minute, and the first refusal of each code at once.
+//
 // At most once per nonce: a nonce is written to the nonce log (and fsynced) before its handler runs, so a command
 // replayed at any later time, across restarts and power cuts, is refused. A command whose nonce write failed is
 // not run. Idempotence is the handlers' business; the gate never runs a nonce twice, even if the first run failed.
@@ -27,6 +35,7 @@ import {
 import { isDeviceId, parseTopic } from "../protocol/topics.js";
 import { fromHex, toHex } from "../util/hex.js";
 import { PUBLIC_KEY_BYTES, publicKeyFromHex } from "../identity/device-key.js";
+import { ERROR_REPLIES_PER_SECOND, ERROR_REPLY_BURST, RefusalLog, TokenBucket } from "./flood-guard.js";
 
 export interface CommandContext {
   deviceId: string;
@@ -56,12 +65,23 @@ export interface CommandGateOptions {
   signer: Signer & { readonly deviceId?: string };
   /** How far ahead `exp` may be (default 10 minutes): how long a nonce is kept at most. */
   maxAheadMs?: number;
+  /** Where refusals are logged (summarized, RefusalLog); absent: not logged. */
+  log?: { info(message: string): void };
+  /** Error replies to unauthenticated messages: at most `burst` at once, then `perSecond` (default 10, then 1/s). */
+  errorReplies?: { burst: number; perSecond: number };
+  /** How often the refusal summary is written (default 60 s). */
+  refusalSummaryMs?: number;
 }
 
 export interface HandledCommand {
-  /** The signed reply, for the command's response topic (or `sharenode/v1/{id}/reply`). */
-  replyPayload: Uint8Array;
+  /**
+   * The signed reply, for the command's response topic (or `sharenode/v1/{id}/reply`); null when the message was
+   * unauthenticated and its error reply fell to the rate limit: publish nothing.
+   */
+  replyPayload: Uint8Array | null;
   ok: boolean;
+  /** The fleet key's signature verified (ok replies and the refusals of signed commands). */
+  authenticated: boolean;
   /** The error code when !ok. */
   code: string | null;
   cmd: string | null;
@@ -88,6 +108,8 @@ export class CommandGate {
   private readonly maxAheadMs: number;
   private nonces: NonceStore | null = null;
   private starting: Promise<void> | null = null;
+  private readonly errorReplies: TokenBucket;
+  private readonly refusals: RefusalLog | undefined;
 
   constructor(options: CommandGateOptions) {
     if (!isDeviceId(options.deviceId)) throw new RangeError(`device id must be 32 lowercase hex digits, got ${JSON.stringify(options.deviceId)}`);
@@ -102,11 +124,17 @@ export class CommandGate {
     this.clock = options.clock;
     this.signer = options.signer;
     this.maxAheadMs = options.maxAheadMs ?? MAX_AHEAD_MS;
+    const limit = options.errorReplies ?? { burst: ERROR_REPLY_BURST, perSecond: ERROR_REPLIES_PER_SECOND };
+    this.errorReplies = new TokenBucket({ ...limit, clock: options.clock });
+    const log = options.log;
+    const intervalMs = options.refusalSummaryMs;
+    this.refusals = log ? new RefusalLog({ log, clock: options.clock, intervalMs }) : undefined;
   }
 
   /** Opens the nonce log (creating it 0600) and loads the nonces that have not expired. */
   start(): Promise<void> {
     if (this.nonces !== null) return Promise.resolve();
+    this.refusals?.start();
     this.starting ??= (async () => {
       try {
         this.nonces = await NonceStore.open(this.nonceLogPath, this.now());
@@ -117,8 +145,12 @@ export class CommandGate {
     return this.starting;
   }
 
-  /** Closes the nonce log once the writes already issued are durable. Commands arriving later get "unavailable". */
+  /**
+   * Closes the nonce log once the writes already issued are durable, and logs the refusals not yet summarized.
+   * Commands arriving later get "unavailable".
+   */
   async stop(): Promise<void> {
+    this.refusals?.stop();
     await this.starting?.catch(() => undefined);
     const nonces = this.nonces;
     this.nonces = null;
@@ -132,21 +164,27 @@ export class CommandGate {
    */
   async handle(topic: string, payload: Uint8Array, handlers: Readonly<Record<string, CommandHandler>>): Promise<HandledCommand> {
     const parsed = parseTopic(topic);
-    if (parsed?.kind !== "cmd") return this.refuse(null, null, "malformed", `topic ${describeTopic(topic)} is not a command topic`);
+    // Until openCommand has verified the fleet's signature, a refusal is of an unauthenticated message.
+    if (parsed?.kind !== "cmd") {
+      return this.refuseUnauthenticated(null, "malformed", `topic ${describeTopic(topic)} is not a command topic`);
+    }
     if (parsed.deviceId !== this.deviceId) {
-      return this.refuse(null, null, "wrong-device", `topic ${describeTopic(topic)} is another device's`);
+      return this.refuseUnauthenticated(null, "wrong-device", `topic ${describeTopic(topic)} is another device's`);
     }
     const topicCmd = parsed.name!;
     const nonces = this.nonces;
-    if (nonces === null) return this.refuse(topicCmd, null, "unavailable", "the command gate is not running");
+    if (nonces === null) return this.refuseUnauthenticated(topicCmd, "unavailable", "the command gate is not running");
     let now: number;
     try {
       now = this.now();
     } catch (err) {
-      return this.refuse(topicCmd, null, "internal", errorLine(err));
+      return this.refuseUnauthenticated(topicCmd, "internal", errorLine(err));
     }
     const opened = openCommand(payload, { fleetPublicKey: this.fleetPublicKey, deviceId: this.deviceId, topicCmd, now, maxAheadMs: this.maxAheadMs });
-    if (!opened.ok) return this.refuse(topicCmd, opened.nonce, opened.code, opened.reason);
+    if (!opened.ok) {
+      if (!opened.signed) return this.refuseUnauthenticated(topicCmd, opened.code, opened.reason);
+      return this.refuse(topicCmd, opened.nonce, opened.code, opened.reason);
+    }
     const { cmd, args, nonce, exp } = opened.command;
 
     // From the checks to the nonce's insertion nothing awaits, so two deliveries of one command cannot both pass.
@@ -180,12 +218,26 @@ export class CommandGate {
       if (err instanceof RangeError) return this.refuse(cmd, nonce, "result-too-large", errorLine(err));
       return this.refuse(cmd, nonce, "internal", `result could not be encoded: ${errorLine(err)}`);
     }
-    return { replyPayload, ok: true, code: null, cmd, nonce };
+    return { replyPayload, ok: true, authenticated: true, code: null, cmd, nonce };
   }
 
+  /** The refusal of a command the fleet signed: always answered. */
   private refuse(cmd: string | null, nonce: string | null, code: string, message: string): HandledCommand {
     const replyPayload = signReply({ cmd, deviceId: this.deviceId, nonce, ok: false, error: { code, message } }, this.signer);
-    return { replyPayload, ok: false, code, cmd, nonce };
+    this.refusals?.record(code, () => refusalLine(cmd, code, message), true);
+    return { replyPayload, ok: false, authenticated: true, code, cmd, nonce };
+  }
+
+  /**
+   * The refusal of a message nobody vouches for: answered (with "nonce":null, so nobody can attach an error to a
+   * real command's nonce) while the rate limit allows; past it, nothing is signed or sent.
+   */
+  private refuseUnauthenticated(cmd: string | null, code: string, message: string): HandledCommand {
+    const answered = this.errorReplies.take();
+    const reply = { cmd, deviceId: this.deviceId, nonce: null, ok: false as const, error: { code, message } };
+    const replyPayload = answered ? signReply(reply, this.signer) : null;
+    this.refusals?.record(code, () => refusalLine(cmd, code, message), answered);
+    return { replyPayload, ok: false, authenticated: false, code, cmd, nonce: null };
   }
 
   private now(): number {
@@ -205,6 +257,10 @@ function handlerError(err: unknown): ReplyError {
   }
   if (typeof code === "string" && ERROR_CODE.test(code)) return { code, message: errorLine(err) };
   return { code: "internal", message: errorLine(err) };
+}
+
+function refusalLine(cmd: string | null, code: string, message: string): string {
+  return `${cmd ?? "?"} refused: ${code}: ${message} (further ${code} refusals go into the summary)`;
 }
 
 function describeTopic(topic: unknown): string {

@@ -82,8 +82,12 @@ export type CommandFailureCode =
 
 export type OpenedCommand =
   | { ok: true; command: Command }
-  /** nonce: the command's nonce once its signature verified and the body has a valid one, else null. */
-  | { ok: false; code: CommandFailureCode; reason: string; nonce: string | null };
+  /**
+   * nonce: the command's nonce once its signature verified and the body has a valid one, else null. signed: the
+   * signature verified under the fleet key (the refusal is of a command the fleet signed), so the caller can tell
+   * the fleet's mistakes from anyone's garbage (agent/link/command-gate.ts rate-limits replies to the latter).
+   */
+  | { ok: false; code: CommandFailureCode; reason: string; nonce: string | null; signed: boolean };
 
 export interface OpenCommandOptions {
   /** The fleet's raw 32-byte Ed25519 public key, or its 64 hex digits. */
@@ -163,9 +167,11 @@ export function openCommand(payload: unknown, options: OpenCommandOptions): Open
   if (!isUint(maxBytes) || maxBytes === 0) throw new RangeError(`maxBytes must be a positive integer, got ${describeValue(maxBytes)}`);
 
   let nonce: string | null = null;
-  const fail = (code: CommandFailureCode, reason: string): OpenedCommand => ({ ok: false, code, reason, nonce });
+  let signed = false;
+  const fail = (code: CommandFailureCode, reason: string): OpenedCommand => ({ ok: false, code, reason, nonce, signed });
   try {
     const opened = openEnvelope(payload, maxBytes, COMMAND_DOMAIN_BYTES, key, "command");
+    signed = opened.ok || opened.signed === true;
     if (!opened.ok) return fail(opened.code, opened.reason);
     const body = opened.body;
     if (!isPlainObject(body)) return fail("malformed", `command body is ${describeType(body)}, not an object`);
@@ -302,7 +308,8 @@ function signedMessage(domain: Uint8Array, body: Uint8Array): Uint8Array {
 
 type OpenedEnvelope =
   | { ok: true; body: unknown }
-  | { ok: false; code: "too-large" | "malformed" | "bad-signature"; reason: string };
+  /** signed: the signature verified (only the body's JSON failed). */
+  | { ok: false; code: "too-large" | "malformed" | "bad-signature"; reason: string; signed?: true };
 
 /** Size, envelope shape, signature; then the body parsed. May throw only on hostile non-bytes input. */
 function openEnvelope(payload: unknown, maxBytes: number, domain: Uint8Array, key: Uint8Array, what: string): OpenedEnvelope {
@@ -333,7 +340,7 @@ function openEnvelope(payload: unknown, maxBytes: number, domain: Uint8Array, ke
     return { ok: false, code: "bad-signature", reason: `${what} signature does not verify under the ${what === "command" ? "fleet" : "device"} key` };
   }
   const parsed = parseJson(body);
-  if (parsed === PARSE_FAILED) return { ok: false, code: "malformed", reason: `${what} 'body' is not valid JSON` };
+  if (parsed === PARSE_FAILED) return { ok: false, code: "malformed", reason: `${what} 'body' is not valid JSON`, signed: true };
   return { ok: true, body: parsed };
 }
 

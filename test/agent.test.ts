@@ -27,6 +27,30 @@ let client: MqttClient;
 let deviceId = "";
 let devicePublicKey = "";
 const inbox: Array<{ topic: string; payload: Buffer; correlationData?: Buffer }> = [];
+/** An object the CLI stores before the agent first starts (the CLI is refused while the agent owns the store). */
+const stored = { data: objectBytes(200_000, 31), objectId: "" };
+
+/** `length` bytes of a pattern set by `step`: object contents that differ between tests. */
+function objectBytes(length: number, step: number): Uint8Array {
+  return new Uint8Array(length).map((_, i) => (i * step) & 0xff);
+}
+
+/** `sharenode store add` of `data` into the test's data directory, with the agent stopped. */
+function storeAdd(data: Uint8Array, name: string): string {
+  const file = join(work, name);
+  writeFileSync(file, data);
+  const add = spawnSync(process.execPath, [BIN, "store", "add", file, "--data", join(work, "data"), "--state", join(work, "state"), "--allow-system-disk"], { encoding: "utf8" });
+  expect(add.stderr).toBe("");
+  expect(add.status).toBe(0);
+  return Buffer.from(blake3(data)).toString("hex");
+}
+
+/** The state messages (births and deaths) received so far, parsed. */
+const states = (): Array<{ state: string; bdSeq: number }> =>
+  inbox.filter((m) => m.topic === topicsFor(deviceId).state).map((m) => JSON.parse(m.payload.toString()) as { state: string; bdSeq: number });
+
+/** The bdSeq counter the agent persisted before its last connection attempt. */
+const persistedBdSeq = (): number => Number(readFileSync(join(work, "state", "bdseq"), "utf8"));
 
 function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return {
@@ -80,12 +104,15 @@ beforeAll(async () => {
   client = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: "fleet-test" });
   client.on("message", (topic, payload, packet) => inbox.push({ topic, payload, correlationData: packet.properties?.correlationData }));
   await client.subscribeAsync(["sharenode/v1/+/state", "sharenode/v1/+/telemetry", "sharenode/v1/+/events"], { qos: 1 });
+  stored.objectId = storeAdd(stored.data, "stored.bin");
   agent = spawn(process.execPath, [BIN, "run"], { env: env(), stdio: ["ignore", "pipe", "pipe"] });
   agent.stdout!.on("data", (d: Buffer) => (agentLog += d.toString()));
   agent.stderr!.on("data", (d: Buffer) => (agentLog += d.toString()));
   const m = await waitFor("the device id in the log", () => /device ([0-9a-f]{32}) \(public key ([0-9a-f]{64})\)/.exec(agentLog) ?? undefined);
   deviceId = m[1]!;
   devicePublicKey = m[2]!;
+  // Subscribed to its commands: any test may send one first.
+  await waitFor("the link", () => (/link: connected/.test(agentLog) ? true : undefined));
 });
 
 afterAll(async () => {
@@ -97,9 +124,10 @@ afterAll(async () => {
 
 describe("sharenode run", () => {
   it("announces itself online (retained, with a session number)", async () => {
-    const birth = await waitFor("the birth", () => inbox.find((m) => m.topic === topicsFor(deviceId).state && JSON.parse(m.payload.toString()).state === "online"));
-    const state = JSON.parse(birth.payload.toString());
-    expect(Number.isInteger(state.bdSeq)).toBe(true);
+    const state = await waitFor("the birth", () => states().find((m) => m.state === "online"));
+    // The session number the agent persisted before connecting (the broker was up: one attempt, the first).
+    expect(state.bdSeq).toBe(persistedBdSeq());
+    expect(state.bdSeq).toBe(1);
     // Retained: a consumer that comes later still sees it.
     const late = await mqtt.connectAsync(broker.url, { protocolVersion: 5 });
     const seen: string[] = [];
@@ -171,14 +199,25 @@ describe("sharenode run", () => {
   });
 
   it("proves storage: store.challenge returns a signed response that verifies; a missing object is an error reply", async () => {
-    const data = new Uint8Array(200_000).map((_, i) => (i * 31) & 0xff);
-    const file = join(work, "object.bin");
-    writeFileSync(file, data);
+    const { data, objectId } = stored;
+    const nonce = "11".repeat(32);
+    const reply = await command("store.challenge", sign("store.challenge", { objectId, nonce, count: 4 }));
+    expect(reply.ok, JSON.stringify(reply)).toBe(true);
+    if (!reply.ok) return;
+    const expected = { objectId, length: data.length, nonce, count: 4, publicKey: Buffer.from(devicePublicKey, "hex") };
+    expect(verifyStorageResponse(reply.result, expected)).toMatchObject({ ok: true });
+    // The check is real: the same response does not verify for another challenge, or under another key.
+    expect(verifyStorageResponse(reply.result, { ...expected, nonce: "12".repeat(32) })).toMatchObject({ ok: false });
+    expect(verifyStorageResponse(reply.result, { ...expected, publicKey: Buffer.from(fleet.publicKeyHex, "hex") })).toMatchObject({ ok: false });
+
+    const absent = objectBytes(200_000, 37);
+    const file = join(work, "absent.bin");
+    writeFileSync(file, absent);
     // While the agent runs, it owns the store: the CLI is refused (one process per data directory).
     const add = spawnSync(process.execPath, [BIN, "store", "add", file, "--data", join(work, "data"), "--state", join(work, "state"), "--allow-system-disk"], { encoding: "utf8" });
     expect(add.status).toBe(1);
     expect(add.stderr).toMatch(/in use by process/);
-    const missing = await command("store.challenge", sign("store.challenge", { objectId: Buffer.from(blake3(data)).toString("hex"), nonce: "11".repeat(32), count: 1 }));
+    const missing = await command("store.challenge", sign("store.challenge", { objectId: Buffer.from(blake3(absent)).toString("hex"), nonce, count: 1 }));
     expect(missing.ok).toBe(false);
     if (!missing.ok) expect(missing.error.code).toBe("not-found");
   });
@@ -205,26 +244,29 @@ describe("sharenode run", () => {
     expect(row, watch.stdout).toMatch(new RegExp(`^${deviceId}\\s+yes\\s`));
   }, 30_000);
 
-  it("stops cleanly on SIGTERM: publishes offline itself and exits 0; then a stored object can be challenged", async () => {
+  it("stops cleanly on SIGTERM: publishes offline itself and exits 0; then an object added meanwhile can be challenged", async () => {
+    const birth = await waitFor("the birth", () => states().filter((m) => m.state === "online").at(-1));
     const exited = new Promise<number | null>((resolve) => agent.once("exit", (code) => resolve(code)));
     agent.kill("SIGTERM");
     expect(await exited).toBe(0);
     // The sim board's watchdog file: pets (NUL bytes), then the magic close of a clean stop.
     expect(readFileSync(join(work, "data", "sim-board", "dev", "watchdog"), "latin1")).toMatch(/^\0+V$/);
-    const offline = await waitFor("the offline state", () => inbox.find((m) => m.topic === topicsFor(deviceId).state && JSON.parse(m.payload.toString()).state === "offline"));
-    expect(JSON.parse(offline.payload.toString()).bdSeq).toBeGreaterThanOrEqual(0);
+    const offline = await waitFor("the offline state", () => states().find((m) => m.state === "offline"));
+    // The death carries the session number of the birth it ends, the one persisted before that connection.
+    expect(offline.bdSeq).toBe(birth.bdSeq);
+    expect(offline.bdSeq).toBe(persistedBdSeq());
     // With the agent stopped, the CLI can add; a restarted agent proves the object over MQTT.
-    const data = new Uint8Array(200_000).map((_, i) => (i * 31) & 0xff);
-    const file = join(work, "object.bin");
-    const add = spawnSync(process.execPath, [BIN, "store", "add", file, "--data", join(work, "data"), "--state", join(work, "state"), "--allow-system-disk"], { encoding: "utf8" });
-    expect(add.stderr).toBe("");
-    expect(add.status).toBe(0);
+    const data = objectBytes(200_000, 41);
+    const objectId = storeAdd(data, "added-while-stopped.bin");
     agentLog = "";
     agent = spawn(process.execPath, [BIN, "run"], { env: env(), stdio: ["ignore", "pipe", "pipe"] });
     agent.stdout!.on("data", (d: Buffer) => (agentLog += d.toString()));
     agent.stderr!.on("data", (d: Buffer) => (agentLog += d.toString()));
     await waitFor("the restarted agent", () => (/link: connected/.test(agentLog) ? true : undefined));
-    const objectId = Buffer.from(blake3(data)).toString("hex");
+    // A new session: the next number, persisted before it connected.
+    const rebirth = await waitFor("the new birth", () => states().find((m) => m.state === "online" && m.bdSeq > offline.bdSeq));
+    expect(rebirth.bdSeq).toBe(persistedBdSeq());
+    expect(rebirth.bdSeq).toBe(offline.bdSeq + 1);
     const nonce = "22".repeat(32);
     const reply = await command("store.challenge", sign("store.challenge", { objectId, nonce, count: 4 }));
     expect(reply.ok).toBe(true);

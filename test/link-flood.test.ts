@@ -142,11 +142,11 @@ describe("RefusalLog", () => {
     log.start();
     log.record("malformed", () => "never written", false);
     for (let i = 0; i < 100 && lines.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
-    expect(lines).toEqual([expect.stringMatching(/^refused 1 malformed in the last 0 s; 1 unauthenticated got no error reply \(rate limit\)$/)]);
+    expect(lines).toEqual([expect.stringMatching(/^refused 1 malformed in the last \d+ s; 1 unauthenticated got no error reply \(rate limit\)$/)]);
     log.record("bad-signature", () => "never written", true);
     log.stop();
     expect(lines).toHaveLength(2);
-    expect(lines[1]).toMatch(/^refused 1 bad-signature in the last 0 s$/);
+    expect(lines[1]).toMatch(/^refused 1 bad-signature in the last \d+ s$/);
     // Stopped: no timer writes again.
     await new Promise((r) => setTimeout(r, 150));
     expect(lines).toHaveLength(2);

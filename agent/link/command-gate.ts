@@ -1,7 +1,8 @@
 // The command gate: everything that arrives on `sharenode/v1/{id}/cmd/{name}` passes here before any feature sees
 // it. It verifies the envelope (agent/protocol/envelope.ts), refuses replays with a durable record of the nonces it
-// has seen, dispatches to the handler the composition root registered for the command, and answers every payload,
-// good or bad, with a reply signed by the device key. Nothing a payload contains can make it throw.
+// has seen, dispatches to the handler the composition root registered for the command, and answers with a reply
+// signed by the device key: every signed command, and other payloads within a rate limit (below). Nothing a
+// payload contains can make it throw.
 //
 // Anyone who can publish on the command topic can send garbage, so what garbage costs is bounded (flood-guard.ts):
 // refusals of unauthenticated messages (the fleet key's signature did not verify, or the gate never got as far as
@@ -158,9 +159,9 @@ export class CommandGate {
   }
 
   /**
-   * Verifies, dispatches and answers one command. Resolves with a signed reply for every payload; rejects only
-   * when the device key cannot sign. `handlers` is looked up by own property only (no "constructor" or
-   * "__proto__" from the prototype).
+   * Verifies, dispatches and answers one command. Resolves with a signed reply for every payload but the
+   * unauthenticated ones past the rate limit (replyPayload null); rejects only when the device key cannot sign.
+   * `handlers` is looked up by own property only (no "constructor" or "__proto__" from the prototype).
    */
   async handle(topic: string, payload: Uint8Array, handlers: Readonly<Record<string, CommandHandler>>): Promise<HandledCommand> {
     const parsed = parseTopic(topic);

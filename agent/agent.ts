@@ -19,6 +19,8 @@ import { MqttLink } from "./link/mqtt-link.js";
 import { Outbox } from "./link/outbox.js";
 import { parseTopic, topicsFor } from "./protocol/topics.js";
 import { answerChallenge, parseChallenge } from "./protocol/storage-proof.js";
+import { AUTO_DATA_DIR, resolveAutoDataDir } from "./store/auto-data-dir.js";
+import { hostDiskDiscovery } from "./store/disk-discovery.js";
 import { checkDataDisk } from "./store/disk-marker.js";
 import { defaultReserveBytes, ObjectStore } from "./store/object-store.js";
 import { Scrubber } from "./store/scrub.js";
@@ -65,6 +67,8 @@ export class Agent {
   private readonly startedAt: number;
   private identity!: DeviceIdentity;
   private store: ObjectStore | undefined;
+  /** The store's directory once it runs (`store.dataDir`, or the disk "auto" found). */
+  private dataDir: string | undefined;
   private storeRefusal: StoreRefusal | undefined;
   private link!: MqttLink;
   private outbox!: Outbox;
@@ -174,7 +178,7 @@ export class Agent {
     await this.link.start();
     this.collector = new TelemetryCollector({
       paths: this.hostPaths,
-      dataDir: this.store ? config.store.dataDir : undefined,
+      dataDir: this.store ? this.dataDir : undefined,
       now: this.now,
       sources: [{ telemetryCounters: () => this.counters() }],
       temperature: () => this.board.readTemperatureC(),
@@ -242,7 +246,7 @@ export class Agent {
       (await openBoard({
         paths: this.hostPaths,
         name: this.config.board,
-        simRoot: join(this.config.store.dataDir, "sim-board"),
+        simRoot: join(this.config.store.dataDir === AUTO_DATA_DIR ? this.config.stateDir : this.config.store.dataDir, "sim-board"),
         onProblem: (line) => boardLog.warn(line),
       }));
     boardLog.info(`${this.board.name}: ${this.board.description} (${this.board.detectedBy})`);
@@ -358,8 +362,22 @@ export class Agent {
 
   private async startStore(): Promise<void> {
     const { config } = this;
+    let dataDir = config.store.dataDir;
+    if (dataDir === AUTO_DATA_DIR) {
+      const discovery = hostDiskDiscovery(this.hostPaths, this.deps.env ?? process.env);
+      const auto = await resolveAutoDataDir({ stateDir: config.stateDir, nodeId: this.identity.deviceId, discovery });
+      if (auto.note) this.log.warn(auto.note);
+      // No disk, or no one disk to pick: the refusal path of a disk that is not there (the agent runs on).
+      if (!auto.ok) {
+        this.storeRefusal = { code: auto.code, reason: auto.reason };
+        this.log.error(`store not started: ${auto.reason}`);
+        return;
+      }
+      this.log.info(`store.dataDir "auto": ${auto.reason}`);
+      dataDir = auto.dataDir;
+    }
     const check = await checkDataDisk(
-      { dataDir: config.store.dataDir, stateDir: config.stateDir, nodeId: this.identity.deviceId, allowSystemDisk: config.store.allowSystemDisk },
+      { dataDir, stateDir: config.stateDir, nodeId: this.identity.deviceId, allowSystemDisk: config.store.allowSystemDisk },
       this.hostPaths,
     );
     if (!check.ok) {
@@ -384,6 +402,7 @@ export class Agent {
     try {
       await store.start();
       this.store = store;
+      this.dataDir = check.dataDir;
       this.log.info(`store on ${check.dataDir} (${check.filesystem.fstype}, ${check.adopted} disk)`);
     } catch (err) {
       this.storeRefusal = { code: "start-failed", reason: (err as Error).message };

@@ -1,8 +1,8 @@
 // The bundles (npm run build: `tsup --config agent/tsup.config.mjs`). Plain JavaScript, so that building needs
 // nothing compiled first.
 //   dist/sharenode.js  the device bundle: the CLI and the daemon in one file that needs no node_modules (mqtt.js
-//                      and its dependencies inside), minified: every KB is stored on the box's eMMC (twice: two
-//                      release slots) and parsed by a slow CPU at every start.
+//                      and its dependencies, node-disk-info's df parser inside), minified: every KB is stored on the
+//                      box's eMMC (twice: two release slots) and parsed by a slow CPU at every start.
 //   dist/index.js, dist/fleet.js  the library and the fleet side, with types; their dependencies stay packages.
 import { fileURLToPath } from "node:url";
 import { defineConfig } from "tsup";
@@ -15,7 +15,7 @@ export default defineConfig([
   {
     ...common,
     entry: { sharenode: "agent/cli.ts" },
-    noExternal: ["mqtt"],
+    noExternal: ["mqtt", "node-disk-info"],
     // CommonJS dependencies (mqtt.js's) call require(): give the ES module bundle one.
     banner: { js: "import { createRequire as __snCreateRequire } from 'node:module'; const require = __snCreateRequire(import.meta.url);" },
     minify: true,

@@ -98,8 +98,11 @@ async function readMarker(file: string): Promise<MarkerRead> {
   };
 }
 
-/** The adoption this node recorded for this data dir; another node's or another dir's record counts as none. */
-async function readAdoption(file: string, nodeId: string, dataDir: string): Promise<AdoptionState | undefined> {
+/**
+ * The adoption this node recorded for this data dir (any dir when `dataDir` is undefined); another node's or another
+ * dir's record counts as none.
+ */
+async function readAdoption(file: string, nodeId: string, dataDir: string | undefined): Promise<AdoptionState | undefined> {
   let text: string;
   try {
     text = await fsp.readFile(file, "utf8");
@@ -116,8 +119,20 @@ async function readAdoption(file: string, nodeId: string, dataDir: string): Prom
   if (s.v !== 1 || typeof s.diskId !== "string" || !DISK_ID.test(s.diskId)) {
     throw new Error(`${showPath(file)} is not a data-disk record; delete it to adopt the data disk again`);
   }
-  if (s.nodeId !== nodeId || s.dataDir !== dataDir) return undefined;
+  if (s.nodeId !== nodeId || (dataDir !== undefined && s.dataDir !== dataDir)) return undefined;
   return s as AdoptionState;
+}
+
+/** The disk this node adopted and the data dir it was adopted at, from its state dir; undefined: none yet. */
+export async function readAdoptedDisk(stateDir: string, nodeId: string): Promise<{ diskId: string; dataDir: string } | undefined> {
+  const s = await readAdoption(join(resolve(stateDir), ADOPTION_STATE_NAME), nodeId, undefined);
+  return s && typeof s.dataDir === "string" ? { diskId: s.diskId, dataDir: s.dataDir } : undefined;
+}
+
+/** The marker in `dataDir`, or undefined when there is none or it is unreadable as a marker. */
+export async function readDiskMarker(dataDir: string): Promise<DiskMarker | undefined> {
+  const read = await readMarker(join(dataDir, MARKER_NAME)).catch(() => ({ missing: true }) as const);
+  return "marker" in read ? read.marker : undefined;
 }
 
 /** What inspectDataDisk found: a directory the store may use (and what is recorded of it), or why not. */

@@ -69,7 +69,9 @@ export type DiskRefusalCode =
   | "bad-marker"
   | "system-disk"
   | "read-only"
-  | "not-a-directory";
+  | "not-a-directory"
+  | "no-data-disk"
+  | "several-data-disks";
 
 /** A data directory the store must not use; `message` is one line naming the directory and what to do. */
 export class DiskError extends Error {
@@ -173,7 +175,8 @@ export async function describeMounts(paths: HostPaths, entries?: MountEntry[]): 
   return result;
 }
 
-async function withSpace(fs: Filesystem, statfs: StatfsFn, at = fs.mountPoint): Promise<Filesystem> {
+/** `fs` with its size, free and available bytes from statfs(2) at `at`; unchanged when statfs fails. */
+export async function withSpace(fs: Filesystem, statfs: StatfsFn = defaultStatfs, at = fs.mountPoint): Promise<Filesystem> {
   try {
     const s = await statfs(at);
     return { ...fs, size: s.blocks * s.bsize, free: s.bfree * s.bsize, available: s.bavail * s.bsize };
@@ -188,12 +191,13 @@ async function withSpace(fs: Filesystem, statfs: StatfsFn, at = fs.mountPoint): 
  * covered by another on the same mount point are left out; tmpfs and ramfs stay, classified `virtual`.
  */
 export async function listFilesystems(paths = new HostPaths(), statfs: StatfsFn = defaultStatfs): Promise<Filesystem[]> {
-  const all = await describeMounts(paths);
+  return Promise.all(visibleFilesystems(await describeMounts(paths)).map((f) => withSpace(f, statfs)));
+}
+
+/** listFilesystems' selection of describeMounts' list, without statfs. */
+export function visibleFilesystems(all: readonly Filesystem[]): Filesystem[] {
   const covered = coveredIds(all);
-  const shown = all.filter(
-    (f) => !covered.has(f.mountId) && !PSEUDO_FS.has(f.fstype) && !(f.fstype === "overlay" && f.kind !== "root"),
-  );
-  return Promise.all(shown.map((f) => withSpace(f, statfs)));
+  return all.filter((f) => !covered.has(f.mountId) && !PSEUDO_FS.has(f.fstype) && !(f.fstype === "overlay" && f.kind !== "root"));
 }
 
 function contains(mountPoint: string, path: string): boolean {

@@ -2,6 +2,7 @@
 // failure into a single line on stderr and an exit code.
 import { version } from "../../package.json";
 import { consoleCommand } from "./console.js";
+import { disksCommand } from "./disks.js";
 import { selftestCommand } from "./selftest.js";
 import { hashCommand } from "./hash.js";
 import { fleetCommand } from "./fleet.js";
@@ -21,6 +22,7 @@ const commands: Record<string, Command> = {
   "verify-response": verifyResponseCommand,
   fleet: fleetCommand,
   console: consoleCommand,
+  disks: disksCommand,
   selftest: selftestCommand,
 };
 

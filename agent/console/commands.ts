@@ -15,7 +15,8 @@ import { openBoard, type Board } from "../../board/board.js";
 import { HostPaths } from "../../board/host-paths.js";
 import { version } from "../../package.json";
 import { MARKER_NAME } from "../store/disk-marker.js";
-import { listFilesystems, showPath } from "../store/disks.js";
+import { discoverDisks } from "../store/disk-discovery.js";
+import { showPath } from "../store/disks.js";
 import type { ProbeOptions } from "../link/probe.js";
 import { ConsoleError, type ConsoleCommand, type ConsoleIo } from "./command-api.js";
 import { askDaemon, ControlClient, ControlError, MAX_LOG_LINES, type DaemonStatus, type ProofsSnapshot } from "./control.js";
@@ -356,7 +357,9 @@ export async function createConsoleCommands(options: ConsoleCommandsOptions): Pr
       const preview = await ctx.preview(identity);
       let list;
       try {
-        list = await listFilesystems(ctx.hostPaths);
+        const listing = await discoverDisks(ctx.hostPaths);
+        if (listing.note) io.print(`note: ${listing.note}\n`);
+        list = listing.filesystems;
       } catch (err) {
         io.print(`cannot list the filesystems: ${oneLine(err)}\n`);
         list = undefined;

@@ -11,6 +11,8 @@ import { DEVICE_KEY_FILE, deviceIdOf } from "../identity/device-key.js";
 import { readRecordLog } from "../durable/record-log.js";
 import { scanOutboxFile } from "../link/outbox.js";
 import { toHex } from "../util/hex.js";
+import { AUTO_DATA_DIR, resolveAutoDataDir } from "../store/auto-data-dir.js";
+import { hostDiskDiscovery } from "../store/disk-discovery.js";
 import { inspectDataDisk, type DiskMarker } from "../store/disk-marker.js";
 import type { DiskRefusalCode, Filesystem } from "../store/disks.js";
 import { decodeRecord, replay } from "../store/index-log.js";
@@ -114,10 +116,16 @@ export async function previewDataDisk(
   deviceId: string | undefined,
   paths: HostPaths,
 ): Promise<DiskPreview> {
-  const dataDir = resolve(config.dataDir);
+  let dataDir = resolve(config.dataDir);
   let found;
   try {
-    found = await inspectDataDisk({ ...config, nodeId: deviceId }, paths);
+    if (config.dataDir === AUTO_DATA_DIR) {
+      // The directory the daemon's "auto" would take (agent/store/auto-data-dir.ts), judged like a configured one.
+      const auto = await resolveAutoDataDir({ stateDir: config.stateDir, nodeId: deviceId, discovery: hostDiskDiscovery(paths) });
+      if (!auto.ok) return { dataDir: AUTO_DATA_DIR, accepted: false, state: "refused", code: auto.code, reason: auto.reason };
+      dataDir = auto.dataDir;
+    }
+    found = await inspectDataDisk({ ...config, dataDir, nodeId: deviceId }, paths);
   } catch (err) {
     return { dataDir, accepted: false, state: "unknown", code: "no-mount-table", reason: (err as Error).message };
   }

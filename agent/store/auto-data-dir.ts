@@ -11,7 +11,7 @@
 import { join } from "node:path";
 import { readAdoptedDisk, readDiskMarker } from "./disk-marker.js";
 import { candidateDisks, describeCandidate, DiskDiscovery, type DiskListing } from "./disk-discovery.js";
-import { showPath } from "./disks.js";
+import { showPath, type Filesystem } from "./disks.js";
 
 /** The value of `store.dataDir` that asks for this. */
 export const AUTO_DATA_DIR = "auto";
@@ -58,13 +58,17 @@ export async function resolveAutoDataDir(options: AutoDataDirOptions): Promise<A
     }
     return { ok: true, dataDir: adopted.dataDir, how: "adopted", reason: `the adopted disk ${adopted.diskId} at ${showPath(adopted.dataDir)}`, ...note };
   }
-  const candidates = candidateDisks(listing.filesystems);
+  return { ...chooseAutoDisk(listing.filesystems), ...note };
+}
+
+/** The first-start choice among `filesystems` (a listing): the one USB disk's largest filesystem, or why none. */
+export function chooseAutoDisk(filesystems: readonly Filesystem[]): AutoDataDir {
+  const candidates = candidateDisks(filesystems);
   if (candidates.length === 0) {
     return {
       ok: false,
       code: "no-data-disk",
       reason: 'store.dataDir is "auto" but no writable USB disk is mounted besides the system disk; plug one in, or set store.dataDir',
-      ...note,
     };
   }
   if (candidates.length > 1) {
@@ -75,10 +79,8 @@ export async function resolveAutoDataDir(options: AutoDataDirOptions): Promise<A
         `store.dataDir is "auto" and ${candidates.length} USB disks could hold the store: ` +
         `${candidates.map((c) => describeCandidate(c.filesystem)).join(", ")}; none is adopted yet, so none was chosen: ` +
         `set store.dataDir to a directory on one of them`,
-      ...note,
     };
   }
   const fs = candidates[0]!.filesystem;
-  const dataDir = join(fs.mountPoint, AUTO_DIR_NAME);
-  return { ok: true, dataDir, how: "chosen", reason: `the only USB disk: ${describeCandidate(fs)}`, ...note };
+  return { ok: true, dataDir: join(fs.mountPoint, AUTO_DIR_NAME), how: "chosen", reason: `the only USB disk: ${describeCandidate(fs)}` };
 }

@@ -16,6 +16,7 @@ export const DEBIAN_TOOLS = {
   script: ["bsdutils", "the progress bar and the console through a real pty"],
   "mkfs.ext4": ["e2fsprogs", "the store on real filesystems: ext4, vfat, exFAT, tmpfs"],
   losetup: ["mount", "loop-mounted filesystem images"],
+  busybox: ["busybox", "BusyBox's df, as small boards have it: disk discovery parses it"],
   "mkfs.vfat": ["dosfstools", "vfat images"],
   fusefat: ["fusefat", "this kernel has no vfat: a FUSE driver"],
   "mkfs.exfat": ["exfatprogs", "exFAT images"],

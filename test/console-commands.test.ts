@@ -349,6 +349,25 @@ describe("console commands without a daemon", () => {
     await expect(fsp.access(join(box.stateDir, "data-disk.json"))).rejects.toMatchObject({ code: "ENOENT" });
   });
 
+  it('disks with store.dataDir "auto": the adopted USB disk; unplugged: refused as a missing disk; nothing adopted and no USB disk: no disk', async () => {
+    const box = await makeBox();
+    const config = JSON.parse(await fsp.readFile(box.configFile, "utf8")) as { store: { dataDir: string } };
+    config.store.dataDir = "auto";
+    await fsp.writeFile(box.configFile, JSON.stringify(config));
+    const out = await run(await open(box), "disks");
+    expect(out).toMatch(new RegExp(`^\\*\\s+${box.usb}\\s+/dev/sda1\\s+ext4\\s+usb\\b`, "m"));
+    expect(out).toMatch(new RegExp(`^data dir\\s+${box.dataDir} on /dev/sda1 \\(${box.usb}, ext4, usb\\)`, "m"));
+    expect(out).toMatch(/^store\s+accepted: this device's disk [0-9a-f]{32}$/m);
+
+    await fsp.writeFile(box.host.proc("self/mountinfo"), "22 1 179:2 / / rw,noatime shared:1 - ext4 /dev/root rw\n");
+    await fsp.rename(join(box.dataDir, MARKER_NAME), join(box.root, "marker.away"));
+    expect(await run(await open(box), "disks")).toMatch(/^store\s+refused \(marker-missing\): .*is the USB disk mounted\?/m);
+    await fsp.rm(join(box.stateDir, "data-disk.json"));
+    expect(await run(await open(box), "disks")).toMatch(
+      /^store\s+refused \(no-data-disk\): store.dataDir is "auto" but no writable USB disk is mounted besides the system disk/m,
+    );
+  });
+
   it("store: read from the data directory; in use by another process; refused disk", async () => {
     const box = await makeBox();
     await fsp.mkdir(join(box.dataDir, "quarantine"), { recursive: true });

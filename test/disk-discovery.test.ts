@@ -11,10 +11,14 @@ import { delimiter, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HostPaths, parseMountInfo } from "../board/host-paths";
+import { Agent } from "../agent/agent";
+import { loadConfig } from "../agent/config/config";
+import { LogHub } from "../agent/util/log";
 import { AUTO_DIR_NAME, chooseAutoDisk, resolveAutoDataDir } from "../agent/store/auto-data-dir";
 import { DiskDiscovery, dfRunner, parseDf, type DfRunner } from "../agent/store/disk-discovery";
 import { ADOPTION_STATE_NAME, MARKER_NAME, checkDataDisk } from "../agent/store/disk-marker";
 import { listFilesystems, type Filesystem } from "../agent/store/disks";
+import { Broker } from "./helpers/mosquitto";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "dist/sharenode.js");
@@ -426,4 +430,54 @@ describe('store.dataDir "auto": USB-ness from a fake sysfs, the disks real', () 
       await mountAt(other, { image: otherImage });
     }
   });
+
+  it("the agent: several disks leave it running without a store, saying why; one disk is adopted and stored on", async () => {
+    await clearMarkers();
+    const broker = await Broker.start();
+    cleanups.push(() => broker.stop());
+    async function startAgent(host: HostPaths, state: string) {
+      const { config } = loadConfig(undefined, {
+        SHARENODE_BROKER: broker.url,
+        SHARENODE_STATE: state,
+        SHARENODE_DATA: "auto",
+        SHARENODE_BOARD: "sim",
+        SHARENODE_FLEET_KEY: "3b".repeat(32),
+      });
+      const lines: string[] = [];
+      const agent = new Agent(config, { logs: new LogHub({ write: (l) => lines.push(l.trimEnd()) }, "info"), version: "0.0.0-test", hostPaths: host, env: {} });
+      await agent.start();
+      return { agent, lines };
+    }
+    const state = await stateDir();
+    const two = await fakeHost([["/", `${SD}/mmcblk0p2`], [big, `${usbDisk(1, "sda")}/sda1`], [small, `${usbDisk(2, "sdb")}/sdb1`]]);
+    const first = await startAgent(two, state);
+    try {
+      const status = (await first.agent.status()) as { store: Record<string, unknown> };
+      expect(status.store).toMatchObject({ running: false, code: "several-data-disks" });
+      expect(first.agent.ledStatus).toBe("error");
+      const said = first.lines.filter((l) => /store not started: store.dataDir is "auto" and 2 USB disks could hold the store: /.test(l));
+      expect(said).toHaveLength(1);
+      expect(said[0]).toContain(`/dev/sda1 on ${big} (ext4, `);
+      expect(said[0]).toContain(`/dev/sdb1 on ${small} (ext4, `);
+      // The sim board's files went to the state dir, not to a directory named "auto".
+      expect(existsSync(join(state, "sim-board"))).toBe(true);
+      expect(existsSync(join(process.cwd(), "auto"))).toBe(false);
+    } finally {
+      await first.agent.stop();
+    }
+    for (const at of [big, small]) expect(existsSync(join(at, AUTO_DIR_NAME))).toBe(false);
+
+    const one = await fakeHost([["/", `${SD}/mmcblk0p2`], [small, `${usbDisk(2, "sdb")}/sdb1`]]);
+    const second = await startAgent(one, state);
+    try {
+      const status = (await second.agent.status()) as { store: Record<string, unknown> };
+      expect(status.store).toMatchObject({ running: true, objects: 0 });
+      expect(second.lines.filter((l) => / info  agent: store.dataDir "auto": the only USB disk: \/dev\/sdb1 on /.test(l))).toHaveLength(1);
+      expect(second.lines.some((l) => l.endsWith(`store on ${join(small, AUTO_DIR_NAME)} (ext4, new disk)`))).toBe(true);
+    } finally {
+      await second.agent.stop();
+    }
+    expect(existsSync(join(small, AUTO_DIR_NAME, MARKER_NAME))).toBe(true);
+    expect(existsSync(join(small, AUTO_DIR_NAME, "index.log"))).toBe(true);
+  }, 60_000);
 });

@@ -364,7 +364,7 @@ export class Agent {
     const { config } = this;
     let dataDir = config.store.dataDir;
     if (dataDir === AUTO_DATA_DIR) {
-      const discovery = hostDiskDiscovery(this.hostPaths, this.deps.env ?? process.env);
+      const discovery = hostDiskDiscovery(this.hostPaths);
       const auto = await resolveAutoDataDir({ stateDir: config.stateDir, nodeId: this.identity.deviceId, discovery });
       if (auto.note) this.log.warn(auto.note);
       // No disk, or no one disk to pick: the refusal path of a disk that is not there (the agent runs on).

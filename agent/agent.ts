@@ -246,7 +246,11 @@ export class Agent {
       (await openBoard({
         paths: this.hostPaths,
         name: this.config.board,
-        simRoot: join(this.config.store.dataDir === AUTO_DATA_DIR ? this.config.stateDir : this.config.store.dataDir, "sim-board"),
+        // With "auto" the data disk is not known yet: the sim's files go to the state dir.
+        simRoot: join(
+          this.config.store.dataDir === AUTO_DATA_DIR ? this.config.stateDir : this.config.store.dataDir,
+          "sim-board",
+        ),
         onProblem: (line) => boardLog.warn(line),
       }));
     boardLog.info(`${this.board.name}: ${this.board.description} (${this.board.detectedBy})`);
@@ -377,7 +381,12 @@ export class Agent {
       dataDir = auto.dataDir;
     }
     const check = await checkDataDisk(
-      { dataDir, stateDir: config.stateDir, nodeId: this.identity.deviceId, allowSystemDisk: config.store.allowSystemDisk },
+      {
+        dataDir,
+        stateDir: config.stateDir,
+        nodeId: this.identity.deviceId,
+        allowSystemDisk: config.store.allowSystemDisk,
+      },
       this.hostPaths,
     );
     if (!check.ok) {

@@ -49,7 +49,8 @@ async function runDisks(args: string[], io: CliIo): Promise<number> {
       removable: block?.removable ?? null,
       autoCandidate: candidates.has(f.mountId),
     }));
-    io.stdout.write(JSON.stringify({ source: listing.source, note: listing.note ?? null, filesystems, auto }, null, 2) + "\n");
+    const out = { source: listing.source, note: listing.note ?? null, filesystems, auto };
+    io.stdout.write(JSON.stringify(out, null, 2) + "\n");
     return 0;
   }
   io.stdout.write(

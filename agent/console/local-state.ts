@@ -121,8 +121,11 @@ export async function previewDataDisk(
   try {
     if (config.dataDir === AUTO_DATA_DIR) {
       // The directory the daemon's "auto" would take (agent/store/auto-data-dir.ts), judged like a configured one.
-      const auto = await resolveAutoDataDir({ stateDir: config.stateDir, nodeId: deviceId, discovery: hostDiskDiscovery(paths) });
-      if (!auto.ok) return { dataDir: AUTO_DATA_DIR, accepted: false, state: "refused", code: auto.code, reason: auto.reason };
+      const discovery = hostDiskDiscovery(paths);
+      const auto = await resolveAutoDataDir({ stateDir: config.stateDir, nodeId: deviceId, discovery });
+      if (!auto.ok) {
+        return { dataDir: config.dataDir, accepted: false, state: "refused", code: auto.code, reason: auto.reason };
+      }
       dataDir = auto.dataDir;
     }
     found = await inspectDataDisk({ ...config, dataDir, nodeId: deviceId }, paths);

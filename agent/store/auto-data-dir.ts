@@ -23,7 +23,7 @@ export type AutoDataDir =
   | {
       ok: true;
       dataDir: string;
-      /** `adopted`: the recorded dir; `moved`: the adopted disk, found at another mount point; `chosen`: first start. */
+      /** `adopted`: the recorded dir; `moved`: the adopted disk at another mount point; `chosen`: first start. */
       how: "adopted" | "moved" | "chosen";
       /** One line for the log. */
       reason: string;
@@ -42,9 +42,13 @@ export interface AutoDataDirOptions {
 /** Resolves `store.dataDir: "auto"` to a directory (without creating or adopting anything), or says why none. */
 export async function resolveAutoDataDir(options: AutoDataDirOptions): Promise<AutoDataDir> {
   const adopted = options.nodeId === undefined ? undefined : await readAdoptedDisk(options.stateDir, options.nodeId);
-  if (adopted && (await readDiskMarker(adopted.dataDir))?.diskId === adopted.diskId) {
-    return { ok: true, dataDir: adopted.dataDir, how: "adopted", reason: `the adopted disk ${adopted.diskId} at ${showPath(adopted.dataDir)}` };
-  }
+  const recorded = adopted && {
+    ok: true as const,
+    dataDir: adopted.dataDir,
+    how: "adopted" as const,
+    reason: `the adopted disk ${adopted.diskId} at ${showPath(adopted.dataDir)}`,
+  };
+  if (adopted && (await readDiskMarker(adopted.dataDir))?.diskId === adopted.diskId) return recorded!;
   const listing: DiskListing = await options.discovery.list();
   const note = listing.note ? { note: listing.note } : {};
   if (adopted) {
@@ -56,7 +60,7 @@ export async function resolveAutoDataDir(options: AutoDataDirOptions): Promise<A
         return { ok: true, dataDir: dir, how: "moved", reason, ...note };
       }
     }
-    return { ok: true, dataDir: adopted.dataDir, how: "adopted", reason: `the adopted disk ${adopted.diskId} at ${showPath(adopted.dataDir)}`, ...note };
+    return { ...recorded!, ...note };
   }
   return { ...chooseAutoDisk(listing.filesystems), ...note };
 }
@@ -68,7 +72,9 @@ export function chooseAutoDisk(filesystems: readonly Filesystem[]): AutoDataDir 
     return {
       ok: false,
       code: "no-data-disk",
-      reason: 'store.dataDir is "auto" but no writable USB disk is mounted besides the system disk; plug one in, or set store.dataDir',
+      reason:
+        'store.dataDir is "auto" but no writable USB disk is mounted besides the system disk; ' +
+        "plug one in, or set store.dataDir",
     };
   }
   if (candidates.length > 1) {
@@ -77,10 +83,12 @@ export function chooseAutoDisk(filesystems: readonly Filesystem[]): AutoDataDir 
       code: "several-data-disks",
       reason:
         `store.dataDir is "auto" and ${candidates.length} USB disks could hold the store: ` +
-        `${candidates.map((c) => describeCandidate(c.filesystem)).join(", ")}; none is adopted yet, so none was chosen: ` +
+        `${candidates.map((c) => describeCandidate(c.filesystem)).join(", ")}; ` +
+        "none is adopted yet, so none was chosen: " +
         `set store.dataDir to a directory on one of them`,
     };
   }
   const fs = candidates[0]!.filesystem;
-  return { ok: true, dataDir: join(fs.mountPoint, AUTO_DIR_NAME), how: "chosen", reason: `the only USB disk: ${describeCandidate(fs)}` };
+  const dataDir = join(fs.mountPoint, AUTO_DIR_NAME);
+  return { ok: true, dataDir, how: "chosen", reason: `the only USB disk: ${describeCandidate(fs)}` };
 }

@@ -17,7 +17,15 @@ import { execFile } from "node:child_process";
 import { Linux } from "node-disk-info/dist/platforms/linux.js";
 import { Utils } from "node-disk-info/dist/utils/utils.js";
 import { HostPaths } from "../../board/host-paths.js";
-import { describeMounts, listFilesystems, showPath, visibleFilesystems, withSpace, type Filesystem, type StatfsFn } from "./disks.js";
+import {
+  describeMounts,
+  listFilesystems,
+  showPath,
+  visibleFilesystems,
+  withSpace,
+  type Filesystem,
+  type StatfsFn,
+} from "./disks.js";
 
 /** Runs `df -kP` and resolves its standard output; rejects with a one-line reason when df is missing or fails. */
 export type DfRunner = () => Promise<string>;
@@ -36,19 +44,16 @@ export function dfRunner(
   return () =>
     new Promise((resolve, reject) => {
       const [cmd, ...args] = argv as [string, ...string[]];
-      execFile(
-        cmd,
-        args,
-        { env: { ...env, LC_ALL: "C" }, timeout: timeoutMs, killSignal: "SIGKILL", maxBuffer: 4 << 20, encoding: "utf8" },
-        (err, stdout, stderr) => {
-          if (!err) return resolve(stdout);
-          const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: string | number };
-          if (e.code === "ENOENT") return reject(new Error(`${cmd} not found`));
-          if (e.killed) return reject(new Error(`${cmd} did not answer within ${timeoutMs / 1000} s`));
-          const said = stderr.split("\n").find((l) => l.trim() !== "");
-          reject(new Error(`${cmd} ${typeof e.code === "number" ? `exited with ${e.code}` : "failed"}${said ? `: ${said.trim()}` : ""}`));
-        },
-      );
+      const options = { env: { ...env, LC_ALL: "C" }, timeout: timeoutMs, killSignal: "SIGKILL" as const };
+      execFile(cmd, args, { ...options, maxBuffer: 4 << 20, encoding: "utf8" }, (err, stdout, stderr) => {
+        if (!err) return resolve(stdout);
+        const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: string | number };
+        if (e.code === "ENOENT") return reject(new Error(`${cmd} not found`));
+        if (e.killed) return reject(new Error(`${cmd} did not answer within ${timeoutMs / 1000} s`));
+        const said = stderr.split("\n").find((l) => l.trim() !== "")?.trim();
+        const how = typeof e.code === "number" ? `exited with ${e.code}` : "failed";
+        reject(new Error(`${cmd} ${how}${said ? `: ${said}` : ""}`));
+      });
     });
 }
 
@@ -66,7 +71,9 @@ export interface DfRow {
  */
 export function parseDf(text: string): DfRow[] {
   const lines = text.split("\n");
-  if (!/^Filesystem\s/.test(lines[0] ?? "")) throw new Error(`df printed no table (${JSON.stringify(text.slice(0, 60))})`);
+  if (!/^Filesystem\s/.test(lines[0] ?? "")) {
+    throw new Error(`df printed no table (${JSON.stringify(text.slice(0, 60))})`);
+  }
   // What `df -P | awk 'NR > 1'` hands the parser: every line but the header.
   const body = lines.slice(1).join("\n");
   const run = Utils.execute;
@@ -82,7 +89,7 @@ export function parseDf(text: string): DfRow[] {
   return drives.map((d, i) => ({ line: raw[i]!, filesystem: d.filesystem, mounted: d.mounted }));
 }
 
-/** How df may print a mount point: as is (no special characters), with control characters as "?" (GNU), cut at a newline (BusyBox). */
+/** How df may print a mount point: as is, with control characters as "?" (GNU), cut at a newline (BusyBox). */
 function dfSpellings(mountPoint: string): string[] {
   return [...new Set([mountPoint, mountPoint.replace(/[\x00-\x1f\x7f]/g, "?"), mountPoint.split("\n")[0]!])];
 }
@@ -100,7 +107,10 @@ export function matchDfRow(row: DfRow, mounts: readonly Filesystem[]): Filesyste
   const named = topFirst.filter(
     (f) => line.startsWith(`${f.source} `) && dfSpellings(f.mountPoint).some((s) => s !== "" && line.endsWith(` ${s}`)),
   );
-  return named.reduce<Filesystem | undefined>((best, f) => (!best || f.mountPoint.length > best.mountPoint.length ? f : best), undefined);
+  return named.reduce<Filesystem | undefined>(
+    (best, f) => (!best || f.mountPoint.length > best.mountPoint.length ? f : best),
+    undefined,
+  );
 }
 
 export interface DiskListing {
@@ -147,7 +157,8 @@ export class DiskDiscovery {
       rows = parseDf(await this.df());
     } catch (err) {
       this.dfFailed = true;
-      return fromMountinfo(`df unavailable (${(err as Error).message.split("\n")[0]}): listing the mount table instead`);
+      const why = (err as Error).message.split("\n")[0];
+      return fromMountinfo(`df unavailable (${why}): listing the mount table instead`);
     }
     // df also lists pseudo filesystems (devtmpfs on /dev): matched against every mount, kept if listFilesystems would.
     const all = await describeMounts(this.paths);
@@ -164,8 +175,14 @@ export class DiskDiscovery {
   }
 }
 
-/** A discovery of `paths`' host: through df on the real host; under a fake host root (tests, the sim) the mount table alone, as df would describe the real host, not the tree. */
-export function hostDiskDiscovery(paths = new HostPaths(), env: Record<string, string | undefined> = process.env): DiskDiscovery {
+/**
+ * A discovery of `paths`' host: through df on the real host; under a fake host root (tests, the sim) the mount table
+ * alone, as df would describe the real host, not the tree.
+ */
+export function hostDiskDiscovery(
+  paths = new HostPaths(),
+  env: Record<string, string | undefined> = process.env,
+): DiskDiscovery {
   return new DiskDiscovery({ paths, ...(paths.root === "/" ? { df: dfRunner(env) } : {}) });
 }
 

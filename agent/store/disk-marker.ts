@@ -102,7 +102,11 @@ async function readMarker(file: string): Promise<MarkerRead> {
  * The adoption this node recorded for this data dir (any dir when `dataDir` is undefined); another node's or another
  * dir's record counts as none.
  */
-async function readAdoption(file: string, nodeId: string, dataDir: string | undefined): Promise<AdoptionState | undefined> {
+async function readAdoption(
+  file: string,
+  nodeId: string,
+  dataDir: string | undefined,
+): Promise<AdoptionState | undefined> {
   let text: string;
   try {
     text = await fsp.readFile(file, "utf8");
@@ -124,7 +128,10 @@ async function readAdoption(file: string, nodeId: string, dataDir: string | unde
 }
 
 /** The disk this node adopted and the data dir it was adopted at, from its state dir; undefined: none yet. */
-export async function readAdoptedDisk(stateDir: string, nodeId: string): Promise<{ diskId: string; dataDir: string } | undefined> {
+export async function readAdoptedDisk(
+  stateDir: string,
+  nodeId: string,
+): Promise<{ diskId: string; dataDir: string } | undefined> {
   const s = await readAdoption(join(resolve(stateDir), ADOPTION_STATE_NAME), nodeId, undefined);
   return s && typeof s.dataDir === "string" ? { diskId: s.diskId, dataDir: s.dataDir } : undefined;
 }

@@ -176,7 +176,11 @@ export async function describeMounts(paths: HostPaths, entries?: MountEntry[]): 
 }
 
 /** `fs` with its size, free and available bytes from statfs(2) at `at`; unchanged when statfs fails. */
-export async function withSpace(fs: Filesystem, statfs: StatfsFn = defaultStatfs, at = fs.mountPoint): Promise<Filesystem> {
+export async function withSpace(
+  fs: Filesystem,
+  statfs: StatfsFn = defaultStatfs,
+  at = fs.mountPoint,
+): Promise<Filesystem> {
   try {
     const s = await statfs(at);
     return { ...fs, size: s.blocks * s.bsize, free: s.bfree * s.bsize, available: s.bavail * s.bsize };
@@ -197,7 +201,9 @@ export async function listFilesystems(paths = new HostPaths(), statfs: StatfsFn 
 /** listFilesystems' selection of describeMounts' list, without statfs. */
 export function visibleFilesystems(all: readonly Filesystem[]): Filesystem[] {
   const covered = coveredIds(all);
-  return all.filter((f) => !covered.has(f.mountId) && !PSEUDO_FS.has(f.fstype) && !(f.fstype === "overlay" && f.kind !== "root"));
+  return all.filter(
+    (f) => !covered.has(f.mountId) && !PSEUDO_FS.has(f.fstype) && !(f.fstype === "overlay" && f.kind !== "root"),
+  );
 }
 
 function contains(mountPoint: string, path: string): boolean {

@@ -218,6 +218,14 @@ describe("df through node-disk-info, on real mounts with awkward names", () => {
       expect(json).toMatchObject({ source: "mountinfo", note: "df unavailable (df not found): listing the mount table instead" });
     });
 
+    it("no mount table (a host root without /proc): one line, exit 1", async () => {
+      const empty = await fsp.mkdtemp(join(base, "empty-host-"));
+      const out = sharenode({ PATH: process.env.PATH ?? "", SHARENODE_HOST_ROOT: empty });
+      expect(out.status).toBe(1);
+      expect(out.stdout).toBe("");
+      expect(out.stderr).toMatch(/^sharenode: disks: cannot read \/proc\/self\/mountinfo: ENOENT[^\n]*\n$/);
+    });
+
     it("bad usage: one line, exit 2", () => {
       const out = sharenode({ PATH: process.env.PATH ?? "" }, "extra");
       expect(out.status).toBe(2);

@@ -13,6 +13,7 @@ import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { fsyncDir, removeStaleTemps, tempPathFor, writeFileAtomic } from "../agent/durable/atomic";
+import { AGENT_LOCK_FILE, LockedError, lockOwner, PidLock, processAlive, STORE_LOCK_FILE } from "../agent/durable/pid-lock";
 import {
   MAX_RECORD_BYTES,
   RecordLog,
@@ -205,6 +206,73 @@ describe("writeFileAtomic", () => {
   it("fsyncDir syncs a directory and reports a missing one", async () => {
     await fsyncDir(dir);
     await expect(fsyncDir(join(dir, "nope"))).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  it("fsyncDir accepts a filesystem without directory fsync: procfs answers EINVAL, as CIFS and 9p did", async () => {
+    // The kernel's own answer first, so the test is known to reach that path.
+    const fh = await open("/proc/self", "r");
+    try {
+      await expect(fh.sync()).rejects.toMatchObject({ code: "EINVAL" });
+    } finally {
+      await fh.close();
+    }
+    await fsyncDir("/proc/self");
+    await fsyncDir("/sys/kernel");
+  });
+
+  it("fsyncDir throws every other error of the fsync: EIO, EPERM (a real EIO: test/store-fs.test.ts)", async () => {
+    for (const code of ["EIO", "EPERM", "ENOSPC"]) {
+      vi.spyOn(proto, "sync").mockRejectedValueOnce(ioError(code));
+      await expect(fsyncDir(dir)).rejects.toMatchObject({ code });
+    }
+    for (const code of ["ENOTSUP", "EOPNOTSUPP"]) {
+      vi.spyOn(proto, "sync").mockRejectedValueOnce(ioError(code));
+      await fsyncDir(dir);
+    }
+  });
+});
+
+describe("pid locks", () => {
+  /** The pid of a process that has exited (and been reaped): no process has it now, barring reuse. */
+  async function deadPid(): Promise<number> {
+    const child = spawn(process.execPath, ["-e", ""], { stdio: "ignore" });
+    await new Promise((resolve) => child.on("exit", resolve));
+    return child.pid!;
+  }
+
+  it("processAlive: this process and pid 1 are, an exited child is not", async () => {
+    expect(processAlive(process.pid)).toBe(true);
+    expect(processAlive(1)).toBe(true);
+    expect(processAlive(await deadPid())).toBe(false);
+  });
+
+  it("lockOwner names a live owner only: not a missing file, garbage, pid 0 or a dead process", async () => {
+    const p = join(dir, STORE_LOCK_FILE);
+    expect(await lockOwner(p)).toBeUndefined();
+    for (const text of ["", "garbage\n", "0\n", "-5\n", `${await deadPid()}\n`]) {
+      await writeFile(p, text);
+      expect(await lockOwner(p), JSON.stringify(text)).toBeUndefined();
+    }
+    await writeFile(p, `${process.pid}\n`);
+    expect(await lockOwner(p)).toBe(process.pid);
+  });
+
+  it("PidLock refuses a live owner, takes over a stale lock, and releases only its own", async () => {
+    const p = join(dir, AGENT_LOCK_FILE);
+    const first = new PidLock(p, "the test state");
+    await first.acquire();
+    expect(await readFile(p, "utf8")).toBe(`${process.pid}\n`);
+    const second = new PidLock(p, "the test state");
+    await expect(second.acquire()).rejects.toThrow(new LockedError(`the test state is in use by process ${process.pid}`, process.pid));
+    await second.release();
+    expect(await lockOwner(p)).toBe(process.pid);
+    await first.release();
+    expect(await readdir(dir)).toEqual([]);
+
+    await writeFile(p, `${await deadPid()}\n`);
+    await second.acquire();
+    expect(await lockOwner(p)).toBe(process.pid);
+    await second.release();
   });
 });
 

@@ -19,6 +19,7 @@ import {
   publicKeyFromHex,
   verifySignature,
 } from "../agent/identity/device-key";
+import { tempPathFor } from "../agent/durable/atomic";
 import { toHex } from "../agent/util/hex";
 
 const run = promisify(execFile);
@@ -153,8 +154,8 @@ describe("device key file", () => {
   it("removes temp files a start left behind when it lost power before publishing its key", async () => {
     const dir = await freshDir();
     await loadOrCreateDeviceIdentity(dir);
-    const stale = `${DEVICE_KEY_FILE}.1234.abcdef.tmp`;
-    await writeFile(join(dir, stale), generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }), { mode: 0o600 });
+    const stale = tempPathFor(join(dir, DEVICE_KEY_FILE));
+    await writeFile(stale, generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }), { mode: 0o600 });
     await writeFile(join(dir, "unrelated.tmp"), "keep me");
     await loadOrCreateDeviceIdentity(dir);
     expect((await readdir(dir)).sort()).toEqual([DEVICE_KEY_FILE, "unrelated.tmp"]);

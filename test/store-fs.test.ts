@@ -5,11 +5,15 @@
 // Needs root (mount, losetup) and the tools of TOOLS below; a missing tool fails the suite naming the Debian
 // package to install, it never skips. Every mount is undone in afterAll, whatever failed.
 import { spawnSync } from "node:child_process";
-import { accessSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, truncateSync } from "node:fs";
+import {
+  accessSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync,
+  truncateSync, writeFileSync, writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
+import { basename, delimiter, join } from "node:path";
 import { blake3 as nobleBlake3 } from "@noble/hashes/blake3.js";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { fsyncDir, removeStaleTemps, tempPathFor, writeFileAtomic } from "../agent/durable/atomic";
 import { checkDataDisk } from "../agent/store/disk-marker";
 import { filesystemOf } from "../agent/store/disks";
 import { ObjectStore, StoreError, type StoreConfig } from "../agent/store/object-store";
@@ -338,6 +342,67 @@ describe.each(Object.keys(MOUNTERS))("the store on %s", (fs) => {
     expect(store.list().map((o) => o.id).sort()).toEqual([...kept].sort());
     await stop(store);
     expect(withoutEmptyPrefixDirs(tree(dataDir), dataDir)).toEqual(expectedTree(kept));
+  });
+
+  it("takes the durable primitives: writeFileAtomic (replacing, and modes), fsyncDir, removeStaleTemps", async () => {
+    const d = join(dataDir, "durable");
+    mkdirSync(d);
+    const p = join(d, "state.json");
+    const stale = tempPathFor(p);
+    writeFileSync(stale, "partial");
+    expect(await removeStaleTemps(p)).toEqual([basename(stale)]);
+    await writeFileAtomic(p, "one");
+    await writeFileAtomic(p, "two");
+    expect(readFileSync(p, "utf8")).toBe("two");
+    expect(readdirSync(d)).toEqual(["state.json"]);
+    // A mode the filesystem cannot give (FAT has no permission bits) is refused, never silently dropped.
+    const secret = await writeFileAtomic(p, "three", { mode: 0o600 }).then(() => "written", (err: Error) => err.message);
+    if (fs === "vfat" || fs === "exfat") {
+      expect(secret).toMatch(fs === "vfat" ? /^ENOSYS: function not implemented, fchmod$/ : /: the filesystem keeps 0777$/);
+      expect(readFileSync(p, "utf8")).toBe("two");
+    } else {
+      expect(secret).toBe("written");
+      expect(statSync(p).mode & 0o777).toBe(0o600);
+    }
+    expect(readdirSync(d)).toEqual(["state.json"]);
+    await fsyncDir(d);
+    await fsyncDir(dataDir);
+    rmSync(d, { recursive: true });
+  });
+});
+
+// --- a disk that fails its writes ------------------------------------------------------------------------------
+
+describe("a disk that fails to write (ext4 on a loop image whose backing tmpfs is full)", () => {
+  it("fsyncDir reports the failed directory write as EIO: a real write error is never taken for 'not supported'", async () => {
+    // 4 KiB blocks, as the tmpfs's pages: every block mkfs did not write is a hole that needs a new page. No
+    // journal, so the directory fsync writes the directory's own block (with one, a commit could fail first).
+    const { dir: backing } = await tmpfs("failing-backing", "4m");
+    const img = join(backing, "ext4.img");
+    closeSync(openSync(img, "w"));
+    truncateSync(img, 64 * MiB);
+    sh("mkfs.ext4", ["-q", "-F", "-b", "4096", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard", img]);
+    const dir = mountPoint("failing");
+    detachLater(img);
+    unmountLater(dir, false);
+    sh("mount", ["-o", "loop", img, dir]);
+    expect(await waitMounted(dir)).toBe("ext4");
+    // Fill the backing tmpfs: from here on the loop device cannot store a block the image never held.
+    const filler = openSync(join(backing, "filler"), "w");
+    let full = "";
+    try {
+      for (const size of [1 << 20, 4096]) for (;;) writeSync(filler, Buffer.alloc(size));
+    } catch (err) {
+      full = (err as NodeJS.ErrnoException).code ?? "";
+    } finally {
+      closeSync(filler);
+    }
+    expect(full).toBe("ENOSPC");
+    const sub = join(dir, "entries");
+    mkdirSync(sub);
+    writeFileSync(join(sub, "new"), "");
+    renameSync(join(sub, "new"), join(sub, "renamed"));
+    await expect(fsyncDir(sub)).rejects.toMatchObject({ code: "EIO" });
   });
 });
 

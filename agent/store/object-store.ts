@@ -20,7 +20,7 @@ import { CHUNK_LEN } from "../kernels/blake3.js";
 import { OutboardBuilder, outboardLength, parseOutboard, type Outboard } from "../kernels/outboard.js";
 import { fromHex, toHex } from "../util/hex.js";
 import { fsyncDir, removeStaleTemps, writeAll, writeFileAtomic } from "../durable/atomic.js";
-import { LockedError, PidLock } from "../durable/pid-lock.js";
+import { LockedError, PidLock, STORE_LOCK_FILE } from "../durable/pid-lock.js";
 import { RecordLog } from "../durable/record-log.js";
 import { decodeRecord, encodeRecord, replay, type IndexEntry, type IndexRecord } from "./index-log.js";
 
@@ -137,7 +137,7 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
   ) {
     super();
     const d = config.dataDir;
-    this.paths = { objects: join(d, "objects"), tmp: join(d, "tmp"), quarantine: join(d, "quarantine"), index: join(d, "index.log"), lock: join(d, "store.lock") };
+    this.paths = { objects: join(d, "objects"), tmp: join(d, "tmp"), quarantine: join(d, "quarantine"), index: join(d, "index.log"), lock: join(d, STORE_LOCK_FILE) };
     this.lock = new PidLock(this.paths.lock, `the store in ${d}`);
   }
 

@@ -23,6 +23,7 @@ import {
   type OpenedRecordLog,
 } from "../agent/durable/record-log";
 import { crc32c } from "../agent/util/crc32c";
+import { errorMessage } from "../agent/util/errors";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -360,7 +361,7 @@ describe("RecordLog", () => {
     const { log } = await openLog(join(dir, "l"));
     const err = await log.append(new Uint8Array(MAX_RECORD_BYTES + 1)).catch((e: unknown) => e);
     expect(isRecordLogError(err)).toBe(true);
-    expect((err as Error).message).toMatch(/exceeds the maximum/);
+    expect(errorMessage(err)).toMatch(/exceeds the maximum/);
     await expect(log.appendMany([rec(1, 1), "x" as unknown as Uint8Array])).rejects.toThrow(/must be a Uint8Array/);
     await log.append(rec(2, 2));
     expect(log.count).toBe(1);
@@ -485,7 +486,7 @@ describe("RecordLog", () => {
       for (let attempt = 0; attempt < 2; attempt++) {
         const err = await RecordLog.open(p).catch((e: unknown) => e);
         expect(err).toBeInstanceOf(RecordLogError);
-        const message = (err as Error).message;
+        const message = errorMessage(err);
         expect(message).toContain(p);
         expect(message).toMatch(/bad header/);
         expect(message).toMatch(why);

@@ -23,6 +23,7 @@ import {
 import { ProofError, ProofVerifier, makeProofFromData, verifyProof } from "../agent/kernels/proof";
 import { chunkCount, leftChunks, proofLength } from "../agent/kernels/tree";
 import { rngFor, randomBytes } from "./helpers/random";
+import { errorMessage } from "../agent/util/errors";
 
 // Every random input comes from this seed: a failure prints it, and PROOF_TEST_SEED=<seed> replays the run.
 const SEED = process.env.PROOF_TEST_SEED !== undefined ? Number(process.env.PROOF_TEST_SEED) : randomInt(2 ** 32);
@@ -109,7 +110,7 @@ async function rejected(promise: Promise<unknown>): Promise<unknown> {
 /** Asserts an error of the given class whose message is a single non-empty line; returns the message. */
 function expectOneLineError(err: unknown, type: new (...args: never[]) => Error, context: string): string {
   expect(err, `${context}: expected ${type.name}, got ${String(err)}`).toBeInstanceOf(type);
-  const message = (err as Error).message;
+  const message = errorMessage(err);
   expect(message.length, `${context}: empty message`).toBeGreaterThan(0);
   expect(message, `${context}: message is not one line`).not.toMatch(/[\r\n]/);
   return message;

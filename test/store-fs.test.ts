@@ -19,6 +19,7 @@ import { filesystemOf } from "../agent/store/disks";
 import { ObjectStore, StoreError, type StoreConfig } from "../agent/store/object-store";
 import { Scrubber } from "../agent/store/scrub";
 import { seededBytes as bytes } from "./helpers/random";
+import { errorMessage } from "../agent/util/errors";
 
 const MiB = 1024 * 1024;
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
@@ -194,7 +195,7 @@ afterAll(() => {
     try {
       c.run();
     } catch (err) {
-      failures.push(`${c.what}: ${(err as Error).message}`);
+      failures.push(`${c.what}: ${errorMessage(err)}`);
     }
   }
   cleanups.length = 0;
@@ -502,7 +503,7 @@ describe("the mount point vanishes under a running store", () => {
       const ingestErr = await store.ingest(pieces(bytes(20_000, 10))).catch((e: unknown) => e);
       // soft: the checks below still run when this one fails
       expect.soft(ingestErr, `ingest threw ${String(ingestErr)}`).toBeInstanceOf(StoreError);
-      expect.soft((ingestErr as Error).message).not.toContain("\n");
+      expect.soft(errorMessage(ingestErr)).not.toContain("\n");
       expect.soft((ingestErr as StoreError).code).toBe("io");
 
       const proofErr = await store.openForProof(object.id).catch((e: unknown) => e);

@@ -23,6 +23,7 @@ import { fsyncDir, removeStaleTemps, writeAll, writeFileAtomic } from "../durabl
 import { LockedError, PidLock, STORE_LOCK_FILE } from "../durable/pid-lock.js";
 import { RecordLog } from "../durable/record-log.js";
 import { decodeRecord, encodeRecord, replay, type IndexEntry, type IndexRecord } from "./index-log.js";
+import { errorMessage } from "../util/errors.js";
 
 export const MAX_OBJECT_LEN = 64 * 1024 * 1024;
 
@@ -529,9 +530,9 @@ function asStoreError(err: unknown, what: string): StoreError {
   const code = (err as NodeJS.ErrnoException).code;
   if (code === "ENOSPC") return new StoreError(`${what}: the data disk is full`, "disk-full");
   if (code === "ENOENT" || code === "EIO" || code === "ENODEV") {
-    return new StoreError(`${what}: ${(err as Error).message} (is the data disk still mounted?)`, "io");
+    return new StoreError(`${what}: ${errorMessage(err)} (is the data disk still mounted?)`, "io");
   }
-  return new StoreError(`${what}: ${(err as Error).message}`, "io");
+  return new StoreError(`${what}: ${errorMessage(err)}`, "io");
 }
 
 /** Objects in `<dataDir>/quarantine/` (each has its outboard beside it); 0 when the directory is unreadable. */

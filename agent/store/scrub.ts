@@ -4,6 +4,7 @@
 // pause() holds a pass between reads (a hot box: agent/health) until resume(); the time spent paused does not
 // count towards the pacing, so a resumed pass does not burst to catch up.
 import { StoreError, type ObjectStore } from "./object-store.js";
+import { errorMessage } from "../util/errors.js";
 
 export interface ScrubOptions {
   /** Average read rate, bytes per second. */
@@ -107,7 +108,7 @@ export class Scrubber {
           continue;
         }
         if (err instanceof StoreError) throw err;
-        throw new StoreError(`scrub of ${object.id}: ${(err as Error).message}`, "io");
+        throw new StoreError(`scrub of ${object.id}: ${errorMessage(err)}`, "io");
       }
       report.checked++;
       if (!valid) {

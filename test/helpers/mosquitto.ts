@@ -6,6 +6,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { errorMessage } from "../../agent/util/errors";
 
 const MOSQUITTO = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"];
 
@@ -108,7 +109,7 @@ export class Broker {
     try {
       await waitForPort(this.port, 10_000);
     } catch (err) {
-      throw new Error(`${(err as Error).message}; mosquitto said: ${this.log.trim().slice(-500)}`);
+      throw new Error(`${errorMessage(err)}; mosquitto said: ${this.log.trim().slice(-500)}`);
     }
   }
 

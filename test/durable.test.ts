@@ -13,7 +13,9 @@ import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { fsyncDir, removeStaleTemps, tempPathFor, writeFileAtomic } from "../agent/durable/atomic";
-import { AGENT_LOCK_FILE, LockedError, lockOwner, PidLock, processAlive, STORE_LOCK_FILE } from "../agent/durable/pid-lock";
+import {
+  AGENT_LOCK_FILE, LockedError, lockOwner, PidLock, processAlive, STORE_LOCK_FILE,
+} from "../agent/durable/pid-lock";
 import {
   MAX_RECORD_BYTES,
   RecordLog,
@@ -264,7 +266,8 @@ describe("pid locks", () => {
     await first.acquire();
     expect(await readFile(p, "utf8")).toBe(`${process.pid}\n`);
     const second = new PidLock(p, "the test state");
-    await expect(second.acquire()).rejects.toThrow(new LockedError(`the test state is in use by process ${process.pid}`, process.pid));
+    const refusal = new LockedError(`the test state is in use by process ${process.pid}`, process.pid);
+    await expect(second.acquire()).rejects.toThrow(refusal);
     await second.release();
     expect(await lockOwner(p)).toBe(process.pid);
     await first.release();

@@ -16,6 +16,7 @@ import { MqttLink } from "../agent/link/mqtt-link";
 import { Outbox, toRanges, type OutboxOptions, type OutboxPublisher } from "../agent/link/outbox";
 import { Broker } from "./helpers/mosquitto";
 import { spawnLineChild, type LineChild } from "./helpers/child";
+import { waitFor } from "./helpers/wait";
 import { errorMessage } from "../agent/util/errors";
 
 let work = "";
@@ -93,14 +94,6 @@ function makeOutbox(publisher: OutboxPublisher, options: Partial<OutboxOptions> 
 }
 
 const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await tick(5);
-  }
-}
 
 async function readLog(path: string): Promise<any[]> {
   const { log, records } = await RecordLog.open(path);

@@ -6,8 +6,8 @@
 // package to install, it never skips. Every mount is undone in afterAll, whatever failed.
 import { spawnSync } from "node:child_process";
 import {
-  accessSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync,
-  truncateSync, writeFileSync, writeSync,
+  accessSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync,
+  rmSync, statSync, truncateSync, writeFileSync, writeSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, delimiter, join } from "node:path";
@@ -357,9 +357,10 @@ describe.each(Object.keys(MOUNTERS))("the store on %s", (fs) => {
     expect(readFileSync(p, "utf8")).toBe("two");
     expect(readdirSync(d)).toEqual(["state.json"]);
     // A mode the filesystem cannot give (FAT has no permission bits) is refused, never silently dropped.
-    const secret = await writeFileAtomic(p, "three", { mode: 0o600 }).then(() => "written", (err: Error) => err.message);
+    const secret = await writeFileAtomic(p, "three", { mode: 0o600 }).then(() => "written", errorMessage);
     if (fs === "vfat" || fs === "exfat") {
-      expect(secret).toMatch(fs === "vfat" ? /^ENOSYS: function not implemented, fchmod$/ : /: the filesystem keeps 0777$/);
+      const refusal = fs === "vfat" ? /^ENOSYS: function not implemented, fchmod$/ : /: the filesystem keeps 0777$/;
+      expect(secret).toMatch(refusal);
       expect(readFileSync(p, "utf8")).toBe("two");
     } else {
       expect(secret).toBe("written");
@@ -375,7 +376,7 @@ describe.each(Object.keys(MOUNTERS))("the store on %s", (fs) => {
 // --- a disk that fails its writes ------------------------------------------------------------------------------
 
 describe("a disk that fails to write (ext4 on a loop image whose backing tmpfs is full)", () => {
-  it("fsyncDir reports the failed directory write as EIO: a real write error is never taken for 'not supported'", async () => {
+  it("fsyncDir reports the failed directory write as EIO, never as 'not supported'", async () => {
     // 4 KiB blocks, as the tmpfs's pages: every block mkfs did not write is a hole that needs a new page. No
     // journal, so the directory fsync writes the directory's own block (with one, a commit could fail first).
     const { dir: backing } = await tmpfs("failing-backing", "4m");

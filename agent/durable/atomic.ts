@@ -117,7 +117,8 @@ async function applyMode(fh: FileHandle, mode: number, exact: boolean, path: str
   }
   const kept = await modeOf();
   if (exact && kept !== mode) {
-    throw new Error(`cannot give ${path} mode ${mode.toString(8).padStart(4, "0")}: the filesystem keeps ${kept.toString(8).padStart(4, "0")}`);
+    const octal = (m: number) => m.toString(8).padStart(4, "0");
+    throw new Error(`cannot give ${path} mode ${octal(mode)}: the filesystem keeps ${octal(kept)}`);
   }
 }
 

@@ -11,9 +11,8 @@ export function errorMessage(err: unknown): string {
   try {
     if (err instanceof Error) return String(err.message);
     if (typeof err === "string") return err;
-    if (err === null || err === undefined || typeof err === "number" || typeof err === "boolean" || typeof err === "bigint") {
-      return String(err);
-    }
+    const t = typeof err;
+    if (err === null || t === "undefined" || t === "number" || t === "boolean" || t === "bigint") return String(err);
     const message = typeof err === "object" ? (err as { message?: unknown }).message : undefined;
     return typeof message === "string" ? message : describeType(err);
   } catch {

@@ -2,7 +2,6 @@
 // temporary directory; fsync and write failures are injected by spying on the FileHandle prototype. The crash
 // suites SIGKILL real child processes (the child is bundled from source with esbuild) at random moments.
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { chmodSync } from "node:fs";
 import {
   mkdir, mkdtemp, open, readFile, readdir, rm, stat, truncate, writeFile, type FileHandle,
@@ -26,8 +25,15 @@ import {
 } from "../agent/durable/record-log";
 import { crc32c } from "../agent/util/crc32c";
 import { errorMessage } from "../agent/util/errors";
+import { below, randomBytes, replayHintOnFailure, rngFor, seedNote, testSeed } from "./helpers/random";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+// Every random choice here (CRC inputs; the crash tests' kill delays, truncation points and garbage) comes from
+// this seed: a failing test prints it, and DURABLE_TEST_SEED=<seed> replays those choices. Where a SIGKILL lands
+// in the child's work still depends on the machine's speed.
+const SEED_VAR = "DURABLE_TEST_SEED";
+const SEED = testSeed(SEED_VAR);
 
 // ---------------------------------------------------------------------------------------------------------------
 // helpers
@@ -42,6 +48,7 @@ beforeAll(async () => {
 });
 
 beforeEach(async () => {
+  replayHintOnFailure(SEED_VAR, SEED);
   dir = await mkdtemp(join(tmpdir(), "sharenode-durable-"));
 });
 
@@ -123,7 +130,7 @@ describe("crc32c", () => {
   });
 
   it("agrees with a bitwise reference on every length 0..300 and unaligned views", () => {
-    const big = randomBytes(4096);
+    const big = randomBytes(rngFor(SEED, "crc32c lengths"), 4096);
     for (let len = 0; len <= 300; len++) {
       const off = (len * 13) % 17;
       const view = new Uint8Array(big.buffer, big.byteOffset + off, len);
@@ -133,7 +140,7 @@ describe("crc32c", () => {
   });
 
   it("chains through seed at every split point", () => {
-    const data = randomBytes(70);
+    const data = randomBytes(rngFor(SEED, "crc32c chain"), 70);
     const whole = crc32c(data);
     for (let cut = 0; cut <= data.length; cut++) {
       expect(crc32c(data.subarray(cut), crc32c(data.subarray(0, cut)))).toBe(whole);
@@ -802,12 +809,18 @@ describe("crash tests (SIGKILL)", () => {
     });
   }
 
-  function random(n: number): number {
-    return Math.floor(Math.random() * n);
+  /** The test's random choices: a generator of its own under the file's seed, and a whole number below n. */
+  function chooser(label: string): { next: () => number; random: (n: number) => number } {
+    const next = rngFor(SEED, label);
+    return { next, random: (n) => below(next, n) };
   }
+
+  /** For the assertion messages: the trial and how to replay the run. */
+  const at = (trial: number) => `trial ${trial}, ${seedNote(SEED_VAR, SEED)}`;
 
   it("append: acknowledged records survive, in order, no gaps, no garbage (30 kills, half + power cut)", async () => {
     const p = join(work, "append.log");
+    const { next, random } = chooser("append crash");
     let lastAck = -1;
     let recovered = 0;
     let verified = Buffer.alloc(0);
@@ -830,18 +843,18 @@ describe("crash tests (SIGKILL)", () => {
         const actual = (await stat(p)).size;
         if (actual > ackedSize) {
           await truncate(p, ackedSize + random(actual - ackedSize + 1));
-          if (trial % 4 === 3) await writeFile(p, randomBytes(1 + random(64)), { flag: "a" });
+          if (trial % 4 === 3) await writeFile(p, randomBytes(next, 1 + random(64)), { flag: "a" });
         }
       }
       const { log, records, recovery } = await RecordLog.open(p);
       await log.close();
       if (recovery) recovered++;
-      expect(records.length, `trial ${trial}`).toBeGreaterThanOrEqual(lastAck + 1);
+      expect(records.length, at(trial)).toBeGreaterThanOrEqual(lastAck + 1);
       // Bytes that survived one reopen never change; only the records after them need decoding.
       const bytes = await readFile(p);
-      expect(bytes.subarray(0, verified.length).equals(verified), `trial ${trial}: earlier records changed`).toBe(true);
+      expect(bytes.subarray(0, verified.length).equals(verified), `${at(trial)}: earlier records changed`).toBe(true);
       for (let i = verifiedCount; i < records.length; i++) {
-        if (!payload(65, i).equals(records[i]!)) expect.fail(`trial ${trial}: record ${i} is wrong`);
+        if (!payload(65, i).equals(records[i]!)) expect.fail(`${at(trial)}: record ${i} is wrong`);
       }
       verified = bytes;
       verifiedCount = records.length;
@@ -856,6 +869,7 @@ describe("crash tests (SIGKILL)", () => {
     const d = join(work, "rw");
     await mkdir(d);
     const p = join(d, "index.log");
+    const { random } = chooser("rewrite crash");
     let lastAck = -1;
     let lastRewrite = 0;
     let tempsSeen = 0;
@@ -873,7 +887,7 @@ describe("crash tests (SIGKILL)", () => {
       if ((await tempsIn(d)).length > 0) tempsSeen++;
       const { log, records } = await RecordLog.open(p);
       await log.close();
-      expect(await tempsIn(d), `trial ${trial}: temp file left after open()`).toEqual([]);
+      expect(await tempsIn(d), `${at(trial)}: temp file left after open()`).toEqual([]);
       // Shape: an optional checkpoint C(k), then A(k), A(k+1), ... exactly.
       let k = 0;
       let rest = records;
@@ -882,11 +896,11 @@ describe("crash tests (SIGKILL)", () => {
         expect(payload(67, k).equals(records[0]!)).toBe(true);
         rest = records.slice(1);
       }
-      expect(k, `trial ${trial}: an acknowledged rewrite was undone`).toBeGreaterThanOrEqual(lastRewrite);
+      expect(k, `${at(trial)}: an acknowledged rewrite was undone`).toBeGreaterThanOrEqual(lastRewrite);
       for (let i = 0; i < rest.length; i++) {
-        if (!payload(65, k + i).equals(rest[i]!)) expect.fail(`trial ${trial}: record ${i} after C(${k}) is wrong`);
+        if (!payload(65, k + i).equals(rest[i]!)) expect.fail(`${at(trial)}: record ${i} after C(${k}) is wrong`);
       }
-      expect(k + rest.length, `trial ${trial}: acknowledged appends lost`).toBeGreaterThan(lastAck);
+      expect(k + rest.length, `${at(trial)}: acknowledged appends lost`).toBeGreaterThan(lastAck);
       lastAck = k + rest.length - 1;
     }
     expect(rewrites).toBeGreaterThan(5);
@@ -897,16 +911,17 @@ describe("crash tests (SIGKILL)", () => {
     const d = join(work, "atomic");
     await mkdir(d);
     const p = join(d, "state");
+    const { random } = chooser("atomic crash");
     for (let trial = 0; trial < 10; trial++) {
       const lines = await runAndKill("atomic", p, 20 + random(100));
       const acks = lines.filter((l) => l.startsWith("ack ")).map((l) => Number(l.slice(4)));
       const last = acks.at(-1) ?? -1;
       const text = await readFile(p, "utf8").catch(() => null);
       if (text === null) {
-        expect(last, `trial ${trial}: acknowledged file missing`).toBe(-1);
+        expect(last, `${at(trial)}: acknowledged file missing`).toBe(-1);
       } else {
         const v = Number(/^v(\d+)\n/.exec(text)?.[1]);
-        expect(text, `trial ${trial}`).toBe(`v${v}\n` + "x".repeat((v * 7919) % 65536));
+        expect(text, at(trial)).toBe(`v${v}\n` + "x".repeat((v * 7919) % 65536));
         // The acknowledged version or the one after it (renamed, not yet acknowledged).
         if (last >= 0) expect([last, last + 1]).toContain(v);
       }

@@ -119,7 +119,7 @@ export class RecordLog {
       try {
         fh = await open(path, "r+");
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+        if (errnoCode(err) !== "ENOENT") throw err;
         await writeFileAtomic(path, encodeHeader(), options.mode === undefined ? {} : { mode: options.mode });
         fh = await open(path, "r+");
       }

@@ -23,7 +23,7 @@ import { fsyncDir, removeStaleTemps, writeAll, writeFileAtomic } from "../durabl
 import { LockedError, PidLock, STORE_LOCK_FILE } from "../durable/pid-lock.js";
 import { RecordLog } from "../durable/record-log.js";
 import { decodeRecord, encodeRecord, replay, type IndexEntry, type IndexRecord } from "./index-log.js";
-import { errorMessage } from "../util/errors.js";
+import { errnoCode, errorMessage } from "../util/errors.js";
 
 export const MAX_OBJECT_LEN = 64 * 1024 * 1024;
 
@@ -527,7 +527,7 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
 /** Store errors pass through; a full disk and other I/O errors become one-line StoreErrors. */
 function asStoreError(err: unknown, what: string): StoreError {
   if (err instanceof StoreError) return err;
-  const code = (err as NodeJS.ErrnoException).code;
+  const code = errnoCode(err);
   if (code === "ENOSPC") return new StoreError(`${what}: the data disk is full`, "disk-full");
   if (code === "ENOENT" || code === "EIO" || code === "ENODEV") {
     return new StoreError(`${what}: ${errorMessage(err)} (is the data disk still mounted?)`, "io");

@@ -7,7 +7,7 @@ import { openBoard, type Board, type StatusPattern } from "../board/board.js";
 import { HostPaths } from "../board/host-paths.js";
 import { redactConfig, type Config } from "./config/config.js";
 import { ControlServer, ProofLedger } from "./console/control.js";
-import { PidLock } from "./durable/pid-lock.js";
+import { AGENT_LOCK_FILE, PidLock } from "./durable/pid-lock.js";
 import { ResourceGovernor, type ResourceLimits } from "./health/resource-policy.js";
 import { SdNotify } from "./health/sd-notify.js";
 import { ThermalGovernor } from "./health/thermal-governor.js";
@@ -116,7 +116,7 @@ export class Agent {
     const { config, deps } = this;
     await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
     // One agent per state directory: two would interleave the outbox and nonce logs.
-    this.stateLock = new PidLock(join(config.stateDir, "agent.lock"), `the agent state in ${config.stateDir}`);
+    this.stateLock = new PidLock(join(config.stateDir, AGENT_LOCK_FILE), `the agent state in ${config.stateDir}`);
     await this.stateLock.acquire();
     this.identity = await loadOrCreateDeviceIdentity(config.stateDir);
     this.log.info(`device ${this.identity.deviceId} (public key ${this.identity.publicKeyHex}), sharenode ${deps.version}`);

@@ -10,6 +10,7 @@ import { promisify } from "node:util";
 import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Broker } from "./helpers/mosquitto";
+import { waitFor } from "./helpers/wait";
 
 const run = promisify(execFile);
 const BOARD = new URL("../board/mosquitto/", import.meta.url);
@@ -46,11 +47,10 @@ async function connect(username: string | undefined, password = username ? PASSW
 }
 
 async function arrives(received: Received[], topic: string, payload: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!received.some((m) => m.topic === topic && m.payload === payload)) {
-    if (Date.now() > deadline) throw new Error(`${topic} ${payload} did not arrive within ${timeoutMs} ms; got ${JSON.stringify(received)}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await waitFor(`${topic} ${payload}`, () => received.some((m) => m.topic === topic && m.payload === payload), {
+    timeoutMs,
+    detail: () => `got ${JSON.stringify(received)}`,
+  });
 }
 
 const silence = () => new Promise((r) => setTimeout(r, SILENCE_MS));

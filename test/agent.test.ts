@@ -13,6 +13,7 @@ import { loadOrCreateFleetKey, openReply, signCommand, type FleetKey, type Reply
 import { topicsFor } from "../agent/protocol/topics";
 import { verifyStorageResponse } from "../agent/protocol/storage-proof";
 import { Broker } from "./helpers/mosquitto";
+import { waiter } from "./helpers/wait";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "dist/sharenode.js");
@@ -69,15 +70,7 @@ function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   };
 }
 
-async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; agent log:\n${agentLog.slice(-2000)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const waitFor = waiter({ timeoutMs: 20_000, intervalMs: 50, detail: () => `agent log:\n${agentLog.slice(-2000)}` });
 
 /** Sends a raw command payload with a fresh response topic and returns the verified reply. */
 async function command(name: string, payload: Uint8Array): Promise<Reply> {

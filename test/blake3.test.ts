@@ -1,4 +1,3 @@
-import { randomInt } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { blake3 as nobleBlake3 } from "@noble/hashes/blake3.js";
 import { describe, expect, it } from "vitest";
@@ -19,10 +18,10 @@ import {
 } from "../agent/kernels/blake3";
 import { instantiateKernel, kernelBytes } from "../agent/kernels/instantiate";
 import { BLAKE3_SCALAR_WASM, BLAKE3_SIMD_WASM } from "../agent/kernels/wasm-bytes.generated";
-import { rngFor, randomBytes } from "./helpers/random";
+import { randomBytes, rngFor, testSeed } from "./helpers/random";
 
 // Every random input comes from this seed: a failure prints it, and BLAKE3_TEST_SEED=<seed> replays the run.
-const SEED = process.env.BLAKE3_TEST_SEED !== undefined ? Number(process.env.BLAKE3_TEST_SEED) : randomInt(2 ** 32);
+const SEED = testSeed("BLAKE3_TEST_SEED");
 const BUILDS: readonly Blake3Build[] = ["simd", "scalar"];
 /** The kernel's input region (256 chunks): updates are fed through it in pieces of at most this size. */
 const REGION = 256 * 1024;

@@ -8,6 +8,7 @@ import type { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checksumLine, escapeName, formatProgress, Progress, PROGRESS_THRESHOLD, systemErrorText } from "../agent/cli/hash";
+import { seededBytes as pseudoRandom } from "./helpers/random";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "dist/sharenode.js");
@@ -38,19 +39,6 @@ function hash(algo: Algo, args: string[], options: SpawnSyncOptions = {}): Run {
 
 function tool(algo: Algo, args: string[], options: SpawnSyncOptions = {}): Run {
   return run(TOOLS[algo], args, options);
-}
-
-/** Deterministic bytes (xorshift32), so a failure can be reproduced. */
-function pseudoRandom(length: number, seed: number): Buffer {
-  const words = new Uint32Array(Math.ceil(length / 4));
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    words[i] = x >>> 0;
-  }
-  return Buffer.from(words.buffer, 0, length);
 }
 
 let dir = "";

@@ -21,6 +21,7 @@ import { defaultReserveBytes, ObjectStore } from "../agent/store/object-store";
 import { bytes } from "../agent/console/format";
 import { LogHub } from "../agent/util/log";
 import { Broker, freePort } from "./helpers/mosquitto";
+import { waiter } from "./helpers/wait";
 
 const FLEET_KEY = "ab".repeat(32);
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -32,13 +33,7 @@ afterEach(async () => {
 const allOutput: string[] = [];
 const keyFiles: string[] = [];
 
-async function waitFor(what: string, condition: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const waitFor = waiter({ timeoutMs: 15_000 });
 
 class FakeIo implements ConsoleIo {
   out = "";

@@ -19,6 +19,7 @@ import {
   type ControlHandlers,
 } from "../agent/console/control";
 import { LogHub } from "../agent/util/log";
+import { waitFor } from "./helpers/wait";
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -29,14 +30,6 @@ async function tempDir(): Promise<string> {
   const dir = await fsp.mkdtemp(join(tmpdir(), "sn-ctl-"));
   cleanups.push(() => fsp.rm(dir, { recursive: true, force: true }));
   return dir;
-}
-
-async function waitFor(what: string, condition: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 interface Daemon {

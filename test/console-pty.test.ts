@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Broker, freePort } from "./helpers/mosquitto";
+import { waitFor } from "./helpers/wait";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "dist/sharenode.js");
@@ -313,11 +314,10 @@ describe("the built bundle: sharenode console beside a running daemon", () => {
     const from = t.mark();
     t.type("log -f 1\r");
     // The last line comes first; the daemon is subscribed for new lines by the time it is sent.
-    const deadline = Date.now() + 30_000;
-    while (!/Z (debug|info|warn|error) /.test(t.out.slice(from))) {
-      if (Date.now() > deadline) throw new Error(`log -f printed no line: ${JSON.stringify(t.out.slice(from))}`);
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await waitFor("log -f to print a line", () => /Z (debug|info|warn|error) /.test(t.out.slice(from)), {
+      timeoutMs: 30_000,
+      detail: () => `it printed ${JSON.stringify(t.out.slice(from))}`,
+    });
     const deviceId = /device\s+([0-9a-f]{32})/.exec(status)![1]!;
     spawnSync("mosquitto_pub", ["-L", `${broker.url}/sharenode/v1/${deviceId}/cmd/ping`, "-m", "not json", "-q", "1"], { timeout: 10_000 });
     await t.waitFor("refused: malformed", from);

@@ -27,6 +27,7 @@ import {
   type Filesystem,
   type StatfsFn,
 } from "../agent/store/disks";
+import { errorMessage } from "../agent/util/errors";
 
 const FIXTURES = new URL("fixtures/mountinfo/", import.meta.url).pathname;
 const fixture = (name: string) => fsp.readFile(join(FIXTURES, name), "utf8");
@@ -460,7 +461,7 @@ describe("real filesystems: a loop-mounted ext4 image and tmpfs, through HostPat
         try {
           run(UMOUNT, "-l", at);
         } catch (err) {
-          failures.push(`${at}: ${(err as Error).message}`);
+          failures.push(`${at}: ${errorMessage(err)}`);
         }
       }
     }

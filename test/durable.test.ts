@@ -2,7 +2,6 @@
 // temporary directory; fsync and write failures are injected by spying on the FileHandle prototype. The crash
 // suites SIGKILL real child processes (the child is bundled from source with esbuild) at random moments.
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { chmodSync } from "node:fs";
 import {
   mkdir, mkdtemp, open, readFile, readdir, rm, stat, truncate, writeFile, type FileHandle,
@@ -14,6 +13,9 @@ import { build } from "esbuild";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { fsyncDir, removeStaleTemps, tempPathFor, writeFileAtomic } from "../agent/durable/atomic";
 import {
+  AGENT_LOCK_FILE, LockedError, lockOwner, PidLock, processAlive, STORE_LOCK_FILE,
+} from "../agent/durable/pid-lock";
+import {
   MAX_RECORD_BYTES,
   RecordLog,
   RecordLogError,
@@ -22,8 +24,16 @@ import {
   type OpenedRecordLog,
 } from "../agent/durable/record-log";
 import { crc32c } from "../agent/util/crc32c";
+import { errorMessage } from "../agent/util/errors";
+import { below, randomBytes, replayHintOnFailure, rngFor, seedNote, testSeed } from "./helpers/random";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+// Every random choice here (CRC inputs; the crash tests' kill delays, truncation points and garbage) comes from
+// this seed: a failing test prints it, and DURABLE_TEST_SEED=<seed> replays those choices. Where a SIGKILL lands
+// in the child's work still depends on the machine's speed.
+const SEED_VAR = "DURABLE_TEST_SEED";
+const SEED = testSeed(SEED_VAR);
 
 // ---------------------------------------------------------------------------------------------------------------
 // helpers
@@ -38,6 +48,7 @@ beforeAll(async () => {
 });
 
 beforeEach(async () => {
+  replayHintOnFailure(SEED_VAR, SEED);
   dir = await mkdtemp(join(tmpdir(), "sharenode-durable-"));
 });
 
@@ -119,7 +130,7 @@ describe("crc32c", () => {
   });
 
   it("agrees with a bitwise reference on every length 0..300 and unaligned views", () => {
-    const big = randomBytes(4096);
+    const big = randomBytes(rngFor(SEED, "crc32c lengths"), 4096);
     for (let len = 0; len <= 300; len++) {
       const off = (len * 13) % 17;
       const view = new Uint8Array(big.buffer, big.byteOffset + off, len);
@@ -129,7 +140,7 @@ describe("crc32c", () => {
   });
 
   it("chains through seed at every split point", () => {
-    const data = randomBytes(70);
+    const data = randomBytes(rngFor(SEED, "crc32c chain"), 70);
     const whole = crc32c(data);
     for (let cut = 0; cut <= data.length; cut++) {
       expect(crc32c(data.subarray(cut), crc32c(data.subarray(0, cut)))).toBe(whole);
@@ -205,6 +216,74 @@ describe("writeFileAtomic", () => {
   it("fsyncDir syncs a directory and reports a missing one", async () => {
     await fsyncDir(dir);
     await expect(fsyncDir(join(dir, "nope"))).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  it("fsyncDir accepts a filesystem without directory fsync: procfs answers EINVAL, as CIFS and 9p did", async () => {
+    // The kernel's own answer first, so the test is known to reach that path.
+    const fh = await open("/proc/self", "r");
+    try {
+      await expect(fh.sync()).rejects.toMatchObject({ code: "EINVAL" });
+    } finally {
+      await fh.close();
+    }
+    await fsyncDir("/proc/self");
+    await fsyncDir("/sys/kernel");
+  });
+
+  it("fsyncDir throws every other error of the fsync: EIO, EPERM (a real EIO: test/store-fs.test.ts)", async () => {
+    for (const code of ["EIO", "EPERM", "ENOSPC"]) {
+      vi.spyOn(proto, "sync").mockRejectedValueOnce(ioError(code));
+      await expect(fsyncDir(dir)).rejects.toMatchObject({ code });
+    }
+    for (const code of ["ENOTSUP", "EOPNOTSUPP"]) {
+      vi.spyOn(proto, "sync").mockRejectedValueOnce(ioError(code));
+      await fsyncDir(dir);
+    }
+  });
+});
+
+describe("pid locks", () => {
+  /** The pid of a process that has exited (and been reaped): no process has it now, barring reuse. */
+  async function deadPid(): Promise<number> {
+    const child = spawn(process.execPath, ["-e", ""], { stdio: "ignore" });
+    await new Promise((resolve) => child.on("exit", resolve));
+    return child.pid!;
+  }
+
+  it("processAlive: this process and pid 1 are, an exited child is not", async () => {
+    expect(processAlive(process.pid)).toBe(true);
+    expect(processAlive(1)).toBe(true);
+    expect(processAlive(await deadPid())).toBe(false);
+  });
+
+  it("lockOwner names a live owner only: not a missing file, garbage, pid 0 or a dead process", async () => {
+    const p = join(dir, STORE_LOCK_FILE);
+    expect(await lockOwner(p)).toBeUndefined();
+    for (const text of ["", "garbage\n", "0\n", "-5\n", `${await deadPid()}\n`]) {
+      await writeFile(p, text);
+      expect(await lockOwner(p), JSON.stringify(text)).toBeUndefined();
+    }
+    await writeFile(p, `${process.pid}\n`);
+    expect(await lockOwner(p)).toBe(process.pid);
+  });
+
+  it("PidLock refuses a live owner, takes over a stale lock, and releases only its own", async () => {
+    const p = join(dir, AGENT_LOCK_FILE);
+    const first = new PidLock(p, "the test state");
+    await first.acquire();
+    expect(await readFile(p, "utf8")).toBe(`${process.pid}\n`);
+    const second = new PidLock(p, "the test state");
+    const refusal = new LockedError(`the test state is in use by process ${process.pid}`, process.pid);
+    await expect(second.acquire()).rejects.toThrow(refusal);
+    await second.release();
+    expect(await lockOwner(p)).toBe(process.pid);
+    await first.release();
+    expect(await readdir(dir)).toEqual([]);
+
+    await writeFile(p, `${await deadPid()}\n`);
+    await second.acquire();
+    expect(await lockOwner(p)).toBe(process.pid);
+    await second.release();
   });
 });
 
@@ -292,7 +371,7 @@ describe("RecordLog", () => {
     const { log } = await openLog(join(dir, "l"));
     const err = await log.append(new Uint8Array(MAX_RECORD_BYTES + 1)).catch((e: unknown) => e);
     expect(isRecordLogError(err)).toBe(true);
-    expect((err as Error).message).toMatch(/exceeds the maximum/);
+    expect(errorMessage(err)).toMatch(/exceeds the maximum/);
     await expect(log.appendMany([rec(1, 1), "x" as unknown as Uint8Array])).rejects.toThrow(/must be a Uint8Array/);
     await log.append(rec(2, 2));
     expect(log.count).toBe(1);
@@ -417,7 +496,7 @@ describe("RecordLog", () => {
       for (let attempt = 0; attempt < 2; attempt++) {
         const err = await RecordLog.open(p).catch((e: unknown) => e);
         expect(err).toBeInstanceOf(RecordLogError);
-        const message = (err as Error).message;
+        const message = errorMessage(err);
         expect(message).toContain(p);
         expect(message).toMatch(/bad header/);
         expect(message).toMatch(why);
@@ -730,12 +809,18 @@ describe("crash tests (SIGKILL)", () => {
     });
   }
 
-  function random(n: number): number {
-    return Math.floor(Math.random() * n);
+  /** The test's random choices: a generator of its own under the file's seed, and a whole number below n. */
+  function chooser(label: string): { next: () => number; random: (n: number) => number } {
+    const next = rngFor(SEED, label);
+    return { next, random: (n) => below(next, n) };
   }
+
+  /** For the assertion messages: the trial and how to replay the run. */
+  const at = (trial: number) => `trial ${trial}, ${seedNote(SEED_VAR, SEED)}`;
 
   it("append: acknowledged records survive, in order, no gaps, no garbage (30 kills, half + power cut)", async () => {
     const p = join(work, "append.log");
+    const { next, random } = chooser("append crash");
     let lastAck = -1;
     let recovered = 0;
     let verified = Buffer.alloc(0);
@@ -758,18 +843,18 @@ describe("crash tests (SIGKILL)", () => {
         const actual = (await stat(p)).size;
         if (actual > ackedSize) {
           await truncate(p, ackedSize + random(actual - ackedSize + 1));
-          if (trial % 4 === 3) await writeFile(p, randomBytes(1 + random(64)), { flag: "a" });
+          if (trial % 4 === 3) await writeFile(p, randomBytes(next, 1 + random(64)), { flag: "a" });
         }
       }
       const { log, records, recovery } = await RecordLog.open(p);
       await log.close();
       if (recovery) recovered++;
-      expect(records.length, `trial ${trial}`).toBeGreaterThanOrEqual(lastAck + 1);
+      expect(records.length, at(trial)).toBeGreaterThanOrEqual(lastAck + 1);
       // Bytes that survived one reopen never change; only the records after them need decoding.
       const bytes = await readFile(p);
-      expect(bytes.subarray(0, verified.length).equals(verified), `trial ${trial}: earlier records changed`).toBe(true);
+      expect(bytes.subarray(0, verified.length).equals(verified), `${at(trial)}: earlier records changed`).toBe(true);
       for (let i = verifiedCount; i < records.length; i++) {
-        if (!payload(65, i).equals(records[i]!)) expect.fail(`trial ${trial}: record ${i} is wrong`);
+        if (!payload(65, i).equals(records[i]!)) expect.fail(`${at(trial)}: record ${i} is wrong`);
       }
       verified = bytes;
       verifiedCount = records.length;
@@ -784,6 +869,7 @@ describe("crash tests (SIGKILL)", () => {
     const d = join(work, "rw");
     await mkdir(d);
     const p = join(d, "index.log");
+    const { random } = chooser("rewrite crash");
     let lastAck = -1;
     let lastRewrite = 0;
     let tempsSeen = 0;
@@ -801,7 +887,7 @@ describe("crash tests (SIGKILL)", () => {
       if ((await tempsIn(d)).length > 0) tempsSeen++;
       const { log, records } = await RecordLog.open(p);
       await log.close();
-      expect(await tempsIn(d), `trial ${trial}: temp file left after open()`).toEqual([]);
+      expect(await tempsIn(d), `${at(trial)}: temp file left after open()`).toEqual([]);
       // Shape: an optional checkpoint C(k), then A(k), A(k+1), ... exactly.
       let k = 0;
       let rest = records;
@@ -810,11 +896,11 @@ describe("crash tests (SIGKILL)", () => {
         expect(payload(67, k).equals(records[0]!)).toBe(true);
         rest = records.slice(1);
       }
-      expect(k, `trial ${trial}: an acknowledged rewrite was undone`).toBeGreaterThanOrEqual(lastRewrite);
+      expect(k, `${at(trial)}: an acknowledged rewrite was undone`).toBeGreaterThanOrEqual(lastRewrite);
       for (let i = 0; i < rest.length; i++) {
-        if (!payload(65, k + i).equals(rest[i]!)) expect.fail(`trial ${trial}: record ${i} after C(${k}) is wrong`);
+        if (!payload(65, k + i).equals(rest[i]!)) expect.fail(`${at(trial)}: record ${i} after C(${k}) is wrong`);
       }
-      expect(k + rest.length, `trial ${trial}: acknowledged appends lost`).toBeGreaterThan(lastAck);
+      expect(k + rest.length, `${at(trial)}: acknowledged appends lost`).toBeGreaterThan(lastAck);
       lastAck = k + rest.length - 1;
     }
     expect(rewrites).toBeGreaterThan(5);
@@ -825,16 +911,17 @@ describe("crash tests (SIGKILL)", () => {
     const d = join(work, "atomic");
     await mkdir(d);
     const p = join(d, "state");
+    const { random } = chooser("atomic crash");
     for (let trial = 0; trial < 10; trial++) {
       const lines = await runAndKill("atomic", p, 20 + random(100));
       const acks = lines.filter((l) => l.startsWith("ack ")).map((l) => Number(l.slice(4)));
       const last = acks.at(-1) ?? -1;
       const text = await readFile(p, "utf8").catch(() => null);
       if (text === null) {
-        expect(last, `trial ${trial}: acknowledged file missing`).toBe(-1);
+        expect(last, `${at(trial)}: acknowledged file missing`).toBe(-1);
       } else {
         const v = Number(/^v(\d+)\n/.exec(text)?.[1]);
-        expect(text, `trial ${trial}`).toBe(`v${v}\n` + "x".repeat((v * 7919) % 65536));
+        expect(text, at(trial)).toBe(`v${v}\n` + "x".repeat((v * 7919) % 65536));
         // The acknowledged version or the one after it (renamed, not yet acknowledged).
         if (last >= 0) expect([last, last + 1]).toContain(v);
       }

@@ -10,6 +10,7 @@ import mqtt from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TELEMETRY_FIELDS, type Telemetry } from "../agent/telemetry/collector";
 import { Broker, freePort } from "./helpers/mosquitto";
+import { waiter } from "./helpers/wait";
 
 const EXPORTER = "/usr/bin/prometheus-mqtt-exporter";
 const CONFIG = new URL("../board/prometheus-mqtt-exporter.yaml", import.meta.url);
@@ -113,15 +114,12 @@ async function scrape(): Promise<string> {
   return res.text();
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const result = await probe().catch(() => undefined);
-    if (result !== undefined) return result;
-    if (Date.now() > deadline) throw new Error(`${what} within ${timeoutMs} ms; the exporter said: ${exporterLog.trim().slice(-800)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** The exporter answers ECONNREFUSED until it listens: a failed probe is tried again. */
+const waitFor = waiter({
+  intervalMs: 100,
+  retryOnError: true,
+  detail: () => `the exporter said: ${exporterLog.trim().slice(-800)}`,
+});
 
 beforeAll(async () => {
   if (spawnSync(EXPORTER, ["-version"], { stdio: "ignore" }).error !== undefined) {
@@ -146,7 +144,7 @@ beforeAll(async () => {
   exporter.stdout!.on("data", (d: Buffer) => (exporterLog += d.toString()));
   exporter.stderr!.on("data", (d: Buffer) => (exporterLog += d.toString()));
   // Subscribed once it says it is connected: only then can a published message reach it.
-  await until("the exporter did not connect to the broker", async () =>
+  await waitFor("the exporter to connect to the broker", async () =>
     /^mqtt2prometheus_connected 1$/m.test(await scrape()) && /Will subscribe/.test(exporterLog) ? true : undefined,
   );
 });
@@ -187,7 +185,7 @@ describe("board/prometheus-mqtt-exporter.yaml", () => {
       // The exporter logs "Will subscribe" just before its SUBSCRIBE: a first message may beat the subscription,
       // so the same messages go out again every second until they show (the values do not change).
       let attempt = 0;
-      families = await until("both devices' telemetry did not reach /metrics", async () => {
+      families = await waitFor("both devices' telemetry on /metrics", async () => {
         if (attempt++ % 10 === 0) await publish();
         const f = parseExposition(await scrape());
         const devices = new Set((f.get("sharenode_reconnects")?.samples ?? []).map((s) => s.labels.sensor));

@@ -12,6 +12,11 @@ import {
   type SequenceVerdict,
 } from "../agent/fleet/consumer";
 import { fleetFilter, parseTopic, sharedFilter, topicsFor } from "../agent/protocol/topics";
+import { below, rngFor, seedNote, testSeed } from "./helpers/random";
+
+// The reference-model test's streams come from this seed; FLEET_TEST_SEED=<seed> replays them.
+const SEED_VAR = "FLEET_TEST_SEED";
+const SEED = testSeed(SEED_VAR);
 
 const ID = "0123456789abcdef0123456789abcdef";
 const ID2 = "fedcba9876543210fedcba9876543210";
@@ -189,12 +194,13 @@ describe("SequenceTracker", () => {
 
   it("matches a reference model on streams duplicated and reordered within the window", () => {
     const window = 64;
+    const next = rngFor(SEED, "reference model");
     for (let round = 0; round < 50; round++) {
-      // Seqs 0..499 with some lost, each delivered 1-3 times, shuffled locally (no further than 20 places).
+      // Seqs 0..499 with some lost (1 in 20), each delivered 1-3 times, shuffled locally (no further than 20 places).
       const sent: number[] = [];
-      for (let s = 0; s < 500; s++) if (Math.random() > 0.05) for (let k = 1 + Math.floor(Math.random() * 3); k > 0; k--) sent.push(s);
+      for (let s = 0; s < 500; s++) if (below(next, 20) > 0) for (let k = 1 + below(next, 3); k > 0; k--) sent.push(s);
       for (let i = 0; i < sent.length; i++) {
-        const j = Math.min(sent.length - 1, i + Math.floor(Math.random() * 20));
+        const j = Math.min(sent.length - 1, i + below(next, 20));
         [sent[i], sent[j]] = [sent[j]!, sent[i]!];
       }
       const tracker = new SequenceTracker(window);
@@ -204,13 +210,13 @@ describe("SequenceTracker", () => {
       for (const seq of sent) {
         const verdict: SequenceVerdict = tracker.accept(seq);
         const expected = seen.has(seq) || (high >= 0 && high - seq >= window) ? "duplicate" : seq > high + 1 && high >= 0 ? { gap: [high + 1, seq - 1] } : "new";
-        expect(verdict).toEqual(expected);
+        expect(verdict, `round ${round}, seq ${seq}, ${seedNote(SEED_VAR, SEED)}`).toEqual(expected);
         if (expected !== "duplicate") seen.add(seq);
         if (first < 0) first = seq;
         high = Math.max(high, seq);
         let missing = 0;
         for (let s = first + 1; s < high; s++) if (!seen.has(s)) missing++;
-        expect(tracker.missing).toBe(missing);
+        expect(tracker.missing, `round ${round}, seq ${seq}, ${seedNote(SEED_VAR, SEED)}`).toBe(missing);
       }
     }
   });

@@ -14,6 +14,7 @@ import { loadConfig } from "../agent/config/config";
 import { Agent } from "../agent/agent";
 import { LogHub } from "../agent/util/log";
 import { Broker } from "./helpers/mosquitto";
+import { waiter } from "./helpers/wait";
 
 const FLEET_KEY = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29";
 
@@ -23,15 +24,7 @@ let client: MqttClient;
 const telemetry: Array<{ deviceId: string; body: Record<string, number> }> = [];
 const socats: ChildProcess[] = [];
 
-async function until<T>(what: string, probe: () => T | undefined, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+const waitFor = waiter({ timeoutMs: 20_000, intervalMs: 25 });
 
 function captureLogs(): { hub: LogHub; lines: string[] } {
   const lines: string[] = [];
@@ -83,7 +76,7 @@ describe("the agent's health wiring", () => {
     const received = join(dir, "received");
     const socat = spawn("socat", ["-u", `UNIX-RECV:${socket}`, `OPEN:${received},creat,append`], { stdio: "ignore" });
     socats.push(socat);
-    await until("the notify socket", () => existsSync(socket) || undefined);
+    await waitFor("the notify socket", () => existsSync(socket) || undefined);
     const notified = () => (existsSync(received) ? readFileSync(received, "utf8") : "");
 
     const { config } = loadConfig(undefined, env(dir, { SHARENODE_BOARD: "sim" }));
@@ -106,7 +99,7 @@ describe("the agent's health wiring", () => {
       expect(status.health.limits).toMatchObject({ throttled: true, scrubAllowed: false, computeAllowed: false, uploadBytesPerSecond: 3_125_000, cpuPercent: 50 });
       expect(status.health.watchdog).toMatchObject({ device: "/dev/watchdog", timeoutSeconds: 30, petIntervalMs: 10_000, skipping: undefined });
       expect(status.health.systemd).toMatchObject({ notify: true });
-      const t = await until("telemetry", () => telemetry.find((m) => m.deviceId === agent.deviceId));
+      const t = await waitFor("telemetry", () => telemetry.find((m) => m.deviceId === agent.deviceId));
       expect(t.body.throttled).toBe(1);
 
       // updating wins while it lasts.
@@ -117,11 +110,11 @@ describe("the agent's health wiring", () => {
 
       // The broker goes away: offline (slow blink); it comes back: online.
       await broker.kill();
-      await until("the LED offline", () => (agent.ledStatus === "offline" ? true : undefined));
-      await until("the LED file blinking", () => (led("sim:green:status", "trigger") === "timer" ? true : undefined));
+      await waitFor("the LED offline", () => (agent.ledStatus === "offline" ? true : undefined));
+      await waitFor("the LED file blinking", () => (led("sim:green:status", "trigger") === "timer" ? true : undefined));
       await broker.restart();
-      await until("the LED online again", () => (agent.ledStatus === "online" ? true : undefined), 30_000);
-      await until("the LED file on", () => (led("sim:green:status", "trigger") === "none" ? true : undefined));
+      await waitFor("the LED online again", () => (agent.ledStatus === "online" ? true : undefined), 30_000);
+      await waitFor("the LED file on", () => (led("sim:green:status", "trigger") === "none" ? true : undefined));
     } finally {
       await agent.stop();
     }
@@ -150,10 +143,10 @@ describe("the agent's health wiring", () => {
     const agent = new Agent(config, { logs: hub, version: "0.0.0-test", board, env: {} });
     try {
       await agent.start();
-      await until("the link", () => (lines.some((l) => /link: connected/.test(l)) ? true : undefined));
+      await waitFor("the link", () => (lines.some((l) => /link: connected/.test(l)) ? true : undefined));
       // The store's refusal wins over the link on the LED.
       expect(agent.ledStatus).toBe("error");
-      const t = await until("telemetry", () => telemetry.find((m) => m.deviceId === agent.deviceId));
+      const t = await waitFor("telemetry", () => telemetry.find((m) => m.deviceId === agent.deviceId));
       expect(t.body.throttled).toBe(0);
       expect(t.body).not.toHaveProperty("temp_c");
       const status = (await agent.status()) as Record<string, any>;

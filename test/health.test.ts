@@ -27,6 +27,7 @@ import { ObjectStore } from "../agent/store/object-store";
 import { Scrubber } from "../agent/store/scrub";
 import { LogHub } from "../agent/util/log";
 import { seededBytes as bytes } from "./helpers/random";
+import { waitFor } from "./helpers/wait";
 
 /** Timers driven by hand on a clock of their own (milliseconds, monotonic). */
 class ManualTimers implements Timers {
@@ -420,7 +421,7 @@ describe("Scrubber pause and resume", () => {
       },
     });
     const pass = scrubber.runOnce();
-    await until("the scrub to pause itself", () => scrubber.paused || undefined);
+    await waitFor("the scrub to pause itself", () => scrubber.paused || undefined);
     scrubber.stop();
     const report = await pass;
     expect(report.checked).toBeLessThan(4);
@@ -594,7 +595,7 @@ class Receiver {
 
   /** Until the socket exists: a path socket shows as a file; an abstract one in /proc/net/unix. */
   async ready(): Promise<void> {
-    await until(`socat listening on ${this.address} (${this.log})`, () => {
+    await waitFor(`socat listening on ${this.address} (${this.log})`, () => {
       if (this.address.startsWith("@")) return readFileSync("/proc/net/unix", "utf8").includes(` ${this.address}\n`) || undefined;
       return existsSync(this.address) || undefined;
     });
@@ -610,21 +611,11 @@ class Receiver {
   }
 
   async waitFor(field: string): Promise<string[]> {
-    return until(`${field} at the socket; got ${JSON.stringify(this.text)}`, () => (this.fields().includes(field) ? this.fields() : undefined));
+    return waitFor(`${field} at the socket; got ${JSON.stringify(this.text)}`, () => (this.fields().includes(field) ? this.fields() : undefined));
   }
 
   stop(): void {
     if (this.proc.exitCode === null) this.proc.kill("SIGTERM");
-  }
-}
-
-async function until<T>(what: string, probe: () => T | undefined, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
   }
 }
 

@@ -19,7 +19,9 @@ import {
   publicKeyFromHex,
   verifySignature,
 } from "../agent/identity/device-key";
+import { tempPathFor } from "../agent/durable/atomic";
 import { toHex } from "../agent/util/hex";
+import { errorMessage } from "../agent/util/errors";
 
 const run = promisify(execFile);
 const dirs: string[] = [];
@@ -98,7 +100,7 @@ describe("device key file", () => {
     await chmod(path, mode);
     const err = await loadOrCreateDeviceIdentity(dir).then(() => null, (e: unknown) => e);
     expect(err).toBeInstanceOf(DeviceKeyError);
-    const message = (err as Error).message;
+    const message = errorMessage(err);
     expect(message).toContain(path);
     expect(message).toMatch(/group or others/);
     expect(message).toContain(`mode ${mode.toString(8).padStart(4, "0")}`);
@@ -138,9 +140,9 @@ describe("device key file", () => {
     await writeFile(path, bytes, { mode: 0o600 });
     const err = await loadOrCreateDeviceIdentity(dir).then(() => null, (e: unknown) => e);
     expect(err).toBeInstanceOf(DeviceKeyError);
-    expect((err as Error).message).toContain(path);
-    expect((err as Error).message).toMatch(reason);
-    expect((err as Error).message).not.toContain("\n");
+    expect(errorMessage(err)).toContain(path);
+    expect(errorMessage(err)).toMatch(reason);
+    expect(errorMessage(err)).not.toContain("\n");
     expect((await readFile(path)).equals(Buffer.from(bytes))).toBe(true);
   });
 
@@ -153,8 +155,8 @@ describe("device key file", () => {
   it("removes temp files a start left behind when it lost power before publishing its key", async () => {
     const dir = await freshDir();
     await loadOrCreateDeviceIdentity(dir);
-    const stale = `${DEVICE_KEY_FILE}.1234.abcdef.tmp`;
-    await writeFile(join(dir, stale), generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }), { mode: 0o600 });
+    const stale = tempPathFor(join(dir, DEVICE_KEY_FILE));
+    await writeFile(stale, generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }), { mode: 0o600 });
     await writeFile(join(dir, "unrelated.tmp"), "keep me");
     await loadOrCreateDeviceIdentity(dir);
     expect((await readdir(dir)).sort()).toEqual([DEVICE_KEY_FILE, "unrelated.tmp"]);

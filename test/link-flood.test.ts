@@ -14,6 +14,7 @@ import { loadOrCreateFleetKey, openReply, signCommand, type FleetKey, type Reply
 import { topicsFor } from "../agent/protocol/topics";
 import { Broker } from "./helpers/mosquitto";
 import { rngFor } from "./helpers/random";
+import { waiter } from "./helpers/wait";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "dist/sharenode.js");
@@ -168,15 +169,7 @@ let deviceId = "";
 let devicePublicKey = "";
 const inbox: Array<{ topic: string; payload: Buffer; at: number }> = [];
 
-async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; agent log:\n${agentLog.slice(-2000)}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const waitFor = waiter({ timeoutMs: 30_000, intervalMs: 20, detail: () => `agent log:\n${agentLog.slice(-2000)}` });
 
 function opened(payload: Buffer): Reply {
   const reply = openReply(payload, { devicePublicKey, deviceId });

@@ -15,6 +15,7 @@ import { connectAsync, type MqttClient } from "mqtt";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { MqttLink, type MqttLinkOptions } from "../agent/link/mqtt-link";
 import { Broker, freePort } from "./helpers/mosquitto";
+import { waiter } from "./helpers/wait";
 
 const run = promisify(execFile);
 /** Every case: connect, birth, command, and a negative control, well inside this. */
@@ -108,13 +109,7 @@ afterAll(async () => {
 
 const newDeviceId = () => randomBytes(16).toString("hex");
 
-async function waitFor(what: string | (() => string), cond: () => boolean, timeoutMs = ATTEMPT_MS): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === "string" ? what : what()}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const waitFor = waiter({ timeoutMs: ATTEMPT_MS });
 
 interface Seen {
   topic: string;

@@ -13,6 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { MqttLink, type IncomingPacket, type MqttLinkOptions } from "../agent/link/mqtt-link";
 import { Broker, freePort } from "./helpers/mosquitto";
 import { spawnLineChild, type LineChild } from "./helpers/child";
+import { waitFor } from "./helpers/wait";
 
 let work = "";
 let child = "";
@@ -56,14 +57,6 @@ function makeLink(deviceId: string, extra: Partial<MqttLinkOptions> = {}): MqttL
   });
   cleanups.push(() => link.stop());
   return link;
-}
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 function nextEvent<T>(link: MqttLink, event: "connected" | "disconnected", timeoutMs = 10_000): Promise<T> {

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, expect, it } from "vitest";
+import { waitFor } from "./helpers/wait";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), "sharenode-npm-start-"));
@@ -19,11 +20,10 @@ it("starts an embedded broker and the agent, which connects; SIGINT stops both",
   let out = "";
   proc.stdout.on("data", (d: Buffer) => (out += d.toString()));
   proc.stderr.on("data", (d: Buffer) => (out += d.toString()));
-  const deadline = Date.now() + 20_000;
-  while (!/link: connected/.test(out)) {
-    if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`the agent did not connect:\n${out}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await waitFor("the agent to connect", () => {
+    if (proc.exitCode !== null) throw new Error(`the agent exited with ${proc.exitCode}:\n${out}`);
+    return /link: connected/.test(out);
+  }, { timeoutMs: 20_000, intervalMs: 100, detail: () => `its output:\n${out}` });
   expect(out).toMatch(/embedded MQTT broker \(aedes\) on mqtt:\/\/127\.0\.0\.1:\d+/);
   expect(out).toMatch(/fleet watch --broker mqtt:\/\/127\.0\.0\.1:\d+/);
   expect(out).toMatch(/store on /);

@@ -16,6 +16,8 @@ import { MqttLink } from "../agent/link/mqtt-link";
 import { Outbox, toRanges, type OutboxOptions, type OutboxPublisher } from "../agent/link/outbox";
 import { Broker } from "./helpers/mosquitto";
 import { spawnLineChild, type LineChild } from "./helpers/child";
+import { waitFor } from "./helpers/wait";
+import { errorMessage } from "../agent/util/errors";
 
 let work = "";
 let child = "";
@@ -92,14 +94,6 @@ function makeOutbox(publisher: OutboxPublisher, options: Partial<OutboxOptions> 
 }
 
 const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await tick(5);
-  }
-}
 
 async function readLog(path: string): Promise<any[]> {
   const { log, records } = await RecordLog.open(path);
@@ -521,7 +515,7 @@ describe("Outbox against mosquitto", () => {
     } catch (err) {
       const got = new Set(received.map((r) => r.seq));
       const missing = range(1, N).filter((s) => !got.has(s));
-      throw new Error(`${(err as Error).message}: ${received.length} received (${atKill} before the kill), ${missing.length} missing (${missing.slice(0, 10).join(",")}...), outbox depth ${outbox.depth}; mosquitto_sub: ${consumerErr.slice(-500)}; broker: ${broker.output.slice(-1000)}`);
+      throw new Error(`${errorMessage(err)}: ${received.length} received (${atKill} before the kill), ${missing.length} missing (${missing.slice(0, 10).join(",")}...), outbox depth ${outbox.depth}; mosquitto_sub: ${consumerErr.slice(-500)}; broker: ${broker.output.slice(-1000)}`);
     }
     const order = dedupe(received.filter((r) => r.seq > 0));
     expect(order).toEqual(range(1, N));

@@ -3,7 +3,6 @@
 // checks them against a reference written here from that text and from the BLAKE3 specification (a plain-JS
 // compression function, itself checked against @noble/hashes), so that prover and verifier cannot agree on a
 // wrong format.
-import { randomInt } from "node:crypto";
 import { blake3 as nobleBlake3 } from "@noble/hashes/blake3.js";
 import { describe, expect, it } from "vitest";
 import { type Blake3Build, type Blake3Kernel, blake3, blake3Kernel } from "../agent/kernels/blake3";
@@ -22,10 +21,11 @@ import {
 } from "../agent/kernels/outboard";
 import { ProofError, ProofVerifier, makeProofFromData, verifyProof } from "../agent/kernels/proof";
 import { chunkCount, leftChunks, proofLength } from "../agent/kernels/tree";
-import { rngFor, randomBytes } from "./helpers/random";
+import { randomBytes, rngFor, testSeed } from "./helpers/random";
+import { errorMessage } from "../agent/util/errors";
 
 // Every random input comes from this seed: a failure prints it, and PROOF_TEST_SEED=<seed> replays the run.
-const SEED = process.env.PROOF_TEST_SEED !== undefined ? Number(process.env.PROOF_TEST_SEED) : randomInt(2 ** 32);
+const SEED = testSeed("PROOF_TEST_SEED");
 const BUILDS: readonly Blake3Build[] = ["simd", "scalar"];
 const CHUNK = 1024;
 const KiB = 1024;
@@ -109,7 +109,7 @@ async function rejected(promise: Promise<unknown>): Promise<unknown> {
 /** Asserts an error of the given class whose message is a single non-empty line; returns the message. */
 function expectOneLineError(err: unknown, type: new (...args: never[]) => Error, context: string): string {
   expect(err, `${context}: expected ${type.name}, got ${String(err)}`).toBeInstanceOf(type);
-  const message = (err as Error).message;
+  const message = errorMessage(err);
   expect(message.length, `${context}: empty message`).toBeGreaterThan(0);
   expect(message, `${context}: message is not one line`).not.toMatch(/[\r\n]/);
   return message;

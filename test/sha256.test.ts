@@ -1,10 +1,10 @@
-import { createHash, randomInt } from "node:crypto";
+import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { SHA256_SIZE, createSha256, sha256, sha256Into } from "../agent/kernels/sha256.js";
-import { rngFor, randomBytes } from "./helpers/random";
+import { randomBytes, rngFor, testSeed } from "./helpers/random";
 
 // Every random input comes from this seed: a failure prints it, and SHA256_TEST_SEED=<seed> replays the run.
-const SEED = process.env.SHA256_TEST_SEED !== undefined ? Number(process.env.SHA256_TEST_SEED) : randomInt(2 ** 32);
+const SEED = testSeed("SHA256_TEST_SEED");
 
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString("hex");
 const fromHex = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, "hex"));

@@ -27,6 +27,7 @@ import {
   verifyStorageResponse,
 } from "../agent/protocol/storage-proof";
 import { toHex } from "../agent/util/hex";
+import { errorMessage } from "../agent/util/errors";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -256,8 +257,8 @@ describe("challengeIndices", () => {
         err = e;
       }
       expect(err, String(reason)).toBeInstanceOf(ChallengeError);
-      expect((err as Error).message).toMatch(reason);
-      expect((err as Error).message).not.toContain("\n");
+      expect(errorMessage(err)).toMatch(reason);
+      expect(errorMessage(err)).not.toContain("\n");
     }
   });
 });
@@ -349,8 +350,8 @@ describe("answerChallenge refuses bad challenges", () => {
       o.reads.length = 0;
       const err = await answerChallenge(challenge as StorageChallenge, o, device, Date.now).then(() => null, (e: unknown) => e);
       expect(err, String(reason)).toBeInstanceOf(ChallengeError);
-      expect((err as Error).message).toMatch(reason);
-      expect((err as Error).message).not.toContain("\n");
+      expect(errorMessage(err)).toMatch(reason);
+      expect(errorMessage(err)).not.toContain("\n");
       expect(o.reads).toEqual([]);
     }
     expect(parseChallenge({ ...ok, objectId: ok.objectId.toUpperCase() })).toEqual(ok);

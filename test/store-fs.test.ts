@@ -5,16 +5,21 @@
 // Needs root (mount, losetup) and the tools of TOOLS below; a missing tool fails the suite naming the Debian
 // package to install, it never skips. Every mount is undone in afterAll, whatever failed.
 import { spawnSync } from "node:child_process";
-import { accessSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, truncateSync } from "node:fs";
+import {
+  accessSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync,
+  rmSync, statSync, truncateSync, writeFileSync, writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
+import { basename, delimiter, join } from "node:path";
 import { blake3 as nobleBlake3 } from "@noble/hashes/blake3.js";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { fsyncDir, removeStaleTemps, tempPathFor, writeFileAtomic } from "../agent/durable/atomic";
 import { checkDataDisk } from "../agent/store/disk-marker";
 import { filesystemOf } from "../agent/store/disks";
 import { ObjectStore, StoreError, type StoreConfig } from "../agent/store/object-store";
 import { Scrubber } from "../agent/store/scrub";
 import { seededBytes as bytes } from "./helpers/random";
+import { errorMessage } from "../agent/util/errors";
 
 const MiB = 1024 * 1024;
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
@@ -190,7 +195,7 @@ afterAll(() => {
     try {
       c.run();
     } catch (err) {
-      failures.push(`${c.what}: ${(err as Error).message}`);
+      failures.push(`${c.what}: ${errorMessage(err)}`);
     }
   }
   cleanups.length = 0;
@@ -339,6 +344,68 @@ describe.each(Object.keys(MOUNTERS))("the store on %s", (fs) => {
     await stop(store);
     expect(withoutEmptyPrefixDirs(tree(dataDir), dataDir)).toEqual(expectedTree(kept));
   });
+
+  it("takes the durable primitives: writeFileAtomic (replacing, and modes), fsyncDir, removeStaleTemps", async () => {
+    const d = join(dataDir, "durable");
+    mkdirSync(d);
+    const p = join(d, "state.json");
+    const stale = tempPathFor(p);
+    writeFileSync(stale, "partial");
+    expect(await removeStaleTemps(p)).toEqual([basename(stale)]);
+    await writeFileAtomic(p, "one");
+    await writeFileAtomic(p, "two");
+    expect(readFileSync(p, "utf8")).toBe("two");
+    expect(readdirSync(d)).toEqual(["state.json"]);
+    // A mode the filesystem cannot give (FAT has no permission bits) is refused, never silently dropped.
+    const secret = await writeFileAtomic(p, "three", { mode: 0o600 }).then(() => "written", errorMessage);
+    if (fs === "vfat" || fs === "exfat") {
+      const refusal = fs === "vfat" ? /^ENOSYS: function not implemented, fchmod$/ : /: the filesystem keeps 0777$/;
+      expect(secret).toMatch(refusal);
+      expect(readFileSync(p, "utf8")).toBe("two");
+    } else {
+      expect(secret).toBe("written");
+      expect(statSync(p).mode & 0o777).toBe(0o600);
+    }
+    expect(readdirSync(d)).toEqual(["state.json"]);
+    await fsyncDir(d);
+    await fsyncDir(dataDir);
+    rmSync(d, { recursive: true });
+  });
+});
+
+// --- a disk that fails its writes ------------------------------------------------------------------------------
+
+describe("a disk that fails to write (ext4 on a loop image whose backing tmpfs is full)", () => {
+  it("fsyncDir reports the failed directory write as EIO, never as 'not supported'", async () => {
+    // 4 KiB blocks, as the tmpfs's pages: every block mkfs did not write is a hole that needs a new page. No
+    // journal, so the directory fsync writes the directory's own block (with one, a commit could fail first).
+    const { dir: backing } = await tmpfs("failing-backing", "4m");
+    const img = join(backing, "ext4.img");
+    closeSync(openSync(img, "w"));
+    truncateSync(img, 64 * MiB);
+    sh("mkfs.ext4", ["-q", "-F", "-b", "4096", "-O", "^has_journal", "-E", "lazy_itable_init=1,nodiscard", img]);
+    const dir = mountPoint("failing");
+    detachLater(img);
+    unmountLater(dir, false);
+    sh("mount", ["-o", "loop", img, dir]);
+    expect(await waitMounted(dir)).toBe("ext4");
+    // Fill the backing tmpfs: from here on the loop device cannot store a block the image never held.
+    const filler = openSync(join(backing, "filler"), "w");
+    let full = "";
+    try {
+      for (const size of [1 << 20, 4096]) for (;;) writeSync(filler, Buffer.alloc(size));
+    } catch (err) {
+      full = (err as NodeJS.ErrnoException).code ?? "";
+    } finally {
+      closeSync(filler);
+    }
+    expect(full).toBe("ENOSPC");
+    const sub = join(dir, "entries");
+    mkdirSync(sub);
+    writeFileSync(join(sub, "new"), "");
+    renameSync(join(sub, "new"), join(sub, "renamed"));
+    await expect(fsyncDir(sub)).rejects.toMatchObject({ code: "EIO" });
+  });
 });
 
 // --- a full disk -----------------------------------------------------------------------------------------------
@@ -437,7 +504,7 @@ describe("the mount point vanishes under a running store", () => {
       const ingestErr = await store.ingest(pieces(bytes(20_000, 10))).catch((e: unknown) => e);
       // soft: the checks below still run when this one fails
       expect.soft(ingestErr, `ingest threw ${String(ingestErr)}`).toBeInstanceOf(StoreError);
-      expect.soft((ingestErr as Error).message).not.toContain("\n");
+      expect.soft(errorMessage(ingestErr)).not.toContain("\n");
       expect.soft((ingestErr as StoreError).code).toBe("io");
 
       const proofErr = await store.openForProof(object.id).catch((e: unknown) => e);

@@ -14,6 +14,7 @@ import { readFile } from "node:fs/promises";
 import { openBoard, type Board } from "../../board/board.js";
 import { HostPaths } from "../../board/host-paths.js";
 import { version } from "../../package.json";
+import { lockOwner, STORE_LOCK_FILE } from "../durable/pid-lock.js";
 import { MARKER_NAME } from "../store/disk-marker.js";
 import { discoverDisks } from "../store/disk-discovery.js";
 import { showPath } from "../store/disks.js";
@@ -753,8 +754,8 @@ export async function createConsoleCommands(options: ConsoleCommandsOptions): Pr
           }
         }
         // A store that someone else holds (`sharenode store` running) is not pulled from under it.
-        const storeLock = Number.parseInt(await readFile(join(dataDir, "store.lock"), "utf8").catch(() => ""), 10);
-        if (Number.isInteger(storeLock) && storeLock > 0 && storeLock !== process.pid && alive(storeLock)) {
+        const storeLock = await lockOwner(join(dataDir, STORE_LOCK_FILE));
+        if (storeLock !== undefined && storeLock !== process.pid) {
           throw new ConsoleError(`the store in ${dataDir} is in use by process ${storeLock}: stop it first, then run factory-reset again`);
         }
       }
@@ -805,14 +806,3 @@ export async function createConsoleCommands(options: ConsoleCommandsOptions): Pr
     close: () => ctx.close(),
   };
 }
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
-

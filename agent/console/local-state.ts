@@ -6,6 +6,7 @@ import { createPrivateKey, createPublicKey } from "node:crypto";
 import { readdir, readFile, stat, statfs } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { HostPaths } from "../../board/host-paths.js";
+import { AGENT_LOCK_FILE, lockOwner, STORE_LOCK_FILE } from "../durable/pid-lock.js";
 import { loadConfigLenient, type LenientConfig } from "../config/config.js";
 import { DEVICE_KEY_FILE, deviceIdOf } from "../identity/device-key.js";
 import { readRecordLog } from "../durable/record-log.js";
@@ -89,7 +90,7 @@ export async function readDeviceIdentity(stateDir: string): Promise<IdentityRead
 
 /** The pid in `<stateDir>/agent.lock` when that process is alive: a daemon runs on this state dir. */
 export function lockHolder(stateDir: string): Promise<number | undefined> {
-  return livePidIn(join(stateDir, "agent.lock"));
+  return lockOwner(join(stateDir, AGENT_LOCK_FILE));
 }
 
 // --- the data disk ------------------------------------------------------------------------------------------------
@@ -202,7 +203,7 @@ export async function readLocalStore(config: ConsoleConfig, preview: DiskPreview
   const availableBytes = fs.bavail * fs.bsize;
   const reserveBytes = config.store.reserveBytes ?? defaultReserveBytes(fs.blocks * fs.bsize);
   const quotaBytes = quotaLimit(config.store.quota, usedBytes, availableBytes, reserveBytes);
-  const lockedBy = await livePidIn(join(dataDir, "store.lock"));
+  const lockedBy = await lockOwner(join(dataDir, STORE_LOCK_FILE));
   return {
     ok: true,
     status: {
@@ -218,19 +219,6 @@ export async function readLocalStore(config: ConsoleConfig, preview: DiskPreview
       ...(lockedBy !== undefined ? { lockedBy } : {}),
     },
   };
-}
-
-/** The pid in a lock file when that process is alive. */
-async function livePidIn(file: string): Promise<number | undefined> {
-  const text = await readFile(file, "utf8").catch(() => "");
-  const pid = Number.parseInt(text, 10);
-  if (!Number.isInteger(pid) || pid <= 0) return undefined;
-  try {
-    process.kill(pid, 0);
-    return pid;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM" ? pid : undefined;
-  }
 }
 
 // --- the outbox, without the daemon ----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 import { spawn } from "node:child_process";
 import { readdir, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { AGENT_LOCK_FILE, STORE_LOCK_FILE } from "../durable/pid-lock.js";
 import { DEVICE_KEY_FILE } from "../identity/device-key.js";
 import { ADOPTION_STATE_NAME, MARKER_NAME } from "../store/disk-marker.js";
 import { oneLine } from "./format.js";
@@ -38,7 +39,7 @@ const STATE_FILES: Record<string, string> = {
   "nonces.log": "the record of commands already run",
   [ADOPTION_STATE_NAME]: "the adoption record of the data disk",
   bdseq: "the MQTT session counter",
-  "agent.lock": "the daemon's lock file",
+  [AGENT_LOCK_FILE]: "the daemon's lock file",
   "control.sock": "the daemon's control socket",
 };
 
@@ -47,7 +48,7 @@ const STORE_ENTRIES: Record<string, string> = {
   "index.log": "the store's index",
   quarantine: "objects the scrub found corrupt",
   tmp: "unfinished ingests",
-  "store.lock": "the store's lock file",
+  [STORE_LOCK_FILE]: "the store's lock file",
   [MARKER_NAME]: "the disk marker naming this device",
 };
 

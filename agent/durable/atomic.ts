@@ -4,6 +4,7 @@
 import { randomBytes } from "node:crypto";
 import { open, readdir, rename, stat, unlink, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
+import { errnoCode } from "../util/errors.js";
 
 export interface WriteFileAtomicOptions {
   /** Permission bits of the file, applied exactly (umask does not narrow them). Default: the replaced file's
@@ -36,11 +37,24 @@ export async function removeStaleTemps(path: string): Promise<string[]> {
   return removed;
 }
 
+/**
+ * Errors of a directory fsync that mean "this filesystem cannot sync a directory", not "the sync failed". Linux
+ * answers EINVAL when a filesystem has no fsync for directories (procfs and sysfs do so; so did CIFS and 9p
+ * mounts of older kernels); ENOTSUP/EOPNOTSUPP say the same in other words. The rename is then as durable as that
+ * filesystem can make it, and refusing every write there would help nobody. PostgreSQL draws the same line.
+ * Anything else (EIO above all: a disk that failed to write the directory) is a real failure and is thrown;
+ * so is EPERM, which no Linux filesystem gives for want of a directory fsync. FUSE filesystems (fusefat,
+ * exfat-fuse; the kernel answers for a daemon without fsyncdir) and tmpfs accept it: test/store-fs.test.ts.
+ */
+const DIR_SYNC_UNSUPPORTED = new Set(["EINVAL", "ENOTSUP", "EOPNOTSUPP"]);
+
 /** fsyncs a directory, making the creations, renames and removals of entries in it durable. */
 export async function fsyncDir(path: string): Promise<void> {
   const fh = await open(path, "r");
   try {
     await fh.sync();
+  } catch (err) {
+    if (!DIR_SYNC_UNSUPPORTED.has(errnoCode(err) ?? "")) throw err;
   } finally {
     await fh.close();
   }
@@ -62,7 +76,7 @@ export async function writeFileAtomic(
   let fh: FileHandle | undefined;
   try {
     fh = await open(tmp, "wx", mode ?? 0o666);
-    if (mode !== undefined) await fh.chmod(mode);
+    if (mode !== undefined) await applyMode(fh, mode, options.mode !== undefined, path);
     await writeAll(fh, bytes, 0);
     await fh.sync();
     await fh.close();
@@ -86,6 +100,28 @@ export async function writeAll(fh: FileHandle, bytes: Uint8Array, position: numb
   }
 }
 
+/**
+ * Gives the temp file `mode`. FAT has no permission bits: vfat through FUSE refuses chmod (ENOSYS), exFAT through
+ * FUSE accepts it and keeps 0777. A mode the caller asked for (0600 for a secret) is exact or an error, never a
+ * silent downgrade; a mode kept from the replaced file is kept where the filesystem can, and such a filesystem
+ * gives the new file the mode the old one had anyway.
+ */
+async function applyMode(fh: FileHandle, mode: number, exact: boolean, path: string): Promise<void> {
+  const modeOf = async () => (await fh.stat()).mode & 0o7777;
+  if ((await modeOf()) === mode) return;
+  try {
+    await fh.chmod(mode);
+  } catch (err) {
+    if (exact) throw err;
+    return;
+  }
+  const kept = await modeOf();
+  if (exact && kept !== mode) {
+    const octal = (m: number) => m.toString(8).padStart(4, "0");
+    throw new Error(`cannot give ${path} mode ${octal(mode)}: the filesystem keeps ${octal(kept)}`);
+  }
+}
+
 async function existingMode(path: string): Promise<number | undefined> {
   try {
     return (await stat(path)).mode & 0o7777;
@@ -96,5 +132,5 @@ async function existingMode(path: string): Promise<number | undefined> {
 }
 
 function ignoreENOENT(err: unknown): void {
-  if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  if (errnoCode(err) !== "ENOENT") throw err;
 }

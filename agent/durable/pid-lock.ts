@@ -5,6 +5,7 @@
 // which process, so a person can remove the file.
 import { constants as fsConstants } from "node:fs";
 import { open, readFile, rm } from "node:fs/promises";
+import { errnoCode } from "../util/errors.js";
 
 export class LockedError extends Error {
   constructor(
@@ -16,13 +17,29 @@ export class LockedError extends Error {
   }
 }
 
-function processAlive(pid: number): boolean {
+/** The daemon's lock in its state directory. */
+export const AGENT_LOCK_FILE = "agent.lock";
+/** The store's lock in the data directory (the daemon, or `sharenode store`, holds it). */
+export const STORE_LOCK_FILE = "store.lock";
+
+/** Whether a process with this pid exists (EPERM: it does, but belongs to another user). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
+    return errnoCode(err) === "EPERM";
   }
+}
+
+/**
+ * The pid written in the lock file `path` when that process is alive; undefined when the file is missing,
+ * unreadable, names no pid, or its process is gone (a stale lock). For those who only look (the console's
+ * status, factory-reset's checks), never take.
+ */
+export async function lockOwner(path: string): Promise<number | undefined> {
+  const pid = Number.parseInt(await readFile(path, "utf8").catch(() => ""), 10);
+  return Number.isInteger(pid) && pid > 0 && processAlive(pid) ? pid : undefined;
 }
 
 export class PidLock {
@@ -44,12 +61,10 @@ export class PidLock {
         this.held = true;
         return;
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+        if (errnoCode(err) !== "EEXIST") throw err;
       }
-      const owner = Number.parseInt(await readFile(this.path, "utf8").catch(() => ""), 10);
-      if (Number.isInteger(owner) && owner > 0 && processAlive(owner)) {
-        throw new LockedError(`${this.what} is in use by process ${owner}`, owner);
-      }
+      const owner = await lockOwner(this.path);
+      if (owner !== undefined) throw new LockedError(`${this.what} is in use by process ${owner}`, owner);
       await rm(this.path, { force: true });
     }
     throw new LockedError(`could not take the lock ${this.path}`, 0);

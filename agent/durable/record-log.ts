@@ -18,6 +18,7 @@ import { open, readFile, rename, unlink, type FileHandle } from "node:fs/promise
 import { constants as bufferConstants } from "node:buffer";
 import { dirname, resolve } from "node:path";
 import { crc32c } from "../util/crc32c.js";
+import { errnoCode, errorMessage } from "../util/errors.js";
 import { fsyncDir, removeStaleTemps, tempPathFor, writeAll, writeFileAtomic } from "./atomic.js";
 
 export const HEADER_BYTES = 8;
@@ -118,7 +119,7 @@ export class RecordLog {
       try {
         fh = await open(path, "r+");
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+        if (errnoCode(err) !== "ENOENT") throw err;
         await writeFileAtomic(path, encodeHeader(), options.mode === undefined ? {} : { mode: options.mode });
         fh = await open(path, "r+");
       }
@@ -296,7 +297,7 @@ export class RecordLog {
     } catch (err) {
       await tfh?.close().catch(() => undefined);
       await unlink(tmp).catch(() => undefined);
-      const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      const reason = errnoCode(err) ?? errorMessage(err);
       const message = `record log ${this.path}: rewrite failed (${reason}); the log is unchanged`;
       op.reject(new RecordLogError(message, this.path, { cause: err }));
       return;
@@ -320,7 +321,7 @@ export class RecordLog {
   }
 
   private fail(what: string, err: unknown): void {
-    const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    const reason = errnoCode(err) ?? errorMessage(err);
     this.failure = new RecordLogError(
       `record log ${this.path}: ${what} failed (${reason}); the log refuses writes until reopened`,
       this.path,
@@ -343,8 +344,8 @@ export async function readRecordLog(path: string): Promise<RecordLogContents> {
   try {
     data = await readFile(path);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    return { ok: false, missing: code === "ENOENT", reason: `cannot read ${path}: ${code ?? (err as Error).message}` };
+    const code = errnoCode(err);
+    return { ok: false, missing: code === "ENOENT", reason: `cannot read ${path}: ${code ?? errorMessage(err)}` };
   }
   const bad = checkHeader(data);
   if (bad) return { ok: false, missing: false, reason: `${path} is not a record log: ${bad}` };

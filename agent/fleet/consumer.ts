@@ -4,6 +4,7 @@
 // Payloads are untrusted (any device, or anyone the broker lets publish): nothing here throws on them.
 import { describeValue, errorLine } from "../protocol/envelope.js";
 import { parseTopic } from "../protocol/topics.js";
+import { isUint } from "../util/guards.js";
 
 /** The largest state, telemetry or events payload the parsers read. */
 export const MAX_MESSAGE_BYTES = 256 * 1024;
@@ -119,10 +120,6 @@ function parseWith<T>(payload: unknown, what: string, check: (o: Record<string, 
   } catch (err) {
     return { ok: false, reason: `${what} payload could not be read: ${errorLine(err)}` };
   }
-}
-
-function isUint(value: unknown): value is number {
-  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
 }
 
 // --- sequence numbers -------------------------------------------------------------------------------------------

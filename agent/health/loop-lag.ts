@@ -2,6 +2,7 @@
 // late it ran. A loop that is blocked runs no ticks at all, so the probe also counts how overdue the next tick is
 // right now (the consumer's own timer may fire before the tick when the loop comes back).
 import { monotonicNow, realTimers, type HealthCheck, type TimerHandle, type Timers } from "./timers.js";
+import { errorMessage } from "../util/errors.js";
 
 export interface LoopLagOptions {
   timers?: Timers;
@@ -66,6 +67,6 @@ export function healthProblem(lag: LoopLag | undefined, maxLagMs: number, health
   try {
     return healthy();
   } catch (err) {
-    return `health check failed: ${(err as Error).message}`;
+    return `health check failed: ${errorMessage(err)}`;
   }
 }

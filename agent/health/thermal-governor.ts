@@ -5,6 +5,7 @@
 import { EventEmitter } from "node:events";
 import type { Board } from "../../board/board.js";
 import { realTimers, type HealthLog, type TimerHandle, type Timers } from "./timers.js";
+import { errorMessage } from "../util/errors.js";
 
 export interface ThermalState {
   throttled: boolean;
@@ -122,7 +123,7 @@ export class ThermalGovernor extends EventEmitter<ThermalEvents> {
       try {
         listener(state);
       } catch (err) {
-        this.options.log.warn(`a thermal change listener failed: ${(err as Error).message}`);
+        this.options.log.warn(`a thermal change listener failed: ${errorMessage(err)}`);
       }
     }
   }

@@ -18,6 +18,7 @@
 import type { Board, HardwareWatchdog } from "../../board/board.js";
 import { healthProblem, LoopLag } from "./loop-lag.js";
 import { monotonicNow, realTimers, type HealthCheck, type HealthLog, type TimerHandle, type Timers } from "./timers.js";
+import { errorMessage } from "../util/errors.js";
 
 export interface WatchdogKeeperOptions {
   board: Pick<Board, "openWatchdog">;
@@ -87,7 +88,7 @@ export class WatchdogKeeper {
       watchdog = await this.options.board.openWatchdog();
     } catch (err) {
       // The Board contract says openWatchdog never throws; a broken one still must not stop the agent.
-      this.options.log.warn(`hardware watchdog not used: ${(err as Error).message}`);
+      this.options.log.warn(`hardware watchdog not used: ${errorMessage(err)}`);
       return;
     }
     if (!watchdog) {
@@ -118,7 +119,7 @@ export class WatchdogKeeper {
       await watchdog.close(true);
       this.options.log.info(`${watchdog.device} closed (disarmed)`);
     } catch (err) {
-      this.options.log.warn(`${watchdog.device}: magic close failed, the box may reset: ${(err as Error).message}`);
+      this.options.log.warn(`${watchdog.device}: magic close failed, the box may reset: ${errorMessage(err)}`);
     }
   }
 
@@ -148,7 +149,7 @@ export class WatchdogKeeper {
       if (this.petFailing) this.options.log.info(`${watchdog.device}: petting works again`);
       this.petFailing = false;
     } catch (err) {
-      if (!this.petFailing) this.options.log.warn(`${watchdog.device}: pet failed: ${(err as Error).message}`);
+      if (!this.petFailing) this.options.log.warn(`${watchdog.device}: pet failed: ${errorMessage(err)}`);
       this.petFailing = true;
     }
   }

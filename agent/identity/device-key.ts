@@ -5,10 +5,12 @@
 // Creation must survive power cuts and racing starts: the key is written to a private temp file, fsynced, then
 // published with link(2), which (unlike rename) fails when the name already exists. So the file is always
 // either absent or complete, and when two starts race, exactly one key wins and the loser loads it.
-import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, verify, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from "node:crypto";
 import { constants, promises as fs } from "node:fs";
 import { join } from "node:path";
+import { fsyncDir, removeStaleTemps, tempPathFor } from "../durable/atomic.js";
 import { blake3DeriveKey } from "../kernels/blake3.js";
+import { errnoCode, errorMessage } from "../util/errors.js";
 import { fromHex, toHex } from "../util/hex.js";
 
 export const DEVICE_KEY_FILE = "device-key.pem";
@@ -72,7 +74,8 @@ export async function loadOrCreateDeviceIdentity(dir: string): Promise<DeviceIde
   for (let attempt = 0; attempt < 5; attempt++) {
     const loaded = await loadKeyFile(path);
     if (loaded) {
-      await removeStaleTemps(dir);
+      // Temp files of a start that lost power before publishing its key hold unused keys.
+      await removeStaleTemps(path);
       return identityFrom(loaded);
     }
     await fs.mkdir(dir, { recursive: true, mode: 0o700 });
@@ -93,8 +96,8 @@ async function loadKeyFile(path: string): Promise<KeyObject | null> {
   try {
     handle = await fs.open(path, constants.O_RDONLY);
   } catch (err) {
-    if (isErrno(err, "ENOENT")) return null;
-    throw new DeviceKeyError(`cannot open device key ${path}: ${errMessage(err)}`);
+    if (errnoCode(err) === "ENOENT") return null;
+    throw new DeviceKeyError(`cannot open device key ${path}: ${errorMessage(err)}`);
   }
   let pem: Buffer;
   try {
@@ -132,7 +135,7 @@ async function loadKeyFile(path: string): Promise<KeyObject | null> {
 async function createKeyFile(dir: string, path: string): Promise<boolean> {
   const { privateKey } = generateKeyPairSync("ed25519");
   const pem = Buffer.from(privateKey.export({ format: "pem", type: "pkcs8" }) as string, "latin1");
-  const temp = `${path}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
+  const temp = tempPathFor(path);
   try {
     const handle = await fs.open(temp, "wx", 0o600);
     try {
@@ -150,13 +153,14 @@ async function createKeyFile(dir: string, path: string): Promise<boolean> {
   try {
     await fs.link(temp, path);
   } catch (err) {
-    if (isErrno(err, "EEXIST")) return cleanUp(temp, dir, true);
-    if (isErrno(err, "ENOENT")) return cleanUp(temp, dir, false);
+    const code = errnoCode(err);
+    if (code === "EEXIST") return cleanUp(temp, dir, true);
+    if (code === "ENOENT") return cleanUp(temp, dir, false);
     await fs.rm(temp, { force: true });
-    if (isErrno(err, "EPERM") || isErrno(err, "ENOTSUP") || isErrno(err, "EOPNOTSUPP")) {
+    if (code === "EPERM" || code === "ENOTSUP" || code === "EOPNOTSUPP") {
       throw new DeviceKeyError(`cannot create device key ${path}: the filesystem does not support hard links, which atomic creation needs`);
     }
-    throw new DeviceKeyError(`cannot create device key ${path}: ${errMessage(err)}`);
+    throw new DeviceKeyError(`cannot create device key ${path}: ${errorMessage(err)}`);
   }
   return cleanUp(temp, dir, true);
 }
@@ -165,32 +169,6 @@ async function cleanUp(temp: string, dir: string, result: boolean): Promise<bool
   await fs.rm(temp, { force: true });
   await fsyncDir(dir);
   return result;
-}
-
-/** Temp files left by a start that lost power before publishing its key hold unused keys: remove them. */
-async function removeStaleTemps(dir: string): Promise<void> {
-  let names: string[];
-  try {
-    names = await fs.readdir(dir);
-  } catch {
-    return;
-  }
-  const stale = names.filter((n) => n.startsWith(`${DEVICE_KEY_FILE}.`) && n.endsWith(".tmp"));
-  for (const name of stale) await fs.rm(join(dir, name), { force: true });
-  if (stale.length > 0) await fsyncDir(dir);
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  let handle: fs.FileHandle | undefined;
-  try {
-    handle = await fs.open(dir, constants.O_RDONLY);
-    await handle.sync();
-  } catch (err) {
-    // Some filesystems refuse fsync on a directory; the entry is then as durable as they can make it.
-    if (!isErrno(err, "EINVAL") && !isErrno(err, "EISDIR") && !isErrno(err, "EPERM")) throw err;
-  } finally {
-    await handle?.close();
-  }
 }
 
 /**
@@ -219,12 +197,4 @@ function identityFrom(privateKey: KeyObject): DeviceIdentity {
     toString: { value: function toString() { return `DeviceIdentity(${deviceId})`; } },
   });
   return Object.freeze(identity);
-}
-
-function isErrno(err: unknown, code: string): boolean {
-  return typeof err === "object" && err !== null && (err as NodeJS.ErrnoException).code === code;
-}
-
-function errMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

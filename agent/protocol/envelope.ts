@@ -10,7 +10,10 @@
 // { ok: false, code, reason } with a one-line reason. They throw only when the caller's own options are invalid.
 // Pure but for the random nonce signCommand() draws when none is given, and loadOrCreateFleetKey() at the end,
 // which delegates the key file to agent/identity.
-import { describeType, describeValue, errorLine } from "../util/describe.js";
+import { decodeBase64, toBase64 } from "../util/base64.js";
+import { describeType, describeValue } from "../util/describe.js";
+import { errorLine } from "../util/errors.js";
+import { isPlainObject, isUint } from "../util/guards.js";
 import { randomBytes } from "node:crypto";
 import { basename, dirname } from "node:path";
 import {
@@ -295,7 +298,7 @@ function seal(body: string, domain: Uint8Array, signer: Signer): Uint8Array {
   if (!(signature instanceof Uint8Array) || signature.length !== SIGNATURE_BYTES) {
     throw new TypeError(`signer returned ${describeType(signature)}, expected a ${SIGNATURE_BYTES}-byte Ed25519 signature`);
   }
-  const sig = Buffer.from(signature.buffer, signature.byteOffset, signature.byteLength).toString("base64");
+  const sig = toBase64(signature);
   return encoder.encode(JSON.stringify({ body, sig }));
 }
 
@@ -363,27 +366,10 @@ function fieldsDefect(object: Record<string, unknown>, fields: readonly string[]
   return undefined;
 }
 
-/** Canonical base64 (standard alphabet, padded) of exactly `bytes` bytes; null for anything else. */
-function decodeBase64(value: unknown, bytes: number): Uint8Array | null {
-  // Length first, so a huge string costs nothing; the round trip rejects what Buffer's lenient decoder skips.
-  if (typeof value !== "string" || value.length !== 4 * Math.ceil(bytes / 3)) return null;
-  const decoded = Buffer.from(value, "base64");
-  if (decoded.length !== bytes || decoded.toString("base64") !== value) return null;
-  return new Uint8Array(decoded.buffer, decoded.byteOffset, decoded.byteLength);
-}
-
 function publicKeyOption(key: Uint8Array | string, what: string): Uint8Array {
   if (typeof key === "string") return publicKeyFromHex(key);
   if (!(key instanceof Uint8Array) || key.length !== PUBLIC_KEY_BYTES) throw new RangeError(`${what} must be ${PUBLIC_KEY_BYTES} raw bytes or 64 hex digits`);
   return key;
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-function isUint(value: unknown): value is number {
-  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
 }
 
 // --- the fleet key ----------------------------------------------------------------------------------------------
@@ -433,4 +419,5 @@ export async function loadOrCreateFleetKey(path: string): Promise<FleetKey> {
   return Object.freeze(key);
 }
 
-export { describeValue, errorLine } from "../util/describe.js";
+export { describeValue } from "../util/describe.js";
+export { errorLine } from "../util/errors.js";

@@ -10,7 +10,10 @@ import { makeProofAsync, type Outboard } from "../kernels/outboard.js";
 import { verifyProof } from "../kernels/proof.js";
 import { chunkCount, proofLength } from "../kernels/tree.js";
 import { deviceIdOf, PUBLIC_KEY_BYTES, SIGNATURE_BYTES, verifySignature } from "../identity/device-key.js";
+import { decodeBase64, toBase64 } from "../util/base64.js";
+import { errorLine } from "../util/errors.js";
 import { fromHex, toHex } from "../util/hex.js";
+import { isUint } from "../util/guards.js";
 
 export const STORAGE_PROOF_VERSION = 1;
 /** BLAKE3 derive-key context of the chunk-index stream. */
@@ -229,8 +232,8 @@ export async function answerChallenge(
   return {
     v: 1,
     ...fields,
-    proofs: proofs.map(base64),
-    signature: base64(signature),
+    proofs: proofs.map(toBase64),
+    signature: toBase64(signature),
   };
 }
 
@@ -254,7 +257,7 @@ export function verifyStorageResponse(response: unknown, expected: StorageProofE
     return reason === undefined ? { ok: true, response: response as StorageProofResponse } : { ok: false, reason };
   } catch (err) {
     // Plain JSON cannot get here; a hostile object (a throwing getter, a Proxy) can.
-    return { ok: false, reason: `response could not be read: ${err instanceof Error ? err.message : describe(err)}` };
+    return { ok: false, reason: `response could not be read: ${errorLine(err)}` };
   }
 }
 
@@ -349,24 +352,6 @@ function hexBytes(value: unknown, n: number, what: string): Uint8Array {
 
 function isHex(value: unknown, pattern: RegExp, digits: number): value is string {
   return typeof value === "string" && value.length === digits && pattern.test(value);
-}
-
-function isUint(value: unknown): value is number {
-  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
-}
-
-/** Decodes canonical base64 (standard alphabet, padded) of exactly `bytes` bytes; null for anything else. */
-function decodeBase64(value: unknown, bytes: number): Uint8Array | null {
-  // The length test comes first so that a huge string costs nothing; the round trip rejects the characters
-  // and padding variants that Buffer's lenient decoder would skip.
-  if (typeof value !== "string" || value.length !== 4 * Math.ceil(bytes / 3)) return null;
-  const decoded = Buffer.from(value, "base64");
-  if (decoded.length !== bytes || decoded.toString("base64") !== value) return null;
-  return new Uint8Array(decoded.buffer, decoded.byteOffset, decoded.byteLength);
-}
-
-function base64(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
 }
 
 function readClock(clock: () => number): number {

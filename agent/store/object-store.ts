@@ -20,9 +20,10 @@ import { CHUNK_LEN } from "../kernels/blake3.js";
 import { OutboardBuilder, outboardLength, parseOutboard, type Outboard } from "../kernels/outboard.js";
 import { fromHex, toHex } from "../util/hex.js";
 import { fsyncDir, removeStaleTemps, writeAll, writeFileAtomic } from "../durable/atomic.js";
-import { LockedError, PidLock } from "../durable/pid-lock.js";
+import { LockedError, PidLock, STORE_LOCK_FILE } from "../durable/pid-lock.js";
 import { RecordLog } from "../durable/record-log.js";
 import { decodeRecord, encodeRecord, replay, type IndexEntry, type IndexRecord } from "./index-log.js";
+import { errnoCode, errorMessage } from "../util/errors.js";
 
 export const MAX_OBJECT_LEN = 64 * 1024 * 1024;
 
@@ -137,7 +138,7 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
   ) {
     super();
     const d = config.dataDir;
-    this.paths = { objects: join(d, "objects"), tmp: join(d, "tmp"), quarantine: join(d, "quarantine"), index: join(d, "index.log"), lock: join(d, "store.lock") };
+    this.paths = { objects: join(d, "objects"), tmp: join(d, "tmp"), quarantine: join(d, "quarantine"), index: join(d, "index.log"), lock: join(d, STORE_LOCK_FILE) };
     this.lock = new PidLock(this.paths.lock, `the store in ${d}`);
   }
 
@@ -526,12 +527,12 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
 /** Store errors pass through; a full disk and other I/O errors become one-line StoreErrors. */
 function asStoreError(err: unknown, what: string): StoreError {
   if (err instanceof StoreError) return err;
-  const code = (err as NodeJS.ErrnoException).code;
+  const code = errnoCode(err);
   if (code === "ENOSPC") return new StoreError(`${what}: the data disk is full`, "disk-full");
   if (code === "ENOENT" || code === "EIO" || code === "ENODEV") {
-    return new StoreError(`${what}: ${(err as Error).message} (is the data disk still mounted?)`, "io");
+    return new StoreError(`${what}: ${errorMessage(err)} (is the data disk still mounted?)`, "io");
   }
-  return new StoreError(`${what}: ${(err as Error).message}`, "io");
+  return new StoreError(`${what}: ${errorMessage(err)}`, "io");
 }
 
 /** Objects in `<dataDir>/quarantine/` (each has its outboard beside it); 0 when the directory is unreadable. */

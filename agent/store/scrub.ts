@@ -4,6 +4,7 @@
 // pause() holds a pass between reads (a hot box: agent/health) until resume(); the time spent paused does not
 // count towards the pacing, so a resumed pass does not burst to catch up.
 import { StoreError, type ObjectStore } from "./object-store.js";
+import { errnoCode, errorMessage } from "../util/errors.js";
 
 export interface ScrubOptions {
   /** Average read rate, bytes per second. */
@@ -101,13 +102,13 @@ export class Scrubber {
         valid = await this.store.verifyFiles(object.id, object.length, pace);
       } catch (err) {
         if (err === STOPPED) break;
-        if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+        if (errnoCode(err) === "ENOENT") {
           report.missing.push(object.id);
           await this.store.forgetMissing(object.id);
           continue;
         }
         if (err instanceof StoreError) throw err;
-        throw new StoreError(`scrub of ${object.id}: ${(err as Error).message}`, "io");
+        throw new StoreError(`scrub of ${object.id}: ${errorMessage(err)}`, "io");
       }
       report.checked++;
       if (!valid) {

@@ -9,6 +9,7 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { seededBytes } from "../helpers/prng.mjs";
 
 const started = performance.now();
 
@@ -46,15 +47,6 @@ function expectHex(what, got, want) {
 function patternInput(length) {
   const out = new Uint8Array(length);
   for (let i = 0; i < length; i++) out[i] = i % 251;
-  return out;
-}
-function xorshiftBytes(length, seed) {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    out[i] = x & 0xff;
-  }
   return out;
 }
 const equalBytes = (a, b) => a !== null && b !== null && a.length === b.length && Buffer.from(a).equals(Buffer.from(b));
@@ -148,7 +140,7 @@ for (const [message, want] of NIST) {
   shaChecks += 2;
 }
 for (let len = 0; len <= 200; len++) {
-  const data = xorshiftBytes(len, 7 + len);
+  const data = seededBytes(len, 7 + len);
   expectHex(`sha256 length ${len} vs node:crypto`, lib.sha256(data), createHash("sha256").update(data).digest("hex"));
   shaChecks++;
 }
@@ -157,8 +149,8 @@ for (let len = 0; len <= 200; len++) {
 
 let proofChecks = 0;
 const objects = [
-  ["700 B", xorshiftBytes(700, 1000), [[0, 1]]],
-  ["40000 B", xorshiftBytes(40_000, 1001), [[0, 1], [16, 3], [39, 1], [0, 40]]],
+  ["700 B", seededBytes(700, 1000), [[0, 1]]],
+  ["40000 B", seededBytes(40_000, 1001), [[0, 1], [16, 3], [39, 1], [0, 40]]],
   ["102400 B pattern", patternInput(102_400), [[0, 1], [45, 5], [99, 1], [31, 2]]],
 ];
 for (const [name, data, ranges] of objects) {

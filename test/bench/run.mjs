@@ -7,6 +7,7 @@ import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { seededBytes } from "../helpers/prng.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "../..");
 const bundle = join(root, "dist/index.js");
@@ -22,16 +23,6 @@ const json = process.argv.includes("--json");
 const quick = process.argv.includes("--quick");
 const ROUNDS = quick ? 5 : 15;
 const SAMPLE_MS = quick ? 40 : 120;
-
-function randomBytes(n, seed) {
-  const out = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 const median = (values) => {
   const s = [...values].sort((a, b) => a - b);
@@ -73,7 +64,7 @@ function target(what, value, goal, unit) {
 
 // --- hashing, 4 MiB --------------------------------------------------------------------------------------
 const MIB4 = 4 << 20;
-const data = randomBytes(MIB4, 0x5eed);
+const data = seededBytes(MIB4, 0x5eed);
 warmupSimd();
 const hwBlake3 = await createBLAKE3();
 const hwSha256 = await createSHA256();

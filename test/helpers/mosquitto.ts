@@ -6,6 +6,8 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { errorMessage } from "../../agent/util/errors";
+import { waitFor } from "./wait";
 
 const MOSQUITTO = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"];
 
@@ -27,9 +29,8 @@ export async function freePort(): Promise<number> {
 }
 
 async function waitForPort(port: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
+  const connects = () =>
+    new Promise<boolean>((resolve) => {
       const s = new Socket();
       s.once("connect", () => {
         s.destroy();
@@ -38,10 +39,7 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
       s.once("error", () => resolve(false));
       s.connect(port, "127.0.0.1");
     });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`mosquitto did not listen on port ${port} within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await waitFor(`mosquitto to listen on port ${port}`, connects, { timeoutMs, intervalMs: 50 });
 }
 
 export interface BrokerOptions {
@@ -108,7 +106,7 @@ export class Broker {
     try {
       await waitForPort(this.port, 10_000);
     } catch (err) {
-      throw new Error(`${(err as Error).message}; mosquitto said: ${this.log.trim().slice(-500)}`);
+      throw new Error(`${errorMessage(err)}; mosquitto said: ${this.log.trim().slice(-500)}`);
     }
   }
 

@@ -1,15 +1,34 @@
 // Seeded randomness for tests: the same bytes on every platform and run for a given seed, so a failure replays.
+// A file draws one seed per run (testSeed), takes a generator per test from it (rngFor), and says the seed when a
+// test fails (replayHintOnFailure, and the assertion messages), so `NAME=<seed> npx vitest run ...` replays it.
+import { randomInt } from "node:crypto";
+import { onTestFailed } from "vitest";
+import { prng } from "./prng.mjs";
 
-/** splitmix32: small, fast, and the same on every platform. */
-export function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x9e3779b9) >>> 0;
-    let z = state;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    return (z ^ (z >>> 16)) >>> 0;
-  };
+export { prng, randomBytes, seededBytes } from "./prng.mjs";
+
+const MAX_SEED = 2 ** 32 - 1;
+
+/** The run's seed: the environment variable `name` when set (to replay a failure), else a fresh random one. */
+export function testSeed(name: string): number {
+  const text = process.env[name];
+  if (text === undefined || text === "") return randomInt(MAX_SEED + 1);
+  const seed = Number(text);
+  if (!/^\d+$/.test(text) || seed > MAX_SEED) throw new Error(`${name}=${text}: a seed is an integer from 0 to ${MAX_SEED}`);
+  return seed;
+}
+
+/** "seed 123 (NAME=123 replays it)": for assertion messages. */
+export function seedNote(name: string, seed: number): string {
+  return `seed ${seed} (${name}=${seed} replays it)`;
+}
+
+/**
+ * When the calling test fails, prints the seed its random choices came from (stderr, next to the failure). Call
+ * it in the test, or in a beforeEach for every test of a suite.
+ */
+export function replayHintOnFailure(name: string, seed: number): void {
+  onTestFailed(() => console.error(`random choices from ${seedNote(name, seed)}`));
 }
 
 /** A generator per label under one run's seed, so each test replays the same way whatever else runs. */
@@ -19,26 +38,7 @@ export function rngFor(seed: number, label: string): () => number {
   return prng(h);
 }
 
-/** `length` bytes from a generator, four at a time. */
-export function randomBytes(next: () => number, length: number): Uint8Array {
-  const bytes = new Uint8Array(length);
-  const words = new Uint32Array(bytes.buffer, 0, length >>> 2);
-  for (let i = 0; i < words.length; i++) words[i] = next();
-  for (let i = words.length * 4; i < length; i++) bytes[i] = next() & 0xff;
-  return bytes;
-}
-
-/** `length` bytes of xorshift32 from `seed`: object contents for store and CLI tests. */
-export function seededBytes(length: number, seed: number): Buffer {
-  const out = Buffer.alloc(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
+/** A whole number from 0 to n - 1 (n at most 2^32). */
+export function below(next: () => number, n: number): number {
+  return Math.floor((next() / 2 ** 32) * n);
 }

@@ -9,7 +9,7 @@ import { promisify } from "node:util";
 import { blake3Kernel } from "../kernels/blake3.js";
 import { createSha256 } from "../kernels/sha256.js";
 import { toHex } from "../util/hex.js";
-import { parseCommandArgs, systemErrorText, usageError, type CliIo, type Command } from "./io.js";
+import { parseCommandArgs, systemErrorText, usageError, writeOutput, type CliIo, type Command } from "./io.js";
 
 export { systemErrorText } from "./io.js";
 
@@ -59,8 +59,6 @@ async function runHash(args: string[], io: CliIo): Promise<number> {
   const progress = new Progress(io.stderr);
   let failed = false;
   for (const name of names) {
-    // The reader went away (`| head -1`): nothing more can be printed, so stop hashing.
-    if (io.stdout.destroyed) break;
     let digest: Uint8Array;
     try {
       digest = name === "-" ? await hashStream(io.stdin, digester, progress) : await hashFile(name, digester, progress);
@@ -73,7 +71,8 @@ async function runHash(args: string[], io: CliIo): Promise<number> {
     } finally {
       progress.end();
     }
-    io.stdout.write(checksumLine(toHex(digest), name, algo as Algorithm));
+    // Throws once stdout has failed (a full disk, a reader gone): nothing more can be printed, so stop hashing.
+    await writeOutput(io.stdout, checksumLine(toHex(digest), name, algo as Algorithm));
   }
   return failed ? 1 : 0;
 }

@@ -62,9 +62,14 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   let code: number;
   try {
     code = await dispatch(argv, io);
+  } catch (err) {
+    return report(err, io, debug);
+  }
+  try {
     await flushOutput(io.stdout);
   } catch (err) {
-    code = report(err, io, debug);
+    // A reader that went away after the last write leaves the command's own verdict standing.
+    return isClosedOutput(err) ? code : report(err, io, debug);
   }
   return code;
 }

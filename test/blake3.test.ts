@@ -605,6 +605,44 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
     expect(() => hasher.updateFromInput(-1)).toThrow(RangeError);
   });
 
+  it("updateFromRegion (reads land in readRegions(), as the CLI's) equals @noble/hashes; other memory is refused", () => {
+    const k = kernel();
+    const rand = rngFor(SEED, `${build} update from region`);
+    // Regions larger than the kernel's own input region, as the CLI uses them (two of 1 MiB).
+    const regions = k.readRegions(2, MiB);
+    expect(regions.map((r) => r.length)).toEqual([MiB, MiB]);
+    // Asking again for no more does not grow the memory: the same bytes come back.
+    const again = k.readRegions(2, MiB);
+    expect(again[1]!.byteOffset).toBe(regions[1]!.byteOffset);
+    expect(again[0]!.buffer).toBe(regions[0]!.buffer);
+    const input = randomBytes(rand, 3 * MiB + int(rand, 0, 5000));
+    for (const mode of MODES) {
+      const hasher = mode.hasher(k);
+      const other = MODES[int(rand, 0, 2)].hasher(k);
+      let which = 0;
+      for (let offset = 0; offset < input.length; ) {
+        const choice = int(rand, 0, 3);
+        const n = Math.min(input.length - offset, choice === 0 ? MiB : choice === 1 ? CHUNK_LEN : int(rand, 1, MiB));
+        const region = again[which]!;
+        which ^= 1;
+        region.set(input.subarray(offset, offset + n));
+        // Another hasher (and one-shot calls) may use the kernel in between, as in the daemon.
+        if (int(rand, 0, 2) === 0) other.update(randomBytes(rand, int(rand, 0, 2000)));
+        if (int(rand, 0, 4) === 0) k.hash(randomBytes(rand, int(rand, 0, 3000)));
+        hasher.updateFromRegion(region.subarray(0, n));
+        offset += n;
+      }
+      expect(hex(hasher.digest(131)), where(`${mode.name}, updateFromRegion`)).toBe(hex(mode.noble(input, 131)));
+    }
+    const hasher = k.createHasher();
+    expect(() => hasher.updateFromRegion(new Uint8Array(10))).toThrow(RangeError);
+    expect(() => hasher.updateFromRegion(k.inputView())).toThrow(RangeError);
+    // Straddling the start of the regions: the first bytes are the kernel's own.
+    const first = again[0]!;
+    expect(() => hasher.updateFromRegion(new Uint8Array(first.buffer, first.byteOffset - 8, 16))).toThrow(RangeError);
+    expect(() => k.readRegions(0, MiB)).toThrow(RangeError);
+  });
+
   // --- tree primitives (plain-hash tree) --------------------------------------------------------------------
 
   it("tree primitives rebuild the plain hash", () => {

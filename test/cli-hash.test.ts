@@ -164,22 +164,27 @@ describe("sharenode hash errors", () => {
     expectOneErrorLine(r, "sharenode: hash: gone\\nmissing: No such file or directory");
   });
 
-  it("an unreadable file is reported as Permission denied", () => {
-    const locked = join(dir, "locked");
-    writeFileSync(locked, "secret");
-    chmodSync(locked, 0o000);
+  it("an unreadable file is reported as Permission denied, and the others are still hashed", () => {
+    // Root reads mode-000 files, and CI runs as root: there the command runs as nobody, so EACCES is real.
+    const asRoot = process.getuid?.() === 0;
+    const own = mkdtempSync(join(tmpdir(), "sharenode-hash-perm-"));
     try {
-      const r = hash("sha256", ["locked", sized(1)]);
-      if (process.getuid?.() === 0) {
-        // root reads mode-000 files, so there is no EACCES to provoke; the mapping is unit-tested below.
-        expect(r.status).toBe(0);
-      } else {
-        expect(r.status).toBe(1);
-        expect(r.stdout.equals(tool("sha256", [sized(1)]).stdout)).toBe(true);
-        expectOneErrorLine(r, "sharenode: hash: locked: Permission denied");
-      }
+      chmodSync(own, 0o755);
+      writeFileSync(join(own, "locked"), "secret");
+      chmodSync(join(own, "locked"), 0o000);
+      writeFileSync(join(own, "open"), "public");
+      chmodSync(join(own, "open"), 0o644);
+      const args = [BIN, "hash", "--algo", "sha256", "locked", "open"];
+      const r = asRoot
+        ? run("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, ...args], { cwd: own })
+        : run(process.execPath, args, { cwd: own });
+      expect(r.stdout.toString()).toBe(tool("sha256", ["open"], { cwd: own }).stdout.toString());
+      expectOneErrorLine(r, "sharenode: hash: locked: Permission denied");
+      expect(r.status).toBe(1);
+      // The same file is readable by its owner: the failure above was the permission, not the file.
+      if (asRoot) expect(hash("sha256", ["locked"], { cwd: own }).status).toBe(0);
     } finally {
-      chmodSync(locked, 0o600);
+      rmSync(own, { recursive: true, force: true });
     }
   });
 

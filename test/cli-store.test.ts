@@ -4,7 +4,7 @@
 // stack trace.
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -32,13 +32,19 @@ let dir = "";
 let results: Result[] = [];
 
 /** Runs the bundle asynchronously (the HTTP server in this process must keep answering meanwhile). */
-function sharenode(args: string[], options: { input?: string | Buffer; env?: NodeJS.ProcessEnv } = {}): Promise<Result> {
+function sharenode(
+  args: string[],
+  options: { input?: string | Buffer; env?: NodeJS.ProcessEnv; stdoutToDevFull?: boolean } = {},
+): Promise<Result> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: dir, env: options.env ?? ENV, stdio: ["pipe", "pipe", "pipe"] });
+    // /dev/full: every write fails with ENOSPC, like a full disk.
+    const full = options.stdoutToDevFull ? openSync("/dev/full", "w") : undefined;
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: dir, env: options.env ?? ENV, stdio: ["pipe", full ?? "pipe", "pipe"] });
+    if (full !== undefined) closeSync(full);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout.on("data", (b: Buffer) => out.push(b));
-    child.stderr.on("data", (b: Buffer) => err.push(b));
+    child.stdout?.on("data", (b: Buffer) => out.push(b));
+    child.stderr!.on("data", (b: Buffer) => err.push(b));
     const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
     child.on("error", (e) => {
       clearTimeout(timer);
@@ -50,8 +56,8 @@ function sharenode(args: string[], options: { input?: string | Buffer; env?: Nod
       results.push(r);
       resolve(r);
     });
-    child.stdin.on("error", () => {}); // a command that does not read stdin may exit before we finish writing
-    child.stdin.end(options.input ?? "");
+    child.stdin!.on("error", () => {}); // a command that does not read stdin may exit before we finish writing
+    child.stdin!.end(options.input ?? "");
   });
 }
 
@@ -320,6 +326,15 @@ describe("store ls, status, pin, unpin, rm", () => {
     expect(text.stdout).toContain("objects: 3\n");
   });
 
+  it("ls > /dev/full (as on a full disk): exit 1 with one write-error line, as sha256sum does", async () => {
+    expectOk(await box().store("add", path("small")));
+    const opts = ["--data", box().data, "--state", box().state, "--allow-system-disk"];
+    for (const args of [["ls"], ["ls", "--json"], ["status"]]) {
+      const r = await sharenode(["store", ...args, ...opts], { stdoutToDevFull: true });
+      expectFailure(r, 1, /^sharenode: write error: No space left on device\n$/);
+    }
+  });
+
   it("pins and unpins", async () => {
     expectOk(await box().store("pin", ids.mid!));
     expectOk(await box().store("pin", ids.mid!)); // already pinned: fine
@@ -439,6 +454,12 @@ describe("store challenge | verify-response", () => {
     // The nonce may be given in upper case on either side.
     const upper = await verify(r.stdout, { nonce: n.toUpperCase(), count });
     expectOk(upper);
+  });
+
+  it("challenge > /dev/full (as on a full disk): exit 1 with one write-error line", async () => {
+    const opts = ["--data", prover().data, "--state", prover().state, "--allow-system-disk"];
+    const r = await sharenode(["store", "challenge", ids.mid!, "--nonce", nonce(), "--count", "2", ...opts], { stdoutToDevFull: true });
+    expectFailure(r, 1, /^sharenode: write error: No space left on device\n$/);
   });
 
   it("rejects, exit 1 with a one-line reason, a tampered or mismatched response", async () => {

@@ -1,12 +1,15 @@
 // The command-line framework: help, version, exit codes and the one-line error rule, on the built bundle
 // (what users run) and in-process through runCli with injected streams.
-import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough, Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli, type CliIo } from "../agent/cli/main";
+import { blake3 } from "../agent/kernels/blake3";
+import { seededBytes } from "./helpers/random";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "dist/sharenode.js");
@@ -76,6 +79,10 @@ describe("the sharenode bundle", () => {
     [["hash", "--frobnicate"], "hash: unknown option '--frobnicate'"],
     [["hash", "-x"], "hash: unknown option '-x'"],
     [["hash", "--algo=md5"], "hash: unknown algorithm 'md5' (expected blake3 or sha256)"],
+    // parseArgs alone calls a value with a leading dash "ambiguous"; the command's own check names the problem.
+    [["proof", "check", "--id", "ab".repeat(32), "--len", "-1", "--chunk", "0"], "proof check: --len must be a non-negative integer, got '-1'"],
+    [["proof", "make", "f", "--chunk", "-3"], "proof make: --chunk must be a non-negative integer, got '-3'"],
+    [["hash", "-a", "-1"], "hash: unknown algorithm '-1' (expected blake3 or sha256)"],
   ])("usage error %j: exit 2, one line on stderr, nothing on stdout", (args, message) => {
     const r = sharenode(...args);
     expect(r.status).toBe(2);
@@ -86,6 +93,108 @@ describe("the sharenode bundle", () => {
   it("a failed file exits 1, a clean run 0", () => {
     expect(sharenode("hash", "/nonexistent/file").status).toBe(1);
     expect(sharenode("hash", BIN).status).toBe(0);
+  });
+});
+
+describe("a failed write to the output: one line and exit 1; a reader gone: quiet", () => {
+  let dir = "";
+  let tmpfs = "";
+  const object = seededBytes(40_000, 77);
+  const id = Buffer.from(blake3(object)).toString("hex");
+  let proof: Buffer;
+  // Every chunk of the object: 39 KiB of verified bytes, far more than the tiny disk below holds.
+  const checkAll = ["proof", "check", "--id", id, "--len", "40000", "--chunk", "0", "--count", "40"];
+
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "sharenode-cli-output-"));
+    writeFileSync(join(dir, "object"), object);
+    const made = spawnSync(process.execPath, [BIN, "proof", "make", "object", "--chunk", "0", "--count", "40"], { cwd: dir });
+    expect(made.status).toBe(0);
+    proof = made.stdout;
+  });
+
+  afterAll(() => {
+    if (tmpfs) spawnSync("umount", [tmpfs]);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /**
+   * Runs the bundle with stdout on /dev/full (every write fails with ENOSPC) or on a pipe whose reader has
+   * already gone (every write fails with EPIPE), or on a pipe that is read ("read").
+   */
+  function runInto(sink: "full" | "gone" | "read", args: string[], input: Uint8Array = Buffer.alloc(0)) {
+    return new Promise<{ status: number | null; signal: string | null; stdout: string; stderr: string }>((resolve, reject) => {
+      const full = sink === "full" ? openSync("/dev/full", "w") : undefined;
+      const child = spawn(process.execPath, [BIN, ...args], { cwd: dir, stdio: ["pipe", full ?? "pipe", "pipe"] });
+      if (full !== undefined) closeSync(full);
+      // Closed before the child has even started: its first write meets a pipe without a reader.
+      if (sink === "gone") child.stdout!.destroy();
+      let stdout = "";
+      let stderr = "";
+      if (sink === "read") child.stdout!.on("data", (d) => (stdout += d));
+      child.stderr!.on("data", (d) => (stderr += d));
+      const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+      child.on("error", reject);
+      child.on("close", (status, signal) => {
+        clearTimeout(timer);
+        resolve({ status, signal, stdout, stderr });
+      });
+      child.stdin!.on("error", () => {});
+      child.stdin!.end(input);
+    });
+  }
+
+  const NO_SPACE = "sharenode: write error: No space left on device\n";
+
+  it.each([
+    ["hash", ["hash", "object"]],
+    ["hash --algo sha256", ["hash", "--algo", "sha256", "object", "object"]],
+    ["--version", ["--version"]],
+    ["--help", ["--help"]],
+    ["proof make", ["proof", "make", "object", "--chunk", "3"]],
+    ["proof outboard", ["proof", "outboard", "object"]],
+  ])("%s > /dev/full: exit 1 and one write-error line", async (_name, args) => {
+    expect(await runInto("full", args)).toEqual({ status: 1, signal: null, stdout: "", stderr: NO_SPACE });
+  });
+
+  it("proof check --output - > /dev/full: exit 1, one write-error line, no verdict", async () => {
+    expect(await runInto("full", [...checkAll, "--output", "-"], proof)).toEqual({ status: 1, signal: null, stdout: "", stderr: NO_SPACE });
+  });
+
+  it.each([
+    ["hash", ["hash", "object", "object"]],
+    ["proof make", ["proof", "make", "object", "--chunk", "3"]],
+    ["proof outboard", ["proof", "outboard", "object"]],
+  ])("%s into a pipe nobody reads: exit 0, nothing on stderr", async (_name, args) => {
+    expect(await runInto("gone", args)).toEqual({ status: 0, signal: null, stdout: "", stderr: "" });
+  });
+
+  it("proof check --output - into a pipe nobody reads: exit 0, nothing on stderr", async () => {
+    expect(await runInto("gone", [...checkAll, "--output", "-"], proof)).toEqual({ status: 0, signal: null, stdout: "", stderr: "" });
+  });
+
+  it("proof check --output /dev/full: exit 1 naming the file, no verdict", async () => {
+    const r = await runInto("read", [...checkAll, "--output", "/dev/full"], proof);
+    expect(r).toEqual({ status: 1, signal: null, stdout: "", stderr: "sharenode: proof check: /dev/full: No space left on device\n" });
+  });
+
+  it("proof check --output FILE on a full disk (a 4 KiB tmpfs): exit 1 naming the file, no verdict", async () => {
+    if (process.getuid?.() !== 0) throw new Error("this test mounts a tmpfs: run it as root (as CI does)");
+    tmpfs = join(dir, "tiny");
+    mkdirSync(tmpfs);
+    const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "size=4k", "tmpfs", tmpfs], { encoding: "utf8" });
+    expect(mounted.stderr).toBe("");
+    expect(mounted.status).toBe(0);
+    const file = join(tmpfs, "out");
+    const r = await runInto("read", [...checkAll, "--output", file], proof);
+    expect(r).toEqual({ status: 1, signal: null, stdout: "", stderr: `sharenode: proof check: ${file}: No space left on device\n` });
+    // What made the disk full: the bytes that fitted are there, the rest was refused.
+    expect(statSync(file).size).toBeLessThan(object.length);
+    // The same command on a disk with room succeeds: the failure above was the disk's.
+    const roomy = join(dir, "out");
+    const ok = await runInto("read", [...checkAll, "--output", roomy], proof);
+    expect(ok).toEqual({ status: 0, signal: null, stdout: `valid: chunks 0..39 of 40 of ${id}\n`, stderr: "" });
+    expect(readFileSync(roomy).equals(object)).toBe(true);
   });
 });
 

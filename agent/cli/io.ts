@@ -1,5 +1,6 @@
 // What every subcommand gets and gives: its streams and environment (injected, so tests run commands
-// in-process on fake streams), the typed error that becomes the one-line message, and option parsing.
+// in-process on fake streams), the typed error that becomes the one-line message, option parsing, and writes
+// to an output that notice when it fails.
 import type { Readable, Writable } from "node:stream";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 
@@ -46,7 +47,7 @@ type Options = NonNullable<ParseArgsConfig["options"]>;
  */
 export function parseCommandArgs<O extends Options>(command: string, args: string[], options: O, allowPositionals: boolean) {
   try {
-    return parseArgs({ args, options, strict: true, allowPositionals });
+    return parseArgs({ args: joinNegativeValues(args, options), options, strict: true, allowPositionals });
   } catch (err) {
     const code = (err as { code?: string }).code;
     if (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS_")) {
@@ -54,6 +55,38 @@ export function parseCommandArgs<O extends Options>(command: string, args: strin
     }
     throw err;
   }
+}
+
+/**
+ * `--len -1`: parseArgs refuses a value that starts with a dash as "ambiguous" (it could be an option), which
+ * tells the user nothing. A string option followed by something shaped like a negative number takes it as its
+ * value (`--len=-1`), so the command's own check names the option and the bad value. No option of ours is a
+ * digit, so nothing that was meant as an option is swallowed.
+ */
+function joinNegativeValues(args: string[], options: Options): string[] {
+  const takesValue = new Set<string>();
+  for (const [name, option] of Object.entries(options)) {
+    if (option.type !== "string") continue;
+    takesValue.add(`--${name}`);
+    if (option.short) takesValue.add(`-${option.short}`);
+  }
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") return out.concat(args.slice(i));
+    const next = args[i + 1];
+    if (takesValue.has(arg) && next !== undefined && /^-[\d.]/.test(next)) {
+      out.push(`${arg.startsWith("--") ? arg : `--${shortToLong(arg, options)}`}=${next}`);
+      i++;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
+}
+
+function shortToLong(arg: string, options: Options): string {
+  return Object.entries(options).find(([, o]) => `-${o.short}` === arg)![0];
 }
 
 // parseArgs messages run on with advice over several sentences and lines ("Unknown option '--x'. To specify
@@ -80,6 +113,11 @@ const STRERROR: Record<string, string> = {
   ENFILE: "Too many open files in system",
   EINVAL: "Invalid argument",
   EAGAIN: "Resource temporarily unavailable",
+  ENOSPC: "No space left on device",
+  EDQUOT: "Disk quota exceeded",
+  EFBIG: "File too large",
+  EPIPE: "Broken pipe",
+  EROFS: "Read-only file system",
 };
 
 /** The strerror text of a system (errno) error, or undefined for anything else (a bug, not a bad file). */
@@ -91,4 +129,92 @@ export function systemErrorText(err: unknown): string | undefined {
   const match = /^E[A-Z0-9]+: ([^,]+)/.exec((err as Error).message ?? "");
   const text = match ? match[1] : code;
   return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+// --- output that notices when it fails ------------------------------------------------------------------
+//
+// Node reports a failed write (a full disk, /dev/full, a closed pipe) only as an 'error' event on a later
+// tick, and its stdout never ends or drains after one: a command that ignores it exits 0 having printed
+// nothing, and one that awaits 'drain' hangs until Node gives up on the top-level await (exit 13). So every
+// output stream is watched from the first write: its first error is kept, writeOutput() and endOutput() throw
+// it, and runCli reports stdout's once the command is done (or quietly exits for a reader that went away).
+
+const failures = new WeakMap<Writable, Error>();
+const watched = new WeakSet<Writable>();
+
+/** Starts keeping `out`'s first write error; also keeps the error from becoming an uncaught exception. */
+export function watchOutput(out: Writable): void {
+  if (watched.has(out)) return;
+  watched.add(out);
+  // The listener stays: Node emits a late error after the command may have returned.
+  out.on("error", (err: Error) => keepFailure(out, err));
+}
+
+function keepFailure(out: Writable, err: Error): Error {
+  if (!failures.has(out)) failures.set(out, err);
+  return failures.get(out)!;
+}
+
+/** Why writes to `out` stopped working: its first error, or a stand-in EPIPE when it was closed without one. */
+export function outputFailure(out: Writable): Error | undefined {
+  const failure = failures.get(out);
+  if (failure) return failure;
+  // The stream's own record comes before its 'error' event (an end() callback gets it first).
+  if (out.errored) return keepFailure(out, out.errored);
+  if (!out.destroyed) return undefined;
+  // Kept, so every caller sees the same error and runCli can tell it is stdout's.
+  return keepFailure(out, Object.assign(new Error("EPIPE: the output was closed"), { code: "EPIPE" }));
+}
+
+/** A reader that went away (`| head -1`, `| true`): output is lost by design, as for a process killed by SIGPIPE. */
+export function isClosedOutput(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === "EPIPE";
+}
+
+/** Writes `chunk`; resolves when `out` can take more, rejects with the output's error once it has failed. */
+export async function writeOutput(out: Writable, chunk: Uint8Array | string): Promise<void> {
+  watchOutput(out);
+  const before = outputFailure(out);
+  if (before) throw before;
+  if (out.write(chunk)) return;
+  // false: the buffer is full, or the write failed and its error comes on the next tick; never drain then.
+  await settled(out, "drain");
+}
+
+/** Waits until everything written to `out` has left, then throws its first error, if any. */
+export async function flushOutput(out: Writable): Promise<void> {
+  watchOutput(out);
+  // Errors of writes that already returned arrive on a later tick.
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  while (!outputFailure(out) && out.writableLength > 0) await settled(out, "drain");
+  const failure = outputFailure(out);
+  if (failure) throw failure;
+}
+
+/** Ends a stream the command opened (a file): resolves once its data is written, rejects with its error. */
+export async function endOutput(out: Writable): Promise<void> {
+  watchOutput(out);
+  const before = failures.get(out);
+  if (before) throw before;
+  await new Promise<void>((resolve, reject) => {
+    out.end((err?: Error | null) => (err ? reject(keepFailure(out, err)) : resolve()));
+  });
+  const after = failures.get(out);
+  if (after) throw after;
+}
+
+function settled(out: Writable, event: "drain"): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const done = () => {
+      out.off(event, done);
+      out.off("error", done);
+      out.off("close", done);
+      const failure = outputFailure(out);
+      if (failure) reject(failure);
+      else resolve();
+    };
+    out.on(event, done);
+    out.on("error", done);
+    out.on("close", done);
+  });
 }

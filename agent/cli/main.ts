@@ -9,7 +9,9 @@ import { fleetCommand } from "./fleet.js";
 import { proofCommand } from "./proof.js";
 import { runCommand } from "./run.js";
 import { storeCommand, verifyResponseCommand } from "./store.js";
-import { CliError, usageError, type CliIo, type Command } from "./io.js";
+import {
+  CliError, flushOutput, isClosedOutput, outputFailure, systemErrorText, usageError, watchOutput, type CliIo, type Command,
+} from "./io.js";
 
 export { CliError, type CliIo, type Command } from "./io.js";
 
@@ -49,37 +51,47 @@ export function topUsage(): string {
   return TOP_USAGE_HEAD + list + TOP_USAGE_TAIL;
 }
 
-/** Runs `sharenode ARGV...`; resolves to the exit code. Never throws and never prints a stack trace (unless SHARENODE_DEBUG=1). */
+/**
+ * Runs `sharenode ARGV...`; resolves to the exit code. Never throws and never prints a stack trace (unless
+ * SHARENODE_DEBUG=1). A failed write to stdout is one line and exit 1 whatever the command returned, except a
+ * reader that went away (`| head -1`): then output is lost by design and the command ends quietly.
+ */
 export async function runCli(argv: string[], io: CliIo): Promise<number> {
   const debug = io.env.SHARENODE_DEBUG === "1";
-  ignoreWriteErrors(io.stdout);
-  ignoreWriteErrors(io.stderr);
+  watchOutput(io.stdout);
+  // Nowhere is left to report a failing stderr; watching it keeps its error from crashing the process.
+  watchOutput(io.stderr);
+  let code: number;
   try {
-    return await dispatch(argv, io);
+    code = await dispatch(argv, io);
   } catch (err) {
-    if (err instanceof CliError) {
-      io.stderr.write(`sharenode: ${oneLine(err.message)}\n`);
-      if (debug && err.stack) io.stderr.write(err.stack + "\n");
-      return err.exitCode;
-    }
-    const message = err instanceof Error ? err.message : String(err);
-    io.stderr.write(`sharenode: internal error: ${oneLine(message)}${debug ? "" : " (set SHARENODE_DEBUG=1 for details)"}\n`);
-    if (debug) io.stderr.write((err instanceof Error && err.stack ? err.stack : String(err)) + "\n");
-    return 1;
+    return report(err, io, debug);
   }
+  try {
+    await flushOutput(io.stdout);
+  } catch (err) {
+    // A reader that went away after the last write leaves the command's own verdict standing.
+    return isClosedOutput(err) ? code : report(err, io, debug);
+  }
+  return code;
 }
 
-const guarded = new WeakSet<object>();
-
-/**
- * A closed pipe (`sharenode hash * | head -1`) must not become an uncaught 'error' event with a stack trace;
- * output to it is simply lost, as for a process killed by SIGPIPE. The listener stays: Node emits the
- * EPIPE on a later tick, possibly after the command has returned.
- */
-function ignoreWriteErrors(stream: CliIo["stdout"]): void {
-  if (guarded.has(stream)) return;
-  guarded.add(stream);
-  stream.on("error", () => {});
+function report(err: unknown, io: CliIo, debug: boolean): number {
+  // The command stopped because stdout failed (writeOutput, flushOutput threw its error).
+  if (err !== undefined && err === outputFailure(io.stdout)) {
+    if (isClosedOutput(err)) return 0;
+    io.stderr.write(`sharenode: write error: ${systemErrorText(err) ?? oneLine((err as Error).message)}\n`);
+    return 1;
+  }
+  if (err instanceof CliError) {
+    io.stderr.write(`sharenode: ${oneLine(err.message)}\n`);
+    if (debug && err.stack) io.stderr.write(err.stack + "\n");
+    return err.exitCode;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  io.stderr.write(`sharenode: internal error: ${oneLine(message)}${debug ? "" : " (set SHARENODE_DEBUG=1 for details)"}\n`);
+  if (debug) io.stderr.write((err instanceof Error && err.stack ? err.stack : String(err)) + "\n");
+  return 1;
 }
 
 async function dispatch(argv: string[], io: CliIo): Promise<number> {

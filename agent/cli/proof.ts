@@ -7,7 +7,10 @@ import { makeProof, OutboardBuilder, OutboardError, parseOutboard, type Outboard
 import { ProofError, ProofVerifier } from "../kernels/proof.js";
 import { chunkCount, proofTarget } from "../kernels/tree.js";
 import { fromHex, toHex } from "../util/hex.js";
-import { CliError, parseCommandArgs, systemErrorText, usageError, type CliIo, type Command } from "./io.js";
+import {
+  CliError, endOutput, flushOutput, outputFailure, parseCommandArgs, systemErrorText, usageError, writeOutput, type CliIo,
+  type Command,
+} from "./io.js";
 
 const USAGE = `Usage: sharenode proof make FILE --chunk N [--count K] [--outboard OUTBOARD]
        sharenode proof check --id HEX --len BYTES --chunk N [--count K] [--output FILE|-] < PROOF
@@ -106,10 +109,6 @@ function buildOutboard(fd: number): { id: Uint8Array; length: number; outboard: 
   return builder.finish();
 }
 
-async function write(out: Writable, bytes: Uint8Array): Promise<void> {
-  if (!out.write(bytes)) await new Promise<void>((resolve) => out.once("drain", resolve));
-}
-
 function refuseTerminal(command: string, out: Writable): void {
   if ((out as { isTTY?: boolean }).isTTY) throw usageError(`${command}: refusing to write binary data to a terminal; redirect stdout to a file`);
 }
@@ -138,7 +137,7 @@ async function proofMake(args: string[], io: CliIo): Promise<number> {
       outboard = parseOutboard(buildOutboard(fd).outboard);
     }
     const proof = makeProof(outboard, (offset, length) => readExactly(fd, offset, length), start, count);
-    await write(io.stdout, proof);
+    await writeOutput(io.stdout, proof);
     if ((io.stderr as { isTTY?: boolean }).isTTY) {
       io.stderr.write(`check with: sharenode proof check --id ${toHex(outboard.id)} --len ${size} --chunk ${start}${count > 1 ? ` --count ${count}` : ""}\n`);
     }
@@ -182,7 +181,7 @@ async function proofOutboard(args: string[], io: CliIo): Promise<number> {
   refuseTerminal(cmd, io.stdout);
   const { fd } = openRegular(cmd, positionals[0]!);
   try {
-    await write(io.stdout, buildOutboard(fd).outboard);
+    await writeOutput(io.stdout, buildOutboard(fd).outboard);
     return 0;
   } finally {
     closeSync(fd);
@@ -210,24 +209,45 @@ async function proofCheck(args: string[], io: CliIo): Promise<number> {
   checkRange(cmd, length, start, count);
   if ((io.stdin as { isTTY?: boolean }).isTTY) throw usageError(`${cmd}: the proof is read from stdin; redirect it from a file or a pipe`);
   const output = await openOutput(cmd, values.output, io.stdout);
+  // A file named by --output is ours to end and to blame by name; stdout's failures are runCli's to report.
+  const file = output !== undefined && output !== io.stdout ? output : undefined;
+  const fileError = (err: unknown) =>
+    file && err === outputFailure(file) ? new CliError(`${cmd}: ${values.output}: ${describe(err)}`) : err;
   const verifier = new ProofVerifier(id, length, start, count);
+  let invalid: string | undefined;
   try {
     for await (const piece of io.stdin as Readable & AsyncIterable<Buffer>) {
-      for (const chunk of verifier.push(piece)) if (output) await write(output, chunk);
+      for (const chunk of verifier.push(piece)) if (output) await writeOutput(output, chunk);
     }
     verifier.finish();
   } catch (err) {
-    if (err instanceof ProofError) {
-      io.stderr.write(`sharenode: ${cmd}: invalid proof: ${err.message}\n`);
-      return 1;
+    if (!(err instanceof ProofError)) {
+      file?.destroy();
+      throw fileError(err);
     }
-    throw err;
-  } finally {
-    if (output && output !== io.stdout) await new Promise<void>((resolve) => output.end(resolve));
+    invalid = err.message;
   }
-  // The verdict goes to stdout unless stdout carries the verified bytes.
+  if (file) {
+    try {
+      await endOutput(file);
+    } catch (err) {
+      // An invalid proof is the verdict that matters; the file holds only the chunks verified before it.
+      if (invalid === undefined) throw fileError(err);
+    }
+  }
+  if (invalid !== undefined) {
+    io.stderr.write(`sharenode: ${cmd}: invalid proof: ${invalid}\n`);
+    return 1;
+  }
+  // The verdict goes to stdout unless stdout carries the verified bytes; not a word of it unless they are all
+  // written.
   const verdict = `valid: chunk${count > 1 ? `s ${start}..${start + count - 1}` : ` ${start}`} of ${chunkCount(length)} of ${toHex(id)}\n`;
-  (output === io.stdout ? io.stderr : io.stdout).write(verdict);
+  if (output === io.stdout) {
+    await flushOutput(io.stdout);
+    io.stderr.write(verdict);
+  } else {
+    await writeOutput(io.stdout, verdict);
+  }
   return 0;
 }
 

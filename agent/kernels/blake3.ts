@@ -2,7 +2,8 @@
 //
 // One kernel instance per build (SIMD or scalar) serves any number of hashers: a hasher's streaming state
 // lives in the kernel's memory while that hasher is in use, and is copied out only when another hasher (or a
-// one-shot call) needs the kernel. Views of the kernel's memory are made once: the kernel never grows it.
+// one-shot call) needs the kernel. Views of the kernel's memory are made once: the kernel never grows it, and
+// only readRegions() does (once per size asked), for a caller that reads files straight into kernel memory.
 import { instantiateKernel, kernelBytes } from "./instantiate.js";
 import { BLAKE3_SCALAR_WASM, BLAKE3_SIMD_WASM } from "./wasm-bytes.generated.js";
 
@@ -74,11 +75,14 @@ export class Blake3Kernel {
   /** Bytes the input region holds: callers that fill it themselves (inputView) use at most this much. */
   readonly inputLen: number;
   private readonly k: Blake3Exports;
-  private readonly mem: Uint8Array;
+  private mem: Uint8Array;
   private readonly input: number;
   private readonly out: number;
   /** The first 32 bytes of the output region, where the tree primitives leave a chaining value. */
-  private readonly outCv: Uint8Array;
+  private outCv: Uint8Array;
+  /** Where the memory readRegions() added begins (the kernel's own memory ends there), and its length. */
+  private regionBase = 0;
+  private regionBytes = 0;
   private readonly state: number;
   private readonly stateHeaderLen: number;
   private readonly rootNode: number;
@@ -137,6 +141,28 @@ export class Blake3Kernel {
    */
   inputView(): Uint8Array {
     return this.mem.subarray(this.input, this.input + this.inputLen);
+  }
+
+  /**
+   * `count` separate regions of `length` bytes in the kernel's memory, past everything the kernel itself
+   * uses, for a caller that keeps a file read in flight into one region while the kernel hashes another
+   * (Blake3Hasher.updateFromRegion): the read lands where the kernel hashes, no copy, and the two overlap.
+   * The first call (and any asking for more) grows the memory, which leaves views made earlier (inputView,
+   * earlier regions) stale: take the regions first, and only once per run.
+   */
+  readRegions(count: number, length: number): Uint8Array[] {
+    const bytes = count * length;
+    if (!(Number.isSafeInteger(bytes) && count > 0 && length > 0)) throw new RangeError(`bad regions ${count} x ${length}`);
+    if (bytes > this.regionBytes) {
+      const memory = this.k.memory;
+      if (this.regionBytes === 0) this.regionBase = memory.buffer.byteLength;
+      const have = memory.buffer.byteLength - this.regionBase;
+      if (bytes > have) memory.grow(Math.ceil((bytes - have) / 65536));
+      this.regionBytes = memory.buffer.byteLength - this.regionBase;
+      this.mem = new Uint8Array(memory.buffer);
+      this.outCv = this.mem.subarray(this.out, this.out + 32);
+    }
+    return Array.from({ length: count }, (_, i) => this.mem.subarray(this.regionBase + i * length, this.regionBase + (i + 1) * length));
   }
 
   // --- tree primitives for verified streaming (plain-hash tree only) --------------------------------------
@@ -211,6 +237,14 @@ export class Blake3Kernel {
   feedFromInput(length: number): void {
     if (!(length >= 0 && length <= this.inputLen)) throw new RangeError(`input length ${length} out of range 0..${this.inputLen}`);
     this.k.update(this.input, length, 0);
+  }
+
+  feedRegion(view: Uint8Array): void {
+    const start = view.byteOffset;
+    if (view.buffer !== this.mem.buffer || start < this.regionBase || start + view.length > this.regionBase + this.regionBytes) {
+      throw new RangeError("updateFromRegion: the bytes are not in a region of this kernel's readRegions()");
+    }
+    this.k.update(start, view.length, 0);
   }
 
   /** Finalizes the resident hasher and returns a copy of its root node, for output now or later (XOF). */
@@ -292,6 +326,13 @@ export class Blake3Hasher {
   updateFromInput(length: number): this {
     this.kernel.activate(this);
     this.kernel.feedFromInput(length);
+    return this;
+  }
+
+  /** Absorbs `view`, which lies in one of kernel.readRegions(): hashed in place, without a copy. */
+  updateFromRegion(view: Uint8Array): this {
+    this.kernel.activate(this);
+    this.kernel.feedRegion(view);
     return this;
   }
 

@@ -10,6 +10,8 @@ declare namespace WebAssembly {
   }
   class Memory {
     readonly buffer: ArrayBuffer;
+    /** Adds `pages` of 64 KiB; returns the old size in pages. Detaches the old `buffer`. */
+    grow(pages: number): number;
   }
   function validate(bytes: BufferSource): boolean;
 }

@@ -1,6 +1,8 @@
-// The storage node's figures (issue 3), run by test/bench/store.mjs: ingest against a plain copy of the same bytes
-// to the same filesystem, storage proofs answered per second and bytes read per proof, and the scrub's read rate
-// against its setting. Samples interleaved; medians.
+// The storage node's figures (issue 3): ingest against a plain copy of the same bytes to the same filesystem,
+// storage proofs answered per second and bytes read per proof, and the scrub's read rate against its setting.
+// Ingest and copy alternate which goes first from round to round, so neither always meets a cold or a busy disk;
+// medians. Run by `npm run bench` (test/bench/run.mjs through ts-bench.mjs), or alone:
+//   node test/bench/ts-bench.mjs store-bench [--quick] [--json] [--dir DIR]
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { open, unlink } from "node:fs/promises";
@@ -46,17 +48,31 @@ try {
     };
     // Plain copy: the same bytes, the same piece size, to the same filesystem, made durable (fsync) as the
     // store's are.
-    let t = performance.now();
-    const copyPath = join(dataDir, "tmp", `copy-${r}`);
-    const fh = await open(copyPath, "w");
-    for await (const p of pieces()) await fh.write(p);
-    await fh.sync();
-    await fh.close();
-    const copy = OBJECT / ((performance.now() - t) / 1000);
-    await unlink(copyPath);
-    t = performance.now();
-    await store.ingest(pieces(), { declaredLength: OBJECT });
-    const ingest = OBJECT / ((performance.now() - t) / 1000);
+    const plainCopy = async () => {
+      const t = performance.now();
+      const copyPath = join(dataDir, "tmp", `copy-${r}`);
+      const fh = await open(copyPath, "w");
+      for await (const p of pieces()) await fh.write(p);
+      await fh.sync();
+      await fh.close();
+      const rate = OBJECT / ((performance.now() - t) / 1000);
+      await unlink(copyPath);
+      return rate;
+    };
+    const storeIngest = async () => {
+      const t = performance.now();
+      await store.ingest(pieces(), { declaredLength: OBJECT });
+      return OBJECT / ((performance.now() - t) / 1000);
+    };
+    let copy: number;
+    let ingest: number;
+    if (r % 2 === 0) {
+      copy = await plainCopy();
+      ingest = await storeIngest();
+    } else {
+      ingest = await storeIngest();
+      copy = await plainCopy();
+    }
     copyRates.push(copy);
     ingestRates.push(ingest);
     ratios.push(ingest / copy);

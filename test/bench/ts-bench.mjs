@@ -1,6 +1,9 @@
-// Runs a TypeScript benchmark (the storage node and the daemon are device code, not in the library bundle):
-// bundles test/bench/NAME.ts with esbuild and imports it. Arguments pass through (--json, --quick, --dir DIR).
-//   node test/bench/ts-bench.mjs store-bench [--quick]
+// Runs one TypeScript benchmark of test/bench (store-bench, outbox-bench, agent-bench: device code that is not in
+// the library bundle dist/index.js): bundles test/bench/NAME.ts with esbuild into a temporary directory under
+// node_modules (packages stay external and resolve from there) and imports it. A bench that exports main(args)
+// is called with the command line's flags; the others run on import and read process.argv themselves. Flags:
+// --json, --quick, and for store-bench --dir DIR (the filesystem to measure). run.mjs calls it for each; alone:
+//   node test/bench/ts-bench.mjs store-bench [--quick] [--json] [--dir DIR]
 import { mkdtempSync, rmSync } from "node:fs";
 
 import { dirname, join } from "node:path";

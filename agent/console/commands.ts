@@ -18,7 +18,9 @@ import { MARKER_NAME } from "../store/disk-marker.js";
 import { listFilesystems, showPath } from "../store/disks.js";
 import type { ProbeOptions } from "../link/probe.js";
 import { ConsoleError, type ConsoleCommand, type ConsoleIo } from "./command-api.js";
-import { askDaemon, ControlClient, ControlError, MAX_LOG_LINES, type DaemonStatus, type ProofsSnapshot } from "./control.js";
+import { askDaemon, ControlClient, ControlError, MAX_LOG_LINES } from "./control.js";
+import type { ReportedStatus } from "../protocol/daemon-status.js";
+import type { ProofsSnapshot } from "../store/proofs.js";
 import { bytes, duration, fields, millis, oneLine, plural, table, time } from "./format.js";
 import { countQuarantined } from "../store/object-store.js";
 import {
@@ -65,7 +67,7 @@ const NET_TIMEOUT_MS = 3000;
 const PROBE_TIMEOUT_MS = 5000;
 
 type DaemonState =
-  | { running: true; status: DaemonStatus; error?: string }
+  | { running: true; status: ReportedStatus; error?: string }
   | { running: false; why: string; code: string; lockPid?: number };
 
 class Context {
@@ -137,7 +139,7 @@ class Context {
       throw err;
     }
     if (!answer.running) return answer;
-    return { running: true, status: (answer.result ?? {}) as DaemonStatus };
+    return { running: true, status: (answer.result ?? {}) as ReportedStatus };
   }
 
   async preview(identity: IdentityRead): Promise<DiskPreview | undefined> {
@@ -412,6 +414,7 @@ export async function createConsoleCommands(options: ConsoleCommandsOptions): Pr
         }
         const quarantined = num(s.quarantined) ?? (preview ? await countQuarantined(preview.dataDir) : undefined);
         const scrub = s.lastScrub;
+        const scrubAt = num(scrub?.at);
         rows.push(
           ["objects", `${num(s.objects) ?? "?"}${num(s.pinned) !== undefined ? ` (${s.pinned} pinned)` : ""}`],
           ["used", bytes(num(s.usedBytes))],
@@ -421,9 +424,9 @@ export async function createConsoleCommands(options: ConsoleCommandsOptions): Pr
           ["quarantined", quarantined !== undefined ? plural(quarantined, "object") : "?"],
           [
             "last scrub",
-            scrub && num(scrub.at) !== undefined
-              ? `${time(scrub.at)}: ${scrub.checked} checked, ${scrub.corrupt} corrupt, ${scrub.missing} missing`
-              : (s as { lastScrub?: unknown }).lastScrub === null
+            scrub && scrubAt !== undefined
+              ? `${time(scrubAt)}: ${scrub.checked} checked, ${scrub.corrupt} corrupt, ${scrub.missing} missing`
+              : s.lastScrub === null
                 ? "none since the daemon started (a pass a day)"
                 : "not reported by this daemon",
           ],

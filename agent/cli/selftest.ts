@@ -1,7 +1,7 @@
 // `sharenode selftest`: the console's selftest (hash kernels, data disk write/read, broker round trip) for
 // scripts: the OTA pipeline runs it from a new release slot before switching to it, the ARM check runs it under
 // qemu. Exit 0 when every check passed, 1 when one failed.
-import { CliError, parseCommandArgs, type CliIo, type Command } from "./io.js";
+import { parseCommandArgs, type CliIo, type Command } from "./io.js";
 
 const USAGE = `Usage: sharenode selftest [--config FILE]
 
@@ -24,12 +24,13 @@ export const selftestCommand: Command = {
 
 async function runSelftest(args: string[], io: CliIo): Promise<number> {
   const { values } = parseCommandArgs("selftest", args, { config: { type: "string", short: "c" } }, false);
-  const { createConsoleCommands } = await import("../console/commands.js");
-  const session = await createConsoleCommands({ env: io.env, configFile: values.config });
+  const [{ ConsoleContext }, { selftestCommand: consoleSelftest, selftestSteps }] = await Promise.all([
+    import("../console/context.js"),
+    import("../console/commands/selftest.js"),
+  ]);
+  const ctx = new ConsoleContext({ env: io.env, configFile: values.config });
   try {
-    const selftest = session.commands.find((c) => c.name === "selftest");
-    if (!selftest) throw new CliError("selftest: the console has no selftest command");
-    const outcome = await selftest.run([], {
+    const outcome = await consoleSelftest(selftestSteps(ctx)).run([], {
       print: (text) => io.stdout.write(text),
       ask: async () => undefined,
       signal: new AbortController().signal,
@@ -37,6 +38,6 @@ async function runSelftest(args: string[], io: CliIo): Promise<number> {
     });
     return outcome?.ok ? 0 : 1;
   } finally {
-    await session.close();
+    await ctx.close();
   }
 }

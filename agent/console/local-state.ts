@@ -210,7 +210,7 @@ export async function readLocalStore(config: ConsoleConfig, preview: DiskPreview
 }
 
 /** The pid in a lock file when that process is alive. */
-async function livePidIn(file: string): Promise<number | undefined> {
+export async function livePidIn(file: string): Promise<number | undefined> {
   const text = await readFile(file, "utf8").catch(() => "");
   const pid = Number.parseInt(text, 10);
   if (!Number.isInteger(pid) || pid <= 0) return undefined;

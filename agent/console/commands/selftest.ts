@@ -1,11 +1,11 @@
-// `selftest`: PASS or FAIL per check, then the counts: the hash kernels, the data disk, the broker round trip
+// `selftest`: PASS, FAIL or N/A per check, then the counts: the hash kernels, the data disk, the broker round trip
 // (self-checks.ts). A failed check never ends the run; the outcome is ok when none failed (`sharenode selftest`
-// exits 1 otherwise).
+// exits 1 otherwise). N/A (a check this box cannot have, such as SIMD on a CPU without it) is not counted as passed.
 import type { ProbeOptions } from "../../link/probe.js";
 import type { ConsoleCommand, ConsoleIo } from "../command-api.js";
 import type { ConsoleContext } from "../context.js";
 import { oneLine } from "../format.js";
-import { brokerCheck, diskCheck, kernelChecks, type CheckResult } from "../self-checks.js";
+import { brokerCheck, diskCheck, kernelChecks, type CheckOutcome, type CheckResult } from "../self-checks.js";
 import { noArgs, readPem } from "./common.js";
 
 /** The broker probe's MQTT connect and subscribe. */
@@ -37,7 +37,7 @@ export function selftestCommand(steps: CheckStep[]): ConsoleCommand {
         try {
           got = await step(io.signal);
         } catch (err) {
-          got = { name: "check", ok: false, detail: oneLine(err) };
+          got = { name: "check", outcome: "fail", detail: oneLine(err) };
         }
         const list = Array.isArray(got) ? got : [got];
         printChecks(io, list);
@@ -47,8 +47,10 @@ export function selftestCommand(steps: CheckStep[]): ConsoleCommand {
         io.print("interrupted\n");
         return { ok: false };
       }
-      const failed = results.filter((r) => !r.ok).length;
-      io.print(`selftest: ${results.length - failed} passed, ${failed} failed\n`);
+      const count = (outcome: CheckOutcome) => results.filter((r) => r.outcome === outcome).length;
+      const failed = count("fail");
+      const notApplicable = count("n/a");
+      io.print(`selftest: ${count("pass")} passed, ${failed} failed${notApplicable > 0 ? `, ${notApplicable} not applicable` : ""}\n`);
       return { ok: failed === 0 };
     },
   };
@@ -56,10 +58,11 @@ export function selftestCommand(steps: CheckStep[]): ConsoleCommand {
 
 /** Wide enough for every check's name, so the checks of one run line up though they print as they finish. */
 const CHECK_NAME_WIDTH = 20;
+const LABELS: Record<CheckOutcome, string> = { pass: "PASS", fail: "FAIL", "n/a": "N/A " };
 
 function printChecks(io: ConsoleIo, results: CheckResult[]): void {
   const width = Math.max(CHECK_NAME_WIDTH, ...results.map((r) => r.name.length));
-  for (const r of results) io.print(`${r.ok ? "PASS" : "FAIL"}  ${r.name.padEnd(width)}  ${r.detail}\n`);
+  for (const r of results) io.print(`${LABELS[r.outcome]}  ${r.name.padEnd(width)}  ${r.detail}\n`);
 }
 
 /** The broker probe as the daemon would connect: its URL, credentials and device id, or why it cannot run. */

@@ -483,7 +483,7 @@ export class Agent {
       outbox: this.outbox.stats,
       store: this.store
         ? { running: true, ...(await this.store.status()), lastScrub: this.lastScrub ?? null }
-        : { running: false, ...(this.storeRefusal ?? { code: "not-started", reason: "the store has not started yet" }) },
+        : { running: false, ...(this.storeRefusal ?? { code: "not-started", reason: "not started yet" }) },
       board: { name: this.board.name, description: this.board.description, led: this.ledPattern(), problems: [...this.board.problems] },
       health: {
         thermal: this.thermal?.state,

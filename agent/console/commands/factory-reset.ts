@@ -28,7 +28,9 @@ export function factoryResetCommand(ctx: ConsoleContext): ConsoleCommand {
         // A store that someone else holds (`sharenode store` running) is not pulled from under it.
         const holder = await storeLockHolder(dataDir);
         if (holder !== undefined) {
-          throw new ConsoleError(`the store in ${dataDir} is in use by process ${holder}: stop it first, then run factory-reset again`);
+          throw new ConsoleError(
+            `the store in ${dataDir} is in use by process ${holder}: stop it first, then run factory-reset again`,
+          );
         }
       }
       const plan = await planReset({

@@ -50,7 +50,8 @@ export function selftestCommand(steps: CheckStep[]): ConsoleCommand {
       const count = (outcome: CheckOutcome) => results.filter((r) => r.outcome === outcome).length;
       const failed = count("fail");
       const notApplicable = count("n/a");
-      io.print(`selftest: ${count("pass")} passed, ${failed} failed${notApplicable > 0 ? `, ${notApplicable} not applicable` : ""}\n`);
+      const na = notApplicable > 0 ? `, ${notApplicable} not applicable` : "";
+      io.print(`selftest: ${count("pass")} passed, ${failed} failed${na}\n`);
       return { ok: failed === 0 };
     },
   };

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { openBoard, type Board, type StatusPattern } from "../board/board.js";
 import { HostPaths } from "../board/host-paths.js";
 import { redactConfig, type Config } from "./config/config.js";
-import { ControlServer, ProofLedger } from "./console/control.js";
+import { ControlServer } from "./console/control.js";
 import { AGENT_LOCK_FILE, PidLock } from "./durable/pid-lock.js";
 import { ResourceGovernor, type ResourceLimits } from "./health/resource-policy.js";
 import { SdNotify } from "./health/sd-notify.js";
@@ -18,11 +18,12 @@ import { CommandGate, type CommandHandler } from "./link/command-gate.js";
 import { MqttLink } from "./link/mqtt-link.js";
 import { Outbox } from "./link/outbox.js";
 import { parseTopic, topicsFor } from "./protocol/topics.js";
-import { answerChallenge, parseChallenge } from "./protocol/storage-proof.js";
+import type { DaemonStatus, ScrubSummary } from "./protocol/daemon-status.js";
 import { AUTO_DATA_DIR, resolveAutoDataDir } from "./store/auto-data-dir.js";
 import { hostDiskDiscovery } from "./store/disk-discovery.js";
 import { checkDataDisk } from "./store/disk-marker.js";
 import { defaultReserveBytes, ObjectStore } from "./store/object-store.js";
+import { ChallengeResponder, ProofLedger } from "./store/proofs.js";
 import { Scrubber } from "./store/scrub.js";
 import { TelemetryCollector } from "./telemetry/collector.js";
 import type { LogHub, Logger } from "./util/log.js";
@@ -78,7 +79,7 @@ export class Agent {
   private scrubber: Scrubber | undefined;
   /** Storage-proof counters and the last challenges answered (telemetry, `status`, the console's `proofs`). */
   private readonly proofs = new ProofLedger();
-  private lastScrub: { at: number; checked: number; corrupt: number; missing: number } | undefined;
+  private lastScrub: ScrubSummary | undefined;
   /** The local socket the console (`sharenode console`) reads a running daemon through. */
   private control: ControlServer | undefined;
   private stopping: Promise<void> | undefined;
@@ -496,7 +497,8 @@ export class Agent {
     };
   }
 
-  async status(): Promise<Record<string, unknown>> {
+  /** The daemon's status (agent/protocol/daemon-status.ts): the `status` command's result and the console's. */
+  async status(): Promise<DaemonStatus> {
     return {
       deviceId: this.identity.deviceId,
       publicKey: this.identity.publicKeyHex,
@@ -509,7 +511,7 @@ export class Agent {
       outbox: this.outbox.stats,
       store: this.store
         ? { running: true, ...(await this.store.status()), lastScrub: this.lastScrub ?? null }
-        : { running: false, ...this.storeRefusal },
+        : { running: false, ...(this.storeRefusal ?? { code: "not-started", reason: "not started yet" }) },
       board: { name: this.board.name, description: this.board.description, led: this.ledPattern(), problems: [...this.board.problems] },
       health: {
         thermal: this.thermal?.state,
@@ -521,6 +523,13 @@ export class Agent {
   }
 
   private commandHandlers(): Record<string, CommandHandler> {
+    const challenges = new ChallengeResponder({
+      store: () => this.store,
+      storeRefusal: () => this.storeRefusal?.reason,
+      signer: this.identity,
+      now: this.now,
+      ledger: this.proofs,
+    });
     return {
       ping: async () => ({ pong: true, ts: this.now() }),
       status: async () => this.status(),
@@ -532,35 +541,7 @@ export class Agent {
         }
         return { lines: this.deps.logs.tail(lines) };
       },
-      "store.challenge": async (args) => {
-        const store = this.store;
-        if (!store) throw new CommandFailure("store-unavailable", this.storeRefusal?.reason ?? "the store is not running");
-        let challenge;
-        try {
-          challenge = parseChallenge(args);
-        } catch (err) {
-          throw new CommandFailure("bad-args", (err as Error).message);
-        }
-        const failed = (code: string, message: string) => {
-          this.proofs.record({ ts: this.now(), objectId: challenge.objectId, ok: false, code, message });
-          return new CommandFailure(code, message);
-        };
-        let object;
-        try {
-          object = await store.openForProof(challenge.objectId);
-        } catch (err) {
-          throw failed((err as { code?: string }).code ?? "io", (err as Error).message);
-        }
-        try {
-          const response = await answerChallenge(challenge, object, this.identity, this.now);
-          this.proofs.record({ ts: this.now(), objectId: challenge.objectId, ok: true });
-          return response;
-        } catch (err) {
-          throw failed("challenge-failed", (err as Error).message);
-        } finally {
-          await object.close();
-        }
-      },
+      "store.challenge": (args) => challenges.answer(args),
     };
   }
 }

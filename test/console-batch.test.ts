@@ -172,6 +172,15 @@ describe("sharenode console with piped input (the built bundle, real commands)",
   const env = { ...process.env, SHARENODE_STATE: join(work, "state"), SHARENODE_DATA: join(work, "data"), SHARENODE_BOARD: "sim" };
   mkdirSync(join(work, "data"), { recursive: true });
 
+  it("--help shows the printf example as typed: backslash-n, not line breaks, and the shell runs it as three lines", () => {
+    const r = spawnSync(process.execPath, [BIN, "console", "--help"], { encoding: "utf8", env, timeout: 60_000 });
+    expect(r.status).toBe(0);
+    const example = r.stdout.split("\n").find((l) => l.trimStart().startsWith("printf "));
+    expect(example?.trim()).toBe("printf 'status\\ndisks\\nlog 200\\n' | sharenode console > report.txt");
+    const printf = example!.trim().split(" | ")[0]!;
+    expect(spawnSync("sh", ["-c", printf], { encoding: "utf8" }).stdout).toBe("status\ndisks\nlog 200\n");
+  });
+
   it("runs a script of commands: no banner or prompt, output on stdout, exit 0", () => {
     const r = spawnSync(process.execPath, [BIN, "console"], { input: "version\n# board facts\nboard\n", encoding: "utf8", env, timeout: 60_000 });
     expect(r.stderr).toBe("");

@@ -13,11 +13,14 @@ import { HostPaths } from "../board/host-paths";
 import { version } from "../package.json";
 import { ConsoleError, type ConsoleCommand, type ConsoleIo } from "../agent/console/command-api";
 import { createConsoleCommands, type ConsoleCommands, type SystemActions } from "../agent/console/commands";
-import { ControlServer, ProofLedger, type ControlHandlers } from "../agent/console/control";
+import { selftestCommand } from "../agent/console/commands/selftest";
+import { kernelChecks } from "../agent/console/self-checks";
+import { ControlServer, type ControlHandlers } from "../agent/console/control";
 import { loadOrCreateDeviceIdentity, type DeviceIdentity } from "../agent/identity/device-key";
 import { Outbox } from "../agent/link/outbox";
 import { checkDataDisk, MARKER_NAME } from "../agent/store/disk-marker";
 import { defaultReserveBytes, ObjectStore } from "../agent/store/object-store";
+import { ProofLedger } from "../agent/store/proofs";
 import { bytes } from "../agent/console/format";
 import { LogHub } from "../agent/util/log";
 import { Broker, freePort } from "./helpers/mosquitto";
@@ -685,6 +688,24 @@ describe("selftest", () => {
     const out = await run(await open(box), "selftest");
     expect(out).toMatch(/^FAIL  data disk write\/read\s+EROFS \(read-only filesystem: see dmesg\)/m);
     expect(out).toMatch(/^PASS  broker round trip/m);
+  });
+
+  it("on a CPU without SIMD the SIMD check is N/A: neither passed nor failed, and it hides no failure", async () => {
+    // This machine runs SIMD: the kernel checks are told it does not, as a Cortex-A5 without NEON would say.
+    const io = new FakeIo();
+    const outcome = await selftestCommand([() => kernelChecks(false)]).run([], io);
+    expect(io.out).toMatch(/^N\/A   blake3 simd\s+not available on this CPU\/runtime \(scalar kernel in use\)$/m);
+    expect(io.out).not.toMatch(/^PASS  blake3 simd/m);
+    expect(io.out).toMatch(/^PASS  blake3 scalar\s+8 official vectors/m);
+    expect(io.out).toMatch(/^PASS  sha256\s+4 FIPS 180-2 vectors/m);
+    expect(io.out).toMatch(/^selftest: 2 passed, 0 failed, 1 not applicable$/m);
+    expect(outcome).toEqual({ ok: true });
+
+    const failing = new FakeIo();
+    const broken = await selftestCommand([() => kernelChecks(false), () => Promise.reject(new Error("disk on fire"))]).run([], failing);
+    expect(failing.out).toMatch(/^FAIL  check\s+disk on fire$/m);
+    expect(failing.out).toMatch(/^selftest: 2 passed, 1 failed, 1 not applicable$/m);
+    expect(broken).toEqual({ ok: false });
   });
 
   it("fails the broker check without a device key, with a reason", async () => {

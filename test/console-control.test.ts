@@ -13,11 +13,11 @@ import {
   ControlError,
   ControlServer,
   MAX_REQUEST_BYTES,
-  ProofLedger,
   askDaemon,
   controlSocketPath,
   type ControlHandlers,
 } from "../agent/console/control";
+import { ProofLedger } from "../agent/store/proofs";
 import { LogHub } from "../agent/util/log";
 import { waitFor } from "./helpers/wait";
 

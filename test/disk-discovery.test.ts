@@ -460,7 +460,7 @@ describe('store.dataDir "auto": USB-ness from a fake sysfs, the disks real', () 
     const two = await fakeHost([["/", `${SD}/mmcblk0p2`], [big, `${usbDisk(1, "sda")}/sda1`], [small, `${usbDisk(2, "sdb")}/sdb1`]]);
     const first = await startAgent(two, state);
     try {
-      const status = (await first.agent.status()) as { store: Record<string, unknown> };
+      const status = await first.agent.status();
       expect(status.store).toMatchObject({ running: false, code: "several-data-disks" });
       expect(first.agent.ledStatus).toBe("error");
       const said = first.lines.filter((l) => /store not started: store.dataDir is "auto" and 2 USB disks could hold the store: /.test(l));
@@ -478,7 +478,7 @@ describe('store.dataDir "auto": USB-ness from a fake sysfs, the disks real', () 
     const one = await fakeHost([["/", `${SD}/mmcblk0p2`], [small, `${usbDisk(2, "sdb")}/sdb1`]]);
     const second = await startAgent(one, state);
     try {
-      const status = (await second.agent.status()) as { store: Record<string, unknown> };
+      const status = await second.agent.status();
       expect(status.store).toMatchObject({ running: true, objects: 0 });
       expect(second.lines.filter((l) => / info  agent: store.dataDir "auto": the only USB disk: \/dev\/sdb1 on /.test(l))).toHaveLength(1);
       expect(second.lines.some((l) => l.endsWith(`store on ${join(small, AUTO_DIR_NAME)} (ext4, new disk)`))).toBe(true);

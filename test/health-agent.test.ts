@@ -93,7 +93,7 @@ describe("the agent's health wiring", () => {
       expect(led("sim:red:error", "brightness")).toBe("0");
       expect(readFileSync(watchdogFile, "latin1")).toMatch(/^\0+$/);
 
-      const status = (await agent.status()) as Record<string, any>;
+      const status = await agent.status();
       expect(status.board).toMatchObject({ name: "sim", led: "online", problems: [] });
       expect(status.health.thermal).toMatchObject({ throttled: true, temperatureC: 80 });
       expect(status.health.limits).toMatchObject({ throttled: true, scrubAllowed: false, computeAllowed: false, uploadBytesPerSecond: 3_125_000, cpuPercent: 50 });
@@ -149,7 +149,7 @@ describe("the agent's health wiring", () => {
       const t = await waitFor("telemetry", () => telemetry.find((m) => m.deviceId === agent.deviceId));
       expect(t.body.throttled).toBe(0);
       expect(t.body).not.toHaveProperty("temp_c");
-      const status = (await agent.status()) as Record<string, any>;
+      const status = await agent.status();
       expect(status.store).toMatchObject({ running: false, code: "not-a-directory" });
       expect(status.board.name).toBe("rpi");
       expect(status.board.led).toBe("error");

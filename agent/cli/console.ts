@@ -25,7 +25,7 @@ With its input from a pipe or a file (and no --tty) it runs one command per inpu
 banner, prompt or echo, for scripts: errors go to stderr ("error: line N: ..."), blank lines and lines
 starting with # are skipped, a question (reboot, factory-reset) is answered by the next line, and the exit
 status is 1 if any line failed:
-  printf 'status\ndisks\nlog 200\n' | sharenode console > report.txt
+  printf 'status\\ndisks\\nlog 200\\n' | sharenode console > report.txt
 
 Options:
   -t, --tty DEVICE     serve this serial line (e.g. /dev/ttyAML0) instead of this terminal

@@ -18,6 +18,8 @@
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { chmod, lstat, unlink } from "node:fs/promises";
 import { join } from "node:path";
+import type { ReportedStatus } from "../protocol/daemon-status.js";
+import type { ProofsSnapshot } from "../store/proofs.js";
 
 export const CONTROL_SOCKET_NAME = "control.sock";
 /** A request line longer than this is refused and its connection closed. */
@@ -33,100 +35,15 @@ export function controlSocketPath(stateDir: string): string {
   return join(stateDir, CONTROL_SOCKET_NAME);
 }
 
-/** One storage-proof challenge the daemon answered (or failed to). */
-export interface ProofRecord {
-  /** Epoch ms when it was answered. */
-  ts: number;
-  objectId: string;
-  ok: boolean;
-  /** The error code when it failed: not-found, io, challenge-failed, bad-args, ... */
-  code?: string;
-  message?: string;
-}
-
-/** What `{"op":"proofs"}` answers. */
-export interface ProofsSnapshot {
-  passed: number;
-  failed: number;
-  /** The last few challenges, oldest first. */
-  recent: ProofRecord[];
-}
-
 /** What the composition root gives the server. */
 export interface ControlHandlers {
-  /** The daemon's status (Agent.status()): see DaemonStatus for the fields the console shows. */
-  status(): Promise<object>;
+  /** The daemon's status: Agent.status(), a DaemonStatus (agent/protocol/daemon-status.ts). */
+  status(): Promise<ReportedStatus>;
   /** The last n log lines, oldest first (LogHub.tail). */
   logTail(n: number): string[];
   /** Calls listener with every new log line; returns the unsubscribe function (LogHub.subscribe). */
   onLog(listener: (line: string) => void): () => void;
   proofs(): ProofsSnapshot | Promise<ProofsSnapshot>;
-}
-
-/**
- * The fields of the daemon's status the console shows; all optional, so an older or newer daemon still shows
- * what it has (agent/agent.ts status()).
- */
-export interface DaemonStatus {
-  deviceId?: string;
-  publicKey?: string;
-  version?: string;
-  uptimeSeconds?: number;
-  /** Epoch ms the daemon started (older daemons: derived from uptimeSeconds). */
-  startedAt?: number;
-  pid?: number;
-  link?: {
-    connected?: boolean;
-    /** The broker URL (never with credentials). */
-    url?: string;
-    /** Epoch ms of the current connection's "connected". */
-    connectedSince?: number;
-    /** Why the last connection or attempt ended ("" when none has). */
-    lastError?: string;
-    connects?: number;
-    reconnects?: number;
-    bytesIn?: number;
-    bytesOut?: number;
-  };
-  outbox?: { depth?: number; bytes?: number; dropped?: number };
-  store?: {
-    running?: boolean;
-    objects?: number;
-    usedBytes?: number;
-    quotaBytes?: number;
-    availableBytes?: number;
-    pinned?: number;
-    reserveBytes?: number;
-    /** Objects moved to quarantine/. */
-    quarantined?: number;
-    /** The last scrub pass; null when none has run since the daemon started. */
-    lastScrub?: { at: number; checked: number; corrupt: number; missing: number } | null;
-    code?: string;
-    reason?: string;
-  };
-}
-
-/**
- * Keeps the proof counters and the last few challenges for `proofs()`: the composition root calls record() where
- * it answers a `store.challenge`.
- */
-export class ProofLedger {
-  private passed = 0;
-  private failed = 0;
-  private readonly recent: ProofRecord[] = [];
-
-  constructor(private readonly keep = 20) {}
-
-  record(entry: ProofRecord): void {
-    if (entry.ok) this.passed++;
-    else this.failed++;
-    this.recent.push(entry);
-    if (this.recent.length > this.keep) this.recent.shift();
-  }
-
-  snapshot(): ProofsSnapshot {
-    return { passed: this.passed, failed: this.failed, recent: this.recent.map((r) => ({ ...r })) };
-  }
 }
 
 export class ControlError extends Error {

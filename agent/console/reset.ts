@@ -6,9 +6,9 @@
 //     its own, is left alone. Other files on the data disk are kept.
 // What stays: the config file (even when it lives in the state directory) and everything else on the box.
 import { spawn } from "node:child_process";
-import { readdir, rm } from "node:fs/promises";
+import { readdir, readFile, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { AGENT_LOCK_FILE, STORE_LOCK_FILE } from "../durable/pid-lock.js";
+import { AGENT_LOCK_FILE, lockOwner, STORE_LOCK_FILE } from "../durable/pid-lock.js";
 import { DEVICE_KEY_FILE } from "../identity/device-key.js";
 import { ADOPTION_STATE_NAME, MARKER_NAME } from "../store/disk-marker.js";
 import { oneLine } from "./format.js";
@@ -78,16 +78,37 @@ export interface ResetPlan {
 }
 
 /**
- * What factory-reset would erase. `markerOwner`: the node id in the data disk's marker (undefined: no marker);
- * `deviceId`: this device's id (undefined: no readable device key).
+ * The process holding the store's lock in `dataDir` (`sharenode store` at work), while it is alive and is not this
+ * one: factory-reset does not pull a store from under it.
+ */
+export async function storeLockHolder(dataDir: string): Promise<number | undefined> {
+  const pid = await lockOwner(join(dataDir, STORE_LOCK_FILE));
+  return pid !== process.pid ? pid : undefined;
+}
+
+/**
+ * Whose the data disk is, by its marker: `owner` is the node id it names; neither field when there is no marker
+ * (or no data directory); `unreadable` says why the marker cannot tell.
+ */
+export async function readMarkerOwner(dataDir: string): Promise<{ owner?: string; unreadable?: string }> {
+  try {
+    const marker = JSON.parse(await readFile(join(dataDir, MARKER_NAME), "utf8")) as { nodeId?: unknown } | null;
+    return typeof marker?.nodeId === "string" ? { owner: marker.nodeId } : { unreadable: "its disk marker names no device" };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === "ENOENT" || code === "ENOTDIR" ? {} : { unreadable: `its disk marker cannot be read (${code ?? "not JSON"})` };
+  }
+}
+
+/**
+ * What factory-reset would erase. The store in `dataDir` only when its disk marker names `deviceId` (this device's
+ * id; undefined: no readable device key).
  */
 export async function planReset(options: {
   stateDir: string;
   dataDir?: string;
   configFile?: string;
   deviceId?: string;
-  markerOwner?: string;
-  markerUnreadable?: string;
 }): Promise<ResetPlan> {
   const stateDir = resolve(options.stateDir);
   const configFile = options.configFile !== undefined ? resolve(options.configFile) : undefined;
@@ -105,10 +126,11 @@ export async function planReset(options: {
   }
   const dataDir = resolve(options.dataDir);
   plan.dataDir = dataDir;
-  if (options.markerUnreadable !== undefined) plan.dataLeftAlone = options.markerUnreadable;
-  else if (options.markerOwner === undefined) plan.dataLeftAlone = "it has no disk marker of this device (not mounted, or never used by it)";
+  const marker = await readMarkerOwner(options.dataDir);
+  if (marker.unreadable !== undefined) plan.dataLeftAlone = marker.unreadable;
+  else if (marker.owner === undefined) plan.dataLeftAlone = "it has no disk marker of this device (not mounted, or never used by it)";
   else if (options.deviceId === undefined) plan.dataLeftAlone = "without a device key this box cannot tell whether the disk is its own";
-  else if (options.markerOwner !== options.deviceId) plan.dataLeftAlone = `its marker names another device (${options.markerOwner})`;
+  else if (marker.owner !== options.deviceId) plan.dataLeftAlone = `its marker names another device (${marker.owner})`;
   if (plan.dataLeftAlone !== undefined) return plan;
   for (const name of (await readdir(dataDir).catch(() => [] as string[])).sort()) {
     if (!isStoreEntry(name)) continue;

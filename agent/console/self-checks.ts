@@ -1,6 +1,7 @@
 // `selftest`: does this box compute, store and talk correctly? Known-answer tests of the hash kernels (every build
 // the runtime accepts, and SIMD against scalar), a write/fsync/read-back of the data disk, and a broker round trip
-// with the device's own credentials. Every check ends in PASS or FAIL with a reason; none throws.
+// with the device's own credentials. Every check ends in PASS or FAIL with a reason, or N/A where it cannot apply
+// (SIMD against scalar on a CPU without SIMD): not applicable is neither passed nor failed. None throws.
 import { randomBytes } from "node:crypto";
 import { open, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
@@ -10,9 +11,12 @@ import { probeBroker, type ProbeOptions } from "../link/probe.js";
 import { toHex } from "../util/hex.js";
 import { millis, oneLine, rate } from "./format.js";
 
+/** pass, fail, or n/a: the check does not apply to this box (it is not counted as passed). */
+export type CheckOutcome = "pass" | "fail" | "n/a";
+
 export interface CheckResult {
   name: string;
-  ok: boolean;
+  outcome: CheckOutcome;
   detail: string;
 }
 
@@ -48,16 +52,19 @@ const THROUGHPUT_BYTES = 4 * 1024 * 1024;
 
 function check(name: string, fn: () => string): CheckResult {
   try {
-    return { name, ok: true, detail: fn() };
+    return { name, outcome: "pass", detail: fn() };
   } catch (err) {
-    return { name, ok: false, detail: oneLine(err) };
+    return { name, outcome: "fail", detail: oneLine(err) };
   }
 }
 
-/** Known answers for every BLAKE3 build this runtime accepts, SIMD against scalar, and SHA-256. */
-export function kernelChecks(): CheckResult[] {
+/**
+ * Known answers for every BLAKE3 build this runtime accepts, SIMD against scalar, and SHA-256. `simd` says whether
+ * the runtime runs WebAssembly SIMD (a test passes false to see what a CPU without it reports).
+ */
+export function kernelChecks(simd = simdSupported()): CheckResult[] {
   const results: CheckResult[] = [];
-  const builds: Blake3Build[] = simdSupported() ? ["simd", "scalar"] : ["scalar"];
+  const builds: Blake3Build[] = simd ? ["simd", "scalar"] : ["scalar"];
   const sample = randomBytes(THROUGHPUT_BYTES);
   const digests = new Map<Blake3Build, string>();
   for (const build of builds) {
@@ -75,7 +82,7 @@ export function kernelChecks(): CheckResult[] {
     );
   }
   if (builds.length === 1) {
-    results.push({ name: "blake3 simd", ok: true, detail: "not available on this CPU/runtime (scalar kernel in use)" });
+    results.push({ name: "blake3 simd", outcome: "n/a", detail: "not available on this CPU/runtime (scalar kernel in use)" });
   } else {
     results.push(
       check("blake3 simd = scalar", () => {
@@ -112,12 +119,12 @@ export function kernelChecks(): CheckResult[] {
  */
 export async function diskCheck(dataDir: string | undefined, size = 8 * 1024 * 1024): Promise<CheckResult> {
   const name = "data disk write/read";
-  if (dataDir === undefined) return { name, ok: false, detail: "no data directory configured (store.dataDir)" };
+  if (dataDir === undefined) return { name, outcome: "fail", detail: "no data directory configured (store.dataDir)" };
   try {
     const st = await stat(dataDir);
-    if (!st.isDirectory()) return { name, ok: false, detail: `${dataDir} is not a directory` };
+    if (!st.isDirectory()) return { name, outcome: "fail", detail: `${dataDir} is not a directory` };
   } catch (err) {
-    return { name, ok: false, detail: `${dataDir}: ${(err as NodeJS.ErrnoException).code ?? oneLine(err)}` };
+    return { name, outcome: "fail", detail: `${dataDir}: ${(err as NodeJS.ErrnoException).code ?? oneLine(err)}` };
   }
   const file = join(dataDir, `.sharenode-selftest-${randomBytes(4).toString("hex")}.tmp`);
   const block = 1024 * 1024;
@@ -146,7 +153,7 @@ export async function diskCheck(dataDir: string | undefined, size = 8 * 1024 * 1
         if (bytesRead === 0) break;
         got += bytesRead;
       }
-      if (got !== size) return { name, ok: false, detail: `read back ${got} of ${size} bytes` };
+      if (got !== size) return { name, outcome: "fail", detail: `read back ${got} of ${size} bytes` };
     } finally {
       await r.close();
     }
@@ -154,13 +161,13 @@ export async function diskCheck(dataDir: string | undefined, size = 8 * 1024 * 1
     if (!back.equals(data)) {
       let at = 0;
       while (at < size && back[at] === data[at]) at++;
-      return { name, ok: false, detail: `the bytes read back differ from those written (first at offset ${at}): a failing disk or cable?` };
+      return { name, outcome: "fail", detail: `the bytes read back differ from those written (first at offset ${at}): a failing disk or cable?` };
     }
-    return { name, ok: true, detail: `${size / (1024 * 1024)} MiB: write+fsync ${rate(size, writeMs)}, read ${rate(size, readMs)} (likely cached)` };
+    return { name, outcome: "pass", detail: `${size / (1024 * 1024)} MiB: write+fsync ${rate(size, writeMs)}, read ${rate(size, readMs)} (likely cached)` };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const hint = e.code === "EROFS" ? " (read-only filesystem: see dmesg)" : e.code === "ENOSPC" ? " (disk full)" : e.code === "EACCES" ? " (permission denied)" : "";
-    return { name, ok: false, detail: `${e.code ?? oneLine(err)}${hint}: ${oneLine(err)}` };
+    return { name, outcome: "fail", detail: `${e.code ?? oneLine(err)}${hint}: ${oneLine(err)}` };
   } finally {
     await rm(file, { force: true }).catch(() => {});
   }
@@ -169,9 +176,9 @@ export async function diskCheck(dataDir: string | undefined, size = 8 * 1024 * 1
 /** MQTT connect and subscribe to the device's command topic under a client id of its own. */
 export async function brokerCheck(options: ProbeOptions | { error: string }): Promise<CheckResult> {
   const name = "broker round trip";
-  if ("error" in options) return { name, ok: false, detail: options.error };
+  if ("error" in options) return { name, outcome: "fail", detail: options.error };
   const result = await probeBroker(options);
-  if (result.ok) return { name, ok: true, detail: `CONNACK ${millis(result.connackMs)}, SUBACK ${millis(result.subackMs)} (${result.topic}, client ${result.clientId})` };
+  if (result.ok) return { name, outcome: "pass", detail: `CONNACK ${millis(result.connackMs)}, SUBACK ${millis(result.subackMs)} (${result.topic}, client ${result.clientId})` };
   const after = result.connackMs !== undefined ? ` (CONNACK after ${millis(result.connackMs)})` : "";
-  return { name, ok: false, detail: `${result.stage}: ${result.error}${after}` };
+  return { name, outcome: "fail", detail: `${result.stage}: ${result.error}${after}` };
 }

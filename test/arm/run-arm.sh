@@ -305,8 +305,10 @@ run_target() { # in a subshell, in its own directory; prints one summary line, o
   out=$(SHARENODE_DATA=$PWD/data arm_node "$ROOT/dist/sharenode.js" selftest 2>&1) || status=$?
   ((status == 0)) || tfail "sharenode selftest exited $status: $(grep -m1 '^FAIL' <<<"$out" || tail -n 1 <<<"$out")"
   if [[ $EXPECT == scalar ]]; then
-    grep -q '^PASS  blake3 simd .*not available' <<<"$out" ||
+    grep -q '^N/A   blake3 simd .*not available' <<<"$out" ||
       tfail "sharenode selftest: the scalar kernel alone should run here: $(grep -m2 'blake3' <<<"$out" | tr '\n' ' ')"
+    grep -q '^selftest: [0-9]* passed, 0 failed, 1 not applicable$' <<<"$out" ||
+      tfail "sharenode selftest: the SIMD check must count as not applicable, not as passed: $(tail -n 1 <<<"$out")"
   else
     grep -q '^PASS  blake3 simd = scalar' <<<"$out" || tfail "sharenode selftest did not compare SIMD with scalar"
   fi

@@ -19,7 +19,7 @@ import { MqttLink } from "./link/mqtt-link.js";
 import { Outbox } from "./link/outbox.js";
 import { parseTopic, topicsFor } from "./protocol/topics.js";
 import type { DaemonStatus, ScrubSummary } from "./protocol/daemon-status.js";
-import { AUTO_DATA_DIR, resolveAutoDataDir } from "./store/auto-data-dir.js";
+import { AUTO_DATA_DIR, resolveAutoDataDir, simBoardRoot } from "./store/auto-data-dir.js";
 import { hostDiskDiscovery } from "./store/disk-discovery.js";
 import { checkDataDisk } from "./store/disk-marker.js";
 import { defaultReserveBytes, ObjectStore } from "./store/object-store.js";
@@ -247,11 +247,7 @@ export class Agent {
       (await openBoard({
         paths: this.hostPaths,
         name: this.config.board,
-        // With "auto" the data disk is not known yet: the sim's files go to the state dir.
-        simRoot: join(
-          this.config.store.dataDir === AUTO_DATA_DIR ? this.config.stateDir : this.config.store.dataDir,
-          "sim-board",
-        ),
+        simRoot: simBoardRoot(this.config.store.dataDir, this.config.stateDir),
         onProblem: (line) => boardLog.warn(line),
       }));
     boardLog.info(`${this.board.name}: ${this.board.description} (${this.board.detectedBy})`);

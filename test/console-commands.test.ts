@@ -4,7 +4,7 @@
 // either absent or present as a ControlServer with fake handlers. The network parts use a closed local port and a
 // real mosquitto. Every output is checked for the device's private key.
 import { createPrivateKey } from "node:crypto";
-import { promises as fsp } from "node:fs";
+import { existsSync, promises as fsp } from "node:fs";
 import { arch, release } from "node:os";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -771,6 +771,29 @@ describe("reboot and factory-reset", () => {
     const after = await open(box);
     expect(after.banner).toContain("(no device key yet)");
     expect(await run(after, "factory-reset")).toMatch(/There is nothing to erase/);
+  });
+
+  it('store.dataDir "auto": selftest, temp and factory-reset use the directory "auto" resolves to, as the daemon does', async () => {
+    const box = await makeBox();
+    const config = JSON.parse(await fsp.readFile(box.configFile, "utf8")) as { store: { dataDir: string } };
+    config.store.dataDir = "auto";
+    await fsp.writeFile(box.configFile, JSON.stringify(config));
+    const c = await open(box);
+    expect(await run(c, "selftest")).toMatch(/^PASS  data disk write\/read\s+8 MiB: /m);
+    await run(c, "temp");
+    // The daemon's sim tree with "auto" (simBoardRoot): the state dir; never a directory named "auto".
+    expect(existsSync(join(box.stateDir, "sim-board"))).toBe(true);
+    expect(existsSync(join(box.dataDir, "sim-board"))).toBe(false);
+    expect(existsSync(join(process.cwd(), "auto"))).toBe(false);
+
+    const io = new FakeIo([box.identity.deviceId.slice(0, 8), "no"]);
+    await command(c, "factory-reset").run([], io);
+    for (const name of ["objects", "index.log", MARKER_NAME]) expect(io.out).toContain(join(box.dataDir, name));
+    expect(await fsp.readdir(box.dataDir)).toEqual([]);
+
+    // Unplugged: "auto" names no directory, so selftest fails its disk check saying why.
+    await fsp.writeFile(box.host.proc("self/mountinfo"), "22 1 179:2 / / rw,noatime shared:1 - ext4 /dev/root rw\n");
+    expect(await run(await open(box), "selftest")).toMatch(/^FAIL  data disk write\/read\s+store.dataDir is "auto" and names no disk: /m);
   });
 
   it("factory-reset is refused while the daemon answers on its control socket, or holds its lock", async () => {

@@ -3,10 +3,10 @@
 // the running daemon (control.ts) or, without one, the data disk (local-state.ts). Built once per console session
 // (createConsoleCommands, commands.ts) and handed to each command; what it opens (the board, `log -f`
 // connections) it keeps and closes once.
-import { join } from "node:path";
 import { openBoard, type Board } from "../../board/board.js";
 import { HostPaths } from "../../board/host-paths.js";
 import type { ReportedStatus } from "../protocol/daemon-status.js";
+import { AUTO_DATA_DIR, simBoardRoot } from "../store/auto-data-dir.js";
 import { ConsoleError } from "./command-api.js";
 import { askDaemon, ControlClient, ControlError } from "./control.js";
 import { oneLine } from "./format.js";
@@ -75,15 +75,14 @@ export class ConsoleContext {
     return readDeviceIdentity(this.stateDir);
   }
 
-  /** The board, opened once (the sim board's tree is `<dataDir>/sim-board`); the watchdog is never opened. */
+  /** The board, opened once (the sim board's tree is the daemon's: simBoardRoot); the watchdog is never opened. */
   board(): Promise<{ board?: Board; error?: string }> {
     this.boardOpened ??= (async () => {
-      const { dataDir } = this.config.store;
       try {
         const board = await openBoard({
           paths: this.hostPaths,
           name: this.config.board,
-          ...(dataDir !== undefined ? { simRoot: join(dataDir, "sim-board") } : {}),
+          simRoot: simBoardRoot(this.config.store.dataDir, this.stateDir),
         });
         return { board };
       } catch (err) {
@@ -125,6 +124,21 @@ export class ConsoleContext {
     const { dataDir, allowSystemDisk } = this.config.store;
     if (dataDir === undefined) return undefined;
     return previewDataDisk({ dataDir, stateDir: this.stateDir, allowSystemDisk }, identity.ok ? identity.deviceId : undefined, this.hostPaths);
+  }
+
+  /**
+   * The data directory the daemon uses or would use: store.dataDir, or with "auto" the directory it resolves to
+   * (the adopted disk's, or the one candidate's). `dir` is absent, and `reason` says why, when there is none.
+   */
+  async dataDir(identity: IdentityRead): Promise<{ dir?: string; reason: string }> {
+    const { dataDir } = this.config.store;
+    if (dataDir === undefined) return { reason: "no data directory configured (store.dataDir)" };
+    if (dataDir !== AUTO_DATA_DIR) return { dir: dataDir, reason: "store.dataDir" };
+    const preview = await this.preview(identity);
+    if (preview === undefined || preview.dataDir === AUTO_DATA_DIR) {
+      return { reason: `store.dataDir is "auto" and names no disk: ${preview?.reason ?? "no preview"}` };
+    }
+    return { dir: preview.dataDir, reason: `store.dataDir "auto": ${preview.dataDir}` };
   }
 
   /** A connection to the daemon for a command that streams (`log -f`); give it back with release(). */

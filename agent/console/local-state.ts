@@ -117,7 +117,8 @@ export async function previewDataDisk(
   deviceId: string | undefined,
   paths: HostPaths,
 ): Promise<DiskPreview> {
-  let dataDir = resolve(config.dataDir);
+  // "auto" stays "auto" until it resolves to a directory (never a directory named auto in the working directory).
+  let dataDir = config.dataDir === AUTO_DATA_DIR ? AUTO_DATA_DIR : resolve(config.dataDir);
   let found;
   try {
     if (config.dataDir === AUTO_DATA_DIR) {

@@ -117,8 +117,11 @@ export function kernelChecks(simd = simdSupported()): CheckResult[] {
  * Writes `size` random bytes to a temp file in the data directory, fsyncs, reads them back, compares, removes the
  * file. The read usually comes from the page cache: its rate says little about the disk.
  */
+/** The data disk check's name in the selftest's list. */
+export const DISK_CHECK = "data disk write/read";
+
 export async function diskCheck(dataDir: string | undefined, size = 8 * 1024 * 1024): Promise<CheckResult> {
-  const name = "data disk write/read";
+  const name = DISK_CHECK;
   if (dataDir === undefined) return { name, outcome: "fail", detail: "no data directory configured (store.dataDir)" };
   try {
     const st = await stat(dataDir);

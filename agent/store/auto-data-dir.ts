@@ -92,3 +92,12 @@ export function chooseAutoDisk(filesystems: readonly Filesystem[]): AutoDataDir 
   const dataDir = join(fs.mountPoint, AUTO_DIR_NAME);
   return { ok: true, dataDir, how: "chosen", reason: `the only USB disk: ${describeCandidate(fs)}` };
 }
+
+/**
+ * Where the sim board keeps its fake /sys and /dev: beside the store when store.dataDir names a directory, and in
+ * the state directory with "auto" (the disk is chosen after the board opens) or with no data directory (the
+ * console on an unconfigured box). The daemon and the console both ask here, so they open the same tree.
+ */
+export function simBoardRoot(dataDir: string | undefined, stateDir: string): string {
+  return join(dataDir === undefined || dataDir === AUTO_DATA_DIR ? stateDir : dataDir, "sim-board");
+}

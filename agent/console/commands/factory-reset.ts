@@ -23,7 +23,8 @@ export function factoryResetCommand(ctx: ConsoleContext): ConsoleCommand {
         );
       }
       const identity = await ctx.identity();
-      const { dataDir } = ctx.config.store;
+      // With "auto", the disk it adopted (or would take); a disk "auto" cannot name is not this device's store.
+      const dataDir = (await ctx.dataDir(identity)).dir;
       if (dataDir !== undefined) {
         // A store that someone else holds (`sharenode store` running) is not pulled from under it.
         const holder = await storeLockHolder(dataDir);

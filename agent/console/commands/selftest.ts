@@ -5,7 +5,7 @@ import type { ProbeOptions } from "../../link/probe.js";
 import type { ConsoleCommand, ConsoleIo } from "../command-api.js";
 import type { ConsoleContext } from "../context.js";
 import { oneLine } from "../format.js";
-import { brokerCheck, diskCheck, kernelChecks, type CheckOutcome, type CheckResult } from "../self-checks.js";
+import { brokerCheck, DISK_CHECK, diskCheck, kernelChecks, type CheckOutcome, type CheckResult } from "../self-checks.js";
 import { noArgs, readPem } from "./common.js";
 
 /** The broker probe's MQTT connect and subscribe. */
@@ -18,7 +18,10 @@ export type CheckStep = (signal: AbortSignal) => CheckResult[] | Promise<CheckRe
 export function selftestSteps(ctx: ConsoleContext): CheckStep[] {
   return [
     () => kernelChecks(),
-    () => diskCheck(ctx.config.store.dataDir),
+    async () => {
+      const data = await ctx.dataDir(await ctx.identity());
+      return data.dir !== undefined ? diskCheck(data.dir) : { name: DISK_CHECK, outcome: "fail", detail: data.reason };
+    },
     async (signal) => brokerCheck(await probeOptions(ctx, signal)),
   ];
 }

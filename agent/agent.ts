@@ -27,6 +27,7 @@ import { ChallengeResponder, ProofLedger } from "./store/proofs.js";
 import { Scrubber } from "./store/scrub.js";
 import { TelemetryCollector } from "./telemetry/collector.js";
 import type { LogHub, Logger } from "./util/log.js";
+import { errorLine } from "./util/errors.js";
 
 export interface AgentDeps {
   logs: LogHub;
@@ -183,7 +184,7 @@ export class Agent {
       now: this.now,
       sources: [{ telemetryCounters: () => this.counters() }],
       temperature: () => this.board.readTemperatureC(),
-      onSourceError: (err) => this.log.warn(`telemetry counter source failed: ${(err as Error).message}`),
+      onSourceError: (err) => this.log.warn(`telemetry counter source failed: ${errorLine(err)}`),
     });
     await this.collector.start();
     await this.startResources();
@@ -263,7 +264,7 @@ export class Agent {
       share: config.share,
       diskQuota: config.store.quota,
       thermal: this.thermal,
-      onListenerError: (err) => resourceLog.error(`a limits listener failed: ${(err as Error).message}`),
+      onListenerError: (err) => resourceLog.error(`a limits listener failed: ${errorLine(err)}`),
     });
     this.resources.on("change", (limits) => this.onLimits(limits));
     this.resources.start();
@@ -291,7 +292,7 @@ export class Agent {
       await control.start();
       this.control = control;
     } catch (err) {
-      controlLog.warn(`console socket not started: ${(err as Error).message}`);
+      controlLog.warn(`console socket not started: ${errorLine(err)}`);
     }
   }
 
@@ -411,8 +412,8 @@ export class Agent {
       this.dataDir = check.dataDir;
       this.log.info(`store on ${check.dataDir} (${check.filesystem.fstype}, ${check.adopted} disk)`);
     } catch (err) {
-      this.storeRefusal = { code: "start-failed", reason: (err as Error).message };
-      this.log.error(`store not started: ${(err as Error).message}`);
+      this.storeRefusal = { code: "start-failed", reason: errorLine(err) };
+      this.log.error(`store not started: ${errorLine(err)}`);
       await store.stop().catch(() => {});
     }
   }
@@ -433,7 +434,7 @@ export class Agent {
         scrubLog.info(`checked ${r.checked} objects (${r.bytes} bytes); corrupt ${r.corrupt.length}, missing ${r.missing.length}`);
         this.lastScrub = { at: this.now(), checked: r.checked, corrupt: r.corrupt.length, missing: r.missing.length };
       } catch (err) {
-        scrubLog.error(`scrub failed: ${(err as Error).message}`);
+        scrubLog.error(`scrub failed: ${errorLine(err)}`);
       } finally {
         running = false;
       }
@@ -462,7 +463,7 @@ export class Agent {
     try {
       await this.outbox.enqueue("events", body);
     } catch (err) {
-      this.log.error(`event ${String(body.type)} not queued: ${(err as Error).message}`);
+      this.log.error(`event ${String(body.type)} not queued: ${errorLine(err)}`);
     }
   }
 

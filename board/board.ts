@@ -7,7 +7,7 @@
 // cannot be read, a watchdog that cannot be opened): the problem becomes one line in `problems` (and the log), and
 // the agent runs on without that part.
 import { selectProfile, readBoardFacts } from "./detect.js";
-import { HostPaths } from "./host-paths.js";
+import { errnoText, HostPaths } from "./host-paths.js";
 import { StatusLeds } from "./leds.js";
 import { SIM, type BoardFacts, type BoardProfile } from "./profiles.js";
 import { prepareSimTree, resetSimWatchdog } from "./sim-board.js";
@@ -131,7 +131,7 @@ class ProfileBoard implements Board {
     try {
       await this.leds.show(this.profile.patterns[pattern] ?? {});
     } catch (err) {
-      this.problemList.add(`cannot show status ${pattern}: ${(err as Error).message.split("\n")[0]}`);
+      this.problemList.add(`cannot show status ${pattern}: ${errnoText(err)}`);
     }
   }
 
@@ -140,7 +140,7 @@ class ProfileBoard implements Board {
     try {
       readings = await readThermalZones(this.paths, this.profile.thermal.hwmonNames);
     } catch (err) {
-      this.problemList.add(`cannot read thermal zones: ${(err as Error).message.split("\n")[0]}`);
+      this.problemList.add(`cannot read thermal zones: ${errnoText(err)}`);
       return [];
     }
     if (readings.length === 0) {

@@ -106,7 +106,7 @@ export async function readMountInfo(paths: HostPaths): Promise<MountEntry[]> {
   try {
     text = await readFile(file, "utf8");
   } catch (err) {
-    throw new Error(`cannot read ${paths.toHost(file)}: ${(err as Error).message}`);
+    throw new Error(`cannot read ${paths.toHost(file)}: ${errnoText(err)}`);
   }
   return parseMountInfo(text);
 }
@@ -222,12 +222,22 @@ export async function kernelNameOfDevPath(paths: HostPaths, source: string): Pro
 }
 
 /**
- * The errno part of a Node fs error, one line and without the temporary root a test tree lives under:
- * "ENOENT: no such file or directory" (Node appends ", open '<path>'", which the caller names as the host spells it).
+ * Something thrown, on one line, for board problem lines: a Node fs error as its errno part without the path and
+ * the temporary root a test tree lives under, "ENOENT: no such file or directory" (Node appends ", open '<path>'",
+ * which the caller names as the host spells it); anything else as the first line of its message. board/ imports
+ * nothing from agent/, so this is board's copy of agent/util/errors.ts's errorLine. Never throws.
  */
 export function errnoText(err: unknown): string {
-  const message = err instanceof Error ? err.message : String(err);
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  const head = message.split("\n")[0]!.split(", ")[0]!;
-  return code !== undefined && !head.startsWith(code) ? `${code}: ${head}` : head;
+  let message: string;
+  let code: unknown;
+  try {
+    message = err instanceof Error ? String(err.message) : String(err);
+    code = typeof err === "object" && err !== null ? (err as { code?: unknown }).code : undefined;
+  } catch {
+    return "an unreadable error";
+  }
+  const first = message.split("\n")[0]!.trim() || "no message";
+  if (typeof code !== "string") return first;
+  const head = first.split(", ")[0]!;
+  return head.startsWith(code) ? head : `${code}: ${head}`;
 }

@@ -11,6 +11,7 @@
 import { mkdir, readFile, truncate, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { SIM_LED_NAMES } from "./profiles.js";
+import { errnoText } from "./host-paths.js";
 
 /** The triggers the sim's LEDs offer (a subset every real kernel with LED support has too). */
 export const SIM_TRIGGERS = ["none", "timer", "heartbeat", "default-on"] as const;
@@ -20,7 +21,7 @@ async function writeIfMissing(file: string, content: string): Promise<void> {
   try {
     await writeFile(file, content, { flag: "wx" });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    if ((err as { code?: unknown }).code !== "EEXIST") throw err;
   }
 }
 
@@ -54,7 +55,7 @@ export async function prepareSimTree(simRoot: string): Promise<void> {
     await writeIfMissing(join(simRoot, "dev", "watchdog"), "");
     await writeIfMissing(join(simRoot, "proc", "device-tree", "model"), "sharenode sim board\0");
   } catch (err) {
-    throw new Error(`cannot prepare the sim board under ${simRoot}: ${(err as Error).message.split("\n")[0]}`);
+    throw new Error(`cannot prepare the sim board under ${simRoot}: ${errnoText(err)}`);
   }
 }
 

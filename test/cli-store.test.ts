@@ -13,6 +13,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { filesystemOf } from "../agent/store/disks";
 import { seededBytes as bytes } from "./helpers/random";
+import { errorMessage } from "../agent/util/errors";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "dist/sharenode.js");
@@ -485,7 +486,7 @@ describe("store challenge | verify-response", () => {
         expectFailure(r, 1, /^sharenode: verify-response: invalid: /);
         expectFailure(r, 1, message);
       } catch (err) {
-        throw new Error(`${name}: ${(err as Error).message}`);
+        throw new Error(`${name}: ${errorMessage(err)}`);
       }
     }
   });

@@ -21,6 +21,7 @@ import {
 } from "../agent/config/config";
 import { JsonSyntaxError, scanJson } from "../agent/config/json-scan";
 import { MAX_PATH_LENGTH, MAX_URL_LENGTH } from "../agent/config/schema";
+import { errorMessage } from "../agent/util/errors";
 
 const FLEET_KEY = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29";
 let dir: string;
@@ -46,8 +47,8 @@ function problemsOf(fn: () => unknown): string[] {
     expect(err).toBeInstanceOf(ConfigError);
     const problems = (err as ConfigError).problems;
     // The message is one line that carries every problem: what a log line or the CLI prints.
-    expect((err as Error).message).not.toContain("\n");
-    for (const p of problems) expect((err as Error).message).toContain(p);
+    expect(errorMessage(err)).not.toContain("\n");
+    for (const p of problems) expect(errorMessage(err)).toContain(p);
     return problems;
   }
   throw new Error("expected a ConfigError");

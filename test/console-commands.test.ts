@@ -25,6 +25,7 @@ import { bytes } from "../agent/console/format";
 import { LogHub } from "../agent/util/log";
 import { Broker, freePort } from "./helpers/mosquitto";
 import { waiter } from "./helpers/wait";
+import { errorMessage } from "../agent/util/errors";
 
 const FLEET_KEY = "ab".repeat(32);
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -679,7 +680,7 @@ describe("selftest", () => {
     try {
       execFileSync("mount", ["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", ro], { stdio: "pipe" });
     } catch (err) {
-      throw new Error(`this test mounts a read-only tmpfs and needs root (CI runs as root): ${(err as Error).message}`);
+      throw new Error(`this test mounts a read-only tmpfs and needs root (CI runs as root): ${errorMessage(err)}`);
     }
     cleanups.push(() => void execFileSync("umount", [ro]));
     const config = JSON.parse(await fsp.readFile(box.configFile, "utf8")) as { store: { dataDir: string } };

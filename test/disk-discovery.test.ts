@@ -19,6 +19,7 @@ import { DiskDiscovery, dfRunner, parseDf, type DfRunner } from "../agent/store/
 import { ADOPTION_STATE_NAME, MARKER_NAME, checkDataDisk } from "../agent/store/disk-marker";
 import { listFilesystems, type Filesystem } from "../agent/store/disks";
 import { Broker } from "./helpers/mosquitto";
+import { errorMessage } from "../agent/util/errors";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "dist/sharenode.js");
@@ -87,7 +88,7 @@ afterAll(async () => {
       try {
         run(tool("umount", "mount"), "-l", at);
       } catch (err) {
-        failures.push(`${at}: ${(err as Error).message}`);
+        failures.push(`${at}: ${errorMessage(err)}`);
       }
     }
   }

@@ -10,6 +10,7 @@ import type { ConsoleCommand } from "../console/command-api.js";
 import { runBatch } from "../console/batch.js";
 import { runShell, type ShellEnd } from "../console/shell.js";
 import { CliError, parseCommandArgs, systemErrorText, usageError, type CliIo, type Command } from "./io.js";
+import { errorMessage } from "../util/errors.js";
 
 const USAGE = `Usage: sharenode console [--tty DEVICE [--baud RATE]] [--config FILE]
 
@@ -134,7 +135,7 @@ async function serveLine(
     try {
       line = await openLine(device, baud);
     } catch (err) {
-      const message = `console: ${device}: ${err instanceof CliError ? err.message : (systemErrorText(err) ?? (err as Error).message)}`;
+      const message = `console: ${device}: ${err instanceof CliError ? err.message : (systemErrorText(err) ?? errorMessage(err))}`;
       if (first) throw new CliError(message);
       if (!failing) io.stderr.write(`sharenode: ${message}; trying again every second\n`);
       failing = true;

@@ -6,6 +6,7 @@ import { chooseAutoDisk } from "../store/auto-data-dir.js";
 import { candidateDisks, hostDiskDiscovery, type DiskListing } from "../store/disk-discovery.js";
 import { showPath } from "../store/disks.js";
 import { CliError, parseCommandArgs, type CliIo, type Command } from "./io.js";
+import { errorMessage } from "../util/errors.js";
 
 const USAGE = `Usage: sharenode disks [--json]
 
@@ -37,7 +38,7 @@ async function runDisks(args: string[], io: CliIo): Promise<number> {
   try {
     listing = await hostDiskDiscovery(paths, io.env).list();
   } catch (err) {
-    throw new CliError(`disks: ${(err as Error).message}`);
+    throw new CliError(`disks: ${errorMessage(err)}`);
   }
   const auto = chooseAutoDisk(listing.filesystems);
   const candidates = new Set(candidateDisks(listing.filesystems).map((c) => c.filesystem.mountId));

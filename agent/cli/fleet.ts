@@ -9,6 +9,7 @@ import { FleetConnection } from "../link/fleet-connection.js";
 import { loadOrCreateFleetKey, openReply, signCommand, type Reply } from "../protocol/envelope.js";
 import { fleetFilter, isDeviceId, topicsFor } from "../protocol/topics.js";
 import { CliError, parseCommandArgs, usageError, type CliIo, type Command } from "./io.js";
+import { errorMessage } from "../util/errors.js";
 
 const USAGE = `Usage: sharenode fleet keygen [--key-dir DIR]
        sharenode fleet watch --broker URL [--username U --password P] [--duration SECONDS]
@@ -62,7 +63,7 @@ async function connect(values: { broker?: string; username?: string; password?: 
   try {
     return await FleetConnection.connect({ url, username: values.username, password: values.password, protocolVersion });
   } catch (err) {
-    throw new CliError(`fleet: ${(err as Error).message}`);
+    throw new CliError(`fleet: ${errorMessage(err)}`);
   }
 }
 
@@ -154,7 +155,7 @@ async function send(args: string[], io: CliIo): Promise<number> {
     try {
       deviceKey = publicKeyFromHex(values["device-key"]);
     } catch (err) {
-      throw usageError(`fleet send: --device-key: ${(err as Error).message}`);
+      throw usageError(`fleet send: --device-key: ${errorMessage(err)}`);
     }
     if (deviceIdOf(deviceKey) !== deviceId) throw usageError(`fleet send: --device-key is not the key of device ${deviceId}`);
   }

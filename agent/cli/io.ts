@@ -3,6 +3,7 @@
 // to an output that notice when it fails.
 import type { Readable, Writable } from "node:stream";
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { errnoCode, errorMessage } from "../util/errors.js";
 
 export interface CliIo {
   stdin: Readable;
@@ -49,9 +50,9 @@ export function parseCommandArgs<O extends Options>(command: string, args: strin
   try {
     return parseArgs({ args: joinNegativeValues(args, options), options, strict: true, allowPositionals });
   } catch (err) {
-    const code = (err as { code?: string }).code;
+    const code = errnoCode(err);
     if (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS_")) {
-      throw usageError(`${command}: ${firstSentence((err as Error).message)}`);
+      throw usageError(`${command}: ${firstSentence(errorMessage(err))}`);
     }
     throw err;
   }
@@ -126,7 +127,7 @@ export function systemErrorText(err: unknown): string | undefined {
   if (typeof code !== "string" || !/^E[A-Z0-9]+$/.test(code)) return undefined;
   if (STRERROR[code]) return STRERROR[code];
   // "EXDEV: cross-device link not permitted, rename ..." -> "Cross-device link not permitted"
-  const match = /^E[A-Z0-9]+: ([^,]+)/.exec((err as Error).message ?? "");
+  const match = /^E[A-Z0-9]+: ([^,]+)/.exec(errorMessage(err));
   const text = match ? match[1] : code;
   return text.charAt(0).toUpperCase() + text.slice(1);
 }

@@ -12,6 +12,7 @@ import { storeCommand, verifyResponseCommand } from "./store.js";
 import {
   CliError, flushOutput, isClosedOutput, outputFailure, systemErrorText, usageError, watchOutput, type CliIo, type Command,
 } from "./io.js";
+import { errorLine } from "../util/errors.js";
 
 export { CliError, type CliIo, type Command } from "./io.js";
 
@@ -80,16 +81,16 @@ function report(err: unknown, io: CliIo, debug: boolean): number {
   // The command stopped because stdout failed (writeOutput, flushOutput threw its error).
   if (err !== undefined && err === outputFailure(io.stdout)) {
     if (isClosedOutput(err)) return 0;
-    io.stderr.write(`sharenode: write error: ${systemErrorText(err) ?? oneLine((err as Error).message)}\n`);
+    io.stderr.write(`sharenode: write error: ${systemErrorText(err) ?? errorLine(err, Infinity)}\n`);
     return 1;
   }
   if (err instanceof CliError) {
-    io.stderr.write(`sharenode: ${oneLine(err.message)}\n`);
+    // A message can quote user input (a file name with a newline): the error line stays one line.
+    io.stderr.write(`sharenode: ${errorLine(err, Infinity)}\n`);
     if (debug && err.stack) io.stderr.write(err.stack + "\n");
     return err.exitCode;
   }
-  const message = err instanceof Error ? err.message : String(err);
-  io.stderr.write(`sharenode: internal error: ${oneLine(message)}${debug ? "" : " (set SHARENODE_DEBUG=1 for details)"}\n`);
+  io.stderr.write(`sharenode: internal error: ${errorLine(err, Infinity)}${debug ? "" : " (set SHARENODE_DEBUG=1 for details)"}\n`);
   if (debug) io.stderr.write((err instanceof Error && err.stack ? err.stack : String(err)) + "\n");
   return 1;
 }
@@ -129,7 +130,3 @@ function print(io: CliIo, text: string): number {
   return 0;
 }
 
-// Messages can quote user input (a file name with a newline); the error line must stay one line.
-function oneLine(message: string): string {
-  return message.replace(/\r?\n/g, "\\n");
-}

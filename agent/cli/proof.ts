@@ -11,6 +11,7 @@ import {
   CliError, endOutput, flushOutput, outputFailure, parseCommandArgs, systemErrorText, usageError, writeOutput, type CliIo,
   type Command,
 } from "./io.js";
+import { errorMessage } from "../util/errors.js";
 
 const USAGE = `Usage: sharenode proof make FILE --chunk N [--count K] [--outboard OUTBOARD]
        sharenode proof check --id HEX --len BYTES --chunk N [--count K] [--output FILE|-] < PROOF
@@ -82,7 +83,7 @@ function openRegular(command: string, name: string): { fd: number; size: number 
 
 /** The coreutils wording for a system error, or its own message. */
 function describe(err: unknown): string {
-  return systemErrorText(err) ?? (err as Error).message;
+  return systemErrorText(err) ?? errorMessage(err);
 }
 
 function readExactly(fd: number, offset: number, length: number): Uint8Array {
@@ -200,7 +201,7 @@ async function proofCheck(args: string[], io: CliIo): Promise<number> {
   try {
     id = fromHex(values.id, 32, "--id");
   } catch (err) {
-    throw usageError(`${cmd}: ${(err as Error).message}`);
+    throw usageError(`${cmd}: ${errorMessage(err)}`);
   }
   const length = integerOption(cmd, "len", values.len);
   const start = integerOption(cmd, "chunk", values.chunk);

@@ -5,6 +5,7 @@ import { ConfigError, loadConfig } from "../config/config.js";
 import { Agent } from "../agent.js";
 import { LogHub } from "../util/log.js";
 import { CliError, parseCommandArgs, type CliIo, type Command } from "./io.js";
+import { errorMessage } from "../util/errors.js";
 
 const USAGE = `Usage: sharenode run [--config FILE]
 
@@ -54,7 +55,7 @@ async function runAgent(args: string[], io: CliIo): Promise<number> {
     await agent.start();
   } catch (err) {
     await agent.stop().catch(() => {});
-    throw new CliError(`run: ${(err as Error).message}`);
+    throw new CliError(`run: ${errorMessage(err)}`);
   }
   return stopped;
 }

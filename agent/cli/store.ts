@@ -12,6 +12,7 @@ import { defaultReserveBytes, ObjectStore, StoreError, type StoreConfig } from "
 import { Scrubber } from "../store/scrub.js";
 import { CliError, parseCommandArgs, systemErrorText, usageError, type CliIo, type Command } from "./io.js";
 import { parseQuotaText } from "../config/config.js";
+import { errorMessage } from "../util/errors.js";
 
 const STORE_USAGE = `Usage: sharenode store <action> [options]
 
@@ -191,7 +192,7 @@ async function runStore(args: string[], io: CliIo): Promise<number> {
       try {
         challenge = parseChallenge({ objectId: pos[0], nonce: values.nonce, count: Number(values.count) });
       } catch (err) {
-        throw usageError(`store challenge: ${(err as Error).message}`);
+        throw usageError(`store challenge: ${errorMessage(err)}`);
       }
       return withStore(values, io, async ({ store, identity }) => {
         const object = await store.openForProof(challenge.objectId);
@@ -218,7 +219,7 @@ async function openSource(source: string): Promise<{ stream: AsyncIterable<Uint8
     try {
       response = await fetch(source);
     } catch (err) {
-      throw new CliError(`store add: ${source}: ${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message}`);
+      throw new CliError(`store add: ${source}: ${errorMessage((err as { cause?: unknown }).cause ?? err)}`);
     }
     if (!response.ok || !response.body) throw new CliError(`store add: ${source}: HTTP ${response.status} ${response.statusText}`);
     const header = response.headers.get("content-length");
@@ -233,7 +234,7 @@ async function openSource(source: string): Promise<{ stream: AsyncIterable<Uint8
           yield piece;
         }
       } catch (err) {
-        throw new StoreError(`download of ${source} was cut short after ${received} bytes (${(err as Error).message})`, "truncated");
+        throw new StoreError(`download of ${source} was cut short after ${received} bytes (${errorMessage(err)})`, "truncated");
       }
     })();
     return { stream, declaredLength };
@@ -245,7 +246,7 @@ async function openSource(source: string): Promise<{ stream: AsyncIterable<Uint8
     size = st.size;
   } catch (err) {
     if (err instanceof CliError) throw err;
-    throw new CliError(`store add: ${source}: ${systemErrorText(err) ?? (err as Error).message}`);
+    throw new CliError(`store add: ${source}: ${systemErrorText(err) ?? errorMessage(err)}`);
   }
   return { stream: createReadStream(source, { highWaterMark: 256 * 1024 }), declaredLength: size };
 }
@@ -274,7 +275,7 @@ async function runVerifyResponse(args: string[], io: CliIo): Promise<number> {
   try {
     publicKey = publicKeyFromHex(values.pubkey!);
   } catch (err) {
-    throw usageError(`${cmd}: --pubkey: ${(err as Error).message}`);
+    throw usageError(`${cmd}: --pubkey: ${errorMessage(err)}`);
   }
   for (const name of ["len", "count"] as const) {
     if (!/^\d+$/.test(values[name]!) || !Number.isSafeInteger(Number(values[name]))) throw usageError(`${cmd}: --${name} must be a non-negative integer, got '${values[name]}'`);
@@ -297,7 +298,7 @@ async function runVerifyResponse(args: string[], io: CliIo): Promise<number> {
     });
   } catch (err) {
     // Only the expectation itself can throw (a count the object cannot have): the caller's mistake.
-    throw usageError(`${cmd}: ${(err as Error).message}`);
+    throw usageError(`${cmd}: ${errorMessage(err)}`);
   }
   if (!verdict.ok) {
     io.stderr.write(`sharenode: ${cmd}: invalid: ${verdict.reason}\n`);

@@ -6,7 +6,8 @@ import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } fr
 import { lineCol, scanJson } from "./json-scan.js";
 import { shown } from "./problem-text.js";
 import { configSchema, type Config, type LenientConfig, type Schema } from "./schema.js";
-import { isObject, validateConfig } from "./validate.js";
+import { validateConfig } from "./validate.js";
+import { isPlainObject } from "../util/guards.js";
 
 export { configEnvVars, configKeys, configSchema } from "./schema.js";
 export type { Config, Entry, LenientConfig, LogLevel, Quota, UploadWindow } from "./schema.js";
@@ -128,7 +129,7 @@ export function loadConfig(path: string | undefined, env: Record<string, string 
     const read = readJsonFile(path);
     problems.push(...read.problems);
     if (read.value === undefined) throw new ConfigError(problems, path);
-    if (!isObject(read.value)) throw new ConfigError([`${path}: must hold a JSON object ({...}), got ${shown(read.value)}`], path);
+    if (!isPlainObject(read.value)) throw new ConfigError([`${path}: must hold a JSON object ({...}), got ${shown(read.value)}`], path);
     raw = read.value;
   }
   const checked = validateConfig(raw, env);
@@ -149,7 +150,7 @@ export function loadConfigLenient(path: string | undefined, env: Record<string, 
   if (path !== undefined) {
     const read = readJsonFile(path);
     problems.push(...read.problems);
-    if (isObject(read.value)) raw = read.value;
+    if (isPlainObject(read.value)) raw = read.value;
     else if (read.value !== undefined) problems.push(`${path}: must hold a JSON object ({...}), got ${shown(read.value)}`);
   }
   const checked = validateConfig(raw, env);
@@ -162,7 +163,7 @@ export function redactConfig(config: Config): Config {
   const copy = structuredClone(config);
   const redact = (schema: Schema, obj: Record<string, unknown>) => {
     for (const [name, entry] of Object.entries(schema)) {
-      if (entry.type === "section" && isObject(obj[name])) redact(entry.keys, obj[name]);
+      if (entry.type === "section" && isPlainObject(obj[name])) redact(entry.keys, obj[name]);
       else if (entry.secret && obj[name] !== undefined) obj[name] = "<redacted>";
     }
   };

@@ -14,6 +14,8 @@ import {
   type Schema,
 } from "./schema.js";
 import { MINUTES_PER_DAY, WEEKDAYS } from "./upload-windows.js";
+import { errnoCode, errorLine } from "../util/errors.js";
+import { isPlainObject } from "../util/guards.js";
 
 type Outcome = { value: unknown } | { problem: string };
 
@@ -64,7 +66,7 @@ function check(entry: Entry, value: unknown): Outcome {
           if (!statSync(value).isFile()) return { problem: `${JSON.stringify(value)} is not a file` };
           accessSync(value, fsConstants.R_OK);
         } catch (err) {
-          return { problem: `cannot read ${JSON.stringify(value)}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` };
+          return { problem: `cannot read ${JSON.stringify(value)}: ${errnoCode(err) ?? errorLine(err)}` };
         }
       }
       return { value };
@@ -201,10 +203,6 @@ function suggestion(name: string, known: string[]): string {
   return best && best.d <= Math.max(1, Math.floor(name.length / 3)) ? ` (did you mean "${best.k}"?)` : "";
 }
 
-export function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
 /**
  * The value the file gives for a schema key. Own properties only: `in` and plain indexing would also find what
  * every object inherits ("constructor", "toString", ...), and JSON.parse makes "__proto__" an own key.
@@ -232,7 +230,7 @@ function walk(
     const path = prefix + name;
     if (entry.type === "section") {
       const section = own(raw, name) ?? {};
-      if (!isObject(section)) {
+      if (!isPlainObject(section)) {
         problems.push(`${path}: must be an object, got ${shown(section)}`);
         // The lenient reader still gets the section, with its defaults (its keys' problems would repeat this one).
         out[name] = walk(entry.keys, {}, `${path}.`, {}, [], []);
@@ -261,7 +259,7 @@ function walk(
       // naming the others by their index in the file.
       out[name] = value.map((item: unknown, i) => {
         const at = `${path}[${i}]`;
-        if (!isObject(item)) {
+        if (!isPlainObject(item)) {
           problems.push(`${at}: must be an object ({...}), got ${shown(item)}`);
           return undefined;
         }
@@ -303,7 +301,7 @@ export function validateConfig(
   const fromEnv: string[] = [];
   const config = walk(configSchema, raw, "", env, problems, fromEnv);
   for (const [name, run] of Object.entries(sectionChecks) as [string, (s: unknown, p: string[]) => void][]) {
-    if (isObject(config[name])) run(config[name], problems);
+    if (isPlainObject(config[name])) run(config[name], problems);
   }
   return { config, problems, fromEnv };
 }

@@ -9,6 +9,7 @@
 import type { Readable, Writable } from "node:stream";
 import type { ConsoleCommand, ConsoleIo } from "./command-api.js";
 import { commandHelp, sanitize, splitWords, unknownCommand } from "./shell.js";
+import { errorLine, errorMessage } from "../util/errors.js";
 
 export interface BatchOptions {
   input: Readable;
@@ -54,7 +55,7 @@ export async function runBatch(options: BatchOptions): Promise<number> {
       try {
         words = splitWords(line);
       } catch (err) {
-        fail((err as Error).message);
+        fail(errorLine(err));
         continue;
       }
       const [name, ...args] = words;
@@ -64,7 +65,7 @@ export async function runBatch(options: BatchOptions): Promise<number> {
         try {
           output.write(commandHelp(commands.values(), args));
         } catch (err) {
-          fail((err as Error).message);
+          fail(errorLine(err));
         }
         continue;
       }
@@ -100,7 +101,7 @@ export async function runBatch(options: BatchOptions): Promise<number> {
         if (outcome && outcome.ok === false) failed = true;
       } catch (err) {
         if (!(controller.signal.aborted && (err as Error)?.name === "AbortError")) {
-          fail(err instanceof Error ? err.message : String(err));
+          fail(errorMessage(err));
         }
       } finally {
         active = false;

@@ -26,7 +26,8 @@ import { storeCommand } from "./commands/store.js";
 import { tempCommand } from "./commands/temp.js";
 import { versionCommand } from "./commands/version.js";
 import { ConsoleContext, type ConsoleContextOptions } from "./context.js";
-import { oneLine, plural } from "./format.js";
+import { plural } from "./format.js";
+import { errorLine } from "../util/errors.js";
 
 export type { SystemActions } from "./reset.js";
 export type ConsoleCommandsOptions = ConsoleContextOptions;
@@ -60,7 +61,7 @@ export async function createConsoleCommands(options: ConsoleCommandsOptions): Pr
   // The banner: who this is and whether the daemon runs, in two or three lines, without waiting on the network.
   const [identity, daemon] = await Promise.all([
     ctx.identity(),
-    ctx.daemon().catch((err: Error) => ({ running: false as const, why: oneLine(err), code: "error" })),
+    ctx.daemon().catch((err: Error) => ({ running: false as const, why: errorLine(err), code: "error" })),
   ]);
   let banner = `sharenode ${version} diagnostics console\n`;
   banner += `device ${identity.ok ? identity.deviceId : "(no device key yet)"}; daemon ${daemonLine(daemon, ctx.now())}\n`;

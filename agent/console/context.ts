@@ -9,7 +9,6 @@ import type { ReportedStatus } from "../protocol/daemon-status.js";
 import { AUTO_DATA_DIR, simBoardRoot } from "../store/auto-data-dir.js";
 import { ConsoleError } from "./command-api.js";
 import { askDaemon, ControlClient, ControlError } from "./control.js";
-import { oneLine } from "./format.js";
 import {
   loadConsoleConfig,
   lockHolder,
@@ -20,6 +19,7 @@ import {
   type IdentityRead,
 } from "./local-state.js";
 import { defaultSystemActions, type SystemActions } from "./reset.js";
+import { errorLine } from "../util/errors.js";
 
 export interface ConsoleContextOptions {
   env: Record<string, string | undefined>;
@@ -86,7 +86,7 @@ export class ConsoleContext {
         });
         return { board };
       } catch (err) {
-        return { error: oneLine(err) };
+        return { error: errorLine(err) };
       }
     })();
     return this.boardOpened;

@@ -20,6 +20,7 @@ import { chmod, lstat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import type { ReportedStatus } from "../protocol/daemon-status.js";
 import type { ProofsSnapshot } from "../store/proofs.js";
+import { errnoCode, errorLine } from "../util/errors.js";
 
 export const CONTROL_SOCKET_NAME = "control.sock";
 /** A request line longer than this is refused and its connection closed. */
@@ -120,7 +121,7 @@ export class ControlServer {
     try {
       isSocket = (await lstat(this.path)).isSocket();
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+      if (errnoCode(err) === "ENOENT") return;
       throw err;
     }
     if (!isSocket) throw new ControlError(`control socket ${this.path} exists and is not a socket: move it away`, "listen");
@@ -245,7 +246,7 @@ export class ControlServer {
           return fail("unknown-op", `unknown op ${JSON.stringify(op)}: status, log.tail, log.follow, proofs`);
       }
     } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
+      const message = errorLine(err);
       this.options.onError?.(`control socket: ${String(op)} failed: ${message}`);
       return fail("internal", message);
     }

@@ -67,9 +67,3 @@ export function rate(byteCount: number, ms: number): string {
 export function plural(n: number, word: string, many = `${word}s`): string {
   return `${n} ${n === 1 ? word : many}`;
 }
-
-/** An error's message on one line. */
-export function oneLine(err: unknown): string {
-  const text = err instanceof Error ? err.message : String(err);
-  return text.replace(/\s*\r?\n\s*/g, " ").trim();
-}

@@ -18,6 +18,7 @@ import { inspectDataDisk, type DiskMarker } from "../store/disk-marker.js";
 import type { DiskRefusalCode, Filesystem } from "../store/disks.js";
 import { decodeRecord, replay } from "../store/index-log.js";
 import { countQuarantined, defaultReserveBytes, footprint, quotaLimit } from "../store/object-store.js";
+import { errnoCode, errorLine } from "../util/errors.js";
 
 // --- config ----------------------------------------------------------------------------------------------------
 
@@ -68,7 +69,7 @@ export async function readDeviceIdentity(stateDir: string): Promise<IdentityRead
     mode = (await stat(path)).mode;
     pem = await readFile(path);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
+    const code = errnoCode(err);
     if (code === "ENOENT") return { ok: false, missing: true, path, reason: `no device key yet (${path}); the daemon creates it at its first start` };
     return { ok: false, missing: false, path, reason: `cannot read the device key ${path}: ${code ?? "error"}` };
   }
@@ -132,7 +133,7 @@ export async function previewDataDisk(
     }
     found = await inspectDataDisk({ ...config, dataDir, nodeId: deviceId }, paths);
   } catch (err) {
-    return { dataDir, accepted: false, state: "unknown", code: "no-mount-table", reason: (err as Error).message };
+    return { dataDir, accepted: false, state: "unknown", code: "no-mount-table", reason: errorLine(err) };
   }
   const markerOf = (m: DiskMarker | undefined) => (m ? { marker: { nodeId: m.nodeId, diskId: m.diskId } } : {});
   if (!found.ok) {
@@ -186,13 +187,13 @@ export async function readLocalStore(config: ConsoleConfig, preview: DiskPreview
   try {
     state = replay(frames.records.map((r) => decodeRecord(r)));
   } catch (err) {
-    return { ok: false, reason: `${join(dataDir, "index.log")}: ${(err as Error).message}` };
+    return { ok: false, reason: `${join(dataDir, "index.log")}: ${errorLine(err)}` };
   }
   let fs;
   try {
     fs = await statfs(dataDir);
   } catch (err) {
-    return { ok: false, reason: `statfs ${dataDir}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` };
+    return { ok: false, reason: `statfs ${dataDir}: ${errnoCode(err) ?? errorLine(err)}` };
   }
   const block = fs.bsize || 4096;
   let usedBytes = 0;

@@ -7,7 +7,8 @@ import { isIP, Socket } from "node:net";
 import { networkInterfaces } from "node:os";
 import { connect as tlsConnect } from "node:tls";
 import type { HostPaths } from "../../board/host-paths.js";
-import { millis, oneLine } from "./format.js";
+import { millis } from "./format.js";
+import { errorLine } from "../util/errors.js";
 
 export interface Route {
   iface: string;
@@ -203,7 +204,7 @@ function bounded<T>(promise: Promise<T>, ms: number, signal?: AbortSignal): Prom
     }
     promise.then(
       (value) => finish({ ok: true, value }),
-      (err: NodeJS.ErrnoException) => finish({ ok: false, error: err.code ? `${err.code}${errnoHint(err.code)}` : oneLine(err) }),
+      (err: NodeJS.ErrnoException) => finish({ ok: false, error: err.code ? `${err.code}${errnoHint(err.code)}` : errorLine(err) }),
     );
   });
 }
@@ -244,7 +245,7 @@ function connectTcp(host: string, port: number, ms: number, signal?: AbortSignal
     }
     if (signal?.aborted) return fail("interrupted");
     signal?.addEventListener("abort", onAbort, { once: true });
-    socket.once("error", (err: NodeJS.ErrnoException) => fail(err.code ? `${err.code}${errnoHint(err.code)}` : oneLine(err)));
+    socket.once("error", (err: NodeJS.ErrnoException) => fail(err.code ? `${err.code}${errnoHint(err.code)}` : errorLine(err)));
     socket.once("connect", () => {
       cleanup();
       resolve({ ok: true, socket });
@@ -268,7 +269,7 @@ function handshake(socket: Socket, servername: string, ca: string | undefined, m
     const timer = setTimeout(() => done(false, `no TLS handshake within ${millis(ms)}`), ms);
     const onAbort = () => done(false, "interrupted");
     signal?.addEventListener("abort", onAbort, { once: true });
-    tls.once("error", (err) => done(false, `handshake failed: ${oneLine(err)}`));
+    tls.once("error", (err) => done(false, `handshake failed: ${errorLine(err)}`));
     tls.once("secureConnect", () => {
       const cert = tls.getPeerCertificate();
       const subject = cert && typeof cert.subject === "object" ? cert.subject.CN : undefined;

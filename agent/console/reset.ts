@@ -11,7 +11,7 @@ import { join, resolve } from "node:path";
 import { AGENT_LOCK_FILE, lockOwner, STORE_LOCK_FILE } from "../durable/pid-lock.js";
 import { DEVICE_KEY_FILE } from "../identity/device-key.js";
 import { ADOPTION_STATE_NAME, MARKER_NAME } from "../store/disk-marker.js";
-import { oneLine } from "./format.js";
+import { errnoCode, errorLine } from "../util/errors.js";
 
 /** What the console may do to the machine; tests replace it. */
 export interface SystemActions {
@@ -95,7 +95,7 @@ export async function readMarkerOwner(dataDir: string): Promise<{ owner?: string
     const marker = JSON.parse(await readFile(join(dataDir, MARKER_NAME), "utf8")) as { nodeId?: unknown } | null;
     return typeof marker?.nodeId === "string" ? { owner: marker.nodeId } : { unreadable: "its disk marker names no device" };
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
+    const code = errnoCode(err);
     return code === "ENOENT" || code === "ENOTDIR" ? {} : { unreadable: `its disk marker cannot be read (${code ?? "not JSON"})` };
   }
 }
@@ -173,7 +173,7 @@ export async function executePlan(plan: ResetPlan): Promise<string[]> {
     try {
       await rm(target.path, { recursive: true, force: true });
     } catch (err) {
-      failures.push(`could not remove ${target.path}: ${(err as NodeJS.ErrnoException).code ?? oneLine(err)}`);
+      failures.push(`could not remove ${target.path}: ${errnoCode(err) ?? errorLine(err)}`);
     }
   }
   return failures;

@@ -9,7 +9,8 @@ import { blake3Kernel, simdSupported, type Blake3Build } from "../kernels/blake3
 import { createSha256, sha256 } from "../kernels/sha256.js";
 import { probeBroker, type ProbeOptions } from "../link/probe.js";
 import { toHex } from "../util/hex.js";
-import { millis, oneLine, rate } from "./format.js";
+import { millis, rate } from "./format.js";
+import { errnoCode, errorLine } from "../util/errors.js";
 
 /** pass, fail, or n/a: the check does not apply to this box (it is not counted as passed). */
 export type CheckOutcome = "pass" | "fail" | "n/a";
@@ -54,7 +55,7 @@ function check(name: string, fn: () => string): CheckResult {
   try {
     return { name, outcome: "pass", detail: fn() };
   } catch (err) {
-    return { name, outcome: "fail", detail: oneLine(err) };
+    return { name, outcome: "fail", detail: errorLine(err) };
   }
 }
 
@@ -127,7 +128,7 @@ export async function diskCheck(dataDir: string | undefined, size = 8 * 1024 * 1
     const st = await stat(dataDir);
     if (!st.isDirectory()) return { name, outcome: "fail", detail: `${dataDir} is not a directory` };
   } catch (err) {
-    return { name, outcome: "fail", detail: `${dataDir}: ${(err as NodeJS.ErrnoException).code ?? oneLine(err)}` };
+    return { name, outcome: "fail", detail: `${dataDir}: ${errnoCode(err) ?? errorLine(err)}` };
   }
   const file = join(dataDir, `.sharenode-selftest-${randomBytes(4).toString("hex")}.tmp`);
   const block = 1024 * 1024;
@@ -170,7 +171,7 @@ export async function diskCheck(dataDir: string | undefined, size = 8 * 1024 * 1
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const hint = e.code === "EROFS" ? " (read-only filesystem: see dmesg)" : e.code === "ENOSPC" ? " (disk full)" : e.code === "EACCES" ? " (permission denied)" : "";
-    return { name, outcome: "fail", detail: `${e.code ?? oneLine(err)}${hint}: ${oneLine(err)}` };
+    return { name, outcome: "fail", detail: `${e.code ?? errorLine(err)}${hint}: ${errorLine(err)}` };
   } finally {
     await rm(file, { force: true }).catch(() => {});
   }

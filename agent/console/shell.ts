@@ -13,6 +13,7 @@
 import type { Readable, Writable } from "node:stream";
 import { ConsoleError, type ConsoleCommand, type ConsoleIo } from "./command-api.js";
 import { History, KeyDecoder, LineEditor, type EditResult, type Key } from "./line-editor.js";
+import { errorLine } from "../util/errors.js";
 
 export interface ShellOptions {
   input: Readable;
@@ -298,8 +299,7 @@ class Shell {
   }
 
   private printError(err: unknown): void {
-    const message = err instanceof Error ? err.message : String(err);
-    this.print(`${this.atLineStart ? "" : "\n"}error: ${message.replace(/\r?\n/g, " ")}\n`);
+    this.print(`${this.atLineStart ? "" : "\n"}error: ${errorLine(err, Infinity)}\n`);
   }
 
   private write(text: string): void {

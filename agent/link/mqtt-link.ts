@@ -22,6 +22,7 @@ import { removeStaleTemps, writeFileAtomic } from "../durable/atomic.js";
 import { topicsFor, type DeviceTopics } from "../protocol/topics.js";
 import { Backoff, type BackoffOptions } from "./backoff.js";
 import { realTimeouts, type Timeouts } from "../util/timeouts.js";
+import { errnoCode, errorLine } from "../util/errors.js";
 
 export class LinkError extends Error {
   override readonly name = "LinkError";
@@ -256,7 +257,7 @@ export class MqttLink extends EventEmitter<LinkEvents> {
         try {
           await this.withTimeout(this.send(conn, this.topics.state, JSON.stringify(offline), { qos: 1, retain: true }), limit);
         } catch (err) {
-          this.options.log?.warn(`could not publish the offline state: ${(err as Error).message}`);
+          this.options.log?.warn(`could not publish the offline state: ${errorLine(err)}`);
         }
       }
       conn.ready = false;
@@ -320,7 +321,7 @@ export class MqttLink extends EventEmitter<LinkEvents> {
     try {
       text = await readFile(this.bdSeqPath, "utf8");
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return 0;
+      if (errnoCode(err) === "ENOENT") return 0;
       throw err;
     }
     const n = Number(text.trim());
@@ -340,7 +341,7 @@ export class MqttLink extends EventEmitter<LinkEvents> {
     try {
       await writeFileAtomic(this.bdSeqPath, `${bdSeq}\n`);
     } catch (err) {
-      this.options.log?.warn(`could not persist bdSeq ${bdSeq} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); connecting anyway`);
+      this.options.log?.warn(`could not persist bdSeq ${bdSeq} (${errnoCode(err) ?? errorLine(err)}); connecting anyway`);
     }
     this.bdSeq = bdSeq;
     if (this.stopping) return;
@@ -368,7 +369,7 @@ export class MqttLink extends EventEmitter<LinkEvents> {
     try {
       client = connect(o.url, clientOptions);
     } catch (err) {
-      this.options.log?.warn(`connect to ${o.url} failed: ${(err as Error).message}`);
+      this.options.log?.warn(`connect to ${o.url} failed: ${errorLine(err)}`);
       this.scheduleAttempt();
       return;
     }
@@ -398,7 +399,7 @@ export class MqttLink extends EventEmitter<LinkEvents> {
       await this.send(conn, this.topics.state, JSON.stringify(birth), { qos: 1, retain: true });
     } catch (err) {
       if (!conn.closed) {
-        conn.lastError = `announcing failed: ${(err as Error).message}`;
+        conn.lastError = `announcing failed: ${errorLine(err)}`;
         conn.client.end(true);
       }
       return;
@@ -419,10 +420,10 @@ export class MqttLink extends EventEmitter<LinkEvents> {
       try {
         const result = handler(topic, payload, packet);
         if (result && typeof (result as Promise<void>).catch === "function") {
-          (result as Promise<void>).catch((err: unknown) => this.options.log?.warn(`message handler failed on ${topic}: ${(err as Error)?.message ?? String(err)}`));
+          (result as Promise<void>).catch((err: unknown) => this.options.log?.warn(`message handler failed on ${topic}: ${errorLine(err)}`));
         }
       } catch (err) {
-        this.options.log?.warn(`message handler failed on ${topic}: ${(err as Error)?.message ?? String(err)}`);
+        this.options.log?.warn(`message handler failed on ${topic}: ${errorLine(err)}`);
       }
     }
   }

@@ -22,6 +22,7 @@
 import { RecordLog, HEADER_BYTES, FRAME_HEADER_BYTES, readRecordLog, type Recovery } from "../durable/record-log.js";
 import { topicsFor } from "../protocol/topics.js";
 import { realTimeouts, type Timeouts } from "../util/timeouts.js";
+import { errorLine } from "../util/errors.js";
 
 export type OutboxStream = "events" | "telemetry";
 
@@ -257,7 +258,7 @@ export class Outbox {
     try {
       rest = JSON.stringify(fields);
     } catch (err) {
-      return Promise.reject(new OutboxError(`outbox: message is not JSON-serialisable (${(err as Error).message})`));
+      return Promise.reject(new OutboxError(`outbox: message is not JSON-serialisable (${errorLine(err)})`));
     }
     const ts = typeof ownTs === "number" && Number.isFinite(ownTs) ? ownTs : this.now();
     // A record must leave room for others; a quarter of the bound is generous (telemetry is ~1 KiB).
@@ -391,7 +392,7 @@ export class Outbox {
     log.rewrite(records).catch((err: unknown) => {
       // Failed before the rename: the old file (and everything appended to it since) is still the log.
       this.fileBytes += before - size;
-      this.options.log?.warn(`outbox compaction failed: ${(err as Error).message}`);
+      this.options.log?.warn(`outbox compaction failed: ${errorLine(err)}`);
     });
   }
 
@@ -574,7 +575,7 @@ export class Outbox {
 
   private fail(err: unknown): void {
     if (this.failure) return;
-    this.failure = new OutboxError(`outbox: the log failed, restart the outbox (${(err as Error)?.message ?? String(err)})`);
+    this.failure = new OutboxError(`outbox: the log failed, restart the outbox (${errorLine(err)})`);
     this.options.log?.warn(this.failure.message);
     for (const w of this.waiters.splice(0)) w.reject(this.failure);
   }
@@ -666,6 +667,6 @@ export async function scanOutboxFile(path: string): Promise<{ ok: true; depth: n
   try {
     return { ok: true, depth: replayOutboxRecords(read.records, path).pending.length, bytes: read.bytes };
   } catch (err) {
-    return { ok: false, reason: (err as Error).message };
+    return { ok: false, reason: errorLine(err) };
   }
 }

@@ -6,6 +6,7 @@ import { connect, type IClientOptions, type MqttClient } from "mqtt";
 import { randomBytes } from "node:crypto";
 import { topicsFor } from "../protocol/topics.js";
 import { credentialOptions, type BrokerCredentials } from "./mqtt-link.js";
+import { errorLine } from "../util/errors.js";
 
 export interface ProbeOptions extends BrokerCredentials {
   url: string;
@@ -28,7 +29,7 @@ export async function probeBroker(options: ProbeOptions): Promise<ProbeResult> {
   try {
     topic = topicsFor(options.deviceId).cmdFilter;
   } catch (err) {
-    return { ok: false, clientId, stage: "connect", error: (err as Error).message };
+    return { ok: false, clientId, stage: "connect", error: errorLine(err) };
   }
   const clientOptions: IClientOptions = {
     clientId,
@@ -45,7 +46,7 @@ export async function probeBroker(options: ProbeOptions): Promise<ProbeResult> {
   try {
     client = connect(options.url, clientOptions);
   } catch (err) {
-    return { ok: false, clientId, stage: "connect", error: (err as Error).message };
+    return { ok: false, clientId, stage: "connect", error: errorLine(err) };
   }
   let lastError = "";
   client.on("error", (err) => (lastError = err.message.replace(/\s+/g, " ").trim()));

@@ -26,6 +26,7 @@ import {
   type Filesystem,
   type StatfsFn,
 } from "./disks.js";
+import { errorMessage } from "../util/errors.js";
 
 /** Runs `df -kP` and resolves its standard output; rejects with a one-line reason when df is missing or fails. */
 export type DfRunner = () => Promise<string>;
@@ -157,7 +158,7 @@ export class DiskDiscovery {
       rows = parseDf(await this.df());
     } catch (err) {
       this.dfFailed = true;
-      const why = (err as Error).message.split("\n")[0];
+      const why = errorMessage(err).split("\n")[0];
       return fromMountinfo(`df unavailable (${why}): listing the mount table instead`);
     }
     // df also lists pseudo filesystems (devtmpfs on /dev): matched against every mount, kept if listFilesystems would.

@@ -17,6 +17,7 @@ import {
   type Filesystem,
   type StatfsFn,
 } from "./disks.js";
+import { errnoCode } from "../util/errors.js";
 
 export const MARKER_NAME = ".sharenode-disk.json";
 /** The adoption record in the agent's state dir. */
@@ -71,7 +72,7 @@ async function readMarker(file: string): Promise<MarkerRead> {
   try {
     text = await fsp.readFile(file, "utf8");
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
+    const code = errnoCode(err);
     if (code === "ENOENT") return { missing: true };
     if (code === "EISDIR") return { bad: "is a directory" };
     throw err;
@@ -111,7 +112,7 @@ async function readAdoption(
   try {
     text = await fsp.readFile(file, "utf8");
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    if (errnoCode(err) === "ENOENT") return undefined;
     throw err;
   }
   let s: Partial<AdoptionState>;

@@ -14,6 +14,7 @@ import {
   type BlockDevice,
   type MountEntry,
 } from "../../board/host-paths.js";
+import { errnoCode } from "../util/errors.js";
 
 /**
  * - `root`: the filesystem holding "/" (and any other mount of the same device, e.g. a bind mount of it)
@@ -267,7 +268,7 @@ export async function locateDir(path: string, paths = new HostPaths(), statfs: S
         filesystem: await withSpace(found, statfs, existing),
       };
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
+      const code = errnoCode(err);
       if ((code !== "ENOENT" && code !== "ENOTDIR") || dirname(probe) === probe) throw err;
       probe = dirname(probe);
     }

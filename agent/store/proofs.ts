@@ -9,6 +9,7 @@ import {
   type StorageProofResponse,
   type StorageProofSigner,
 } from "../protocol/storage-proof.js";
+import { errnoCode, errorLine } from "../util/errors.js";
 
 /** One storage-proof challenge the daemon answered (or failed to). */
 export interface ProofRecord {
@@ -95,7 +96,7 @@ export class ChallengeResponder {
     try {
       challenge = parseChallenge(args);
     } catch (err) {
-      throw new ProofRefused("bad-args", (err as Error).message);
+      throw new ProofRefused("bad-args", errorLine(err));
     }
     const failed = (code: string, message: string) => {
       ledger.record({ ts: now(), objectId: challenge.objectId, ok: false, code, message });
@@ -105,14 +106,14 @@ export class ChallengeResponder {
     try {
       object = await store.openForProof(challenge.objectId);
     } catch (err) {
-      throw failed((err as { code?: string }).code ?? "io", (err as Error).message);
+      throw failed(errnoCode(err) ?? "io", errorLine(err));
     }
     try {
       const response = await answerChallenge(challenge, object, this.options.signer, now);
       ledger.record({ ts: now(), objectId: challenge.objectId, ok: true });
       return response;
     } catch (err) {
-      throw failed("challenge-failed", (err as Error).message);
+      throw failed("challenge-failed", errorLine(err));
     } finally {
       await object.close();
     }

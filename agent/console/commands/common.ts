@@ -4,8 +4,9 @@ import { readFile } from "node:fs/promises";
 import { showPath } from "../../store/disks.js";
 import { ConsoleError } from "../command-api.js";
 import type { DaemonState } from "../context.js";
-import { bytes, duration, oneLine, plural, time } from "../format.js";
+import { bytes, duration, plural, time } from "../format.js";
 import type { DiskPreview } from "../local-state.js";
+import { errnoCode, errorLine } from "../../util/errors.js";
 
 export function num(v: unknown): number | undefined {
   return typeof v === "number" && Number.isFinite(v) ? v : undefined;
@@ -63,6 +64,6 @@ export async function readPem(path: string | undefined, what: string): Promise<s
   try {
     return await readFile(path, "utf8");
   } catch (err) {
-    throw new Error(`cannot read ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? oneLine(err)}`);
+    throw new Error(`cannot read ${what} ${path}: ${errnoCode(err) ?? errorLine(err)}`);
   }
 }

@@ -4,8 +4,9 @@ import { discoverDisks } from "../../store/disk-discovery.js";
 import { showPath } from "../../store/disks.js";
 import type { ConsoleCommand } from "../command-api.js";
 import type { ConsoleContext } from "../context.js";
-import { bytes, fields, oneLine, table } from "../format.js";
+import { bytes, fields, table } from "../format.js";
 import { filesystemLine, noArgs } from "./common.js";
+import { errorLine } from "../../util/errors.js";
 
 export function disksCommand(ctx: ConsoleContext): ConsoleCommand {
   return {
@@ -22,7 +23,7 @@ export function disksCommand(ctx: ConsoleContext): ConsoleCommand {
         if (listing.note) io.print(`note: ${listing.note}\n`);
         list = listing.filesystems;
       } catch (err) {
-        io.print(`cannot list the filesystems: ${oneLine(err)}\n`);
+        io.print(`cannot list the filesystems: ${errorLine(err)}\n`);
         list = undefined;
       }
       if (list) {

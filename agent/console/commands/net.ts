@@ -2,10 +2,11 @@
 // TLS handshake) with timings. Each step gives up after NET_TIMEOUT_MS; Ctrl-C ends it.
 import type { ConsoleCommand } from "../command-api.js";
 import type { ConsoleContext } from "../context.js";
-import { fields, millis, oneLine, time } from "../format.js";
+import { fields, millis, time } from "../format.js";
 import { showUrl } from "../local-state.js";
 import { brokerEndpoint, checkReachability, interfaceLines, readDefaultRoutes, readDnsServers, type Step } from "../net-check.js";
 import { noArgs, readPem } from "./common.js";
+import { errorLine } from "../../util/errors.js";
 
 /** Each step of the broker check. */
 const NET_TIMEOUT_MS = 3000;
@@ -38,7 +39,7 @@ export function netCommand(ctx: ConsoleContext): ConsoleCommand {
       try {
         ca = await readPem(ctx.config.link.ca, "the CA file");
       } catch (err) {
-        io.print(`  ${oneLine(err)}; checking against the system's CAs\n`);
+        io.print(`  ${errorLine(err)}; checking against the system's CAs\n`);
       }
       const label = (s: Step) => ({ dns: "lookup", tcp: "connect", tls: "tls" })[s.step];
       await checkReachability(url, {

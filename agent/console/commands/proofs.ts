@@ -3,8 +3,9 @@
 import type { ProofsSnapshot } from "../../store/proofs.js";
 import type { ConsoleCommand } from "../command-api.js";
 import type { ConsoleContext } from "../context.js";
-import { fields, oneLine, plural, table, time } from "../format.js";
+import { fields, plural, table, time } from "../format.js";
 import { noArgs, num, str } from "./common.js";
+import { errorLine } from "../../util/errors.js";
 
 export function proofsCommand(ctx: ConsoleContext): ConsoleCommand {
   return {
@@ -33,7 +34,7 @@ export function proofsCommand(ctx: ConsoleContext): ConsoleCommand {
           recent.map((r) => [
             num(r.ts) !== undefined ? time(r.ts) : "?",
             str(r.objectId) ?? "?",
-            r.ok ? "ok" : `FAIL ${str(r.code) ?? ""}${r.message ? `: ${oneLine(r.message)}` : ""}`.trim(),
+            r.ok ? "ok" : `FAIL ${str(r.code) ?? ""}${r.message ? `: ${errorLine(r.message)}` : ""}`.trim(),
           ]),
           "  ",
         ),

@@ -1,8 +1,8 @@
 // `reboot`: asks for the word `reboot` (anything else, or Ctrl-C, cancels), then SystemActions.reboot().
 import { ConsoleError, type ConsoleCommand, type ConsoleIo } from "../command-api.js";
 import type { ConsoleContext } from "../context.js";
-import { oneLine } from "../format.js";
 import { noArgs } from "./common.js";
+import { errorLine } from "../../util/errors.js";
 
 export function rebootCommand(ctx: ConsoleContext): ConsoleCommand {
   return {
@@ -28,6 +28,6 @@ export async function rebootNow(ctx: ConsoleContext, io: ConsoleIo): Promise<voi
   try {
     await ctx.system.reboot();
   } catch (err) {
-    throw new ConsoleError(`reboot failed: ${oneLine(err)}`);
+    throw new ConsoleError(`reboot failed: ${errorLine(err)}`);
   }
 }

@@ -4,9 +4,9 @@
 import type { ProbeOptions } from "../../link/probe.js";
 import type { ConsoleCommand, ConsoleIo } from "../command-api.js";
 import type { ConsoleContext } from "../context.js";
-import { oneLine } from "../format.js";
 import { brokerCheck, DISK_CHECK, diskCheck, kernelChecks, type CheckOutcome, type CheckResult } from "../self-checks.js";
 import { noArgs, readPem } from "./common.js";
+import { errorLine } from "../../util/errors.js";
 
 /** The broker probe's MQTT connect and subscribe. */
 const PROBE_TIMEOUT_MS = 5000;
@@ -40,7 +40,7 @@ export function selftestCommand(steps: CheckStep[]): ConsoleCommand {
         try {
           got = await step(io.signal);
         } catch (err) {
-          got = { name: "check", outcome: "fail", detail: oneLine(err) };
+          got = { name: "check", outcome: "fail", detail: errorLine(err) };
         }
         const list = Array.isArray(got) ? got : [got];
         printChecks(io, list);
@@ -90,6 +90,6 @@ async function probeOptions(ctx: ConsoleContext, signal: AbortSignal): Promise<P
       signal,
     };
   } catch (err) {
-    return { error: oneLine(err) };
+    return { error: errorLine(err) };
   }
 }

@@ -106,7 +106,7 @@ export async function readMountInfo(paths: HostPaths): Promise<MountEntry[]> {
   try {
     text = await readFile(file, "utf8");
   } catch (err) {
-    throw new Error(`cannot read ${paths.toHost(file)}: ${errnoText(err)}`);
+    throw new Error(`cannot read ${paths.toHost(file)}: ${errnoText(err)}`, { cause: err });
   }
   return parseMountInfo(text);
 }

@@ -55,7 +55,7 @@ export async function prepareSimTree(simRoot: string): Promise<void> {
     await writeIfMissing(join(simRoot, "dev", "watchdog"), "");
     await writeIfMissing(join(simRoot, "proc", "device-tree", "model"), "sharenode sim board\0");
   } catch (err) {
-    throw new Error(`cannot prepare the sim board under ${simRoot}: ${errnoText(err)}`);
+    throw new Error(`cannot prepare the sim board under ${simRoot}: ${errnoText(err)}`, { cause: err });
   }
 }
 

@@ -36,7 +36,7 @@ class DeviceWatchdog implements HardwareWatchdog {
       try {
         await this.handle.write(PET);
       } catch (err) {
-        throw new Error(`cannot pet watchdog ${this.device}: ${errnoText(err)}`);
+        throw new Error(`cannot pet watchdog ${this.device}: ${errnoText(err)}`, { cause: err });
       }
     });
   }
@@ -46,7 +46,7 @@ class DeviceWatchdog implements HardwareWatchdog {
       try {
         if (magic) await this.handle.write(MAGIC_CLOSE);
       } catch (err) {
-        throw new Error(`cannot disarm watchdog ${this.device}: ${errnoText(err)}`);
+        throw new Error(`cannot disarm watchdog ${this.device}: ${errnoText(err)}`, { cause: err });
       } finally {
         await this.handle.close();
       }

@@ -486,7 +486,7 @@ describe("store challenge | verify-response", () => {
         expectFailure(r, 1, /^sharenode: verify-response: invalid: /);
         expectFailure(r, 1, message);
       } catch (err) {
-        throw new Error(`${name}: ${errorMessage(err)}`);
+        throw new Error(`${name}: ${errorMessage(err)}`, { cause: err });
       }
     }
   });

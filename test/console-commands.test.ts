@@ -680,7 +680,7 @@ describe("selftest", () => {
     try {
       execFileSync("mount", ["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", ro], { stdio: "pipe" });
     } catch (err) {
-      throw new Error(`this test mounts a read-only tmpfs and needs root (CI runs as root): ${errorMessage(err)}`);
+      throw new Error(`this test mounts a read-only tmpfs and needs root (CI runs as root): ${errorMessage(err)}`, { cause: err });
     }
     cleanups.push(() => void execFileSync("umount", [ro]));
     const config = JSON.parse(await fsp.readFile(box.configFile, "utf8")) as { store: { dataDir: string } };

@@ -29,6 +29,12 @@ export default tseslint.config(
     },
   },
   {
+    // Tests read parsed JSON (log records, replies, MQTT payloads) and check it with toEqual/toMatchObject: `any` there
+    // is the shape under test, not a hole in the agent's types. The agent itself keeps the rule.
+    files: ["test/**/*.ts"],
+    rules: { "@typescript-eslint/no-explicit-any": "off" },
+  },
+  {
     files: ["**/*.mjs", "**/*.cjs", "**/*.js"],
     extends: [tseslint.configs.disableTypeChecked],
   },

@@ -332,7 +332,7 @@ class TcpProxy {
 
   static async start(targetPort: number): Promise<TcpProxy> {
     const port = await freePort();
-    let proxy: TcpProxy;
+    // The connection handler runs after the constructor below has set `proxy`.
     const server = createServer((client) => {
       const upstream = netConnect(targetPort, "127.0.0.1");
       proxy.sockets.add(client);
@@ -352,7 +352,7 @@ class TcpProxy {
       client.on("close", close).on("error", close);
       upstream.on("close", close).on("error", close);
     });
-    proxy = new TcpProxy(server, port);
+    const proxy = new TcpProxy(server, port);
     await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
     return proxy;
   }

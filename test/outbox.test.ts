@@ -515,7 +515,7 @@ describe("Outbox against mosquitto", () => {
     } catch (err) {
       const got = new Set(received.map((r) => r.seq));
       const missing = range(1, N).filter((s) => !got.has(s));
-      throw new Error(`${errorMessage(err)}: ${received.length} received (${atKill} before the kill), ${missing.length} missing (${missing.slice(0, 10).join(",")}...), outbox depth ${outbox.depth}; mosquitto_sub: ${consumerErr.slice(-500)}; broker: ${broker.output.slice(-1000)}`);
+      throw new Error(`${errorMessage(err)}: ${received.length} received (${atKill} before the kill), ${missing.length} missing (${missing.slice(0, 10).join(",")}...), outbox depth ${outbox.depth}; mosquitto_sub: ${consumerErr.slice(-500)}; broker: ${broker.output.slice(-1000)}`, { cause: err });
     }
     const order = dedupe(received.filter((r) => r.seq > 0));
     expect(order).toEqual(range(1, N));

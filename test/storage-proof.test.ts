@@ -10,7 +10,7 @@ import { inspect } from "node:util";
 import { blake3 as nobleBlake3 } from "@noble/hashes/blake3.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type DeviceIdentity, deviceIdOf, loadOrCreateDeviceIdentity } from "../agent/identity/device-key";
-import { createOutboard, groupsToRead, type Outboard, parseOutboard } from "../agent/kernels/outboard";
+import { createOutboard, groupsToRead, parseOutboard } from "../agent/kernels/outboard";
 import { makeProofFromData } from "../agent/kernels/proof";
 import { chunkCount } from "../agent/kernels/tree";
 import {

@@ -12,7 +12,7 @@ import {
 import { tmpdir } from "node:os";
 import { basename, delimiter, join } from "node:path";
 import { blake3 as nobleBlake3 } from "@noble/hashes/blake3.js";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { fsyncDir, removeStaleTemps, tempPathFor, writeFileAtomic } from "../agent/durable/atomic";
 import { checkDataDisk } from "../agent/store/disk-marker";
 import { filesystemOf } from "../agent/store/disks";
@@ -424,7 +424,9 @@ describe("a full disk (a tmpfs of 2 MiB each)", () => {
   }
 
   it("an undeclared 3 MB stream hits ENOSPC: disk-full, tmp/ empty, the index unchanged, the store still works", async () => {
-    let { dataDir, store } = await fullDisk();
+    const disk = await fullDisk();
+    const { dataDir } = disk;
+    let { store } = disk;
     const indexBefore = readFileSync(join(dataDir, "index.log"));
     const listBefore = store.list();
 

@@ -134,7 +134,7 @@ describe("delete, pins, eviction, quota", () => {
     }
     // Use object 1 so that object 2 becomes the least recently used unpinned one.
     t += 1000;
-    (await store.openForProof(ids[1]!)).close();
+    await (await store.openForProof(ids[1]!)).close();
     t += 1000;
     const removed: string[] = [];
     store.on("object-removed", (e) => removed.push(`${e.id}:${e.reason}`));

@@ -4,7 +4,7 @@
 import { mkdir, mkdtemp, rm, symlink, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { HostPaths } from "../board/host-paths";
 import { TELEMETRY_FIELDS, TelemetryCollector, cpuPercent, parseProcStat, type StatfsFn } from "../agent/telemetry/collector";
 

@@ -3,7 +3,7 @@
 // judged without being adopted, the store's index and the outbox are scanned without being opened for writing.
 // (The console usually runs as root and the daemon as its own user: a file the console rewrote would be root's.)
 import { createPrivateKey, createPublicKey } from "node:crypto";
-import { readdir, readFile, stat, statfs } from "node:fs/promises";
+import { readFile, stat, statfs } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { HostPaths } from "../../board/host-paths.js";
 import { AGENT_LOCK_FILE, lockOwner, STORE_LOCK_FILE } from "../durable/pid-lock.js";

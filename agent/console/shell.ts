@@ -238,16 +238,16 @@ class Shell {
     const controller = new AbortController();
     this.running = controller;
     let active = true;
-    const shell = this;
+    const columns = () => this.options.columns?.();
     const io: ConsoleIo = {
       // A command that outlives its run (a stray timer) prints nothing over the next prompt.
       print: (text) => {
-        if (active) shell.print(text);
+        if (active) this.print(text);
       },
-      ask: (question) => (active ? shell.ask(question) : Promise.resolve(undefined)),
+      ask: (question) => (active ? this.ask(question) : Promise.resolve(undefined)),
       signal: controller.signal,
       get columns() {
-        return shell.options.columns?.();
+        return columns();
       },
     };
     try {

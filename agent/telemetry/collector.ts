@@ -2,7 +2,7 @@
 // the counters the features keep, merged into the one flat object agent/link/README.md specifies. A node that is
 // missing or unreadable (vendor 3.10 kernels lack some, containers hide others) leaves its field out: telemetry
 // never fails and never stops the agent.
-import { readdir, readFile, readlink, statfs as fsStatfs } from "node:fs/promises";
+import { readFile, readlink, statfs as fsStatfs } from "node:fs/promises";
 import { HostPaths } from "../../board/host-paths.js";
 import { governingTemperature, readThermalZones } from "../../board/thermal.js";
 

@@ -36,7 +36,7 @@ const median = (values) => {
 function sample(fn) {
   let ops = 0;
   const start = performance.now();
-  let elapsed = 0;
+  let elapsed;
   do {
     fn();
     ops++;

@@ -106,7 +106,7 @@ export class Broker {
     try {
       await waitForPort(this.port, 10_000);
     } catch (err) {
-      throw new Error(`${errorMessage(err)}; mosquitto said: ${this.log.trim().slice(-500)}`);
+      throw new Error(`${errorMessage(err)}; mosquitto said: ${this.log.trim().slice(-500)}`, { cause: err });
     }
   }
 

@@ -64,6 +64,6 @@ export async function readPem(path: string | undefined, what: string): Promise<s
   try {
     return await readFile(path, "utf8");
   } catch (err) {
-    throw new Error(`cannot read ${what} ${path}: ${errnoCode(err) ?? errorLine(err)}`);
+    throw new Error(`cannot read ${what} ${path}: ${errnoCode(err) ?? errorLine(err)}`, { cause: err });
   }
 }

@@ -14,7 +14,7 @@ import { ThermalGovernor } from "./health/thermal-governor.js";
 import { monotonicNow } from "./health/timers.js";
 import { WatchdogKeeper } from "./health/watchdog-keeper.js";
 import { loadOrCreateDeviceIdentity, type DeviceIdentity } from "./identity/device-key.js";
-import { CommandGate, type CommandHandler } from "./link/command-gate.js";
+import { CommandGate, type CommandHandler, CommandRefused } from "./link/command-gate.js";
 import { MqttLink } from "./link/mqtt-link.js";
 import { Outbox } from "./link/outbox.js";
 import { parseTopic, topicsFor } from "./protocol/topics.js";
@@ -50,16 +50,6 @@ const FIRST_TELEMETRY_MS = 5_000;
 interface StoreRefusal {
   code: string;
   reason: string;
-}
-
-/** A handler's error with a code, which the command gate turns into an error reply. */
-class CommandFailure extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 export class Agent {
@@ -534,7 +524,7 @@ export class Agent {
       "log.tail": async (args) => {
         const lines = args.lines === undefined ? 50 : args.lines;
         if (typeof lines !== "number" || !Number.isInteger(lines) || lines < 1 || lines > 500) {
-          throw new CommandFailure("bad-args", "lines must be an integer 1..500");
+          throw new CommandRefused("bad-args", "lines must be an integer 1..500");
         }
         return { lines: this.deps.logs.tail(lines) };
       },

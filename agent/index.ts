@@ -51,4 +51,6 @@ export {
   type StorageProofExpectation,
   type StorageProofVerdict,
 } from "./protocol/storage-proof.js";
+// The `status` command's result (types only: nothing is added to the bundle).
+export type { DaemonStatus, ReportedStatus, Reported } from "./protocol/daemon-status.js";
 export { deviceIdOf, publicKeyFromHex, verifySignature } from "./identity/device-key.js";

@@ -54,6 +54,21 @@ export interface CommandContext {
  */
 export type CommandHandler = (args: Record<string, unknown>, ctx: CommandContext) => Promise<unknown>;
 
+/**
+ * A handler's refusal with its own reply code ("bad-args", "not-found"). Any thrown object with a string `code`
+ * of the reply-code form is answered with it (so a store error that carries one, such as ProofRefused, passes
+ * through as it is); this class is for handlers that have no error type of their own.
+ */
+export class CommandRefused extends Error {
+  override readonly name = "CommandRefused";
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 export interface CommandGateOptions {
   deviceId: string;
   /** The fleet key from the device's config: raw 32 bytes or 64 hex digits. */

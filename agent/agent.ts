@@ -111,7 +111,9 @@ export class Agent {
     this.stateLock = new PidLock(join(config.stateDir, AGENT_LOCK_FILE), `the agent state in ${config.stateDir}`);
     await this.stateLock.acquire();
     this.identity = await loadOrCreateDeviceIdentity(config.stateDir);
-    this.log.info(`device ${this.identity.deviceId} (public key ${this.identity.publicKeyHex}), sharenode ${deps.version}`);
+    this.log.info(
+      `device ${this.identity.deviceId} (public key ${this.identity.publicKeyHex}), sharenode ${deps.version}`,
+    );
     await this.startBoard();
     await this.startStore();
     await this.refreshLed();
@@ -159,10 +161,17 @@ export class Agent {
       if (handled.replyPayload === null) return;
       // A response topic is honoured only under the device's own reply namespace: the ACL allows nothing else.
       const asked = parseTopic(packet.properties?.responseTopic);
-      const replyTopic = asked?.kind === "reply" && asked.deviceId === this.identity.deviceId ? packet.properties!.responseTopic! : topics.reply;
+      const replyTopic =
+        asked?.kind === "reply" && asked.deviceId === this.identity.deviceId
+          ? packet.properties!.responseTopic!
+          : topics.reply;
       const correlationData = packet.properties?.correlationData;
       await this.link
-        .publish(replyTopic, handled.replyPayload, { qos: 1, retain: false, properties: correlationData ? { correlationData } : undefined })
+        .publish(replyTopic, handled.replyPayload, {
+          qos: 1,
+          retain: false,
+          properties: correlationData ? { correlationData } : undefined,
+        })
         .catch((err: Error) => cmdLog.warn(`reply to ${handled.cmd ?? "?"} not delivered: ${err.message}`));
     });
     this.link.on("connected", () => this.onLink("online"));
@@ -217,7 +226,9 @@ export class Agent {
       this.scrubber?.stop();
       await this.collector?.stop().catch(() => {});
       // Give records in flight a moment to be acknowledged, so a restart does not send them again.
-      await Promise.race([this.outbox?.idle(), new Promise((resolve) => setTimeout(resolve, 2000).unref())]).catch(() => {});
+      await Promise.race([this.outbox?.idle(), new Promise((resolve) => setTimeout(resolve, 2000).unref())]).catch(
+        () => {},
+      );
       await this.link?.stop().catch((err: Error) => this.log.warn(`link stop: ${err.message}`));
       // Not serving any more: whatever the LED showed, the box is now offline.
       this.halted = true;
@@ -289,9 +300,17 @@ export class Agent {
   /** Last: the watchdogs hold the agent to being healthy from here on, and READY tells systemd everything is up. */
   private async startSupervision(): Promise<void> {
     const { deps } = this;
-    this.watchdog = new WatchdogKeeper({ board: this.board, healthy: () => this.unhealthy(), log: deps.logs.logger("watchdog") });
+    this.watchdog = new WatchdogKeeper({
+      board: this.board,
+      healthy: () => this.unhealthy(),
+      log: deps.logs.logger("watchdog"),
+    });
     await this.watchdog.start();
-    this.systemd = new SdNotify({ env: deps.env ?? process.env, healthy: () => this.unhealthy(), log: deps.logs.logger("systemd") });
+    this.systemd = new SdNotify({
+      env: deps.env ?? process.env,
+      healthy: () => this.unhealthy(),
+      log: deps.logs.logger("systemd"),
+    });
     await this.systemd.ready(this.statusLine());
   }
 
@@ -385,11 +404,14 @@ export class Agent {
       return;
     }
     const size = check.filesystem.size ?? 0;
-    const store = new ObjectStore({
-      dataDir: check.dataDir,
-      quota: config.store.quota,
-      reserveBytes: config.store.reserveBytes ?? defaultReserveBytes(size),
-    }, { now: this.now });
+    const store = new ObjectStore(
+      {
+        dataDir: check.dataDir,
+        quota: config.store.quota,
+        reserveBytes: config.store.reserveBytes ?? defaultReserveBytes(size),
+      },
+      { now: this.now },
+    );
     const storeLog = this.deps.logs.logger("store");
     store.on("recovered", (e) => storeLog.warn(e.message));
     store.on("object-added", (o) => void this.event({ type: "object-added", id: o.id, length: o.length }));
@@ -421,7 +443,9 @@ export class Agent {
       running = true;
       try {
         const r = await scrubber.runOnce();
-        scrubLog.info(`checked ${r.checked} objects (${r.bytes} bytes); corrupt ${r.corrupt.length}, missing ${r.missing.length}`);
+        scrubLog.info(
+          `checked ${r.checked} objects (${r.bytes} bytes); corrupt ${r.corrupt.length}, missing ${r.missing.length}`,
+        );
         this.lastScrub = { at: this.now(), checked: r.checked, corrupt: r.corrupt.length, missing: r.missing.length };
       } catch (err) {
         scrubLog.error(`scrub failed: ${errorLine(err)}`);
@@ -446,7 +470,10 @@ export class Agent {
   }
 
   private logFailures(fn: () => unknown): () => void {
-    return () => void Promise.resolve().then(fn).catch((err: Error) => this.log.error(err.message));
+    return () =>
+      void Promise.resolve()
+        .then(fn)
+        .catch((err: Error) => this.log.error(err.message));
   }
 
   private async event(body: Record<string, unknown>): Promise<void> {
@@ -499,7 +526,12 @@ export class Agent {
       store: this.store
         ? { running: true, ...(await this.store.status()), lastScrub: this.lastScrub ?? null }
         : { running: false, ...(this.storeRefusal ?? { code: "not-started", reason: "not started yet" }) },
-      board: { name: this.board.name, description: this.board.description, led: this.ledPattern(), problems: [...this.board.problems] },
+      board: {
+        name: this.board.name,
+        description: this.board.description,
+        led: this.ledPattern(),
+        problems: [...this.board.problems],
+      },
       health: {
         thermal: this.thermal?.state,
         limits: this.resources?.limits(),
@@ -536,4 +568,3 @@ export class Agent {
 async function readOptional(path: string | undefined): Promise<string | undefined> {
   return path === undefined ? undefined : readFile(path, "utf8");
 }
-

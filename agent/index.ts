@@ -19,12 +19,7 @@ export {
 } from "./kernels/blake3.js";
 export { sha256, sha256Into, createSha256, Sha256Hasher } from "./kernels/sha256.js";
 export { toHex, fromHex } from "./util/hex.js";
-export {
-  makeProofFromData,
-  verifyProof,
-  ProofVerifier,
-  ProofError,
-} from "./kernels/proof.js";
+export { makeProofFromData, verifyProof, ProofVerifier, ProofError } from "./kernels/proof.js";
 export {
   OutboardBuilder,
   createOutboard,

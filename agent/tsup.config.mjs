@@ -9,7 +9,14 @@ import { defineConfig } from "tsup";
 
 const absentInNode = fileURLToPath(new URL("./link/absent-in-node.cjs", import.meta.url));
 
-const common = { format: ["esm"], target: "node20", platform: "node", splitting: false, sourcemap: false, clean: false };
+const common = {
+  format: ["esm"],
+  target: "node20",
+  platform: "node",
+  splitting: false,
+  sourcemap: false,
+  clean: false,
+};
 
 export default defineConfig([
   {
@@ -17,7 +24,9 @@ export default defineConfig([
     entry: { sharenode: "agent/cli.ts" },
     noExternal: ["mqtt", "node-disk-info"],
     // CommonJS dependencies (mqtt.js's) call require(): give the ES module bundle one.
-    banner: { js: "import { createRequire as __snCreateRequire } from 'node:module'; const require = __snCreateRequire(import.meta.url);" },
+    banner: {
+      js: "import { createRequire as __snCreateRequire } from 'node:module'; const require = __snCreateRequire(import.meta.url);",
+    },
     minify: true,
     esbuildOptions(options) {
       options.alias = {

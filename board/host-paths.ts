@@ -89,7 +89,10 @@ export function parseMountInfo(text: string): MountEntry[] {
       optional: f.slice(6, dash),
       fstype: unescapeOctal(f[dash + 1]!),
       source: unescapeOctal(f[dash + 2]!),
-      superOptions: (f[dash + 3] ?? "").split(",").filter((o) => o !== "").map(unescapeOctal),
+      superOptions: (f[dash + 3] ?? "")
+        .split(",")
+        .filter((o) => o !== "")
+        .map(unescapeOctal),
     });
   }
   return entries;
@@ -191,7 +194,11 @@ async function describeSysDevice(paths: HostPaths, link: string): Promise<BlockD
 }
 
 /** The block device with these numbers, through /sys/dev/block/MAJ:MIN; undefined when sysfs has none. */
-export async function blockDeviceByNumber(paths: HostPaths, major: number, minor: number): Promise<BlockDevice | undefined> {
+export async function blockDeviceByNumber(
+  paths: HostPaths,
+  major: number,
+  minor: number,
+): Promise<BlockDevice | undefined> {
   const dev = await describeSysDevice(paths, paths.sys("dev", "block", `${major}:${minor}`));
   if (dev && dev.major < 0) {
     dev.major = major;

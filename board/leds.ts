@@ -19,7 +19,10 @@ import type { LedState } from "./profiles.js";
  * heartbeat"). A fake tree holds whatever was last written ("timer"), so a lone unbracketed word is the current one.
  */
 export function parseTriggers(text: string): { current: string | undefined; available: string[] } {
-  const tokens = text.trim().split(/\s+/).filter((t) => t !== "");
+  const tokens = text
+    .trim()
+    .split(/\s+/)
+    .filter((t) => t !== "");
   let current: string | undefined;
   const available = tokens.map((token) => {
     const bracketed = /^\[(.+)\]$/.exec(token);
@@ -94,12 +97,22 @@ function resolve(state: LedState, triggers: ReadonlySet<string>): { state: LedSt
 function writesFor(state: LedState, max: string): Array<[attribute: string, value: string]> {
   switch (state.kind) {
     case "off":
-      return [["trigger", "none"], ["brightness", "0"]];
+      return [
+        ["trigger", "none"],
+        ["brightness", "0"],
+      ];
     case "on":
-      return [["trigger", "none"], ["brightness", max]];
+      return [
+        ["trigger", "none"],
+        ["brightness", max],
+      ];
     case "blink":
       // delay_on/delay_off appear once the timer trigger is active.
-      return [["trigger", "timer"], ["delay_on", String(state.onMs)], ["delay_off", String(state.offMs)]];
+      return [
+        ["trigger", "timer"],
+        ["delay_on", String(state.onMs)],
+        ["delay_off", String(state.offMs)],
+      ];
     case "heartbeat":
       return [["trigger", "heartbeat"]];
   }
@@ -151,7 +164,16 @@ export class StatusLeds {
         } catch {
           // Every LED class device has max_brightness; without one, 1 is what a GPIO LED takes as "on".
         }
-        leds.push({ role, name, dir, triggers: new Set(triggers), max, shown: undefined, broken: false, fixedRate: false });
+        leds.push({
+          role,
+          name,
+          dir,
+          triggers: new Set(triggers),
+          max,
+          shown: undefined,
+          broken: false,
+          fixedRate: false,
+        });
         found = true;
         break;
       }

@@ -18,10 +18,7 @@ export interface BoardFacts {
 
 /** One LED's wanted state; blink timings go to the kernel's "timer" trigger (delay_on/delay_off, milliseconds). */
 export type LedState =
-  | { kind: "off" }
-  | { kind: "on" }
-  | { kind: "blink"; onMs: number; offMs: number }
-  | { kind: "heartbeat" };
+  { kind: "off" } | { kind: "on" } | { kind: "blink"; onMs: number; offMs: number } | { kind: "heartbeat" };
 
 export interface BoardProfile {
   /** The config name (`board = "..."`). */
@@ -90,7 +87,12 @@ function piTypeFromRevision(revision: string | undefined): number | "old" | unde
 function piConsole(facts: BoardFacts): { tty: string; baud: number } {
   const name = facts.model ?? facts.cpuinfo.model;
   const type = piTypeFromRevision(facts.cpuinfo.revision);
-  if ((name && /Raspberry Pi (5|500)\b|Compute Module 5/.test(name)) || type === 0x17 || type === 0x18 || type === 0x19) {
+  if (
+    (name && /Raspberry Pi (5|500)\b|Compute Module 5/.test(name)) ||
+    type === 0x17 ||
+    type === 0x18 ||
+    type === 0x19
+  ) {
     return { tty: "ttyAMA10", baud: BAUD };
   }
   if (

@@ -43,7 +43,12 @@ async function listMatching(dir: string, pattern: RegExp): Promise<string[]> {
   return names.filter((n) => pattern.test(n)).sort((a, b) => number(a) - number(b));
 }
 
-async function readSensor(paths: HostPaths, zone: string, type: string | undefined, file: string): Promise<ThermalReading> {
+async function readSensor(
+  paths: HostPaths,
+  zone: string,
+  type: string | undefined,
+  file: string,
+): Promise<ThermalReading> {
   const reading: ThermalReading = { zone };
   if (type !== undefined) reading.type = type;
   let text: string;
@@ -91,7 +96,10 @@ export async function readThermalZones(paths: HostPaths, hwmonNames: readonly st
  * The temperature that governs throttling: the hottest zone of the first preferred type that has a reading, else
  * the hottest readable zone of any type (a board without a profile still has its hottest sensor watched).
  */
-export function governingTemperature(readings: readonly ThermalReading[], preferredTypes: readonly string[]): number | undefined {
+export function governingTemperature(
+  readings: readonly ThermalReading[],
+  preferredTypes: readonly string[],
+): number | undefined {
   const hottest = (list: readonly ThermalReading[]) => {
     const values = list.map((r) => r.celsius).filter((c): c is number => c !== undefined);
     return values.length === 0 ? undefined : Math.max(...values);

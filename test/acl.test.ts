@@ -30,7 +30,11 @@ interface Received {
 }
 
 /** A connected client that records every message it receives. */
-async function connect(username: string | undefined, password = username ? PASSWORDS[username] : undefined, extra: mqtt.IClientOptions = {}) {
+async function connect(
+  username: string | undefined,
+  password = username ? PASSWORDS[username] : undefined,
+  extra: mqtt.IClientOptions = {},
+) {
   const client = await mqtt.connectAsync(broker.url, {
     clientId: `test-${username ?? "anon"}-${Math.random().toString(16).slice(2, 8)}`,
     username,
@@ -62,7 +66,11 @@ beforeAll(async () => {
     .map((l) => l.trim())
     .filter((l) => l !== "" && !l.startsWith("#") && !l.startsWith("listener "))
     .map((l) => l.replaceAll("/etc/mosquitto/", "{dir}/"));
-  expect(conf).toEqual(["allow_anonymous false", "password_file {dir}/sharenode.passwd", "acl_file {dir}/sharenode.acl"]);
+  expect(conf).toEqual([
+    "allow_anonymous false",
+    "password_file {dir}/sharenode.passwd",
+    "acl_file {dir}/sharenode.acl",
+  ]);
 
   // The password file as an operator makes it: mosquitto_passwd -b, one account at a time.
   const scratch = await mkdtemp(join(tmpdir(), "sharenode-passwd-"));
@@ -79,7 +87,10 @@ beforeAll(async () => {
       // mosquitto started as root drops to the user "mosquitto" before it reads the password file, which the
       // helper keeps in root's 0700 temp directory: stay the user the test runs as (ignored when not root).
       config: [...conf, `user ${userInfo().username}`],
-      files: { "sharenode.passwd": await readFile(file, "utf8"), "sharenode.acl": await readFile(new URL("acl", BOARD), "utf8") },
+      files: {
+        "sharenode.passwd": await readFile(file, "utf8"),
+        "sharenode.acl": await readFile(new URL("acl", BOARD), "utf8"),
+      },
     });
   } finally {
     await rm(scratch, { recursive: true, force: true });
@@ -99,7 +110,9 @@ describe("board/mosquitto", () => {
     const consumer = await connect("fleet");
     await consumer.client.subscribeAsync("$share/consumers/sharenode/v1/+/events", { qos: 1 });
     const death = JSON.stringify({ state: "offline", bdSeq: 7 });
-    const a = await connect(A, undefined, { will: { topic: `sharenode/v1/${A}/state`, payload: Buffer.from(death), qos: 1, retain: true } });
+    const a = await connect(A, undefined, {
+      will: { topic: `sharenode/v1/${A}/state`, payload: Buffer.from(death), qos: 1, retain: true },
+    });
     const birth = JSON.stringify({ state: "online", bdSeq: 7, ts: 1764313273000, version: "0.1.0" });
     const telemetry = JSON.stringify({ seq: 1, ts: 1764313273480, cpu_pct: 12.5 });
     const event = '{"seq":1,"ts":1764313273490,"type":"boot"}';
@@ -124,7 +137,9 @@ describe("board/mosquitto", () => {
     const a = await connect(A);
     const b = await connect(B);
     // A tries to listen in on B: its commands, and everyone's telemetry. Its own commands are the control.
-    await a.client.subscribeAsync([`sharenode/v1/${B}/cmd/#`, "sharenode/v1/+/telemetry", `sharenode/v1/${A}/cmd/#`], { qos: 1 });
+    await a.client.subscribeAsync([`sharenode/v1/${B}/cmd/#`, "sharenode/v1/+/telemetry", `sharenode/v1/${A}/cmd/#`], {
+      qos: 1,
+    });
     await b.client.subscribeAsync(`sharenode/v1/${B}/cmd/#`, { qos: 1 });
     await fleet.client.subscribeAsync("sharenode/v1/+/telemetry", { qos: 1 });
 
@@ -147,7 +162,13 @@ describe("board/mosquitto", () => {
     const a = await connect(A);
 
     // Forged telemetry for B, a command to B (only the fleet may), a command to itself, a topic outside the tree.
-    for (const topic of [`sharenode/v1/${B}/telemetry`, `sharenode/v1/${B}/state`, `sharenode/v1/${B}/cmd/ping`, `sharenode/v1/${A}/cmd/ping`, "other/topic"]) {
+    for (const topic of [
+      `sharenode/v1/${B}/telemetry`,
+      `sharenode/v1/${B}/state`,
+      `sharenode/v1/${B}/cmd/ping`,
+      `sharenode/v1/${A}/cmd/ping`,
+      "other/topic",
+    ]) {
       await a.client.publishAsync(topic, "forged", { qos: 1 }).catch(() => {}); // MQTT 5 may answer "not authorized"
     }
     await a.client.publishAsync(`sharenode/v1/${A}/telemetry`, "genuine", { qos: 1 }); // the control

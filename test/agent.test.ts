@@ -40,7 +40,11 @@ function objectBytes(length: number, step: number): Uint8Array {
 function storeAdd(data: Uint8Array, name: string): string {
   const file = join(work, name);
   writeFileSync(file, data);
-  const add = spawnSync(process.execPath, [BIN, "store", "add", file, "--data", join(work, "data"), "--state", join(work, "state"), "--allow-system-disk"], { encoding: "utf8" });
+  const add = spawnSync(
+    process.execPath,
+    [BIN, "store", "add", file, "--data", join(work, "data"), "--state", join(work, "state"), "--allow-system-disk"],
+    { encoding: "utf8" },
+  );
   expect(add.stderr).toBe("");
   expect(add.status).toBe(0);
   return Buffer.from(blake3(data)).toString("hex");
@@ -48,7 +52,9 @@ function storeAdd(data: Uint8Array, name: string): string {
 
 /** The state messages (births and deaths) received so far, parsed. */
 const states = (): Array<{ state: string; bdSeq: number }> =>
-  inbox.filter((m) => m.topic === topicsFor(deviceId).state).map((m) => JSON.parse(m.payload.toString()) as { state: string; bdSeq: number });
+  inbox
+    .filter((m) => m.topic === topicsFor(deviceId).state)
+    .map((m) => JSON.parse(m.payload.toString()) as { state: string; bdSeq: number });
 
 /** The bdSeq counter the agent persisted before its last connection attempt. */
 const persistedBdSeq = (): number => Number(readFileSync(join(work, "state", "bdseq"), "utf8"));
@@ -77,7 +83,10 @@ async function command(name: string, payload: Uint8Array): Promise<Reply> {
   const topics = topicsFor(deviceId);
   const responseTopic = topics.replyTo(`t${Math.random().toString(16).slice(2)}`);
   await client.subscribeAsync(responseTopic, { qos: 1 });
-  await client.publishAsync(topics.cmd(name), Buffer.from(payload), { qos: 1, properties: { responseTopic, correlationData: Buffer.from("corr-1") } });
+  await client.publishAsync(topics.cmd(name), Buffer.from(payload), {
+    qos: 1,
+    properties: { responseTopic, correlationData: Buffer.from("corr-1") },
+  });
   const message = await waitFor(`a reply to ${name}`, () => inbox.find((m) => m.topic === responseTopic));
   expect(message.correlationData?.toString()).toBe("corr-1");
   const opened = openReply(message.payload, { devicePublicKey, deviceId });
@@ -85,8 +94,13 @@ async function command(name: string, payload: Uint8Array): Promise<Reply> {
   return opened.reply;
 }
 
-const sign = (cmd: string, args: Record<string, unknown> = {}, key: FleetKey = fleet, exp = Date.now() + 60_000, nonce?: string) =>
-  signCommand({ cmd, deviceId, args, exp, nonce }, key);
+const sign = (
+  cmd: string,
+  args: Record<string, unknown> = {},
+  key: FleetKey = fleet,
+  exp = Date.now() + 60_000,
+  nonce?: string,
+) => signCommand({ cmd, deviceId, args, exp, nonce }, key);
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), "sharenode-agent-"));
@@ -95,13 +109,20 @@ beforeAll(async () => {
   fleet = await loadOrCreateFleetKey(join(work, "fleet", "device-key.pem"));
   forger = await loadOrCreateFleetKey(join(work, "forger", "device-key.pem"));
   client = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: "fleet-test" });
-  client.on("message", (topic, payload, packet) => inbox.push({ topic, payload, correlationData: packet.properties?.correlationData }));
-  await client.subscribeAsync(["sharenode/v1/+/state", "sharenode/v1/+/telemetry", "sharenode/v1/+/events"], { qos: 1 });
+  client.on("message", (topic, payload, packet) =>
+    inbox.push({ topic, payload, correlationData: packet.properties?.correlationData }),
+  );
+  await client.subscribeAsync(["sharenode/v1/+/state", "sharenode/v1/+/telemetry", "sharenode/v1/+/events"], {
+    qos: 1,
+  });
   stored.objectId = storeAdd(stored.data, "stored.bin");
   agent = spawn(process.execPath, [BIN, "run"], { env: env(), stdio: ["ignore", "pipe", "pipe"] });
   agent.stdout!.on("data", (d: Buffer) => (agentLog += d.toString()));
   agent.stderr!.on("data", (d: Buffer) => (agentLog += d.toString()));
-  const m = await waitFor("the device id in the log", () => /device ([0-9a-f]{32}) \(public key ([0-9a-f]{64})\)/.exec(agentLog) ?? undefined);
+  const m = await waitFor(
+    "the device id in the log",
+    () => /device ([0-9a-f]{32}) \(public key ([0-9a-f]{64})\)/.exec(agentLog) ?? undefined,
+  );
   deviceId = m[1]!;
   devicePublicKey = m[2]!;
   // Subscribed to its commands: any test may send one first.
@@ -133,10 +154,25 @@ describe("sharenode run", () => {
 
   it("publishes telemetry, the first round seconds after start at the default 60 s interval: a flat object of numbers with a sequence number", async () => {
     // 30 s after the device id was logged at most: well inside the first regular round at 60 s.
-    const message = await waitFor("telemetry", () => inbox.find((m) => m.topic === topicsFor(deviceId).telemetry), 30_000);
+    const message = await waitFor(
+      "telemetry",
+      () => inbox.find((m) => m.topic === topicsFor(deviceId).telemetry),
+      30_000,
+    );
     const t = JSON.parse(message.payload.toString()) as Record<string, unknown>;
     for (const [k, v] of Object.entries(t)) expect(typeof v, k).toBe("number");
-    for (const k of ["seq", "ts", "uptime_s", "cpu_pct", "mem_total_bytes", "store_objects", "outbox_depth", "reconnects", "throttled"]) expect(t).toHaveProperty(k);
+    for (const k of [
+      "seq",
+      "ts",
+      "uptime_s",
+      "cpu_pct",
+      "mem_total_bytes",
+      "store_objects",
+      "outbox_depth",
+      "reconnects",
+      "throttled",
+    ])
+      expect(t).toHaveProperty(k);
     expect(t.seq).toBe(1);
     // The sim board's zone reads 45 °C: not throttled.
     expect(t.throttled).toBe(0);
@@ -174,7 +210,11 @@ describe("sharenode run", () => {
         publicKey: devicePublicKey,
         store: { running: true },
         board: { name: "sim", led: "online" },
-        health: { thermal: { throttled: false, temperatureC: 45 }, limits: { scrubAllowed: true }, watchdog: { device: "/dev/watchdog", petIntervalMs: 10_000 } },
+        health: {
+          thermal: { throttled: false, temperatureC: 45 },
+          limits: { scrubAllowed: true },
+          watchdog: { device: "/dev/watchdog", petIntervalMs: 10_000 },
+        },
       });
     }
     const config = await command("config.get", sign("config.get"));
@@ -201,16 +241,25 @@ describe("sharenode run", () => {
     expect(verifyStorageResponse(reply.result, expected)).toMatchObject({ ok: true });
     // The check is real: the same response does not verify for another challenge, or under another key.
     expect(verifyStorageResponse(reply.result, { ...expected, nonce: "12".repeat(32) })).toMatchObject({ ok: false });
-    expect(verifyStorageResponse(reply.result, { ...expected, publicKey: Buffer.from(fleet.publicKeyHex, "hex") })).toMatchObject({ ok: false });
+    expect(
+      verifyStorageResponse(reply.result, { ...expected, publicKey: Buffer.from(fleet.publicKeyHex, "hex") }),
+    ).toMatchObject({ ok: false });
 
     const absent = objectBytes(200_000, 37);
     const file = join(work, "absent.bin");
     writeFileSync(file, absent);
     // While the agent runs, it owns the store: the CLI is refused (one process per data directory).
-    const add = spawnSync(process.execPath, [BIN, "store", "add", file, "--data", join(work, "data"), "--state", join(work, "state"), "--allow-system-disk"], { encoding: "utf8" });
+    const add = spawnSync(
+      process.execPath,
+      [BIN, "store", "add", file, "--data", join(work, "data"), "--state", join(work, "state"), "--allow-system-disk"],
+      { encoding: "utf8" },
+    );
     expect(add.status).toBe(1);
     expect(add.stderr).toMatch(/in use by process/);
-    const missing = await command("store.challenge", sign("store.challenge", { objectId: Buffer.from(blake3(absent)).toString("hex"), nonce, count: 1 }));
+    const missing = await command(
+      "store.challenge",
+      sign("store.challenge", { objectId: Buffer.from(blake3(absent)).toString("hex"), nonce, count: 1 }),
+    );
     expect(missing.ok).toBe(false);
     if (!missing.ok) expect(missing.error.code).toBe("not-found");
   });
@@ -221,24 +270,42 @@ describe("sharenode run", () => {
     expect(ping.stderr).toBe("");
     expect(ping.status).toBe(0);
     expect(JSON.parse(ping.stdout)).toMatchObject({ pong: true });
-    const tail = spawnSync(process.execPath, [BIN, "fleet", "send", deviceId, "log.tail", "--args", '{"lines":2}', "--device-key", devicePublicKey, ...base], { encoding: "utf8" });
+    const tail = spawnSync(
+      process.execPath,
+      [BIN, "fleet", "send", deviceId, "log.tail", "--args", '{"lines":2}', "--device-key", devicePublicKey, ...base],
+      { encoding: "utf8" },
+    );
     expect(tail.status).toBe(0);
     expect(JSON.parse(tail.stdout).lines).toHaveLength(2);
     // A command the device refuses: exit 1 with the device's code, one line.
-    const bad = spawnSync(process.execPath, [BIN, "fleet", "send", deviceId, "log.tail", "--args", '{"lines":0}', ...base], { encoding: "utf8" });
+    const bad = spawnSync(
+      process.execPath,
+      [BIN, "fleet", "send", deviceId, "log.tail", "--args", '{"lines":0}', ...base],
+      { encoding: "utf8" },
+    );
     expect(bad.status).toBe(1);
     expect(bad.stderr).toMatch(/^sharenode: fleet send: log.tail refused by the device: bad-args: /);
     // A key that is not the device's is refused before anything is sent.
-    const wrongKey = spawnSync(process.execPath, [BIN, "fleet", "send", deviceId, "ping", "--device-key", "ab".repeat(32), ...base], { encoding: "utf8" });
+    const wrongKey = spawnSync(
+      process.execPath,
+      [BIN, "fleet", "send", deviceId, "ping", "--device-key", "ab".repeat(32), ...base],
+      { encoding: "utf8" },
+    );
     expect(wrongKey.status).toBe(2);
-    const watch = spawnSync(process.execPath, [BIN, "fleet", "watch", "--broker", broker.url, "--duration", "3"], { encoding: "utf8" });
+    const watch = spawnSync(process.execPath, [BIN, "fleet", "watch", "--broker", broker.url, "--duration", "3"], {
+      encoding: "utf8",
+    });
     expect(watch.status).toBe(0);
     const row = watch.stdout.split("\n").find((l) => l.startsWith(deviceId));
     expect(row, watch.stdout).toMatch(new RegExp(`^${deviceId}\\s+yes\\s`));
   }, 30_000);
 
   it("stops cleanly on SIGTERM: publishes offline itself and exits 0; then an object added meanwhile can be challenged", async () => {
-    const birth = await waitFor("the birth", () => states().filter((m) => m.state === "online").at(-1));
+    const birth = await waitFor("the birth", () =>
+      states()
+        .filter((m) => m.state === "online")
+        .at(-1),
+    );
     const exited = new Promise<number | null>((resolve) => agent.once("exit", (code) => resolve(code)));
     agent.kill("SIGTERM");
     expect(await exited).toBe(0);
@@ -257,22 +324,40 @@ describe("sharenode run", () => {
     agent.stderr!.on("data", (d: Buffer) => (agentLog += d.toString()));
     await waitFor("the restarted agent", () => (/link: connected/.test(agentLog) ? true : undefined));
     // A new session: the next number, persisted before it connected.
-    const rebirth = await waitFor("the new birth", () => states().find((m) => m.state === "online" && m.bdSeq > offline.bdSeq));
+    const rebirth = await waitFor("the new birth", () =>
+      states().find((m) => m.state === "online" && m.bdSeq > offline.bdSeq),
+    );
     expect(rebirth.bdSeq).toBe(persistedBdSeq());
     expect(rebirth.bdSeq).toBe(offline.bdSeq + 1);
     const nonce = "22".repeat(32);
     const reply = await command("store.challenge", sign("store.challenge", { objectId, nonce, count: 4 }));
     expect(reply.ok).toBe(true);
     if (reply.ok) {
-      const verdict = verifyStorageResponse(reply.result, { objectId, length: data.length, nonce, count: 4, publicKey: Buffer.from(devicePublicKey, "hex") });
+      const verdict = verifyStorageResponse(reply.result, {
+        objectId,
+        length: data.length,
+        nonce,
+        count: 4,
+        publicKey: Buffer.from(devicePublicKey, "hex"),
+      });
       expect(verdict).toMatchObject({ ok: true });
     }
   }, 60_000);
 
   it("refuses a bad config with every problem at once, one line each, exit 2", () => {
     const file = join(work, "bad.json");
-    writeFileSync(file, JSON.stringify({ link: { url: "http://x", protocolVersion: 6, keepaliveSeconds: -1 }, store: { quota: "200%" }, colour: "blue" }));
-    const r = spawnSync(process.execPath, [BIN, "run", "--config", file], { encoding: "utf8", env: { PATH: process.env.PATH } });
+    writeFileSync(
+      file,
+      JSON.stringify({
+        link: { url: "http://x", protocolVersion: 6, keepaliveSeconds: -1 },
+        store: { quota: "200%" },
+        colour: "blue",
+      }),
+    );
+    const r = spawnSync(process.execPath, [BIN, "run", "--config", file], {
+      encoding: "utf8",
+      env: { PATH: process.env.PATH },
+    });
     expect(r.status).toBe(2);
     const lines = r.stderr.trimEnd().split("\n");
     expect(lines.length).toBeGreaterThanOrEqual(5);

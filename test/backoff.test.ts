@@ -11,7 +11,7 @@ describe("Backoff", () => {
 
   it("draws every delay in [0, ceiling)", () => {
     let x = 12345;
-    const random = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    const random = () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 2 ** 32;
     const b = new Backoff({ baseMs: 500, capMs: 8000, random });
     for (let n = 0; n < 1000; n++) {
       const ceiling = b.ceilingMs;

@@ -132,7 +132,8 @@ function feed(hasher: Blake3Hasher, input: Uint8Array, sizes: number[]): Blake3H
   return hasher;
 }
 
-const hex = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
+const hex = (bytes: Uint8Array): string =>
+  Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
 const utf8 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, "utf8"));
 const concat = (parts: Uint8Array[]): Uint8Array => new Uint8Array(Buffer.concat(parts));
 
@@ -172,7 +173,10 @@ function modes(key: Uint8Array, context: string): Mode[] {
 
 const VECTOR_MODES = modes(utf8(vectors.key), vectors.context_string);
 // A non-ASCII context: the kernel must hash its UTF-8 bytes.
-const MODES = modes(randomBytes(rngFor(SEED, "key"), BLAKE3_KEY_LEN), "sharenode tests 2024-06-01 blake3 \u00e9t\u00e9 \u{1F511}");
+const MODES = modes(
+  randomBytes(rngFor(SEED, "key"), BLAKE3_KEY_LEN),
+  "sharenode tests 2024-06-01 blake3 \u00e9t\u00e9 \u{1F511}",
+);
 
 // --- differential inputs, shared by both builds (the @noble/hashes side is the slow one) --------------------
 
@@ -209,10 +213,17 @@ const PARENT = 4;
 const ROOT = 8;
 const KEYED_HASH = 16;
 
-const words = (bytes: Uint8Array): number[] => Array.from({ length: 16 }, (_, i) => Buffer.from(bytes).readUInt32LE(i * 4) >>> 0);
+const words = (bytes: Uint8Array): number[] =>
+  Array.from({ length: 16 }, (_, i) => Buffer.from(bytes).readUInt32LE(i * 4) >>> 0);
 
 /** The 16-word result of compressing `block` (64 bytes, zero-padded) into chaining value cv. */
-function referenceCompress(cv: number[], block: Uint8Array, counter: bigint, blockLen: number, flags: number): number[] {
+function referenceCompress(
+  cv: number[],
+  block: Uint8Array,
+  counter: bigint,
+  blockLen: number,
+  flags: number,
+): number[] {
   const padded = new Uint8Array(64);
   padded.set(block);
   let m = words(padded);
@@ -278,7 +289,8 @@ function referenceOutput(key: Uint8Array | null, input: Uint8Array, position: nu
   const flags = CHUNK_START | CHUNK_END | ROOT | (key ? KEYED_HASH : 0);
   const first = Math.floor(position / 64);
   const blocks: Uint8Array[] = [];
-  for (let b = first; b * 64 < position + length; b++) blocks.push(wordsToBytes(referenceCompress(cv, input, BigInt(b), input.length, flags)));
+  for (let b = first; b * 64 < position + length; b++)
+    blocks.push(wordsToBytes(referenceCompress(cv, input, BigInt(b), input.length, flags)));
   const skip = position - first * 64;
   return concat(blocks).subarray(skip, skip + length);
 }
@@ -294,7 +306,8 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
     if (build === "simd") {
       expect(simdSupported(), "this runtime rejects WebAssembly SIMD, so the simd build cannot run here").toBe(true);
     }
-    const raw = instantiateKernel(kernelBytes(build === "simd" ? BLAKE3_SIMD_WASM : BLAKE3_SCALAR_WASM), build).exports as {
+    const raw = instantiateKernel(kernelBytes(build === "simd" ? BLAKE3_SIMD_WASM : BLAKE3_SCALAR_WASM), build)
+      .exports as {
       simd(): number;
     };
     expect(raw.simd(), "the kernel's own simd() flag").toBe(build === "simd" ? 1 : 0);
@@ -343,20 +356,23 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
 
   // --- differential against @noble/hashes -------------------------------------------------------------------
 
-  it.each(DIFFERENTIAL_LENGTHS)("equals @noble/hashes on random input of %i bytes, all modes, one-shot and streamed", (length) => {
-    const k = kernel();
-    const input = differentialInput(length);
-    const rand = rngFor(SEED, `${build} differential ${length}`);
-    for (const mode of MODES) {
-      const expected = hex(nobleOutput(mode, length));
-      const at = (how: string) => where(`${mode.name}, ${length} bytes, ${how}`);
-      expect(hex(mode.oneShot(k, input, 131)), at("one-shot")).toBe(expected);
-      expect(hex(mode.oneShot(k, input)), at("one-shot, default length")).toBe(expected.slice(0, 64));
-      for (const [how, sizes] of strategies(rand, length)) {
-        expect(hex(feed(mode.hasher(k), input, sizes).digest(131)), at(`streamed, ${how}`)).toBe(expected);
+  it.each(DIFFERENTIAL_LENGTHS)(
+    "equals @noble/hashes on random input of %i bytes, all modes, one-shot and streamed",
+    (length) => {
+      const k = kernel();
+      const input = differentialInput(length);
+      const rand = rngFor(SEED, `${build} differential ${length}`);
+      for (const mode of MODES) {
+        const expected = hex(nobleOutput(mode, length));
+        const at = (how: string) => where(`${mode.name}, ${length} bytes, ${how}`);
+        expect(hex(mode.oneShot(k, input, 131)), at("one-shot")).toBe(expected);
+        expect(hex(mode.oneShot(k, input)), at("one-shot, default length")).toBe(expected.slice(0, 64));
+        for (const [how, sizes] of strategies(rand, length)) {
+          expect(hex(feed(mode.hasher(k), input, sizes).digest(131)), at(`streamed, ${how}`)).toBe(expected);
+        }
       }
-    }
-  });
+    },
+  );
 
   // --- extendable output ------------------------------------------------------------------------------------
 
@@ -392,15 +408,32 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
             }
             got += n;
           }
-          expect(hex(concat(parts)), at(`${total} bytes read in pieces of ${pattern.join(", ")}`)).toBe(hex(expected.subarray(0, total)));
+          expect(hex(concat(parts)), at(`${total} bytes read in pieces of ${pattern.join(", ")}`)).toBe(
+            hex(expected.subarray(0, total)),
+          );
         }
 
         const reader = hasher.xof();
-        const positions = [0, 1, 63, 64, 65, 1023, 1024, 1025, 4095, 9000, int(rand, 0, OUT - 1), int(rand, 0, OUT - 1)];
+        const positions = [
+          0,
+          1,
+          63,
+          64,
+          65,
+          1023,
+          1024,
+          1025,
+          4095,
+          9000,
+          int(rand, 0, OUT - 1),
+          int(rand, 0, OUT - 1),
+        ];
         for (const position of positions) {
           const n = int(rand, 0, Math.min(1100, OUT - position));
           reader.seek(position);
-          expect(hex(reader.read(n)), at(`seek(${position}), read(${n})`)).toBe(hex(expected.subarray(position, position + n)));
+          expect(hex(reader.read(n)), at(`seek(${position}), read(${n})`)).toBe(
+            hex(expected.subarray(position, position + n)),
+          );
           // Reading on continues from where the last read ended.
           const m = Math.min(100, OUT - position - n);
           expect(hex(reader.read(m)), at(`seek(${position}), read(${n}), read(${m})`)).toBe(
@@ -424,12 +457,19 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
       expect(hex(referenceOutput(refKey, input, 0, 1000)), "the test's reference compression").toBe(hex(noble));
       const reader = hasher.xof();
       // Block counters past 2^32 (the high counter word) and near the largest safe position.
-      for (const position of [2 ** 32 * 64 - 100, 2 ** 32 * 64, 2 ** 40 + 3, 2 ** 50 + int(rand, 0, 2 ** 20), Number.MAX_SAFE_INTEGER - 3000]) {
+      for (const position of [
+        2 ** 32 * 64 - 100,
+        2 ** 32 * 64,
+        2 ** 40 + 3,
+        2 ** 50 + int(rand, 0, 2 ** 20),
+        Number.MAX_SAFE_INTEGER - 3000,
+      ]) {
         reader.seek(position);
         const n = int(rand, 1, 2000);
-        expect(hex(reader.read(n)), where(`${keyed ? "keyed" : "plain"}, ${input.length}-byte input, seek(${position}), read(${n})`)).toBe(
-          hex(referenceOutput(refKey, input, position, n)),
-        );
+        expect(
+          hex(reader.read(n)),
+          where(`${keyed ? "keyed" : "plain"}, ${input.length}-byte input, seek(${position}), read(${n})`),
+        ).toBe(hex(referenceOutput(refKey, input, position, n)));
       }
     }
   });
@@ -446,8 +486,12 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
     }
     hasher.update(more);
     k.hash(randomBytes(rand, 70_000));
-    expect(hex(reader.read(200)), where("reader made before more updates")).toBe(hex(nobleBlake3(first, { dkLen: 200 })));
-    expect(hex(hasher.digest(200)), where("digest after the reader")).toBe(hex(nobleBlake3(concat([first, more]), { dkLen: 200 })));
+    expect(hex(reader.read(200)), where("reader made before more updates")).toBe(
+      hex(nobleBlake3(first, { dkLen: 200 })),
+    );
+    expect(hex(hasher.digest(200)), where("digest after the reader")).toBe(
+      hex(nobleBlake3(concat([first, more]), { dkLen: 200 })),
+    );
   });
 
   // --- several hashers sharing the kernel -------------------------------------------------------------------
@@ -455,14 +499,25 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
   it("hashers of every mode updated alternately equal each alone, whatever runs in between", () => {
     const k = kernel();
     const rand = rngFor(SEED, `${build} interleave`);
-    const lengths = [1023 * CHUNK_LEN + int(rand, 1, 1023), int(rand, REGION, 2 * REGION), int(rand, 1, 5000), 0, int(rand, 60_000, 70_000), 2 * REGION];
+    const lengths = [
+      1023 * CHUNK_LEN + int(rand, 1, 1023),
+      int(rand, REGION, 2 * REGION),
+      int(rand, 1, 5000),
+      0,
+      int(rand, 60_000, 70_000),
+      2 * REGION,
+    ];
     const jobs = lengths.map((length, i) => {
       const mode = MODES[i % MODES.length];
       const input = randomBytes(rand, length);
       return { mode, input, sizes: randomPieces(rand, length), next: 0, offset: 0, hasher: mode.hasher(k) };
     });
     let prefixChecks = 0;
-    for (let live = jobs.filter((j) => j.next < j.sizes.length); live.length > 0; live = jobs.filter((j) => j.next < j.sizes.length)) {
+    for (
+      let live = jobs.filter((j) => j.next < j.sizes.length);
+      live.length > 0;
+      live = jobs.filter((j) => j.next < j.sizes.length)
+    ) {
       const job = live[int(rand, 0, live.length - 1)];
       const size = job.sizes[job.next++];
       job.hasher.update(job.input.subarray(job.offset, job.offset + size));
@@ -472,7 +527,9 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
           // A one-shot call of any mode, long enough to overwrite the whole input region.
           const mode = MODES[int(rand, 0, 2)];
           const other = randomBytes(rand, int(rand, 0, REGION + 100));
-          expect(hex(mode.oneShot(k, other, 40)), where(`one-shot ${mode.name} between updates`)).toBe(hex(mode.noble(other, 40)));
+          expect(hex(mode.oneShot(k, other, 40)), where(`one-shot ${mode.name} between updates`)).toBe(
+            hex(mode.noble(other, 40)),
+          );
           break;
         }
         case 1:
@@ -493,9 +550,10 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
           prefixChecks++;
           const other = jobs[int(rand, 0, jobs.length - 1)];
           const so = other.input.subarray(0, other.offset);
-          expect(hex(other.hasher.digest(50)), where(`${other.mode.name} digest after ${other.offset} of ${other.input.length} bytes`)).toBe(
-            hex(other.mode.noble(so, 50)),
-          );
+          expect(
+            hex(other.hasher.digest(50)),
+            where(`${other.mode.name} digest after ${other.offset} of ${other.input.length} bytes`),
+          ).toBe(hex(other.mode.noble(so, 50)));
           break;
         }
         default:
@@ -506,7 +564,9 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
       const at = where(`${job.mode.name}, ${job.input.length} bytes, interleaved`);
       const expected = hex(job.mode.noble(job.input, 131));
       expect(hex(job.hasher.digest(131)), at).toBe(expected);
-      expect(hex(feed(job.mode.hasher(k), job.input, job.sizes).digest(131)), `${at} (same pieces, alone)`).toBe(expected);
+      expect(hex(feed(job.mode.hasher(k), job.input, job.sizes).digest(131)), `${at} (same pieces, alone)`).toBe(
+        expected,
+      );
     }
   });
 
@@ -520,7 +580,9 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
       for (const other of MODES) other.oneShot(k, randomBytes(rand, int(rand, 0, REGION + 10)), 64);
       hasher.update(b);
       for (const other of MODES) other.oneShot(k, randomBytes(rand, int(rand, 0, 5000)));
-      expect(hex(hasher.digest(131)), where(`${mode.name}, one-shot calls of every mode between updates`)).toBe(hex(mode.noble(concat([a, b]), 131)));
+      expect(hex(hasher.digest(131)), where(`${mode.name}, one-shot calls of every mode between updates`)).toBe(
+        hex(mode.noble(concat([a, b]), 131)),
+      );
     }
   });
 
@@ -530,7 +592,18 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
     const input = randomBytes(rand, 3 * REGION + 1000);
     for (const mode of MODES) {
       // Stops on chunk and region boundaries, where a complete chunk is held back as a possible root.
-      for (const stop of [0, 1, 64, CHUNK_LEN, 2 * CHUNK_LEN, 3 * CHUNK_LEN + 1, REGION, REGION + 1, 2 * REGION, 3 * REGION + 1000]) {
+      for (const stop of [
+        0,
+        1,
+        64,
+        CHUNK_LEN,
+        2 * CHUNK_LEN,
+        3 * CHUNK_LEN + 1,
+        REGION,
+        REGION + 1,
+        2 * REGION,
+        3 * REGION + 1000,
+      ]) {
         const at = (how: string) => where(`${mode.name}, digest after ${stop} of ${input.length} bytes, ${how}`);
         const head = input.subarray(0, stop);
         const hasher = mode.hasher(k).update(head);
@@ -552,7 +625,9 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
       const first = randomBytes(rand, int(rand, 1, 2 * REGION));
       const second = randomBytes(rand, int(rand, 1, 2 * REGION));
       const hasher = mode.hasher(k);
-      expect(hex(hasher.update(first).reset().digest()), at("reset then digest")).toBe(hex(mode.noble(new Uint8Array(0), 32)));
+      expect(hex(hasher.update(first).reset().digest()), at("reset then digest")).toBe(
+        hex(mode.noble(new Uint8Array(0), 32)),
+      );
       // Resident when reset.
       hasher.update(first).reset().update(second);
       expect(hex(hasher.digest(131)), at("reset while resident")).toBe(hex(mode.noble(second, 131)));
@@ -585,9 +660,12 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
       const viaView = mode.hasher(k);
       const viaUpdate = mode.hasher(k);
       const other = MODES[int(rand, 0, 2)].hasher(k);
-      for (let offset = 0; offset < input.length; ) {
+      for (let offset = 0; offset < input.length;) {
         const choice = int(rand, 0, 4);
-        const n = Math.min(input.length - offset, choice === 0 ? REGION : choice === 1 ? 0 : choice === 2 ? CHUNK_LEN : int(rand, 1, REGION));
+        const n = Math.min(
+          input.length - offset,
+          choice === 0 ? REGION : choice === 1 ? 0 : choice === 2 ? CHUNK_LEN : int(rand, 1, REGION),
+        );
         const piece = input.subarray(offset, offset + n);
         // Another hasher holds the kernel before the caller fills the region.
         if (int(rand, 0, 2) === 0) other.update(randomBytes(rand, int(rand, 0, 2000)));
@@ -620,7 +698,7 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
       const hasher = mode.hasher(k);
       const other = MODES[int(rand, 0, 2)].hasher(k);
       let which = 0;
-      for (let offset = 0; offset < input.length; ) {
+      for (let offset = 0; offset < input.length;) {
         const choice = int(rand, 0, 3);
         const n = Math.min(input.length - offset, choice === 0 ? MiB : choice === 1 ? CHUNK_LEN : int(rand, 1, MiB));
         const region = again[which]!;
@@ -656,17 +734,29 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
     // One chunk: its root chaining value is the hash.
     for (const length of [0, 1, 63, 64, 65, 1000, CHUNK_LEN]) {
       const data = randomBytes(rand, length);
-      expect(hex(cv((o) => k.chunkCv(data, 0, true, o))), where(`chunkCv root, ${length} bytes`)).toBe(hex(nobleBlake3(data)));
+      expect(hex(cv((o) => k.chunkCv(data, 0, true, o))), where(`chunkCv root, ${length} bytes`)).toBe(
+        hex(nobleBlake3(data)),
+      );
     }
     // Several chunks: root = parent(left subtree, right subtree), left being the largest power of two chunks below.
-    for (const length of [CHUNK_LEN + 1, 2 * CHUNK_LEN, 4097, int(rand, 5000, REGION), REGION + 5, 2 * REGION + 5, int(rand, 2 * REGION, 5 * REGION)]) {
+    for (const length of [
+      CHUNK_LEN + 1,
+      2 * CHUNK_LEN,
+      4097,
+      int(rand, 5000, REGION),
+      REGION + 5,
+      2 * REGION + 5,
+      int(rand, 2 * REGION, 5 * REGION),
+    ]) {
       const data = randomBytes(rand, length);
       const chunks = Math.ceil(length / CHUNK_LEN);
       const left = 2 ** Math.floor(Math.log2(chunks - 1));
       const pair = new Uint8Array(64);
       k.subtreeCv(data.subarray(0, left * CHUNK_LEN), 0, pair, 0);
       k.subtreeCv(data.subarray(left * CHUNK_LEN), left, pair, 32);
-      expect(hex(cv((o) => k.parentCv(pair, true, o))), where(`subtreeCv + parentCv root, ${length} bytes`)).toBe(hex(nobleBlake3(data)));
+      expect(hex(cv((o) => k.parentCv(pair, true, o))), where(`subtreeCv + parentCv root, ${length} bytes`)).toBe(
+        hex(nobleBlake3(data)),
+      );
     }
     // Chunk indexes past 2^32 (the counter's high word), against the reference compression: a 4-lane batch that
     // crosses 2^32, and single chunks.
@@ -676,9 +766,10 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
         hex(wordsToBytes(referenceSubtreeCv(data, BigInt(firstChunk)))),
       );
       const chunk = data.subarray(0, int(rand, 1, CHUNK_LEN));
-      expect(hex(cv((o) => k.chunkCv(chunk, firstChunk + 1, false, o))), where(`chunkCv at chunk ${firstChunk + 1}`)).toBe(
-        hex(wordsToBytes(referenceChunkCv(chunk, BigInt(firstChunk + 1)))),
-      );
+      expect(
+        hex(cv((o) => k.chunkCv(chunk, firstChunk + 1, false, o))),
+        where(`chunkCv at chunk ${firstChunk + 1}`),
+      ).toBe(hex(wordsToBytes(referenceChunkCv(chunk, BigInt(firstChunk + 1)))));
     }
     // Two chunks from chunkCv at indexes 0 and 1 (the index enters the chunk's compressions).
     for (const length of [CHUNK_LEN + 1, CHUNK_LEN + 64, CHUNK_LEN + 65, 2 * CHUNK_LEN]) {
@@ -686,7 +777,9 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
       const pair = new Uint8Array(64);
       k.chunkCv(data.subarray(0, CHUNK_LEN), 0, false, pair, 0);
       k.chunkCv(data.subarray(CHUNK_LEN), 1, false, pair, 32);
-      expect(hex(cv((o) => k.parentCv(pair, true, o))), where(`chunkCv x2 + parentCv root, ${length} bytes`)).toBe(hex(nobleBlake3(data)));
+      expect(hex(cv((o) => k.parentCv(pair, true, o))), where(`chunkCv x2 + parentCv root, ${length} bytes`)).toBe(
+        hex(nobleBlake3(data)),
+      );
     }
   });
 
@@ -705,7 +798,10 @@ describe.each(BUILDS)("BLAKE3 %s build", (build) => {
       expect(() => k.createKeyedHasher(key), `createKeyedHasher, ${length}-byte key`).toThrow(TypeError);
       expect(() => k.createKeyedHasher(key), `createKeyedHasher, ${length}-byte key`).toThrow(message);
     }
-    expect(() => k.keyedHash(Array.from(randomBytes(rand, 32)) as unknown as Uint8Array, data), "a plain array").toThrow(TypeError);
+    expect(
+      () => k.keyedHash(Array.from(randomBytes(rand, 32)) as unknown as Uint8Array, data),
+      "a plain array",
+    ).toThrow(TypeError);
     expect(() => k.createKeyedHasher(new Uint16Array(16) as unknown as Uint8Array), "a Uint16Array").toThrow(TypeError);
     expect(() => k.keyedHash(undefined as unknown as Uint8Array, data), "undefined").toThrow(TypeError);
     // The failed calls left the kernel and the hasher in flight intact.
@@ -729,14 +825,31 @@ describe("BLAKE3 SIMD and scalar builds", () => {
     const simd = blake3Kernel("simd");
     const scalar = blake3Kernel("scalar");
     const rand = rngFor(SEED, "cross-build");
-    const lengths = [0, 1, 64, 1023, 1024, 1025, 4096, 4097, int(rand, 4098, 70_000), REGION - 1, REGION, REGION + 1, int(rand, REGION, 3 * REGION), MiB + 7];
+    const lengths = [
+      0,
+      1,
+      64,
+      1023,
+      1024,
+      1025,
+      4096,
+      4097,
+      int(rand, 4098, 70_000),
+      REGION - 1,
+      REGION,
+      REGION + 1,
+      int(rand, REGION, 3 * REGION),
+      MiB + 7,
+    ];
     for (const length of lengths) {
       const input = randomBytes(rand, length);
       const sizes = randomPieces(rand, length);
       for (const mode of MODES) {
         const at = (how: string) => `${mode.name}, ${length} bytes, ${how}, seed ${SEED}`;
         expect(hex(mode.oneShot(simd, input, 131)), at("one-shot")).toBe(hex(mode.oneShot(scalar, input, 131)));
-        expect(hex(feed(mode.hasher(simd), input, sizes).digest(131)), at("streamed")).toBe(hex(feed(mode.hasher(scalar), input, sizes).digest(131)));
+        expect(hex(feed(mode.hasher(simd), input, sizes).digest(131)), at("streamed")).toBe(
+          hex(feed(mode.hasher(scalar), input, sizes).digest(131)),
+        );
         const position = int(rand, 0, 2 ** 40);
         const [a, b] = [simd, scalar].map((k) => {
           const reader = feed(mode.hasher(k), input, sizes).xof();

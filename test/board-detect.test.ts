@@ -78,7 +78,11 @@ describe("detection of every profile", () => {
   for (const [fixture, board, detectedBy, tty] of cases) {
     it(`${fixture} -> ${board}`, async () => {
       const problems: string[] = [];
-      const b = await openBoard({ paths: new HostPaths(await fakeRoot(fixture)), name: "auto", onProblem: (l) => problems.push(l) });
+      const b = await openBoard({
+        paths: new HostPaths(await fakeRoot(fixture)),
+        name: "auto",
+        onProblem: (l) => problems.push(l),
+      });
       expect(b.name).toBe(board);
       expect(b.detectedBy).toBe(detectedBy);
       expect(b.console?.tty).toBe(tty);
@@ -96,7 +100,8 @@ describe("detection of every profile", () => {
     };
     expect(detectProfile(facts)).toMatchObject({
       profile: { name: "generic-linux" },
-      detectedBy: 'no profile matched (device-tree model "Hardkernel ODROID-C1", cpuinfo Hardware "Amlogic Meson platform")',
+      detectedBy:
+        'no profile matched (device-tree model "Hardkernel ODROID-C1", cpuinfo Hardware "Amlogic Meson platform")',
     });
   });
 
@@ -125,7 +130,11 @@ describe("detection of every profile", () => {
 describe("the configured name", () => {
   it("wins over detection", async () => {
     const problems: string[] = [];
-    const b = await openBoard({ paths: new HostPaths(await fakeRoot("rpi4")), name: "onecloud", onProblem: (l) => problems.push(l) });
+    const b = await openBoard({
+      paths: new HostPaths(await fakeRoot("rpi4")),
+      name: "onecloud",
+      onProblem: (l) => problems.push(l),
+    });
     expect(b.name).toBe("onecloud");
     expect(b.detectedBy).toBe('config board="onecloud"');
     expect(problems.some((l) => l.includes("unknown board"))).toBe(false);
@@ -133,8 +142,13 @@ describe("the configured name", () => {
 
   it("is reported when unknown, and detection runs instead", async () => {
     const told: string[] = [];
-    const b = await openBoard({ paths: new HostPaths(await fakeRoot("rpi4")), name: "raspberry", onProblem: (l) => told.push(l) });
-    const line = 'unknown board "raspberry" (known: onecloud, amlogic-arm64, rpi, generic-linux, sim); detecting instead';
+    const b = await openBoard({
+      paths: new HostPaths(await fakeRoot("rpi4")),
+      name: "raspberry",
+      onProblem: (l) => told.push(l),
+    });
+    const line =
+      'unknown board "raspberry" (known: onecloud, amlogic-arm64, rpi, generic-linux, sim); detecting instead';
     expect(b.problems[0]).toBe(line);
     expect(told[0]).toBe(line);
     expect(b.name).toBe("rpi");

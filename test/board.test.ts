@@ -41,7 +41,8 @@ async function boardRoot(fixture: string): Promise<string> {
     ["compatible", "proc/device-tree/compatible"],
     ["cpuinfo", "proc/cpuinfo"],
   ] as const) {
-    if (existsSync(join(FIXTURES, fixture, name))) await put(root, dest, await fsp.readFile(join(FIXTURES, fixture, name)));
+    if (existsSync(join(FIXTURES, fixture, name)))
+      await put(root, dest, await fsp.readFile(join(FIXTURES, fixture, name)));
   }
   return root;
 }
@@ -112,7 +113,11 @@ describe("status LEDs", () => {
     expect((await ledState(root, "onecloud:blue:alive")).trigger).toBe("heartbeat");
 
     await board.setStatus("error");
-    expect(await ledState(root, "onecloud:red:alive")).toMatchObject({ trigger: "timer", delay_on: "100", delay_off: "100" });
+    expect(await ledState(root, "onecloud:red:alive")).toMatchObject({
+      trigger: "timer",
+      delay_on: "100",
+      delay_off: "100",
+    });
     expect(await ledState(root, "onecloud:green:alive")).toEqual({ trigger: "none", brightness: "0" });
     expect(board.problems).toEqual([]);
   });
@@ -139,7 +144,11 @@ describe("status LEDs", () => {
     // The red LED keeps "off" from online to offline, so it is not written either; green changes.
     await board.setStatus("offline");
     expect(await read(root, "sys/class/leds/onecloud:red:alive/trigger")).toBe("marker");
-    expect(await ledState(root, "onecloud:green:alive")).toMatchObject({ trigger: "timer", delay_on: "1000", delay_off: "1000" });
+    expect(await ledState(root, "onecloud:green:alive")).toMatchObject({
+      trigger: "timer",
+      delay_on: "1000",
+      delay_off: "1000",
+    });
   });
 
   it("writes patterns set in quick succession in call order", async () => {
@@ -190,7 +199,11 @@ describe("status LEDs", () => {
     await led(root, "n1:white:status", { triggers: "[none] timer" });
     const { board } = await open(root);
     await board.setStatus("updating");
-    expect(await ledState(root, "n1:white:status")).toMatchObject({ trigger: "timer", delay_on: "100", delay_off: "900" });
+    expect(await ledState(root, "n1:white:status")).toMatchObject({
+      trigger: "timer",
+      delay_on: "100",
+      delay_off: "900",
+    });
     expect(board.problems).toEqual([]);
   });
 
@@ -253,7 +266,12 @@ describe("status LEDs", () => {
   // the group sharenode a moment later (board/install/70-sharenode.rules). Root cannot be refused by a file mode, so
   // an injected writer refuses those writes with the EACCES the kernel gives, for as long as udev would take.
   const eacces = (path: string) =>
-    Object.assign(new Error(`EACCES: permission denied, open '${path}'`), { code: "EACCES", errno: -13, syscall: "open", path });
+    Object.assign(new Error(`EACCES: permission denied, open '${path}'`), {
+      code: "EACCES",
+      errno: -13,
+      syscall: "open",
+      path,
+    });
 
   it("retries the blink rate while udev hands the fresh attributes over; one still refused leaves the default rate", async () => {
     const root = await tmpRoot();
@@ -279,13 +297,23 @@ describe("status LEDs", () => {
         await new Promise((resolve) => setTimeout(resolve, udevRuns ? ms : 0));
       },
     };
-    const leds = await StatusLeds.discover(new HostPaths(root), { status: ["n1:white:status"] }, (l) => told.push(l), io);
+    const leds = await StatusLeds.discover(
+      new HostPaths(root),
+      { status: ["n1:white:status"] },
+      (l) => told.push(l),
+      io,
+    );
 
     // A systemd box: refused, then written once udev has run; well under the 2 s that start-up may wait.
     await leds.show({ status: { kind: "blink", onMs: 125, offMs: 125 } });
     // What start-up may wait is the retry schedule, not the wall clock of a busy test machine.
     expect(waits.reduce((a, b) => a + b, 0)).toBeLessThan(2000);
-    expect(await ledState(root, "n1:white:status")).toEqual({ trigger: "timer", brightness: "0", delay_on: "125", delay_off: "125" });
+    expect(await ledState(root, "n1:white:status")).toEqual({
+      trigger: "timer",
+      brightness: "0",
+      delay_on: "125",
+      delay_off: "125",
+    });
     expect(told).toEqual([]);
     expect(waits.length).toBeGreaterThan(0);
     expect(waits).toEqual(RATE_RETRY_DELAYS_MS.slice(0, waits.length));
@@ -494,7 +522,11 @@ describe("sim board", () => {
       delay_off: "125",
     });
     await board.setStatus("error");
-    expect(await ledState(simRoot, "sim:red:error")).toMatchObject({ trigger: "timer", delay_on: "100", delay_off: "100" });
+    expect(await ledState(simRoot, "sim:red:error")).toMatchObject({
+      trigger: "timer",
+      delay_on: "100",
+      delay_off: "100",
+    });
     expect(await ledState(simRoot, "sim:green:status")).toMatchObject({ trigger: "none", brightness: "0" });
 
     expect(await board.readThermalZones()).toEqual([{ zone: "thermal_zone0", type: "cpu-thermal", celsius: 45 }]);

@@ -1,13 +1,31 @@
 // `sharenode hash`, run as users run it: the built bundle in a child process, compared byte for byte with
 // b3sum and sha256sum on the same files and arguments.
 import { execFileSync, spawn, spawnSync, type SpawnSyncOptions } from "node:child_process";
-import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checksumLine, escapeName, formatProgress, Progress, PROGRESS_THRESHOLD, systemErrorText } from "../agent/cli/hash";
+import {
+  checksumLine,
+  escapeName,
+  formatProgress,
+  Progress,
+  PROGRESS_THRESHOLD,
+  systemErrorText,
+} from "../agent/cli/hash";
 import { seededBytes as pseudoRandom } from "./helpers/random";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -53,7 +71,9 @@ beforeAll(() => {
   for (const name of Object.values(TOOLS)) {
     const found = spawnSync(name, ["--version"], { stdio: "ignore" });
     if (found.error || found.status !== 0) {
-      throw new Error(`${name} is not installed: these tests compare against it. Install Debian's b3sum and coreutils (apt-get install b3sum coreutils); CI installs them`);
+      throw new Error(
+        `${name} is not installed: these tests compare against it. Install Debian's b3sum and coreutils (apt-get install b3sum coreutils); CI installs them`,
+      );
     }
   }
   dir = mkdtempSync(join(tmpdir(), "sharenode-cli-hash-"));
@@ -87,11 +107,17 @@ describe.each(ALGOS)("sharenode hash --algo %s matches its tool byte for byte", 
   });
 
   it("on standard input, with no FILE and with -", () => {
-    for (const [n, args] of [[0, []], [1024, ["-"]], [17 * MiB + 3, []]] as const) {
+    for (const [n, args] of [
+      [0, []],
+      [1024, ["-"]],
+      [17 * MiB + 3, []],
+    ] as const) {
       const input = readFileSync(join(dir, sized(n)));
       const expected = tool(algo, [...args], { input }).stdout;
       expect(expected.toString()).toMatch(/^[0-9a-f]{64} {2}-\n$/);
-      expect(hash(algo, [...args], { input }).stdout.equals(expected), `${n} bytes, ${JSON.stringify(args)}`).toBe(true);
+      expect(hash(algo, [...args], { input }).stdout.equals(expected), `${n} bytes, ${JSON.stringify(args)}`).toBe(
+        true,
+      );
     }
   });
 
@@ -106,7 +132,9 @@ describe.each(ALGOS)("sharenode hash --algo %s matches its tool byte for byte", 
     const fd = openSync(join(dir, sized(MiB + 7)), "r");
     try {
       const redirected = hash(algo, ["-"], { stdio: [fd, "pipe", "pipe"] });
-      expect(redirected.stdout.equals(tool(algo, [], { input: readFileSync(join(dir, sized(MiB + 7))) }).stdout)).toBe(true);
+      expect(redirected.stdout.equals(tool(algo, [], { input: readFileSync(join(dir, sized(MiB + 7))) }).stdout)).toBe(
+        true,
+      );
     } finally {
       closeSync(fd);
     }
@@ -138,13 +166,18 @@ describe("sharenode hash errors", () => {
     expect(r.stderr).not.toMatch(/\bat .*:\d+:\d+/); // no stack frame
   }
 
-  it.each(ALGOS)("--algo %s: a missing file and a directory are reported, the other files still hashed, exit 1", (algo) => {
-    const args = [sized(1), "no-such-file", sized(1025), "a-directory", "with space"];
-    const r = hash(algo, args);
-    expect(r.status).toBe(1);
-    expect(r.stdout.equals(tool(algo, [sized(1), sized(1025), "with space"]).stdout)).toBe(true);
-    expect(r.stderr).toBe("sharenode: hash: no-such-file: No such file or directory\nsharenode: hash: a-directory: Is a directory\n");
-  });
+  it.each(ALGOS)(
+    "--algo %s: a missing file and a directory are reported, the other files still hashed, exit 1",
+    (algo) => {
+      const args = [sized(1), "no-such-file", sized(1025), "a-directory", "with space"];
+      const r = hash(algo, args);
+      expect(r.status).toBe(1);
+      expect(r.stdout.equals(tool(algo, [sized(1), sized(1025), "with space"]).stdout)).toBe(true);
+      expect(r.stderr).toBe(
+        "sharenode: hash: no-such-file: No such file or directory\nsharenode: hash: a-directory: Is a directory\n",
+      );
+    },
+  );
 
   it("a directory on standard input is reported as the tools do", () => {
     const fd = openSync(join(dir, "a-directory"), "r");
@@ -213,7 +246,10 @@ describe("sharenode hash errors", () => {
 
   it("a reader that goes away (| head -1) ends the command quietly", () => {
     const names = Array.from({ length: 3000 }, () => sized(1)).join(" ");
-    const r = run("bash", ["-c", `set -o pipefail; ${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)} hash ${names} | head -n 1`]);
+    const r = run("bash", [
+      "-c",
+      `set -o pipefail; ${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)} hash ${names} | head -n 1`,
+    ]);
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
     expect(r.stdout.toString()).toBe(tool("blake3", [sized(1)]).stdout.toString());
@@ -231,7 +267,10 @@ describe("sharenode hash in bounded memory", () => {
   const LIMIT_KB = 100 * 1024;
 
   /** Runs a command and returns its peak RSS in KiB: GNU time's %M when installed, else VmHWM polled from /proc. */
-  async function peakRssKb(command: string, args: string[]): Promise<{ kb: number; stdout: string; status: number | null }> {
+  async function peakRssKb(
+    command: string,
+    args: string[],
+  ): Promise<{ kb: number; stdout: string; status: number | null }> {
     const useTime = existsSync("/usr/bin/time");
     const report = join(dir, "time.out");
     const argv = useTime ? ["/usr/bin/time", "-f", "%M", "-o", report, command, ...args] : [command, ...args];
@@ -263,7 +302,10 @@ describe("sharenode hash in bounded memory", () => {
 
   beforeAll(() => {
     // Sparse: created instantly, read back as zeros from the page cache, so the test measures the hasher.
-    for (const [name, size] of [["sparse-1GiB", 1024 * MiB], ["sparse-256MiB", 256 * MiB]] as const) {
+    for (const [name, size] of [
+      ["sparse-1GiB", 1024 * MiB],
+      ["sparse-256MiB", 256 * MiB],
+    ] as const) {
       writeFileSync(join(dir, name), "");
       truncateSync(join(dir, name), size);
     }
@@ -294,8 +336,13 @@ describe("progress on a terminal", () => {
 
   /** Runs a shell command under script(1), so the child's stderr is a pty; returns everything the pty saw. */
   function inPty(shellCommand: string): string {
-    if (!hasScript) throw new Error("script(1) from util-linux is needed for the progress test (apt-get install util-linux)");
-    return execFileSync("script", ["-qec", shellCommand, "/dev/null"], { cwd: dir, encoding: "utf8", timeout: 120_000 });
+    if (!hasScript)
+      throw new Error("script(1) from util-linux is needed for the progress test (apt-get install util-linux)");
+    return execFileSync("script", ["-qec", shellCommand, "/dev/null"], {
+      cwd: dir,
+      encoding: "utf8",
+      timeout: 120_000,
+    });
   }
 
   const q = (s: string) => `'${s.replace(/'/g, "'\\''")}'`;
@@ -408,7 +455,9 @@ describe("name escaping and error texts (in-process)", () => {
     const sys = (code: string, message = "") => Object.assign(new Error(message), { code });
     expect(systemErrorText(sys("EACCES"))).toBe("Permission denied");
     expect(systemErrorText(sys("ENOENT"))).toBe("No such file or directory");
-    expect(systemErrorText(sys("EXDEV", "EXDEV: cross-device link not permitted, rename 'a' -> 'b'"))).toBe("Cross-device link not permitted");
+    expect(systemErrorText(sys("EXDEV", "EXDEV: cross-device link not permitted, rename 'a' -> 'b'"))).toBe(
+      "Cross-device link not permitted",
+    );
     expect(systemErrorText(sys("ERR_INVALID_ARG_TYPE"))).toBeUndefined();
     expect(systemErrorText(new Error("boom"))).toBeUndefined();
     expect(systemErrorText(null)).toBeUndefined();

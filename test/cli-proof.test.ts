@@ -17,7 +17,12 @@ let dir = "";
 let standaloneBin = "";
 
 function run(bin: string, args: string[], options: SpawnSyncOptions = {}) {
-  const r = spawnSync(process.execPath, [bin, ...args], { cwd: dir, maxBuffer: 256 << 20, timeout: 120_000, ...options });
+  const r = spawnSync(process.execPath, [bin, ...args], {
+    cwd: dir,
+    maxBuffer: 256 << 20,
+    timeout: 120_000,
+    ...options,
+  });
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout as Buffer, stderr: (r.stderr as Buffer).toString("utf8") };
 }
@@ -48,7 +53,14 @@ afterAll(() => {
 
 describe("proof make | proof check", () => {
   const cases: Array<[keyof typeof OBJECTS, number, number]> = [
-    ["small", 0, 1], ["mid", 0, 1], ["mid", 16, 3], ["mid", 39, 1], ["big", 0, 1], ["big", 1234, 1], ["big", 4882, 1], ["big", 100, 40],
+    ["small", 0, 1],
+    ["mid", 0, 1],
+    ["mid", 16, 3],
+    ["mid", 39, 1],
+    ["big", 0, 1],
+    ["big", 1234, 1],
+    ["big", 4882, 1],
+    ["big", 100, 40],
   ];
   it.each(cases)("%s chunk %i count %i: valid, the right size, and checks out", (name, chunk, count) => {
     const length = OBJECTS[name];
@@ -57,12 +69,31 @@ describe("proof make | proof check", () => {
     expect(made.stderr).toBe("");
     expect(made.status).toBe(0);
     expect(made.stdout.length).toBe(proofLength(length, chunk, count));
-    const check = sharenode(["proof", "check", "--id", id, "--len", String(length), "--chunk", String(chunk), "--count", String(count)], { input: made.stdout });
+    const check = sharenode(
+      ["proof", "check", "--id", id, "--len", String(length), "--chunk", String(chunk), "--count", String(count)],
+      { input: made.stdout },
+    );
     expect(check.stderr).toBe("");
     expect(check.status).toBe(0);
     expect(check.stdout.toString()).toMatch(/^valid: chunk/);
     // --output - writes exactly the verified chunk bytes.
-    const out = sharenode(["proof", "check", "--id", id, "--len", String(length), "--chunk", String(chunk), "--count", String(count), "--output", "-"], { input: made.stdout });
+    const out = sharenode(
+      [
+        "proof",
+        "check",
+        "--id",
+        id,
+        "--len",
+        String(length),
+        "--chunk",
+        String(chunk),
+        "--count",
+        String(count),
+        "--output",
+        "-",
+      ],
+      { input: made.stdout },
+    );
     expect(out.status).toBe(0);
     expect(out.stdout.equals(data[name].subarray(chunk * 1024, Math.min(length, (chunk + count) * 1024)))).toBe(true);
   });
@@ -109,20 +140,60 @@ describe("bad input: one line on stderr, a non-zero exit, no stack trace", () =>
   const cases: Array<[string, string[], number, RegExp]> = [
     ["missing file", ["proof", "make", "nope", "--chunk", "0"], 1, /proof make: nope: No such file or directory/],
     ["a directory", ["proof", "make", "a-directory", "--chunk", "0"], 1, /proof make: a-directory: Is a directory/],
-    ["index past the end", ["proof", "make", "mid", "--chunk", "40"], 2, /chunk 40 is past the end: an object of 40000 bytes has 40 chunks \(0\.\.39\)/],
-    ["range past the end", ["proof", "make", "mid", "--chunk", "38", "--count", "3"], 2, /chunks 38\.\.40 run past the end/],
+    [
+      "index past the end",
+      ["proof", "make", "mid", "--chunk", "40"],
+      2,
+      /chunk 40 is past the end: an object of 40000 bytes has 40 chunks \(0\.\.39\)/,
+    ],
+    [
+      "range past the end",
+      ["proof", "make", "mid", "--chunk", "38", "--count", "3"],
+      2,
+      /chunks 38\.\.40 run past the end/,
+    ],
     ["missing --chunk", ["proof", "make", "mid"], 2, /missing --chunk/],
     ["negative chunk", ["proof", "make", "mid", "--chunk", "-1"], 2, /proof make: /],
     ["count 0", ["proof", "make", "mid", "--chunk", "0", "--count", "0"], 2, /--count must be at least 1/],
-    ["non-numeric chunk", ["proof", "make", "mid", "--chunk", "x1"], 2, /--chunk must be a non-negative integer, got 'x1'/],
+    [
+      "non-numeric chunk",
+      ["proof", "make", "mid", "--chunk", "x1"],
+      2,
+      /--chunk must be a non-negative integer, got 'x1'/,
+    ],
     ["bad hex id", ["proof", "check", "--id", "xyz", "--len", "5", "--chunk", "0"], 2, /--id is not hex/],
-    ["short id", ["proof", "check", "--id", "abcd", "--len", "5", "--chunk", "0"], 2, /--id must be 64 hex digits, got 4/],
-    ["bad length", ["proof", "check", "--id", id, "--len", "5.5", "--chunk", "0"], 2, /--len must be a non-negative integer, got '5.5'/],
-    ["check index past the end", ["proof", "check", "--id", id, "--len", "1024", "--chunk", "1"], 2, /chunk 1 is past the end/],
+    [
+      "short id",
+      ["proof", "check", "--id", "abcd", "--len", "5", "--chunk", "0"],
+      2,
+      /--id must be 64 hex digits, got 4/,
+    ],
+    [
+      "bad length",
+      ["proof", "check", "--id", id, "--len", "5.5", "--chunk", "0"],
+      2,
+      /--len must be a non-negative integer, got '5.5'/,
+    ],
+    [
+      "check index past the end",
+      ["proof", "check", "--id", id, "--len", "1024", "--chunk", "1"],
+      2,
+      /chunk 1 is past the end/,
+    ],
     ["missing action", ["proof"], 2, /missing action/],
     ["unknown action", ["proof", "frob"], 2, /unknown action 'frob'/],
-    ["bad outboard", ["proof", "make", "mid", "--chunk", "0", "--outboard", "mid"], 1, /mid: (not an outboard|outboard is)/],
-    ["outboard of another object", ["proof", "make", "mid", "--chunk", "0", "--outboard", "big.obao"], 1, /outboard of an object of 5000000 bytes, but mid has 40000/],
+    [
+      "bad outboard",
+      ["proof", "make", "mid", "--chunk", "0", "--outboard", "mid"],
+      1,
+      /mid: (not an outboard|outboard is)/,
+    ],
+    [
+      "outboard of another object",
+      ["proof", "make", "mid", "--chunk", "0", "--outboard", "big.obao"],
+      1,
+      /outboard of an object of 5000000 bytes, but mid has 40000/,
+    ],
   ];
   beforeAll(() => {
     writeFileSync(join(dir, "big.obao"), sharenode(["proof", "outboard", "big"]).stdout);
@@ -147,7 +218,9 @@ describe("the bundle alone, without node_modules", () => {
     expect(s.status).toBe(0);
     const p = run(standaloneBin, ["proof", "make", name, "--chunk", "7"]);
     expect(p.status).toBe(0);
-    const c = run(standaloneBin, ["proof", "check", "--id", hex(blake3(data.mid)), "--len", "40000", "--chunk", "7"], { input: p.stdout });
+    const c = run(standaloneBin, ["proof", "check", "--id", hex(blake3(data.mid)), "--len", "40000", "--chunk", "7"], {
+      input: p.stdout,
+    });
     expect(c.status).toBe(0);
   });
 

@@ -4,7 +4,17 @@
 // stack trace.
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -40,7 +50,11 @@ function sharenode(
   return new Promise((resolve, reject) => {
     // /dev/full: every write fails with ENOSPC, like a full disk.
     const full = options.stdoutToDevFull ? openSync("/dev/full", "w") : undefined;
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: dir, env: options.env ?? ENV, stdio: ["pipe", full ?? "pipe", "pipe"] });
+    const child = spawn(process.execPath, [BIN, ...args], {
+      cwd: dir,
+      env: options.env ?? ENV,
+      stdio: ["pipe", full ?? "pipe", "pipe"],
+    });
     if (full !== undefined) closeSync(full);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -181,7 +195,8 @@ describe("the data disk", () => {
         break;
       }
     }
-    if (!parent) throw new Error(`none of ${tmpdir()}, /var/tmp, ${ROOT} is on the root filesystem: cannot test the refusal`);
+    if (!parent)
+      throw new Error(`none of ${tmpdir()}, /var/tmp, ${ROOT} is on the root filesystem: cannot test the refusal`);
     const base = mkdtempSync(join(parent, "sharenode-cli-store-root-"));
     try {
       const data = join(base, "data");
@@ -190,7 +205,14 @@ describe("the data disk", () => {
       expectFailure(r, 1, /root filesystem/);
       expect(r.stderr).toMatch(/--allow-system-disk/);
       expect(readdirSync(data)).toEqual([]);
-      const ls = await sharenode(["store", "ls", "--data", join(base, "never-created"), "--state", join(base, "state")]);
+      const ls = await sharenode([
+        "store",
+        "ls",
+        "--data",
+        join(base, "never-created"),
+        "--state",
+        join(base, "state"),
+      ]);
       expectFailure(ls, 1, /root filesystem.*--allow-system-disk/);
       expect(existsSync(join(base, "never-created"))).toBe(false);
     } finally {
@@ -293,11 +315,15 @@ describe("store ls, status, pin, unpin, rm", () => {
     for (const name of ["small", "mid", "other"] as const) expectOk(await box().store("add", path(name)));
     const text = await box().store("ls");
     expectOk(text);
-    const sorted = (["small", "mid", "other"] as const).map((n) => ({ id: ids[n]!, length: FILES[n] })).sort((a, b) => (a.id < b.id ? -1 : 1));
+    const sorted = (["small", "mid", "other"] as const)
+      .map((n) => ({ id: ids[n]!, length: FILES[n] }))
+      .sort((a, b) => (a.id < b.id ? -1 : 1));
     const lines = text.stdout.trimEnd().split("\n");
     expect(lines).toHaveLength(3);
     lines.forEach((line, i) => {
-      expect(line).toMatch(new RegExp(`^${sorted[i]!.id}  ${sorted[i]!.length}  -  \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z$`));
+      expect(line).toMatch(
+        new RegExp(`^${sorted[i]!.id}  ${sorted[i]!.length}  -  \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z$`),
+      );
     });
     const json = await box().store("ls", "--json");
     expectOk(json);
@@ -428,9 +454,26 @@ describe("store challenge | verify-response", () => {
   let otherKey = "";
   const answers: Record<number, { nonce: string; response: string }> = {};
 
-  const verify = (response: string | Buffer, o: { pubkey?: string; id?: string; len?: number; nonce: string; count: number }) =>
-    sharenode(["verify-response", "--pubkey", o.pubkey ?? publicKey, "--id", o.id ?? ids.mid!, "--len", String(o.len ?? FILES.mid),
-      "--nonce", o.nonce, "--count", String(o.count)], { input: response });
+  const verify = (
+    response: string | Buffer,
+    o: { pubkey?: string; id?: string; len?: number; nonce: string; count: number },
+  ) =>
+    sharenode(
+      [
+        "verify-response",
+        "--pubkey",
+        o.pubkey ?? publicKey,
+        "--id",
+        o.id ?? ids.mid!,
+        "--len",
+        String(o.len ?? FILES.mid),
+        "--nonce",
+        o.nonce,
+        "--count",
+        String(o.count),
+      ],
+      { input: response },
+    );
 
   beforeAll(async () => {
     expectOk(await prover().store("add", path("mid")));
@@ -451,7 +494,9 @@ describe("store challenge | verify-response", () => {
     answers[count] = { nonce: n, response: r.stdout };
     const v = await verify(r.stdout, { nonce: n, count });
     expectOk(v);
-    expect(v.stdout).toMatch(new RegExp(`^valid: ${count} chunks? of ${ids.mid} proven by device [0-9a-f]{32} in \\d+ ms\\n$`));
+    expect(v.stdout).toMatch(
+      new RegExp(`^valid: ${count} chunks? of ${ids.mid} proven by device [0-9a-f]{32} in \\d+ ms\\n$`),
+    );
     // The nonce may be given in upper case on either side.
     const upper = await verify(r.stdout, { nonce: n.toUpperCase(), count });
     expectOk(upper);
@@ -459,7 +504,9 @@ describe("store challenge | verify-response", () => {
 
   it("challenge > /dev/full (as on a full disk): exit 1 with one write-error line", async () => {
     const opts = ["--data", prover().data, "--state", prover().state, "--allow-system-disk"];
-    const r = await sharenode(["store", "challenge", ids.mid!, "--nonce", nonce(), "--count", "2", ...opts], { stdoutToDevFull: true });
+    const r = await sharenode(["store", "challenge", ids.mid!, "--nonce", nonce(), "--count", "2", ...opts], {
+      stdoutToDevFull: true,
+    });
     expectFailure(r, 1, /^sharenode: write error: No space left on device\n$/);
   });
 
@@ -468,17 +515,37 @@ describe("store challenge | verify-response", () => {
     const tampered = JSON.parse(response);
     tampered.elapsedMs += 1;
     const cases: Array<[string, Promise<Result>, RegExp]> = [
-      ["changed elapsedMs", verify(JSON.stringify(tampered), { nonce: n, count: 8 }), /invalid: response signature does not verify/],
-      ["another device's key", verify(response, { pubkey: otherKey, nonce: n, count: 8 }), /invalid: response device id [0-9a-f]{32} does not belong to the public key/],
+      [
+        "changed elapsedMs",
+        verify(JSON.stringify(tampered), { nonce: n, count: 8 }),
+        /invalid: response signature does not verify/,
+      ],
+      [
+        "another device's key",
+        verify(response, { pubkey: otherKey, nonce: n, count: 8 }),
+        /invalid: response device id [0-9a-f]{32} does not belong to the public key/,
+      ],
       ["wrong nonce", verify(response, { nonce: nonce(), count: 8 }), /invalid: response answers nonce/],
       ["wrong count", verify(response, { nonce: n, count: 3 }), /invalid: response has count 8, expected 3/],
-      ["wrong object", verify(response, { id: ids.other, len: FILES.other, nonce: n, count: 8 }), /invalid: response is for object/],
-      ["garbage JSON", verify('{"hello":"world"}', { nonce: n, count: 8 }), /invalid: response has an unknown field "hello"/],
+      [
+        "wrong object",
+        verify(response, { id: ids.other, len: FILES.other, nonce: n, count: 8 }),
+        /invalid: response is for object/,
+      ],
+      [
+        "garbage JSON",
+        verify('{"hello":"world"}', { nonce: n, count: 8 }),
+        /invalid: response has an unknown field "hello"/,
+      ],
       ["a JSON array", verify("[1,2,3]", { nonce: n, count: 8 }), /invalid: response is an array, not an object/],
       ["random bytes", verify(randomBytes(4096), { nonce: n, count: 8 }), /invalid: the input is not JSON/],
       ["non-JSON text", verify("this is not a response\n", { nonce: n, count: 8 }), /invalid: the input is not JSON/],
       ["empty input", verify("", { nonce: n, count: 8 }), /invalid: the input is not JSON/],
-      ["a truncated response", verify(response.slice(0, response.length >> 1), { nonce: n, count: 8 }), /invalid: the input is not JSON/],
+      [
+        "a truncated response",
+        verify(response.slice(0, response.length >> 1), { nonce: n, count: 8 }),
+        /invalid: the input is not JSON/,
+      ],
     ];
     for (const [name, pending, message] of cases) {
       const r = await pending;
@@ -493,9 +560,17 @@ describe("store challenge | verify-response", () => {
 
   it("a challenge for an object not in the store is exit 1 with one line", async () => {
     const missing = "cd".repeat(32);
-    expectFailure(await prover().store("challenge", missing, "--nonce", nonce(), "--count", "1"), 1, new RegExp(`^sharenode: store: no object ${missing} in the store$`, "m"));
+    expectFailure(
+      await prover().store("challenge", missing, "--nonce", nonce(), "--count", "1"),
+      1,
+      new RegExp(`^sharenode: store: no object ${missing} in the store$`, "m"),
+    );
     // The stranger's store is empty: the prover's object is not there either.
-    expectFailure(await stranger().store("challenge", ids.mid!, "--nonce", nonce(), "--count", "1"), 1, /no object .* in the store/);
+    expectFailure(
+      await stranger().store("challenge", ids.mid!, "--nonce", nonce(), "--count", "1"),
+      1,
+      /no object .* in the store/,
+    );
   });
 });
 
@@ -513,7 +588,9 @@ describe("usage errors: exit 2, one line", () => {
     const r = await sharenode(["store", "ls", "--state", box().state, "--allow-system-disk"]);
     expectFailure(r, 2, /^sharenode: store: no data directory: pass --data DIR or set SHARENODE_DATA$/m);
     // SHARENODE_DATA takes its place.
-    const viaEnv = await sharenode(["store", "ls", "--state", box().state, "--allow-system-disk"], { env: { ...ENV, SHARENODE_DATA: box().data } });
+    const viaEnv = await sharenode(["store", "ls", "--state", box().state, "--allow-system-disk"], {
+      env: { ...ENV, SHARENODE_DATA: box().data },
+    });
     expectOk(viaEnv);
     expect(viaEnv.stdout.trimEnd().split("\n")).toHaveLength(2);
   });
@@ -525,18 +602,38 @@ describe("usage errors: exit 2, one line", () => {
     expectFailure(await box().store("add"), 2, /store add: expected one argument, got 0/);
     expectFailure(await box().store("rm"), 2, /store rm: expected one argument, got 0/);
     expectFailure(await box().store("ls", "extra"), 2, /store ls: /);
-    expectFailure(await box().store("add", path("mid"), "--id", "xyz"), 2, /--id must be 64 lowercase hex digits, got 'xyz'/);
-    expectFailure(await box().store("ls", "--quota", "lots"), 2, /--quota must be a number of bytes \(at least 1\) or a percentage from "1%" to "100%", got "lots"/);
+    expectFailure(
+      await box().store("add", path("mid"), "--id", "xyz"),
+      2,
+      /--id must be 64 lowercase hex digits, got 'xyz'/,
+    );
+    expectFailure(
+      await box().store("ls", "--quota", "lots"),
+      2,
+      /--quota must be a number of bytes \(at least 1\) or a percentage from "1%" to "100%", got "lots"/,
+    );
   });
 
   it("challenge: missing --nonce or --count, a bad --count, a bad nonce, a malformed id", async () => {
     expectFailure(await box().store("challenge", id(), "--count", "1"), 2, /store challenge: missing --nonce/);
     expectFailure(await box().store("challenge", id(), "--nonce", nonce()), 2, /store challenge: missing --count/);
     for (const count of ["x", "-1", "1.5", "0", "65"]) {
-      expectFailure(await box().store("challenge", id(), "--nonce", nonce(), "--count", count), 2, /store challenge: .*count/);
+      expectFailure(
+        await box().store("challenge", id(), "--nonce", nonce(), "--count", count),
+        2,
+        /store challenge: .*count/,
+      );
     }
-    expectFailure(await box().store("challenge", id(), "--nonce", "abcd", "--count", "1"), 2, /store challenge: challenge nonce must be 64 hex digits/);
-    expectFailure(await box().store("challenge", "xyz", "--nonce", nonce(), "--count", "1"), 2, /store challenge: challenge object id/);
+    expectFailure(
+      await box().store("challenge", id(), "--nonce", "abcd", "--count", "1"),
+      2,
+      /store challenge: challenge nonce must be 64 hex digits/,
+    );
+    expectFailure(
+      await box().store("challenge", "xyz", "--nonce", nonce(), "--count", "1"),
+      2,
+      /store challenge: challenge object id/,
+    );
   });
 
   it("challenge: a count larger than the object's chunk count", async () => {
@@ -548,17 +645,36 @@ describe("usage errors: exit 2, one line", () => {
   it("verify-response: missing or malformed options, a count larger than the chunk count", async () => {
     const n = nonce();
     const all = { pubkey: "11".repeat(32), id: id(), len: "40000", nonce: n, count: "1" };
-    const args = (o: Record<string, string>) => ["verify-response", ...Object.entries(o).flatMap(([k, v]) => [`--${k}`, v])];
+    const args = (o: Record<string, string>) => [
+      "verify-response",
+      ...Object.entries(o).flatMap(([k, v]) => [`--${k}`, v]),
+    ];
     for (const name of Object.keys(all)) {
       const { [name as keyof typeof all]: _, ...rest } = all;
       expectFailure(await sharenode(args(rest), { input: "{}" }), 2, new RegExp(`verify-response: missing --${name}`));
     }
     expectFailure(await sharenode(args({ ...all, pubkey: "00" }), { input: "{}" }), 2, /--pubkey: /);
-    expectFailure(await sharenode(args({ ...all, count: "two" }), { input: "{}" }), 2, /--count must be a non-negative integer, got 'two'/);
-    expectFailure(await sharenode(args({ ...all, len: "5.5" }), { input: "{}" }), 2, /--len must be a non-negative integer, got '5\.5'/);
+    expectFailure(
+      await sharenode(args({ ...all, count: "two" }), { input: "{}" }),
+      2,
+      /--count must be a non-negative integer, got 'two'/,
+    );
+    expectFailure(
+      await sharenode(args({ ...all, len: "5.5" }), { input: "{}" }),
+      2,
+      /--len must be a non-negative integer, got '5\.5'/,
+    );
     expectFailure(await sharenode(args({ ...all, nonce: "zz" }), { input: "{}" }), 2, /--nonce must be 64 hex digits/);
-    expectFailure(await sharenode(args({ ...all, len: "700", count: "8" }), { input: "{}" }), 2, /challenge count 8 exceeds the 1 chunk of an object of 700 bytes/);
-    expectFailure(await sharenode(args({ ...all, count: "0" }), { input: "{}" }), 2, /count must be an integer 1\.\.64/);
+    expectFailure(
+      await sharenode(args({ ...all, len: "700", count: "8" }), { input: "{}" }),
+      2,
+      /challenge count 8 exceeds the 1 chunk of an object of 700 bytes/,
+    );
+    expectFailure(
+      await sharenode(args({ ...all, count: "0" }), { input: "{}" }),
+      2,
+      /count must be an integer 1\.\.64/,
+    );
   });
 });
 
@@ -571,7 +687,12 @@ describe("one process per store", () => {
     const lock = join(box.data, "store.lock");
     expect(existsSync(lock)).toBe(false);
     writeFileSync(lock, `${process.pid}\n`); // this test runner: alive
-    for (const args of [["ls"], ["add", path("small")], ["scrub"], ["challenge", ids.mid!, "--nonce", nonce(), "--count", "1"]]) {
+    for (const args of [
+      ["ls"],
+      ["add", path("small")],
+      ["scrub"],
+      ["challenge", ids.mid!, "--nonce", nonce(), "--count", "1"],
+    ]) {
       const r = await box.store(...args);
       expectFailure(r, 1, new RegExp(`^sharenode: store: .*in use by process ${process.pid}$`, "m"));
     }

@@ -1,7 +1,17 @@
 // The command-line framework: help, version, exit codes and the one-line error rule, on the built bundle
 // (what users run) and in-process through runCli with injected streams.
 import { spawn, spawnSync } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough, Readable } from "node:stream";
@@ -80,7 +90,10 @@ describe("the sharenode bundle", () => {
     [["hash", "-x"], "hash: unknown option '-x'"],
     [["hash", "--algo=md5"], "hash: unknown algorithm 'md5' (expected blake3 or sha256)"],
     // parseArgs alone calls a value with a leading dash "ambiguous"; the command's own check names the problem.
-    [["proof", "check", "--id", "ab".repeat(32), "--len", "-1", "--chunk", "0"], "proof check: --len must be a non-negative integer, got '-1'"],
+    [
+      ["proof", "check", "--id", "ab".repeat(32), "--len", "-1", "--chunk", "0"],
+      "proof check: --len must be a non-negative integer, got '-1'",
+    ],
     [["proof", "make", "f", "--chunk", "-3"], "proof make: --chunk must be a non-negative integer, got '-3'"],
     [["hash", "-a", "-1"], "hash: unknown algorithm '-1' (expected blake3 or sha256)"],
   ])("usage error %j: exit 2, one line on stderr, nothing on stdout", (args, message) => {
@@ -108,7 +121,9 @@ describe("a failed write to the output: one line and exit 1; a reader gone: quie
   beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), "sharenode-cli-output-"));
     writeFileSync(join(dir, "object"), object);
-    const made = spawnSync(process.execPath, [BIN, "proof", "make", "object", "--chunk", "0", "--count", "40"], { cwd: dir });
+    const made = spawnSync(process.execPath, [BIN, "proof", "make", "object", "--chunk", "0", "--count", "40"], {
+      cwd: dir,
+    });
     expect(made.status).toBe(0);
     proof = made.stdout;
   });
@@ -123,25 +138,27 @@ describe("a failed write to the output: one line and exit 1; a reader gone: quie
    * already gone (every write fails with EPIPE), or on a pipe that is read ("read").
    */
   function runInto(sink: "full" | "gone" | "read", args: string[], input: Uint8Array = Buffer.alloc(0)) {
-    return new Promise<{ status: number | null; signal: string | null; stdout: string; stderr: string }>((resolve, reject) => {
-      const full = sink === "full" ? openSync("/dev/full", "w") : undefined;
-      const child = spawn(process.execPath, [BIN, ...args], { cwd: dir, stdio: ["pipe", full ?? "pipe", "pipe"] });
-      if (full !== undefined) closeSync(full);
-      // Closed before the child has even started: its first write meets a pipe without a reader.
-      if (sink === "gone") child.stdout!.destroy();
-      let stdout = "";
-      let stderr = "";
-      if (sink === "read") child.stdout!.on("data", (d) => (stdout += d));
-      child.stderr!.on("data", (d) => (stderr += d));
-      const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-      child.on("error", reject);
-      child.on("close", (status, signal) => {
-        clearTimeout(timer);
-        resolve({ status, signal, stdout, stderr });
-      });
-      child.stdin!.on("error", () => {});
-      child.stdin!.end(input);
-    });
+    return new Promise<{ status: number | null; signal: string | null; stdout: string; stderr: string }>(
+      (resolve, reject) => {
+        const full = sink === "full" ? openSync("/dev/full", "w") : undefined;
+        const child = spawn(process.execPath, [BIN, ...args], { cwd: dir, stdio: ["pipe", full ?? "pipe", "pipe"] });
+        if (full !== undefined) closeSync(full);
+        // Closed before the child has even started: its first write meets a pipe without a reader.
+        if (sink === "gone") child.stdout!.destroy();
+        let stdout = "";
+        let stderr = "";
+        if (sink === "read") child.stdout!.on("data", (d) => (stdout += d));
+        child.stderr!.on("data", (d) => (stderr += d));
+        const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+        child.on("error", reject);
+        child.on("close", (status, signal) => {
+          clearTimeout(timer);
+          resolve({ status, signal, stdout, stderr });
+        });
+        child.stdin!.on("error", () => {});
+        child.stdin!.end(input);
+      },
+    );
   }
 
   const NO_SPACE = "sharenode: write error: No space left on device\n";
@@ -158,7 +175,12 @@ describe("a failed write to the output: one line and exit 1; a reader gone: quie
   });
 
   it("proof check --output - > /dev/full: exit 1, one write-error line, no verdict", async () => {
-    expect(await runInto("full", [...checkAll, "--output", "-"], proof)).toEqual({ status: 1, signal: null, stdout: "", stderr: NO_SPACE });
+    expect(await runInto("full", [...checkAll, "--output", "-"], proof)).toEqual({
+      status: 1,
+      signal: null,
+      stdout: "",
+      stderr: NO_SPACE,
+    });
   });
 
   it.each([
@@ -170,12 +192,22 @@ describe("a failed write to the output: one line and exit 1; a reader gone: quie
   });
 
   it("proof check --output - into a pipe nobody reads: exit 0, nothing on stderr", async () => {
-    expect(await runInto("gone", [...checkAll, "--output", "-"], proof)).toEqual({ status: 0, signal: null, stdout: "", stderr: "" });
+    expect(await runInto("gone", [...checkAll, "--output", "-"], proof)).toEqual({
+      status: 0,
+      signal: null,
+      stdout: "",
+      stderr: "",
+    });
   });
 
   it("proof check --output /dev/full: exit 1 naming the file, no verdict", async () => {
     const r = await runInto("read", [...checkAll, "--output", "/dev/full"], proof);
-    expect(r).toEqual({ status: 1, signal: null, stdout: "", stderr: "sharenode: proof check: /dev/full: No space left on device\n" });
+    expect(r).toEqual({
+      status: 1,
+      signal: null,
+      stdout: "",
+      stderr: "sharenode: proof check: /dev/full: No space left on device\n",
+    });
   });
 
   it("proof check --output FILE on a full disk (a 4 KiB tmpfs): exit 1 naming the file, no verdict", async () => {
@@ -187,7 +219,12 @@ describe("a failed write to the output: one line and exit 1; a reader gone: quie
     expect(mounted.status).toBe(0);
     const file = join(tmpfs, "out");
     const r = await runInto("read", [...checkAll, "--output", file], proof);
-    expect(r).toEqual({ status: 1, signal: null, stdout: "", stderr: `sharenode: proof check: ${file}: No space left on device\n` });
+    expect(r).toEqual({
+      status: 1,
+      signal: null,
+      stdout: "",
+      stderr: `sharenode: proof check: ${file}: No space left on device\n`,
+    });
     // What made the disk full: the bytes that fitted are there, the rest was refused.
     expect(statSync(file).size).toBeLessThan(object.length);
     // The same command on a disk with room succeeds: the failure above was the disk's.

@@ -8,8 +8,22 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RecordLog } from "../agent/durable/record-log";
 import { type DeviceIdentity, loadOrCreateDeviceIdentity } from "../agent/identity/device-key";
-import { CommandGate, CommandGateError, type CommandGateOptions, type CommandHandler, type HandledCommand } from "../agent/link/command-gate";
-import { COMMAND_DOMAIN, MAX_COMMAND_BYTES, MAX_REPLY_BYTES, openReply, type Reply, signCommand, type Signer } from "../agent/protocol/envelope";
+import {
+  CommandGate,
+  CommandGateError,
+  type CommandGateOptions,
+  type CommandHandler,
+  type HandledCommand,
+} from "../agent/link/command-gate";
+import {
+  COMMAND_DOMAIN,
+  MAX_COMMAND_BYTES,
+  MAX_REPLY_BYTES,
+  openReply,
+  type Reply,
+  signCommand,
+  type Signer,
+} from "../agent/protocol/envelope";
 import { topicsFor } from "../agent/protocol/topics";
 
 const T0 = 1_767_225_600_000;
@@ -42,17 +56,26 @@ interface Rig {
   path: string;
   calls: Array<{ cmd: string; args: unknown; nonce: string }>;
   handlers: Record<string, CommandHandler>;
-  send(cmd: string, fields?: { args?: Record<string, unknown>; nonce?: string; exp?: number; signer?: Signer; topicCmd?: string }): Promise<Reply>;
+  send(
+    cmd: string,
+    fields?: { args?: Record<string, unknown>; nonce?: string; exp?: number; signer?: Signer; topicCmd?: string },
+  ): Promise<Reply>;
   deliver(topic: string, payload: Uint8Array): Promise<Reply>;
 }
 
-async function rig(path = join(dir, `nonces-${logCounter++}.log`), clock = new Clock(), extra: Partial<CommandGateOptions> = {}): Promise<Rig> {
+async function rig(
+  path = join(dir, `nonces-${logCounter++}.log`),
+  clock = new Clock(),
+  extra: Partial<CommandGateOptions> = {},
+): Promise<Rig> {
   const calls: Rig["calls"] = [];
-  const record = (cmd: string, result: (args: Record<string, unknown>) => unknown): CommandHandler => async (args, ctx) => {
-    calls.push({ cmd, args, nonce: ctx.nonce });
-    expect(ctx).toMatchObject({ deviceId: device.deviceId, cmd, receivedAt: clock.now });
-    return result(args);
-  };
+  const record =
+    (cmd: string, result: (args: Record<string, unknown>) => unknown): CommandHandler =>
+    async (args, ctx) => {
+      calls.push({ cmd, args, nonce: ctx.nonce });
+      expect(ctx).toMatchObject({ deviceId: device.deviceId, cmd, receivedAt: clock.now });
+      return result(args);
+    };
   const handlers: Record<string, CommandHandler> = {
     ping: record("ping", () => ({ pong: true })),
     echo: record("echo", (args) => args),
@@ -63,11 +86,28 @@ async function rig(path = join(dir, `nonces-${logCounter++}.log`), clock = new C
       throw new TypeError("boom");
     }),
   };
-  const gate = new CommandGate({ deviceId: device.deviceId, fleetPublicKey: fleet.publicKeyHex, nonceLogPath: path, clock: clock.read, signer: device, ...extra });
+  const gate = new CommandGate({
+    deviceId: device.deviceId,
+    fleetPublicKey: fleet.publicKeyHex,
+    nonceLogPath: path,
+    clock: clock.read,
+    signer: device,
+    ...extra,
+  });
   await gate.start();
-  const deliver = async (topic: string, payload: Uint8Array): Promise<Reply> => replyOf(await gate.handle(topic, payload, handlers));
+  const deliver = async (topic: string, payload: Uint8Array): Promise<Reply> =>
+    replyOf(await gate.handle(topic, payload, handlers));
   const send: Rig["send"] = (cmd, fields = {}) => {
-    const payload = signCommand({ cmd, deviceId: device.deviceId, args: fields.args ?? {}, nonce: fields.nonce, exp: fields.exp ?? clock.now + 60_000 }, fields.signer ?? fleet);
+    const payload = signCommand(
+      {
+        cmd,
+        deviceId: device.deviceId,
+        args: fields.args ?? {},
+        nonce: fields.nonce,
+        exp: fields.exp ?? clock.now + 60_000,
+      },
+      fields.signer ?? fleet,
+    );
     return deliver(topicsFor(device.deviceId).cmd(fields.topicCmd ?? cmd), payload);
   };
   return { gate, clock, path, calls, handlers, send, deliver };
@@ -97,7 +137,14 @@ describe("CommandGate", () => {
   it("runs a good command's handler exactly once and returns a verified ok reply", async () => {
     const r = await rig();
     const reply = await r.send("echo", { args: { a: 1, b: ["x"] }, nonce: nonce(1) });
-    expect(reply).toEqual({ v: 1, cmd: "echo", deviceId: device.deviceId, nonce: nonce(1), ok: true, result: { a: 1, b: ["x"] } });
+    expect(reply).toEqual({
+      v: 1,
+      cmd: "echo",
+      deviceId: device.deviceId,
+      nonce: nonce(1),
+      ok: true,
+      result: { a: 1, b: ["x"] },
+    });
     expect(r.calls).toEqual([{ cmd: "echo", args: { a: 1, b: ["x"] }, nonce: nonce(1) }]);
     expect((await stat(r.path)).mode & 0o777).toBe(0o600);
     await r.gate.stop();
@@ -112,7 +159,10 @@ describe("CommandGate", () => {
     expectError(await r.deliver(topic, Buffer.from("{not json")), "malformed", null);
     expectError(await r.deliver(topic, new Uint8Array(MAX_COMMAND_BYTES + 1)), "too-large", null);
     expectError(await r.send("ping", { topicCmd: "echo", nonce: nonce(5) }), "wrong-command", nonce(5));
-    const other = signCommand({ cmd: "ping", deviceId: "0".repeat(32), args: {}, nonce: nonce(6), exp: r.clock.now + 1000 }, fleet);
+    const other = signCommand(
+      { cmd: "ping", deviceId: "0".repeat(32), args: {}, nonce: nonce(6), exp: r.clock.now + 1000 },
+      fleet,
+    );
     expectError(await r.deliver(topic, other), "wrong-device", nonce(6));
     expectError(await r.deliver(topicsFor("0".repeat(32)).cmd("ping"), other), "wrong-device", null);
     expectError(await r.deliver(topicsFor(device.deviceId).state, other), "malformed", null);
@@ -129,7 +179,10 @@ describe("CommandGate", () => {
 
   it("refuses a replayed nonce, in the same run and after a restart from the same nonce log", async () => {
     const r = await rig();
-    const payload = signCommand({ cmd: "ping", deviceId: device.deviceId, args: {}, nonce: nonce(8), exp: T0 + 300_000 }, fleet);
+    const payload = signCommand(
+      { cmd: "ping", deviceId: device.deviceId, args: {}, nonce: nonce(8), exp: T0 + 300_000 },
+      fleet,
+    );
     const topic = topicsFor(device.deviceId).cmd("ping");
     expect((await r.deliver(topic, payload)).ok).toBe(true);
     expectError(await r.deliver(topic, payload), "replayed", nonce(8));
@@ -153,9 +206,16 @@ describe("CommandGate", () => {
 
   it("runs a command delivered twice at once only once", async () => {
     const r = await rig();
-    const payload = signCommand({ cmd: "ping", deviceId: device.deviceId, args: {}, nonce: nonce(9), exp: T0 + 1000 }, fleet);
+    const payload = signCommand(
+      { cmd: "ping", deviceId: device.deviceId, args: {}, nonce: nonce(9), exp: T0 + 1000 },
+      fleet,
+    );
     const topic = topicsFor(device.deviceId).cmd("ping");
-    const replies = await Promise.all([r.deliver(topic, payload), r.deliver(topic, payload), r.deliver(topic, payload)]);
+    const replies = await Promise.all([
+      r.deliver(topic, payload),
+      r.deliver(topic, payload),
+      r.deliver(topic, payload),
+    ]);
     expect(replies.filter((reply) => reply.ok)).toHaveLength(1);
     expect(replies.filter((reply) => !reply.ok && reply.error.code === "replayed")).toHaveLength(2);
     expect(r.calls).toHaveLength(1);
@@ -165,8 +225,16 @@ describe("CommandGate", () => {
   it("turns a throwing handler into an error reply: its code, or internal", async () => {
     const r = await rig();
     const failed = await r.send("fail", { nonce: nonce(10) });
-    expect(failed).toMatchObject({ ok: false, nonce: nonce(10), cmd: "fail", error: { code: "not-found", message: "no such object second line" } });
-    expect(await r.send("crash", { nonce: nonce(11) })).toMatchObject({ ok: false, error: { code: "internal", message: "boom" } });
+    expect(failed).toMatchObject({
+      ok: false,
+      nonce: nonce(10),
+      cmd: "fail",
+      error: { code: "not-found", message: "no such object second line" },
+    });
+    expect(await r.send("crash", { nonce: nonce(11) })).toMatchObject({
+      ok: false,
+      error: { code: "internal", message: "boom" },
+    });
 
     const nasty: Record<string, CommandHandler> = {
       string: async () => {
@@ -176,10 +244,22 @@ describe("CommandGate", () => {
         throw null;
       },
       trap: async () => {
-        throw new Proxy({}, { get: () => { throw new Error("trap"); }, getPrototypeOf: () => { throw new Error("trap"); } });
+        throw new Proxy(
+          {},
+          {
+            get: () => {
+              throw new Error("trap");
+            },
+            getPrototypeOf: () => {
+              throw new Error("trap");
+            },
+          },
+        );
       },
       badCode: async () => {
-        throw Object.assign(new Error("x"), { code: "has spaces and is far too long to be a code at all, really, more than 64" });
+        throw Object.assign(new Error("x"), {
+          code: "has spaces and is far too long to be a code at all, really, more than 64",
+        });
       },
       sync: (() => {
         throw new Error("not even async");
@@ -216,7 +296,13 @@ describe("CommandGate", () => {
 
   it("answers before start with unavailable, and refuses a nonce log it cannot read", async () => {
     const path = join(dir, "foreign.log");
-    const gate = new CommandGate({ deviceId: device.deviceId, fleetPublicKey: fleet.publicKey, nonceLogPath: path, clock: () => T0, signer: device });
+    const gate = new CommandGate({
+      deviceId: device.deviceId,
+      fleetPublicKey: fleet.publicKey,
+      nonceLogPath: path,
+      clock: () => T0,
+      signer: device,
+    });
     const payload = signCommand({ cmd: "ping", deviceId: device.deviceId, args: {}, exp: T0 + 1000 }, fleet);
     const handled = await gate.handle(topicsFor(device.deviceId).cmd("ping"), payload, {});
     expect(handled).toMatchObject({ ok: false, code: "unavailable" });
@@ -229,16 +315,27 @@ describe("CommandGate", () => {
 
   it("refuses a signer that is another device", () => {
     expect(
-      () => new CommandGate({ deviceId: "0".repeat(32), fleetPublicKey: fleet.publicKey, nonceLogPath: join(dir, "x.log"), clock: () => T0, signer: device }),
+      () =>
+        new CommandGate({
+          deviceId: "0".repeat(32),
+          fleetPublicKey: fleet.publicKey,
+          nonceLogPath: join(dir, "x.log"),
+          clock: () => T0,
+          signer: device,
+        }),
     ).toThrow(RangeError);
   });
 
   it("compacts expired nonces away, and keeps refusing them through the floor when the clock goes back", async () => {
     const r = await rig();
     const topic = topicsFor(device.deviceId).cmd("ping");
-    const early = signCommand({ cmd: "ping", deviceId: device.deviceId, args: {}, nonce: nonce(500), exp: T0 + 1000 }, fleet);
+    const early = signCommand(
+      { cmd: "ping", deviceId: device.deviceId, args: {}, nonce: nonce(500), exp: T0 + 1000 },
+      fleet,
+    );
     expect((await r.deliver(topic, early)).ok).toBe(true);
-    for (let i = 0; i < 300; i++) expect((await r.send("ping", { nonce: nonce(1000 + i), exp: T0 + 2000 })).ok).toBe(true);
+    for (let i = 0; i < 300; i++)
+      expect((await r.send("ping", { nonce: nonce(1000 + i), exp: T0 + 2000 })).ok).toBe(true);
     const before = (await stat(r.path)).size;
     r.clock.now = T0 + 5000;
     for (let i = 0; i < 200; i++) expect((await r.send("ping", { nonce: nonce(2000 + i) })).ok).toBe(true);
@@ -295,20 +392,48 @@ describe("CommandGate under a flood", () => {
     expect(await unauthenticated(11)).toBe(false);
 
     // With the bucket empty, every command whose signature verified is still answered, refusals included.
-    const body = (fields: Record<string, unknown>) => JSON.stringify({ v: 1, cmd: "ping", deviceId: device.deviceId, args: {}, nonce: nonce(60), exp: T0 + 1000, ...fields });
-    const once = signCommand({ cmd: "ping", deviceId: device.deviceId, args: {}, nonce: nonce(61), exp: T0 + 1000 }, fleet);
+    const body = (fields: Record<string, unknown>) =>
+      JSON.stringify({
+        v: 1,
+        cmd: "ping",
+        deviceId: device.deviceId,
+        args: {},
+        nonce: nonce(60),
+        exp: T0 + 1000,
+        ...fields,
+      });
+    const once = signCommand(
+      { cmd: "ping", deviceId: device.deviceId, args: {}, nonce: nonce(61), exp: T0 + 1000 },
+      fleet,
+    );
     expect((await r.deliver(topic, once)).ok).toBe(true);
     const signedRefusals: Array<[string, Uint8Array, string]> = [
       [topic, once, "replayed"],
       [topic, signCommand({ cmd: "ping", deviceId: device.deviceId, args: {}, exp: T0 }, fleet), "expired"],
-      [topic, signCommand({ cmd: "ping", deviceId: device.deviceId, args: {}, exp: T0 + 600_001 }, fleet), "too-far-ahead"],
-      [topicsFor(device.deviceId).cmd("echo"), signCommand({ cmd: "ping", deviceId: device.deviceId, args: {}, exp: T0 + 1000 }, fleet), "wrong-command"],
+      [
+        topic,
+        signCommand({ cmd: "ping", deviceId: device.deviceId, args: {}, exp: T0 + 600_001 }, fleet),
+        "too-far-ahead",
+      ],
+      [
+        topicsFor(device.deviceId).cmd("echo"),
+        signCommand({ cmd: "ping", deviceId: device.deviceId, args: {}, exp: T0 + 1000 }, fleet),
+        "wrong-command",
+      ],
       [topic, signCommand({ cmd: "ping", deviceId: "0".repeat(32), args: {}, exp: T0 + 1000 }, fleet), "wrong-device"],
       [topic, sealBody(body({ extra: 1 })), "malformed"],
       [topic, sealBody(body({ v: 2 })), "malformed"],
       [topic, sealBody("not json, but signed"), "malformed"],
-      [topicsFor(device.deviceId).cmd("reboot"), signCommand({ cmd: "reboot", deviceId: device.deviceId, args: {}, exp: T0 + 1000 }, fleet), "unknown-command"],
-      [topicsFor(device.deviceId).cmd("fail"), signCommand({ cmd: "fail", deviceId: device.deviceId, args: {}, exp: T0 + 1000 }, fleet), "not-found"],
+      [
+        topicsFor(device.deviceId).cmd("reboot"),
+        signCommand({ cmd: "reboot", deviceId: device.deviceId, args: {}, exp: T0 + 1000 }, fleet),
+        "unknown-command",
+      ],
+      [
+        topicsFor(device.deviceId).cmd("fail"),
+        signCommand({ cmd: "fail", deviceId: device.deviceId, args: {}, exp: T0 + 1000 }, fleet),
+        "not-found",
+      ],
     ];
     for (const [t, payload, code] of signedRefusals) {
       const handled = await handle(t, payload);
@@ -332,7 +457,10 @@ describe("CommandGate under a flood", () => {
   it("logs refusals as one summary line per interval, the first of each code at once", async () => {
     const lines: string[] = [];
     const clock = new Clock();
-    const r = await rig(undefined, clock, { log: { info: (line) => lines.push(line) }, errorReplies: { burst: 3, perSecond: 1 } });
+    const r = await rig(undefined, clock, {
+      log: { info: (line) => lines.push(line) },
+      errorReplies: { burst: 3, perSecond: 1 },
+    });
     const topic = topicsFor(device.deviceId).cmd("ping");
     const forged = signCommand({ cmd: "ping", deviceId: device.deviceId, args: {}, exp: T0 + 60_000 }, otherFleet);
     for (let i = 0; i < 30; i++) await r.gate.handle(topic, Buffer.from(`garbage ${i}`), r.handlers);
@@ -342,12 +470,16 @@ describe("CommandGate under a flood", () => {
     expect(lines).toEqual([
       "ping refused: malformed: command payload is not valid JSON (further malformed refusals go into the summary)",
       "ping refused: bad-signature: command signature does not verify under the fleet key (further bad-signature refusals go into the summary)",
-      expect.stringMatching(/^ping refused: expired: command expired at 2026-01-01T00:00:00.000Z, 0 ms before the device's clock .* \(further expired refusals go into the summary\)$/),
+      expect.stringMatching(
+        /^ping refused: expired: command expired at 2026-01-01T00:00:00.000Z, 0 ms before the device's clock .* \(further expired refusals go into the summary\)$/,
+      ),
     ]);
     clock.now += 42_000;
     await r.gate.stop();
     // 3 of the 35 unauthenticated messages were answered (the burst), 32 were not.
-    expect(lines.slice(3)).toEqual(["refused 30 malformed, 5 bad-signature, 1 expired in the last 42 s; 32 unauthenticated got no error reply (rate limit)"]);
+    expect(lines.slice(3)).toEqual([
+      "refused 30 malformed, 5 bad-signature, 1 expired in the last 42 s; 32 unauthenticated got no error reply (rate limit)",
+    ]);
     expect(r.calls).toHaveLength(1);
   });
 });

@@ -54,7 +54,10 @@ function problemsOf(fn: () => unknown): string[] {
   throw new Error("expected a ConfigError");
 }
 
-const minimal = { link: { url: "mqtts://broker.example.net:8883", fleetPublicKey: FLEET_KEY }, store: { dataDir: "/mnt/usb/sharenode" } };
+const minimal = {
+  link: { url: "mqtts://broker.example.net:8883", fleetPublicKey: FLEET_KEY },
+  store: { dataDir: "/mnt/usb/sharenode" },
+};
 
 describe("loadConfig", () => {
   it("fills every default around the required keys", async () => {
@@ -71,7 +74,12 @@ describe("loadConfig", () => {
         telemetryIntervalSeconds: 60,
         outboxMaxBytes: 8 * 1024 * 1024,
       },
-      store: { dataDir: "/mnt/usb/sharenode", quota: { share: 1 }, allowSystemDisk: false, scrubBytesPerSecond: 2_000_000 },
+      store: {
+        dataDir: "/mnt/usb/sharenode",
+        quota: { share: 1 },
+        allowSystemDisk: false,
+        scrubBytesPerSecond: 2_000_000,
+      },
       share: { cpuPercent: 50, uploadBytesPerSecond: 0, uploadWindows: [] },
       log: { level: "info" },
     });
@@ -98,7 +106,13 @@ describe("loadConfig", () => {
         telemetryIntervalSeconds: 300,
         outboxMaxBytes: 1048576,
       },
-      store: { dataDir: "/mnt/sda1/sn", quota: "80%", reserveBytes: 2147483648, allowSystemDisk: true, scrubBytesPerSecond: 0 },
+      store: {
+        dataDir: "/mnt/sda1/sn",
+        quota: "80%",
+        reserveBytes: 2147483648,
+        allowSystemDisk: true,
+        scrubBytesPerSecond: 0,
+      },
       share: {
         cpuPercent: 25,
         uploadBytesPerSecond: 1_000_000,
@@ -110,8 +124,14 @@ describe("loadConfig", () => {
       log: { level: "debug" },
     };
     const { config } = loadConfig(await file(full), {});
-    expect(config).toEqual({ ...full, link: { ...full.link, fleetPublicKey: FLEET_KEY }, store: { ...full.store, quota: { share: 0.8 } } });
-    expect(loadConfig(await file({ ...minimal, store: { dataDir: "/d", quota: 500_000_000_000 } }), {}).config.store.quota).toEqual({
+    expect(config).toEqual({
+      ...full,
+      link: { ...full.link, fleetPublicKey: FLEET_KEY },
+      store: { ...full.store, quota: { share: 0.8 } },
+    });
+    expect(
+      loadConfig(await file({ ...minimal, store: { dataDir: "/d", quota: 500_000_000_000 } }), {}).config.store.quota,
+    ).toEqual({
       bytes: 500_000_000_000,
     });
   });
@@ -132,7 +152,12 @@ describe("loadConfig", () => {
   });
 
   it("refuses unknown keys at every level, suggesting the likely one", async () => {
-    const path = await file({ ...minimal, link: { ...minimal.link, ulr: "mqtt://x" }, stroe: {}, log: { level: "info", colour: true } });
+    const path = await file({
+      ...minimal,
+      link: { ...minimal.link, ulr: "mqtt://x" },
+      stroe: {},
+      log: { level: "info", colour: true },
+    });
     expect(problemsOf(() => loadConfig(path, {}))).toEqual([
       'stroe: unknown key (did you mean "store"?)',
       'link.ulr: unknown key (did you mean "url"?)',
@@ -167,7 +192,11 @@ describe("loadConfig", () => {
     expect(alone.board).toBe("auto");
 
     const path = await file({ ...minimal, board: "rpi4", log: { level: "error" } });
-    const { config, fromEnv } = loadConfig(path, { SHARENODE_BROKER: "ws://127.0.0.1:9001/mqtt", SHARENODE_QUOTA: "25%", SHARENODE_BOARD: "" });
+    const { config, fromEnv } = loadConfig(path, {
+      SHARENODE_BROKER: "ws://127.0.0.1:9001/mqtt",
+      SHARENODE_QUOTA: "25%",
+      SHARENODE_BOARD: "",
+    });
     expect(config.link.url).toBe("ws://127.0.0.1:9001/mqtt");
     expect(config.store.quota).toEqual({ share: 0.25 });
     expect(config.board).toBe("rpi4");
@@ -179,7 +208,12 @@ describe("loadConfig", () => {
     const path = await file({ ...minimal, link: { ...minimal.link, keepaliveSeconds: 1 } });
     expect(
       problemsOf(() =>
-        loadConfig(path, { SHARENODE_BROKER: "http://x", SHARENODE_FLEET_KEY: "nothex", SHARENODE_LOG_LEVEL: "loud", SHARENODE_DATA: "data" }),
+        loadConfig(path, {
+          SHARENODE_BROKER: "http://x",
+          SHARENODE_FLEET_KEY: "nothex",
+          SHARENODE_LOG_LEVEL: "loud",
+          SHARENODE_DATA: "data",
+        }),
       ),
     ).toEqual([
       'link.url (from SHARENODE_BROKER): must be a mqtt://, mqtts://, ws:// or wss:// URL, got "http://x"',
@@ -199,13 +233,28 @@ describe("loadConfig", () => {
     await writeFile(join(dir, "ca2.pem"), "x");
     const path2 = await file({
       ...minimal,
-      link: { url: "mqtt://user:pw@h", fleetPublicKey: FLEET_KEY, protocolVersion: 4, password: 12345, ca: join(dir, "ca2.pem") },
+      link: {
+        url: "mqtt://user:pw@h",
+        fleetPublicKey: FLEET_KEY,
+        protocolVersion: 4,
+        password: 12345,
+        ca: join(dir, "ca2.pem"),
+      },
     });
     expect(problemsOf(() => loadConfig(path2, {}))).toEqual([
       "link.url: must not carry credentials: use link.username and link.password",
       "link.password: must be a string, got number",
     ]);
-    const path3 = await file({ ...minimal, link: { url: "mqtt://h", fleetPublicKey: FLEET_KEY, protocolVersion: 4, password: "pw", ca: join(dir, "ca2.pem") } });
+    const path3 = await file({
+      ...minimal,
+      link: {
+        url: "mqtt://h",
+        fleetPublicKey: FLEET_KEY,
+        protocolVersion: 4,
+        password: "pw",
+        ca: join(dir, "ca2.pem"),
+      },
+    });
     expect(problemsOf(() => loadConfig(path3, {}))).toEqual([
       "link.ca: only used with an mqtts:// or wss:// link.url",
       "link.password: MQTT 3.1.1 (protocolVersion 4) sends a password only with link.username",
@@ -257,8 +306,13 @@ describe("loadConfig", () => {
     ]);
 
     const notList = await file({ ...minimal, share: { uploadWindows: { from: "01:00" } } });
-    expect(problemsOf(() => loadConfig(notList, {}))).toEqual(['share.uploadWindows: must be a list ([...]), got {"from":"01:00"}']);
-    const many = await file({ ...minimal, share: { uploadWindows: Array.from({ length: 65 }, () => ({ from: "01:00", to: "02:00", bytesPerSecond: 1 })) } });
+    expect(problemsOf(() => loadConfig(notList, {}))).toEqual([
+      'share.uploadWindows: must be a list ([...]), got {"from":"01:00"}',
+    ]);
+    const many = await file({
+      ...minimal,
+      share: { uploadWindows: Array.from({ length: 65 }, () => ({ from: "01:00", to: "02:00", bytesPerSecond: 1 })) },
+    });
     expect(problemsOf(() => loadConfig(many, {}))).toEqual(["share.uploadWindows: at most 64 entries, got 65"]);
     // The week wraps: Sunday night into Monday morning meets Monday's window.
     const wrap = await file({
@@ -270,7 +324,9 @@ describe("loadConfig", () => {
         ],
       },
     });
-    expect(problemsOf(() => loadConfig(wrap, {}))).toEqual(["share.uploadWindows[1]: overlaps share.uploadWindows[0] (both cover mon 00:30)"]);
+    expect(problemsOf(() => loadConfig(wrap, {}))).toEqual([
+      "share.uploadWindows[1]: overlaps share.uploadWindows[0] (both cover mon 00:30)",
+    ]);
   });
 
   it("takes windows that touch without overlapping, and the share rates from the environment", async () => {
@@ -291,14 +347,19 @@ describe("loadConfig", () => {
     const readme = await readFile(new URL("../agent/config/README.md", import.meta.url), "utf8");
     const example = /```json\n("share": \{[\s\S]*?\n\})\n```/.exec(readme);
     expect(example, "the share example in agent/config/README.md").not.toBeNull();
-    const fromReadme = await file(`{ "link": ${JSON.stringify(minimal.link)}, "store": ${JSON.stringify(minimal.store)}, ${example![1]} }`);
+    const fromReadme = await file(
+      `{ "link": ${JSON.stringify(minimal.link)}, "store": ${JSON.stringify(minimal.store)}, ${example![1]} }`,
+    );
     expect(loadConfig(fromReadme, {}).config.share.uploadWindows).toHaveLength(2);
   });
 
   it("reports bad JSON as one line with line and column", async () => {
     const cases: [string, string][] = [
       ['{\n  "link": {\n    "url": "mqtt://h",\n  }\n}\n', ":4:3: not valid JSON: trailing comma before '}'"],
-      ['{\n  "link": {\n    "url": "mqtt://h"\n    "fleetPublicKey": "x"\n  }\n}\n', `:4:5: not valid JSON: expected ',' or '}' after the value of "url", got '"'`],
+      [
+        '{\n  "link": {\n    "url": "mqtt://h"\n    "fleetPublicKey": "x"\n  }\n}\n',
+        `:4:5: not valid JSON: expected ',' or '}' after the value of "url", got '"'`,
+      ],
       ["{\n  // the broker\n}\n", ":2:3: not valid JSON: JSON has no comments"],
       ["{\n  'link': {}\n}\n", ":2:3: not valid JSON: strings need double quotes"],
       ['{"store": {"dataDir": "/mnt/usb\n"}}', `:1:32: not valid JSON: line break inside a string (missing '"'?)`],
@@ -311,14 +372,18 @@ describe("loadConfig", () => {
     const arr = await file("[1, 2]");
     expect(problemsOf(() => loadConfig(arr, {}))).toEqual([`${arr}: must hold a JSON object ({...}), got [1,2]`]);
     const empty = await file("\n");
-    expect(problemsOf(() => loadConfig(empty, {}))).toEqual([`${empty}: empty file (a config file holds a JSON object: {...})`]);
+    expect(problemsOf(() => loadConfig(empty, {}))).toEqual([
+      `${empty}: empty file (a config file holds a JSON object: {...})`,
+    ]);
   });
 
   it("reports a key given twice (JSON.parse would silently keep the last)", async () => {
     const line2 = `  "link": {"url": "mqtt://a", "fleetPublicKey": "${FLEET_KEY}", "url": "mqtt://b"},`;
     const path = await file(`{\n${line2}\n  "store": {"dataDir": "/d"}\n}`);
     const column = line2.lastIndexOf('"url"') + 1;
-    expect(problemsOf(() => loadConfig(path, {}))).toEqual([`link.url: given twice (again at ${path}:2:${column}); remove one`]);
+    expect(problemsOf(() => loadConfig(path, {}))).toEqual([
+      `link.url: given twice (again at ${path}:2:${column}); remove one`,
+    ]);
   });
 
   it("reports a missing file as one line naming it, and a directory too", async () => {
@@ -330,7 +395,12 @@ describe("loadConfig", () => {
 
 describe("loadConfigLenient (the console's reader)", () => {
   it("keeps the valid values, puts defaults in place of wrong ones, and lists the same problems loadConfig throws", async () => {
-    const path = await file({ ...minimal, link: { ...minimal.link, keepaliveSeconds: 1, url: "mqtt://u:p@host" }, store: { dataDir: "/mnt/usb/x", scrubBytesPerSecond: "fast" }, bogus: 1 });
+    const path = await file({
+      ...minimal,
+      link: { ...minimal.link, keepaliveSeconds: 1, url: "mqtt://u:p@host" },
+      store: { dataDir: "/mnt/usb/x", scrubBytesPerSecond: "fast" },
+      bogus: 1,
+    });
     const strict = problemsOf(() => loadConfig(path, {}));
     const { config, problems } = loadConfigLenient(path, {});
     expect(problems).toEqual(strict);
@@ -371,7 +441,16 @@ describe("redactConfig", () => {
     await writeFile(join(dir, "k.pem"), "x");
     await writeFile(join(dir, "c.pem"), "x");
     const { config } = loadConfig(
-      await file({ ...minimal, link: { ...minimal.link, username: "dev", password: "hunter2", cert: join(dir, "c.pem"), key: join(dir, "k.pem") } }),
+      await file({
+        ...minimal,
+        link: {
+          ...minimal.link,
+          username: "dev",
+          password: "hunter2",
+          cert: join(dir, "c.pem"),
+          key: join(dir, "k.pem"),
+        },
+      }),
       {},
     );
     const shown = redactConfig(config);
@@ -525,7 +604,10 @@ describe("hostile config files", () => {
       "link.password: must be at most 8192 characters, got a longer string",
     ]);
     const url = `mqtt://h/${"u".repeat(2048 - 9)}`;
-    const fits = await file({ ...minimal, link: { ...minimal.link, url, username: "n".repeat(1024), password: "p".repeat(8192) } });
+    const fits = await file({
+      ...minimal,
+      link: { ...minimal.link, url, username: "n".repeat(1024), password: "p".repeat(8192) },
+    });
     expect(loadConfig(fits, {}).config.link.url).toHaveLength(MAX_URL_LENGTH);
   });
 
@@ -545,7 +627,9 @@ describe("hostile config files", () => {
   it('takes "auto" for store.dataDir (disk discovery picks the disk) and no other relative path', async () => {
     expect(loadConfig(await file(validText().replace('"/d"', '"auto"')), {}).config.store.dataDir).toBe("auto");
     const relative = await file(validText().replace('"/d"', '"auto/x"'));
-    expect(problemsOf(() => loadConfig(relative, {}))).toEqual(['store.dataDir: must be an absolute path or "auto", got "auto/x"']);
+    expect(problemsOf(() => loadConfig(relative, {}))).toEqual([
+      'store.dataDir: must be an absolute path or "auto", got "auto/x"',
+    ]);
   });
 
   it("the JSON scanner reports a syntax error as an Error with its position", () => {

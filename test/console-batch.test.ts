@@ -17,7 +17,12 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 function testCommands(log: string[]): ConsoleCommand[] {
   return [
-    { name: "say", args: "[WORDS...]", summary: "print the words", run: async (args, io) => void (log.push(`say ${args.join("|")}`), io.print(`[${args.join("|")}]\n`)) },
+    {
+      name: "say",
+      args: "[WORDS...]",
+      summary: "print the words",
+      run: async (args, io) => void (log.push(`say ${args.join("|")}`), io.print(`[${args.join("|")}]\n`)),
+    },
     {
       name: "confirm",
       args: "",
@@ -28,8 +33,20 @@ function testCommands(log: string[]): ConsoleCommand[] {
         io.print(`answer ${JSON.stringify(answer ?? null)}\n`);
       },
     },
-    { name: "boom", args: "", summary: "throws", run: async () => { throw new ConsoleError("disk on fire"); } },
-    { name: "check", args: "", summary: "a failing check", run: async (_a, io) => (io.print("check: FAIL\n"), { ok: false }) },
+    {
+      name: "boom",
+      args: "",
+      summary: "throws",
+      run: async () => {
+        throw new ConsoleError("disk on fire");
+      },
+    },
+    {
+      name: "check",
+      args: "",
+      summary: "a failing check",
+      run: async (_a, io) => (io.print("check: FAIL\n"), { ok: false }),
+    },
     { name: "noisy", args: "", summary: "control characters", run: async (_a, io) => io.print("a\x1b[2Jb\x07c\n") },
     {
       name: "wait",
@@ -44,7 +61,10 @@ function testCommands(log: string[]): ConsoleCommand[] {
   ];
 }
 
-async function batch(script: string | Buffer[], options: { signal?: AbortSignal; maxLineLength?: number; keepOpen?: boolean } = {}) {
+async function batch(
+  script: string | Buffer[],
+  options: { signal?: AbortSignal; maxLineLength?: number; keepOpen?: boolean } = {},
+) {
   const input = new PassThrough();
   const output = new PassThrough();
   const errors = new PassThrough();
@@ -53,7 +73,14 @@ async function batch(script: string | Buffer[], options: { signal?: AbortSignal;
   output.on("data", (d: Buffer) => (out += d.toString("utf8")));
   errors.on("data", (d: Buffer) => (err += d.toString("utf8")));
   const log: string[] = [];
-  const status = runBatch({ input, output, errors, commands: testCommands(log), signal: options.signal, maxLineLength: options.maxLineLength });
+  const status = runBatch({
+    input,
+    output,
+    errors,
+    commands: testCommands(log),
+    signal: options.signal,
+    maxLineLength: options.maxLineLength,
+  });
   for (const piece of typeof script === "string" ? [script] : script) input.write(piece);
   if (!options.keepOpen) input.end();
   return { status, log, out: () => out, err: () => err, input };
@@ -169,7 +196,12 @@ describe("the console's batch runner", () => {
 });
 
 describe("sharenode console with piped input (the built bundle, real commands)", () => {
-  const env = { ...process.env, SHARENODE_STATE: join(work, "state"), SHARENODE_DATA: join(work, "data"), SHARENODE_BOARD: "sim" };
+  const env = {
+    ...process.env,
+    SHARENODE_STATE: join(work, "state"),
+    SHARENODE_DATA: join(work, "data"),
+    SHARENODE_BOARD: "sim",
+  };
   mkdirSync(join(work, "data"), { recursive: true });
 
   it("--help shows the printf example as typed: backslash-n, not line breaks, and the shell runs it as three lines", () => {
@@ -182,7 +214,12 @@ describe("sharenode console with piped input (the built bundle, real commands)",
   });
 
   it("runs a script of commands: no banner or prompt, output on stdout, exit 0", () => {
-    const r = spawnSync(process.execPath, [BIN, "console"], { input: "version\n# board facts\nboard\n", encoding: "utf8", env, timeout: 60_000 });
+    const r = spawnSync(process.execPath, [BIN, "console"], {
+      input: "version\n# board facts\nboard\n",
+      encoding: "utf8",
+      env,
+      timeout: 60_000,
+    });
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/^sharenode +\d+\.\d+\.\d+\n/);
@@ -191,7 +228,12 @@ describe("sharenode console with piped input (the built bundle, real commands)",
   });
 
   it("an unknown command is one stderr line naming the line, the rest still runs, exit 1", () => {
-    const r = spawnSync(process.execPath, [BIN, "console"], { input: "frobnicate\nversion\n", encoding: "utf8", env, timeout: 60_000 });
+    const r = spawnSync(process.execPath, [BIN, "console"], {
+      input: "frobnicate\nversion\n",
+      encoding: "utf8",
+      env,
+      timeout: 60_000,
+    });
     expect(r.status).toBe(1);
     expect(r.stderr).toBe('error: line 1: unknown command "frobnicate" (type help)\n');
     expect(r.stdout).toMatch(/^sharenode +\d+\.\d+\.\d+\n/);
@@ -202,7 +244,12 @@ describe("sharenode console with piped input (the built bundle, real commands)",
     mkdirSync(state, { recursive: true });
     writeFileSync(join(state, "leftover"), "x");
     const run = (input: string) =>
-      spawnSync(process.execPath, [BIN, "console"], { input, encoding: "utf8", env: { ...env, SHARENODE_STATE: state }, timeout: 60_000 });
+      spawnSync(process.execPath, [BIN, "console"], {
+        input,
+        encoding: "utf8",
+        env: { ...env, SHARENODE_STATE: state },
+        timeout: 60_000,
+      });
 
     const refused = run("factory-reset\nfactory\nversion\n");
     expect(refused.status, refused.stderr).toBe(0);

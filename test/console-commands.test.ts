@@ -62,7 +62,8 @@ class FakeIo implements ConsoleIo {
 // --- the box: fake host tree, state dir with a device key, data dir on a "USB disk" with a store -------------------
 
 const MMC = "devices/platform/soc/fe340000.mmc/mmc_host/mmc0/mmc0:aaaa/block/mmcblk0";
-const USB = "devices/platform/scb/fd500000.pcie/pci0000:00/0000:01:00.0/usb2/2-1/2-1:1.0/host0/target0:0:0/0:0:0:0/block/sda";
+const USB =
+  "devices/platform/scb/fd500000.pcie/pci0000:00/0000:01:00.0/usb2/2-1/2-1:1.0/host0/target0:0:0/0:0:0:0/block/sda";
 const DEVS = [
   { dev: "179:0", path: MMC, removable: "0" },
   { dev: "179:2", path: `${MMC}/mmcblk0p2` },
@@ -90,7 +91,10 @@ async function writeFile(path: string, content: string): Promise<void> {
 /** The fake host: "/" on the SD card, the USB disk mounted at `usb`, a default route and two DNS servers. */
 async function fakeHost(root: string, usb: string | undefined): Promise<HostPaths> {
   const hostRoot = join(root, "host");
-  const lines = ["22 1 179:2 / / rw,noatime shared:1 - ext4 /dev/root rw", "26 22 0:22 / /dev/shm rw,nosuid,nodev shared:3 - tmpfs tmpfs rw"];
+  const lines = [
+    "22 1 179:2 / / rw,noatime shared:1 - ext4 /dev/root rw",
+    "26 22 0:22 / /dev/shm rw,nosuid,nodev shared:3 - tmpfs tmpfs rw",
+  ];
   if (usb) lines.push(`40 22 8:1 / ${usb} rw,noatime shared:20 - ext4 /dev/sda1 rw`);
   await writeFile(join(hostRoot, "proc/self/mountinfo"), lines.join("\n") + "\n");
   for (const d of DEVS) {
@@ -98,7 +102,8 @@ async function fakeHost(root: string, usb: string | undefined): Promise<HostPath
     await fsp.mkdir(dir, { recursive: true });
     await fsp.writeFile(join(dir, "dev"), `${d.dev}\n`);
     const name = d.path.split("/").at(-1)!;
-    if (DEVS.some((whole) => whole.path === dirname(d.path))) await fsp.writeFile(join(dir, "partition"), `${/(\d+)$/.exec(name)![1]}\n`);
+    if (DEVS.some((whole) => whole.path === dirname(d.path)))
+      await fsp.writeFile(join(dir, "partition"), `${/(\d+)$/.exec(name)![1]}\n`);
     if (d.removable) await fsp.writeFile(join(dir, "removable"), `${d.removable}\n`);
     for (const linkDir of ["sys/dev/block", "sys/class/block"]) {
       await fsp.mkdir(join(hostRoot, linkDir), { recursive: true });
@@ -113,12 +118,17 @@ async function fakeHost(root: string, usb: string | undefined): Promise<HostPath
       "eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n" +
       "eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n",
   );
-  await writeFile(join(hostRoot, "etc/resolv.conf"), "# from DHCP\nsearch lan\nnameserver 192.168.1.1\nnameserver 9.9.9.9\n");
+  await writeFile(
+    join(hostRoot, "etc/resolv.conf"),
+    "# from DHCP\nsearch lan\nnameserver 192.168.1.1\nnameserver 9.9.9.9\n",
+  );
   return new HostPaths(hostRoot);
 }
 
 /** A box as the daemon leaves it: device key, adopted data disk, a store with two objects. */
-async function makeBox(options: { url?: string; usbMounted?: boolean; config?: Record<string, unknown> } = {}): Promise<Box> {
+async function makeBox(
+  options: { url?: string; usbMounted?: boolean; config?: Record<string, unknown> } = {},
+): Promise<Box> {
   const root = await fsp.mkdtemp(join(tmpdir(), "sn-console-"));
   cleanups.push(() => fsp.rm(root, { recursive: true, force: true }));
   const stateDir = join(root, "state");
@@ -133,7 +143,12 @@ async function makeBox(options: { url?: string; usbMounted?: boolean; config?: R
     expect(check).toMatchObject({ ok: true, adopted: "new" });
     const store = new ObjectStore({ dataDir, quota: { share: 1 }, reserveBytes: 0 });
     await store.start();
-    for (const text of ["first object", "second object, a little longer"]) await store.ingest((async function* () { yield Buffer.from(text); })());
+    for (const text of ["first object", "second object, a little longer"])
+      await store.ingest(
+        (async function* () {
+          yield Buffer.from(text);
+        })(),
+      );
     await store.stop();
   }
   const configFile = join(root, "config.json");
@@ -181,14 +196,22 @@ function command(c: ConsoleCommands, name: string): ConsoleCommand {
   return found;
 }
 
-async function run(c: ConsoleCommands, name: string, args: string[] = [], answers: (string | undefined)[] = []): Promise<string> {
+async function run(
+  c: ConsoleCommands,
+  name: string,
+  args: string[] = [],
+  answers: (string | undefined)[] = [],
+): Promise<string> {
   const io = new FakeIo(answers);
   await command(c, name).run(args, io);
   return io.out;
 }
 
 /** A running daemon as far as the console can tell: a ControlServer on the box's state dir with fake handlers. */
-async function startDaemon(box: Box, overrides: Partial<ControlHandlers> = {}): Promise<{ server: ControlServer; hub: LogHub; ledger: ProofLedger }> {
+async function startDaemon(
+  box: Box,
+  overrides: Partial<ControlHandlers> = {},
+): Promise<{ server: ControlServer; hub: LogHub; ledger: ProofLedger }> {
   const hub = new LogHub({ write: () => {} }, "info", () => Date.UTC(2026, 4, 1, 10, 0, 0));
   const ledger = new ProofLedger();
   const handlers: ControlHandlers = {
@@ -197,9 +220,25 @@ async function startDaemon(box: Box, overrides: Partial<ControlHandlers> = {}): 
       publicKey: box.identity.publicKeyHex,
       version: "0.1.0",
       uptimeSeconds: 3 * 3600 + 12 * 60,
-      link: { connected: true, connects: 1, reconnects: 2, bdSeq: 3, bytesIn: 2048, bytesOut: 4096, connectedSince: Date.now() - 60_000, lastError: "" },
+      link: {
+        connected: true,
+        connects: 1,
+        reconnects: 2,
+        bdSeq: 3,
+        bytesIn: 2048,
+        bytesOut: 4096,
+        connectedSince: Date.now() - 60_000,
+        lastError: "",
+      },
       outbox: { depth: 4, bytes: 12_345, dropped: 0 },
-      store: { running: true, objects: 12, usedBytes: 3 * 2 ** 30, quotaBytes: 100 * 2 ** 30, availableBytes: 200 * 2 ** 30, pinned: 1 },
+      store: {
+        running: true,
+        objects: 12,
+        usedBytes: 3 * 2 ** 30,
+        quotaBytes: 100 * 2 ** 30,
+        availableBytes: 200 * 2 ** 30,
+        pinned: 1,
+      },
     }),
     logTail: (n) => hub.tail(n),
     onLog: (listener) => hub.subscribe(listener),
@@ -239,7 +278,19 @@ describe("console commands without a daemon", () => {
     const box = await makeBox();
     const c = await open(box);
     expect(c.commands.map((x) => x.name)).toEqual([
-      "status", "version", "board", "disks", "store", "link", "net", "temp", "log", "proofs", "selftest", "reboot", "factory-reset",
+      "status",
+      "version",
+      "board",
+      "disks",
+      "store",
+      "link",
+      "net",
+      "temp",
+      "log",
+      "proofs",
+      "selftest",
+      "reboot",
+      "factory-reset",
     ]);
     for (const x of c.commands) expect(x.summary.length).toBeGreaterThan(10);
     expect(c.banner).toContain(`sharenode ${version}`);
@@ -263,7 +314,12 @@ describe("console commands without a daemon", () => {
     const outbox = new Outbox({
       path: join(box.stateDir, "outbox.log"),
       deviceId: box.identity.deviceId,
-      publisher: { connected: false, publish: () => Promise.reject(new Error("offline")), on: () => undefined, off: () => undefined },
+      publisher: {
+        connected: false,
+        publish: () => Promise.reject(new Error("offline")),
+        on: () => undefined,
+        off: () => undefined,
+      },
     });
     await outbox.start();
     for (let i = 0; i < 3; i++) await outbox.enqueue("events", { type: "test", i });
@@ -285,7 +341,12 @@ describe("console commands without a daemon", () => {
     const box = await makeBox();
     await fsp.writeFile(
       box.configFile,
-      JSON.stringify({ stateDir: box.stateDir, board: "sim", link: { ulr: "mqtt://x" }, store: { dataDir: box.dataDir, quota: "150%" } }),
+      JSON.stringify({
+        stateDir: box.stateDir,
+        board: "sim",
+        link: { ulr: "mqtt://x" },
+        store: { dataDir: box.dataDir, quota: "150%" },
+      }),
     );
     const c = await open(box, { SHARENODE_BROKER: "mqtt://127.0.0.1:9" });
     expect(c.banner).toMatch(/config: \d+ problems \(see status\)/);
@@ -331,7 +392,9 @@ describe("console commands without a daemon", () => {
     await fsp.writeFile(box.host.proc("self/mountinfo"), "22 1 179:2 / / rw,noatime shared:1 - ext4 /dev/root rw\n");
     await fsp.rename(join(box.dataDir, MARKER_NAME), join(box.root, "marker.away"));
     const refused = await run(await open(box), "disks");
-    expect(refused).toMatch(/^store\s+refused \(marker-missing\): data directory .* has no disk marker but this device adopted disk/m);
+    expect(refused).toMatch(
+      /^store\s+refused \(marker-missing\): data directory .* has no disk marker but this device adopted disk/m,
+    );
     expect(refused).toContain("is the USB disk mounted?");
     const status = await run(await open(box), "status");
     expect(status).toMatch(/^store\s+refused: .*no disk marker/m);
@@ -341,9 +404,16 @@ describe("console commands without a daemon", () => {
     const box = await makeBox();
     await fsp.rm(join(box.stateDir, "data-disk.json"));
     await fsp.rm(join(box.dataDir, MARKER_NAME));
-    expect(await run(await open(box), "disks")).toMatch(/^store\s+accepted: no store here yet: the daemon adopts this disk at its first start$/m);
-    await fsp.writeFile(join(box.dataDir, MARKER_NAME), JSON.stringify({ v: 1, nodeId: "cd".repeat(16), diskId: "ef".repeat(16) }));
-    expect(await run(await open(box), "disks")).toMatch(/^store\s+refused \(foreign-node\): .*holds the disk of device cdcd/m);
+    expect(await run(await open(box), "disks")).toMatch(
+      /^store\s+accepted: no store here yet: the daemon adopts this disk at its first start$/m,
+    );
+    await fsp.writeFile(
+      join(box.dataDir, MARKER_NAME),
+      JSON.stringify({ v: 1, nodeId: "cd".repeat(16), diskId: "ef".repeat(16) }),
+    );
+    expect(await run(await open(box), "disks")).toMatch(
+      /^store\s+refused \(foreign-node\): .*holds the disk of device cdcd/m,
+    );
     // Nothing was adopted or written by looking.
     await expect(fsp.access(join(box.stateDir, "data-disk.json"))).rejects.toMatchObject({ code: "ENOENT" });
   });
@@ -360,7 +430,9 @@ describe("console commands without a daemon", () => {
 
     await fsp.writeFile(box.host.proc("self/mountinfo"), "22 1 179:2 / / rw,noatime shared:1 - ext4 /dev/root rw\n");
     await fsp.rename(join(box.dataDir, MARKER_NAME), join(box.root, "marker.away"));
-    expect(await run(await open(box), "disks")).toMatch(/^store\s+refused \(marker-missing\): .*is the USB disk mounted\?/m);
+    expect(await run(await open(box), "disks")).toMatch(
+      /^store\s+refused \(marker-missing\): .*is the USB disk mounted\?/m,
+    );
     await fsp.rm(join(box.stateDir, "data-disk.json"));
     expect(await run(await open(box), "disks")).toMatch(
       /^store\s+refused \(no-data-disk\): store.dataDir is "auto" but no writable USB disk is mounted besides the system disk/m,
@@ -383,7 +455,11 @@ describe("console commands without a daemon", () => {
     expect(out).toMatch(/^last scrub\s+unknown/m);
     // The same used bytes ObjectStore reports (read without opening it). The quota follows free space, which
     // other tests change meanwhile: not compared.
-    const store = new ObjectStore({ dataDir: box.dataDir, quota: { share: 1 }, reserveBytes: defaultReserveBytes((await fsp.statfs(box.dataDir)).blocks * (await fsp.statfs(box.dataDir)).bsize) });
+    const store = new ObjectStore({
+      dataDir: box.dataDir,
+      quota: { share: 1 },
+      reserveBytes: defaultReserveBytes((await fsp.statfs(box.dataDir)).blocks * (await fsp.statfs(box.dataDir)).bsize),
+    });
     await store.start();
     const truth = await store.status();
     await store.stop();
@@ -405,14 +481,21 @@ describe("console commands without a daemon", () => {
     expect((await fsp.readFile(index)).equals(before)).toBe(true);
 
     await fsp.writeFile(box.host.proc("self/mountinfo"), "22 1 179:2 / / rw,noatime shared:1 - ext4 /dev/root rw\n");
-    expect(await run(await open(box), "store")).toMatch(/^store\s+refused \(system-disk\): data directory .* is on the root filesystem/m);
+    expect(await run(await open(box), "store")).toMatch(
+      /^store\s+refused \(system-disk\): data directory .* is on the root filesystem/m,
+    );
   });
 
   it("link: broker without its password, no connection, outbox depth on disk", async () => {
     const box = await makeBox();
-    const c = await open(box, { SHARENODE_MQTT_USERNAME: box.identity.deviceId, SHARENODE_MQTT_PASSWORD: "s3cret-passw0rd" });
+    const c = await open(box, {
+      SHARENODE_MQTT_USERNAME: box.identity.deviceId,
+      SHARENODE_MQTT_PASSWORD: "s3cret-passw0rd",
+    });
     const out = await run(c, "link");
-    expect(out).toMatch(new RegExp(`^broker\\s+mqtt://127\\.0\\.0\\.1:9 \\(MQTT 5, user ${box.identity.deviceId}, password set\\)$`, "m"));
+    expect(out).toMatch(
+      new RegExp(`^broker\\s+mqtt://127\\.0\\.0\\.1:9 \\(MQTT 5, user ${box.identity.deviceId}, password set\\)$`, "m"),
+    );
     expect(out).toMatch(/^state\s+no connection: the daemon is not running \(try net and selftest\)$/m);
     expect(out).toMatch(/^outbox\s+0 messages waiting on disk \(0 B\)$/m);
     for (const name of ["status", "net"]) expect(await run(c, name)).not.toContain("s3cret-passw0rd");
@@ -447,7 +530,9 @@ describe("console commands without a daemon", () => {
     const box = await makeBox();
     await fsp.writeFile(join(box.stateDir, "agent.lock"), `${process.pid}\n`);
     const out = await run(await open(box), "status");
-    expect(out).toMatch(new RegExp(`^daemon\\s+running as pid ${process.pid}, but its control socket does not answer`, "m"));
+    expect(out).toMatch(
+      new RegExp(`^daemon\\s+running as pid ${process.pid}, but its control socket does not answer`, "m"),
+    );
   });
 
   it("temp: every zone of the sim board, the governing temperature and the limits; hot when over the pause limit", async () => {
@@ -459,7 +544,9 @@ describe("console commands without a daemon", () => {
     expect(out).toMatch(/^limits\s+work pauses at (\d+) C, resumes below \d+ C$/m);
     const pause = Number(/work pauses at (\d+) C/.exec(out)![1]);
     await fsp.writeFile(join(box.dataDir, "sim-board/sys/class/thermal/thermal_zone0/temp"), `${(pause + 5) * 1000}\n`);
-    expect(await run(c, "temp")).toMatch(new RegExp(`^governing\\s+${pause + 5}\\.0 C \\(at or above the pause limit`, "m"));
+    expect(await run(c, "temp")).toMatch(
+      new RegExp(`^governing\\s+${pause + 5}\\.0 C \\(at or above the pause limit`, "m"),
+    );
     expect(await run(c, "status")).toMatch(/^temp\s+\d+\.0 C \(hot: work pauses\)/m);
   });
 });
@@ -498,12 +585,20 @@ describe("console commands with a running daemon (a ControlServer with fake hand
         uptimeSeconds: 5,
         link: { connected: false, connects: 0, reconnects: 7, lastError: "connect ECONNREFUSED 127.0.0.1:9" },
         outbox: { depth: 0, bytes: 8 },
-        store: { running: false, code: "marker-missing", reason: "data directory /mnt/usb/sharenode has no disk marker" },
+        store: {
+          running: false,
+          code: "marker-missing",
+          reason: "data directory /mnt/usb/sharenode has no disk marker",
+        },
       }),
     });
     const c = await open(box);
-    expect(await run(c, "store")).toMatch(/^store\s+not running: data directory \/mnt\/usb\/sharenode has no disk marker \(marker-missing\)$/m);
-    expect(await run(c, "status")).toMatch(/^link\s+not connected to mqtt:\/\/127\.0\.0\.1:9: connect ECONNREFUSED 127\.0\.0\.1:9$/m);
+    expect(await run(c, "store")).toMatch(
+      /^store\s+not running: data directory \/mnt\/usb\/sharenode has no disk marker \(marker-missing\)$/m,
+    );
+    expect(await run(c, "status")).toMatch(
+      /^link\s+not connected to mqtt:\/\/127\.0\.0\.1:9: connect ECONNREFUSED 127\.0\.0\.1:9$/m,
+    );
     const link = await run(c, "link");
     expect(link).toMatch(/^state\s+not connected$/m);
     expect(link).toMatch(/^last error\s+connect ECONNREFUSED/m);
@@ -519,7 +614,12 @@ describe("console commands with a running daemon (a ControlServer with fake hand
     expect(out.trimEnd().split("\n")).toHaveLength(20);
     expect(out).toMatch(/info  agent: line 11\n/);
     expect(out).toMatch(/info  agent: line 30\n$/);
-    expect((await run(c, "log", ["3"])).trimEnd().split("\n").map((l) => l.slice(-7))).toEqual(["line 28", "line 29", "line 30"]);
+    expect(
+      (await run(c, "log", ["3"]))
+        .trimEnd()
+        .split("\n")
+        .map((l) => l.slice(-7)),
+    ).toEqual(["line 28", "line 29", "line 30"]);
   });
 
   it("log -f: the last lines, then new ones as they come, until Ctrl-C; and when the daemon stops", async () => {
@@ -556,14 +656,24 @@ describe("console commands with a running daemon (a ControlServer with fake hand
     const box = await makeBox();
     const { ledger } = await startDaemon(box);
     const c = await open(box);
-    expect(await run(c, "proofs")).toMatch(/^passed\s+0\nfailed\s+0\nno challenges answered since the daemon started\n$/);
+    expect(await run(c, "proofs")).toMatch(
+      /^passed\s+0\nfailed\s+0\nno challenges answered since the daemon started\n$/,
+    );
     ledger.record({ ts: Date.UTC(2026, 4, 1, 10, 0, 0), objectId: "a".repeat(64), ok: true });
-    ledger.record({ ts: Date.UTC(2026, 4, 1, 10, 5, 0), objectId: "b".repeat(64), ok: false, code: "not-found", message: "no object bbbb in the store" });
+    ledger.record({
+      ts: Date.UTC(2026, 4, 1, 10, 5, 0),
+      objectId: "b".repeat(64),
+      ok: false,
+      code: "not-found",
+      message: "no object bbbb in the store",
+    });
     const out = await run(c, "proofs");
     expect(out).toMatch(/^passed\s+1$/m);
     expect(out).toMatch(/^failed\s+1$/m);
     expect(out).toMatch(new RegExp(`^  2026-05-01 10:00:00Z  ${"a".repeat(64)}  ok$`, "m"));
-    expect(out).toMatch(new RegExp(`^  2026-05-01 10:05:00Z  ${"b".repeat(64)}  FAIL not-found: no object bbbb in the store$`, "m"));
+    expect(out).toMatch(
+      new RegExp(`^  2026-05-01 10:05:00Z  ${"b".repeat(64)}  FAIL not-found: no object bbbb in the store$`, "m"),
+    );
   });
 
   it("a daemon's error reply is a ConsoleError, not a crash", async () => {
@@ -602,9 +712,16 @@ describe("net", () => {
     expect(out).toMatch(/^interfaces\s+lo: 127\.0\.0\.1\/8/m);
     expect(out).toMatch(/^default route\s+IPv4 via 192\.168\.1\.1 dev eth0$/m);
     expect(out).toMatch(/^DNS servers\s+192\.168\.1\.1, 9\.9\.9\.9$/m);
-    expect(out).toMatch(new RegExp(`^broker\\s+mqtt://127\\.0\\.0\\.1:${port} \\(127\\.0\\.0\\.1 port ${port}\\)$`, "m"));
+    expect(out).toMatch(
+      new RegExp(`^broker\\s+mqtt://127\\.0\\.0\\.1:${port} \\(127\\.0\\.0\\.1 port ${port}\\)$`, "m"),
+    );
     expect(out).toMatch(/^  lookup\s+ok\s+127\.0\.0\.1 is an address: no lookup$/m);
-    expect(out).toMatch(new RegExp(`^  connect\\s+FAIL\\s+[\\d.]+ ms\\s+127\\.0\\.0\\.1:${port}: ECONNREFUSED \\(nothing listens there`, "m"));
+    expect(out).toMatch(
+      new RegExp(
+        `^  connect\\s+FAIL\\s+[\\d.]+ ms\\s+127\\.0\\.0\\.1:${port}: ECONNREFUSED \\(nothing listens there`,
+        "m",
+      ),
+    );
   });
 
   it("a reachable broker by name: lookup and connect with timings", async () => {
@@ -614,12 +731,17 @@ describe("net", () => {
     expect(out).toMatch(/^  connect\s+(ok|FAIL)/m);
     // localhost may resolve to ::1 first where mosquitto listens on 127.0.0.1 only: the IPv4 URL must connect.
     const box4 = await makeBox({ url: broker.url });
-    expect(await run(await open(box4), "net")).toMatch(new RegExp(`^  connect\\s+ok\\s+[\\d.]+ ms\\s+connected to 127\\.0\\.0\\.1:${broker.port}$`, "m"));
+    expect(await run(await open(box4), "net")).toMatch(
+      new RegExp(`^  connect\\s+ok\\s+[\\d.]+ ms\\s+connected to 127\\.0\\.0\\.1:${broker.port}$`, "m"),
+    );
   });
 
   it("no route, no resolv.conf, no broker configured: clear lines; Ctrl-C ends the checks", async () => {
     const box = await makeBox({ url: "mqtts://localhost:8883" });
-    await fsp.writeFile(box.host.proc("net/route"), "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n");
+    await fsp.writeFile(
+      box.host.proc("net/route"),
+      "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n",
+    );
     await fsp.rm(box.host.etc("resolv.conf"));
     const c = await open(box);
     const io = new FakeIo();
@@ -632,7 +754,10 @@ describe("net", () => {
     expect(io.out).toMatch(/^  lookup\s+FAIL\s+[\d.]+ ms\s+localhost: interrupted$/m);
 
     const none = await makeBox({ config: {} });
-    await fsp.writeFile(none.configFile, JSON.stringify({ stateDir: none.stateDir, board: "sim", store: { dataDir: none.dataDir } }));
+    await fsp.writeFile(
+      none.configFile,
+      JSON.stringify({ stateDir: none.stateDir, board: "sim", store: { dataDir: none.dataDir } }),
+    );
     expect(await run(await open(none), "net")).toMatch(/^broker\s+not configured \(link\.url\)$/m);
   });
 });
@@ -645,7 +770,12 @@ describe("selftest", () => {
     expect(out).toMatch(/^PASS  sha256\s+4 FIPS 180-2 vectors/m);
     expect(out).toMatch(/^PASS  blake3 simd( = scalar)?\s+/m);
     expect(out).toMatch(/^PASS  data disk write\/read\s+8 MiB: write\+fsync [\d.]+ MB\/s, read [\d.]+ MB\/s/m);
-    expect(out).toMatch(new RegExp(`^PASS  broker round trip\\s+CONNACK [\\d.]+ ms, SUBACK [\\d.]+ ms \\(sharenode/v1/${box.identity.deviceId}/cmd/\\+, client ${box.identity.deviceId.slice(0, 16)}-console-[0-9a-f]{6}\\)$`, "m"));
+    expect(out).toMatch(
+      new RegExp(
+        `^PASS  broker round trip\\s+CONNACK [\\d.]+ ms, SUBACK [\\d.]+ ms \\(sharenode/v1/${box.identity.deviceId}/cmd/\\+, client ${box.identity.deviceId.slice(0, 16)}-console-[0-9a-f]{6}\\)$`,
+        "m",
+      ),
+    );
     expect(out).not.toContain("FAIL");
     expect(out).toMatch(/^selftest: \d+ passed, 0 failed$/m);
     // The temp file is gone.
@@ -680,7 +810,9 @@ describe("selftest", () => {
     try {
       execFileSync("mount", ["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", ro], { stdio: "pipe" });
     } catch (err) {
-      throw new Error(`this test mounts a read-only tmpfs and needs root (CI runs as root): ${errorMessage(err)}`, { cause: err });
+      throw new Error(`this test mounts a read-only tmpfs and needs root (CI runs as root): ${errorMessage(err)}`, {
+        cause: err,
+      });
     }
     cleanups.push(() => void execFileSync("umount", [ro]));
     const config = JSON.parse(await fsp.readFile(box.configFile, "utf8")) as { store: { dataDir: string } };
@@ -703,7 +835,10 @@ describe("selftest", () => {
     expect(outcome).toEqual({ ok: true });
 
     const failing = new FakeIo();
-    const broken = await selftestCommand([() => kernelChecks(false), () => Promise.reject(new Error("disk on fire"))]).run([], failing);
+    const broken = await selftestCommand([
+      () => kernelChecks(false),
+      () => Promise.reject(new Error("disk on fire")),
+    ]).run([], failing);
     expect(failing.out).toMatch(/^FAIL  check\s+disk on fire$/m);
     expect(failing.out).toMatch(/^selftest: 2 passed, 1 failed, 1 not applicable$/m);
     expect(broken).toEqual({ ok: false });
@@ -751,9 +886,11 @@ describe("reboot and factory-reset", () => {
     const shortId = box.identity.deviceId.slice(0, 8);
     expect(io.asked).toEqual([`To erase, type this device's short id, ${shortId}; anything else cancels: `]);
     expect(io.out).toMatch(/^factory-reset erases:\n  in the state directory /);
-    for (const name of ["device-key.pem", "data-disk.json", "nonces.log", "outbox.log"]) expect(io.out).toContain(join(box.stateDir, name));
+    for (const name of ["device-key.pem", "data-disk.json", "nonces.log", "outbox.log"])
+      expect(io.out).toContain(join(box.stateDir, name));
     expect(io.out).toMatch(/device-key\.pem\s+the device key: the box gets a new key and device id at the next start/);
-    for (const name of ["objects", "index.log", "quarantine", "tmp", MARKER_NAME]) expect(io.out).toContain(join(box.dataDir, name));
+    for (const name of ["objects", "index.log", "quarantine", "tmp", MARKER_NAME])
+      expect(io.out).toContain(join(box.dataDir, name));
     expect(io.out).toContain(`It keeps:\n  the config file ${configInState}\n  every other file in ${box.dataDir}\n`);
     expect(io.out).toMatch(/cancelled: nothing was erased/);
     expect(await listTree(box.stateDir)).toEqual(stateBefore);
@@ -794,7 +931,9 @@ describe("reboot and factory-reset", () => {
 
     // Unplugged: "auto" names no directory, so selftest fails its disk check saying why.
     await fsp.writeFile(box.host.proc("self/mountinfo"), "22 1 179:2 / / rw,noatime shared:1 - ext4 /dev/root rw\n");
-    expect(await run(await open(box), "selftest")).toMatch(/^FAIL  data disk write\/read\s+store.dataDir is "auto" and names no disk: /m);
+    expect(await run(await open(box), "selftest")).toMatch(
+      /^FAIL  data disk write\/read\s+store.dataDir is "auto" and names no disk: /m,
+    );
   });
 
   it("factory-reset is refused while the daemon answers on its control socket, or holds its lock", async () => {
@@ -803,29 +942,42 @@ describe("reboot and factory-reset", () => {
     const c = await open(box);
     const before = (await listTree(box.stateDir)).filter((n) => n !== "control.sock");
     const io = new FakeIo([box.identity.deviceId.slice(0, 8)]);
-    await expect(command(c, "factory-reset").run([], io)).rejects.toThrow(/the daemon is running: stop it first \(systemctl stop sharenode/);
+    await expect(command(c, "factory-reset").run([], io)).rejects.toThrow(
+      /the daemon is running: stop it first \(systemctl stop sharenode/,
+    );
     expect(io.asked).toEqual([]);
     await server.stop();
     await fsp.writeFile(join(box.stateDir, "agent.lock"), `${process.pid}\n`);
-    await expect(run(c, "factory-reset", [], [box.identity.deviceId.slice(0, 8)])).rejects.toThrow(new RegExp(`the daemon is running \\(pid ${process.pid}\\)`));
+    await expect(run(c, "factory-reset", [], [box.identity.deviceId.slice(0, 8)])).rejects.toThrow(
+      new RegExp(`the daemon is running \\(pid ${process.pid}\\)`),
+    );
     await fsp.rm(join(box.stateDir, "agent.lock"));
     expect(await listTree(box.stateDir)).toEqual(before);
   });
 
   it("factory-reset leaves another device's disk alone, and without a device key asks for the word factory-reset", async () => {
     const box = await makeBox();
-    await fsp.writeFile(join(box.dataDir, MARKER_NAME), JSON.stringify({ v: 1, nodeId: "cd".repeat(16), diskId: "ef".repeat(16) }));
+    await fsp.writeFile(
+      join(box.dataDir, MARKER_NAME),
+      JSON.stringify({ v: 1, nodeId: "cd".repeat(16), diskId: "ef".repeat(16) }),
+    );
     const dataBefore = await listTree(box.dataDir);
     const c = await open(box);
     const foreign = await run(c, "factory-reset", [], ["no"]);
-    expect(foreign).toContain(`the data directory ${box.dataDir}, untouched: its marker names another device (${"cd".repeat(16)})`);
+    expect(foreign).toContain(
+      `the data directory ${box.dataDir}, untouched: its marker names another device (${"cd".repeat(16)})`,
+    );
     expect(foreign).not.toContain(join(box.dataDir, "objects"));
 
     await fsp.rm(join(box.stateDir, "device-key.pem"));
     const io = new FakeIo(["factory-reset"]);
     await command(c, "factory-reset").run([], io);
-    expect(io.asked[0]).toBe("To erase, type the word factory-reset (this box has no device key); anything else cancels: ");
-    expect(io.out).toContain(`the data directory ${box.dataDir}, untouched: without a device key this box cannot tell whether the disk is its own`);
+    expect(io.asked[0]).toBe(
+      "To erase, type the word factory-reset (this box has no device key); anything else cancels: ",
+    );
+    expect(io.out).toContain(
+      `the data directory ${box.dataDir}, untouched: without a device key this box cannot tell whether the disk is its own`,
+    );
     expect(await listTree(box.dataDir)).toEqual(dataBefore);
     expect(await fsp.readdir(box.stateDir)).toEqual([]);
     expect(io.out).toMatch(/not rebooting/);

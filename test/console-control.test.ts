@@ -98,7 +98,9 @@ class RawClient {
     return c;
   }
 
-  async reply(index: number): Promise<{ ok: boolean; result?: any; error?: { code: string; message: string }; line?: string }> {
+  async reply(
+    index: number,
+  ): Promise<{ ok: boolean; result?: any; error?: { code: string; message: string }; line?: string }> {
     await waitFor(`reply ${index}`, () => this.lines.length > index);
     return JSON.parse(this.lines[index]!);
   }
@@ -158,7 +160,9 @@ describe("ControlServer", () => {
     raw.socket.write('{"op":"reboot"}\n{"nop":1}\n');
     expect(await raw.reply(3)).toMatchObject({ ok: false, error: { code: "unknown-op" } });
     expect(await raw.reply(4)).toMatchObject({ ok: false, error: { code: "unknown-op" } });
-    raw.socket.write('{"op":"log.tail","lines":0}\n{"op":"log.tail","lines":501}\n{"op":"log.tail","lines":"5"}\n{"op":"log.follow","lines":-1}\n');
+    raw.socket.write(
+      '{"op":"log.tail","lines":0}\n{"op":"log.tail","lines":501}\n{"op":"log.tail","lines":"5"}\n{"op":"log.follow","lines":-1}\n',
+    );
     for (let i = 5; i < 9; i++) expect(await raw.reply(i)).toMatchObject({ ok: false, error: { code: "bad-args" } });
     // Invalid UTF-8 and control bytes are garbage like any other.
     raw.socket.write(Buffer.from([0xff, 0xfe, 0x00, 0x0a]));
@@ -274,13 +278,22 @@ describe("ControlServer", () => {
     const stateDir = await tempDir();
     const path = controlSocketPath(stateDir);
     // A process that listens and dies by SIGKILL leaves its socket file behind.
-    const child = spawnSync(process.execPath, ["-e", "require('net').createServer().listen(process.argv[1], () => process.kill(process.pid, 'SIGKILL'))", path]);
+    const child = spawnSync(process.execPath, [
+      "-e",
+      "require('net').createServer().listen(process.argv[1], () => process.kill(process.pid, 'SIGKILL'))",
+      path,
+    ]);
     expect(child.signal).toBe("SIGKILL");
     expect((await fsp.lstat(path)).isSocket()).toBe(true);
     await expect(ControlClient.connect(stateDir)).rejects.toMatchObject({ code: "not-running" });
     expect(await askDaemon(stateDir, "status")).toMatchObject({ running: false, code: "not-running" });
 
-    const handlers: ControlHandlers = { status: async () => ({ n: 1 }), logTail: () => [], onLog: () => () => {}, proofs: () => ({ passed: 0, failed: 0, recent: [] }) };
+    const handlers: ControlHandlers = {
+      status: async () => ({ n: 1 }),
+      logTail: () => [],
+      onLog: () => () => {},
+      proofs: () => ({ passed: 0, failed: 0, recent: [] }),
+    };
     const first = new ControlServer({ stateDir, handlers });
     await first.start();
     cleanups.push(() => first.stop());

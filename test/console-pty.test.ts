@@ -16,7 +16,16 @@ import { waitFor } from "./helpers/wait";
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "dist/sharenode.js");
 const PROMPT = "sharenode> ";
-const KEY = { left: "\x1b[D", up: "\x1b[A", end: "\x1b[F", home: "\x1bOH", bs: "\x7f", ctrlC: "\x03", ctrlD: "\x04", ctrlW: "\x17" };
+const KEY = {
+  left: "\x1b[D",
+  up: "\x1b[A",
+  end: "\x1b[F",
+  home: "\x1bOH",
+  bs: "\x7f",
+  ctrlC: "\x03",
+  ctrlD: "\x04",
+  ctrlW: "\x17",
+};
 
 let work = "";
 let child = "";
@@ -37,7 +46,12 @@ beforeAll(async () => {
   child = join(work, "console-child.mjs");
   await build({
     entryPoints: [fileURLToPath(new URL("./fixtures/console-child.ts", import.meta.url))],
-    bundle: true, platform: "node", format: "esm", target: "node20", outfile: child, logLevel: "error",
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    outfile: child,
+    logLevel: "error",
     // The fixture brings its own commands: never the real ones (esbuild drops the unused loader anyway).
     external: ["../console/commands.js"],
   });
@@ -89,7 +103,9 @@ class Peer {
     const deadline = Date.now() + 30_000;
     while (this[stream].indexOf(text, from) < 0) {
       if (Date.now() > deadline) {
-        throw new Error(`timed out waiting for ${JSON.stringify(text)}; ${stream} so far: ${JSON.stringify(this[stream].slice(-800))}; stderr: ${JSON.stringify(this.err.slice(-400))}`);
+        throw new Error(
+          `timed out waiting for ${JSON.stringify(text)}; ${stream} so far: ${JSON.stringify(this[stream].slice(-800))}; stderr: ${JSON.stringify(this.err.slice(-400))}`,
+        );
       }
       await new Promise<void>((resolve) => {
         this.wake = resolve;
@@ -111,7 +127,9 @@ class Peer {
 /** `command` under script(1): a real pty; after it ends, `stty -a` shows what it left the terminal in. */
 function inPty(command: string, env: Record<string, string> = {}): Peer {
   const shell = `${command}; s=$?; echo; echo "stty after: $(stty -a | tr '\\n' ' ')"; exit $s`;
-  return new Peer(spawn("script", ["-qfec", shell, "/dev/null"], { cwd: work, env: { ...process.env, ...env }, stdio: "pipe" }));
+  return new Peer(
+    spawn("script", ["-qfec", shell, "/dev/null"], { cwd: work, env: { ...process.env, ...env }, stdio: "pipe" }),
+  );
 }
 
 function expectCookedAfter(out: string): void {
@@ -125,7 +143,9 @@ describe("sharenode console on a terminal (a real pty through script)", () => {
   it("edits, recalls history, cancels with Ctrl-C, asks, and exits 0 on Ctrl-D with the terminal restored", async () => {
     const t = inPty(`${q(process.execPath)} ${q(child)}`);
     await t.waitFor(PROMPT);
-    expect(t.out).toMatch(/^test console pid \d+\r?\r\nType "help" for the commands; "exit" or Ctrl-D leaves\.\r?\r\nsharenode> $/);
+    expect(t.out).toMatch(
+      /^test console pid \d+\r?\r\nType "help" for the commands; "exit" or Ctrl-D leaves\.\r?\r\nsharenode> $/,
+    );
 
     // "sa", Left, "X", Backspace, End, "y hel", Left, Backspace, "xl": say hxll
     let shown = await t.line("sa" + KEY.left + "X" + KEY.bs + KEY.end + "y hel" + KEY.left + KEY.bs + "xl\r");
@@ -200,13 +220,27 @@ describe("sharenode console --tty (a serial line: a socat pty pair)", () => {
 
     // The line as stty left it: speed, 8N1, raw, no echo, no flow control, no modem control.
     const stty = spawnSync("stty", ["-F", dev, "-a"], { encoding: "utf8" }).stdout;
-    for (const setting of ["speed 115200 baud", "cs8", "-cstopb", "-parenb", "-icanon", "-echo", "-ixon", "-opost", "-isig", "-icrnl", "clocal"]) {
+    for (const setting of [
+      "speed 115200 baud",
+      "cs8",
+      "-cstopb",
+      "-parenb",
+      "-icanon",
+      "-echo",
+      "-ixon",
+      "-opost",
+      "-isig",
+      "-icrnl",
+      "clocal",
+    ]) {
       expect(stty).toMatch(new RegExp(`(^|[\\s;])${setting.replace(/[+]/g, "\\$&")}([\\s;]|$)`));
     }
 
     // Exactly what a serial terminal gets: CR LF line ends, one byte per typed character.
     let shown = await cable.line("sa" + KEY.left + "X" + KEY.bs + KEY.end + "y hi there" + KEY.ctrlW + "you\r");
-    expect(shown).toBe(`sa\b\r${PROMPT}sXa\x1b[K\x1b[1D\r${PROMPT}sa\x1b[K\x1b[1D\x1b[1Cy hi there\r${PROMPT}say hi \x1b[Kyou\r\n[hi|you]\r\n`);
+    expect(shown).toBe(
+      `sa\b\r${PROMPT}sXa\x1b[K\x1b[1D\r${PROMPT}sa\x1b[K\x1b[1D\x1b[1Cy hi there\r${PROMPT}say hi \x1b[Kyou\r\n[hi|you]\r\n`,
+    );
     shown = await cable.line(KEY.up + "\r");
     expect(shown).toMatch(/\[hi\|you\]\r\n$/);
     // CRLF from the terminal is one Enter.
@@ -233,7 +267,8 @@ describe("sharenode console --tty (a serial line: a socat pty pair)", () => {
   });
 
   it("a device that does not exist, one that is no terminal, or a bad baud rate fail with one line", () => {
-    const run = (...args: string[]) => spawnSync(process.execPath, [child, ...args], { encoding: "utf8", timeout: 30_000 });
+    const run = (...args: string[]) =>
+      spawnSync(process.execPath, [child, ...args], { encoding: "utf8", timeout: 30_000 });
     let r = run("--tty", join(work, "no-such-tty"));
     expect(r.status).toBe(1);
     expect(r.stderr).toBe(`sharenode: console: ${join(work, "no-such-tty")}: No such file or directory\n`);
@@ -283,7 +318,8 @@ describe("the built bundle: sharenode console with the real commands", () => {
 describe("the built bundle: sharenode console beside a running daemon", () => {
   it("shows the live daemon through its control socket: status, link, log -f until Ctrl-C, proofs; refuses factory-reset", async () => {
     // mosquitto_pub --help exits 1: only "not found" counts here.
-    if (spawnSync("mosquitto_pub", ["--help"], { stdio: "ignore" }).error) throw new Error("mosquitto_pub is needed: apt-get install mosquitto-clients");
+    if (spawnSync("mosquitto_pub", ["--help"], { stdio: "ignore" }).error)
+      throw new Error("mosquitto_pub is needed: apt-get install mosquitto-clients");
     const broker = await Broker.start();
     cleanups.push(() => void broker.stop());
     const env = {
@@ -319,7 +355,9 @@ describe("the built bundle: sharenode console beside a running daemon", () => {
       detail: () => `it printed ${JSON.stringify(t.out.slice(from))}`,
     });
     const deviceId = /device\s+([0-9a-f]{32})/.exec(status)![1]!;
-    spawnSync("mosquitto_pub", ["-L", `${broker.url}/sharenode/v1/${deviceId}/cmd/ping`, "-m", "not json", "-q", "1"], { timeout: 10_000 });
+    spawnSync("mosquitto_pub", ["-L", `${broker.url}/sharenode/v1/${deviceId}/cmd/ping`, "-m", "not json", "-q", "1"], {
+      timeout: 10_000,
+    });
     await t.waitFor("refused: malformed", from);
     t.type(KEY.ctrlC);
     await t.waitFor(`\n${PROMPT}`, from);
@@ -340,15 +378,28 @@ describe("the built bundle: sharenode selftest (for scripts: the OTA pipeline, t
     // A WebSocket listener too: the bundle's ws:// path runs on Node's streams (agent/tsup.config.mjs aliases
     // mqtt.js's readable-stream to them), and only a bundle test covers that.
     const wsPort = await freePort();
-    const broker = await Broker.start({ config: ["allow_anonymous true", `listener ${wsPort} 127.0.0.1`, "protocol websockets", "allow_anonymous true"] });
+    const broker = await Broker.start({
+      config: ["allow_anonymous true", `listener ${wsPort} 127.0.0.1`, "protocol websockets", "allow_anonymous true"],
+    });
     cleanups.push(() => void broker.stop());
-    const env = { ...process.env, SHARENODE_STATE: join(work, "selftest-state"), SHARENODE_DATA: join(work, "selftest-data") };
+    const env = {
+      ...process.env,
+      SHARENODE_STATE: join(work, "selftest-state"),
+      SHARENODE_DATA: join(work, "selftest-data"),
+    };
     // The device key the broker check subscribes with: created by any command that needs it.
-    const keyed = spawnSync(process.execPath, [BIN, "store", "status", "--state", env.SHARENODE_STATE, "--data", env.SHARENODE_DATA, "--allow-system-disk"], { encoding: "utf8", env, timeout: 60_000 });
+    const keyed = spawnSync(
+      process.execPath,
+      [BIN, "store", "status", "--state", env.SHARENODE_STATE, "--data", env.SHARENODE_DATA, "--allow-system-disk"],
+      { encoding: "utf8", env, timeout: 60_000 },
+    );
     expect(keyed.status, keyed.stderr).toBe(0);
     const run = (extra: Record<string, string>) =>
       new Promise<{ code: number | null; out: string }>((resolve) => {
-        const p = spawn(process.execPath, [BIN, "selftest"], { env: { ...env, ...extra }, stdio: ["ignore", "pipe", "pipe"] });
+        const p = spawn(process.execPath, [BIN, "selftest"], {
+          env: { ...env, ...extra },
+          stdio: ["ignore", "pipe", "pipe"],
+        });
         let out = "";
         p.stdout!.on("data", (d: Buffer) => (out += d.toString()));
         p.stderr!.on("data", (d: Buffer) => (out += d.toString()));

@@ -36,7 +36,8 @@ class Screen {
         else if (m[2] === "H") this.row = this.col = 0;
         else if (m[2] === "J") this.rows = [[]];
         else throw new Error(`unexpected CSI ${m[0]}`);
-      } else if (c < " " || (c >= "\x7f" && c <= "\x9f")) throw new Error(`control character ${JSON.stringify(c)} reached the terminal`);
+      } else if (c < " " || (c >= "\x7f" && c <= "\x9f"))
+        throw new Error(`control character ${JSON.stringify(c)} reached the terminal`);
       else {
         const line = this.rows[this.row];
         while (line.length < this.col) line.push(" ");
@@ -80,7 +81,12 @@ const KEY = {
 
 function testCommands(hooks: { gate?: Promise<void>; late?: (print: () => void) => void } = {}): ConsoleCommand[] {
   return [
-    { name: "say", args: "[WORDS...]", summary: "print the words", run: async (args, io) => io.print(`[${args.join("|")}]\n`) },
+    {
+      name: "say",
+      args: "[WORDS...]",
+      summary: "print the words",
+      run: async (args, io) => io.print(`[${args.join("|")}]\n`),
+    },
     {
       name: "wait",
       args: "",
@@ -152,7 +158,12 @@ function testCommands(hooks: { gate?: Promise<void>; late?: (print: () => void) 
       summary: "prints after it returned",
       run: async (_args, io) => hooks.late?.(() => io.print("too late\n")),
     },
-    { name: "cols", args: "", summary: "prints the columns", run: async (_args, io) => io.print(`columns ${io.columns}\n`) },
+    {
+      name: "cols",
+      args: "",
+      summary: "prints the columns",
+      run: async (_args, io) => io.print(`columns ${io.columns}\n`),
+    },
   ];
 }
 
@@ -169,7 +180,13 @@ function harness(options: Partial<ShellOptions> & { hooks?: Parameters<typeof te
     wake?.();
   });
   let ended: ShellEnd | undefined;
-  const done = runShell({ input, output, commands: testCommands(options.hooks), banner: "test console\n", ...options }).then((end) => {
+  const done = runShell({
+    input,
+    output,
+    commands: testCommands(options.hooks),
+    banner: "test console\n",
+    ...options,
+  }).then((end) => {
     ended = end;
     wake?.();
     return end;
@@ -192,7 +209,8 @@ function harness(options: Partial<ShellOptions> & { hooks?: Parameters<typeof te
     async until(condition: () => boolean, what: string): Promise<void> {
       const deadline = Date.now() + 10_000;
       while (!condition()) {
-        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; output so far: ${JSON.stringify(raw.slice(-600))}`);
+        if (Date.now() > deadline)
+          throw new Error(`timed out waiting for ${what}; output so far: ${JSON.stringify(raw.slice(-600))}`);
         await new Promise<void>((resolve) => {
           wake = resolve;
           setTimeout(resolve, 20);
@@ -233,7 +251,8 @@ function random(seed: number): () => number {
 function decode(...chunks: (string | number[])[]): Key[] {
   const decoder = new KeyDecoder();
   const keys: Key[] = [];
-  for (const chunk of chunks) decoder.feed(typeof chunk === "string" ? Buffer.from(chunk, "utf8") : Uint8Array.from(chunk), keys);
+  for (const chunk of chunks)
+    decoder.feed(typeof chunk === "string" ? Buffer.from(chunk, "utf8") : Uint8Array.from(chunk), keys);
   return keys;
 }
 
@@ -310,7 +329,9 @@ describe("KeyDecoder", () => {
   });
 
   it("drops NUL, unbound controls, F-keys, unknown sequences and Alt-keys", () => {
-    expect(decode("\x00\x07\x09\x11\x12\x13\x1a\x1c\x1f\x1bOP\x1b[15~\x1b[99~\x1b[200~\x1b[12;40R\x1bx\x1b[I")).toEqual([]);
+    expect(decode("\x00\x07\x09\x11\x12\x13\x1a\x1c\x1f\x1bOP\x1b[15~\x1b[99~\x1b[200~\x1b[12;40R\x1bx\x1b[I")).toEqual(
+      [],
+    );
   });
 
   it("keeps a lone ESC pending until flushed, then drops it", () => {
@@ -407,12 +428,16 @@ describe("runShell", () => {
     h.type("say a\r\nsay b\nsay c\r");
     await h.waitFor("[c]");
     await h.until(() => h.raw.endsWith("sharenode> "), "the prompt");
-    expect(h.screen.text).toBe("test console\nsharenode> say a\n[a]\nsharenode> say b\n[b]\nsharenode> say c\n[c]\nsharenode>");
+    expect(h.screen.text).toBe(
+      "test console\nsharenode> say a\n[a]\nsharenode> say b\n[b]\nsharenode> say c\n[c]\nsharenode>",
+    );
   });
 
   it("edits the line: typing, Left, Backspace, Delete, Home/End, Ctrl-A/E/U/K/W", async () => {
     const h = await started();
-    expect(await h.run("sa" + KEY.left + "X" + KEY.bs + KEY.end + "y hel" + KEY.left + KEY.bs + "xl\r")).toMatch(/\[hxll\]\r\n$/);
+    expect(await h.run("sa" + KEY.left + "X" + KEY.bs + KEY.end + "y hel" + KEY.left + KEY.bs + "xl\r")).toMatch(
+      /\[hxll\]\r\n$/,
+    );
     expect(await h.run("xsay abc" + KEY.home + KEY.del + KEY.ctrlE + " d\r")).toMatch(/\[abc\|d\]\r\n$/);
     expect(await h.run("rubbish" + KEY.ctrlU + "say one two" + KEY.ctrlW + "three\r")).toMatch(/\[one\|three\]\r\n$/);
     expect(await h.run("say kept" + "\x1b[1;5D" + KEY.left + KEY.ctrlK + "\r")).toMatch(/\[\]\r\n$/);
@@ -490,7 +515,9 @@ describe("runShell", () => {
 
   it("answers an unknown command, a failing command and a ConsoleError with one error line, and goes on", async () => {
     const h = await started();
-    expect(await h.run("frobnicate now\r")).toBe('frobnicate now\r\nerror: unknown command "frobnicate" (type help)\r\n');
+    expect(await h.run("frobnicate now\r")).toBe(
+      'frobnicate now\r\nerror: unknown command "frobnicate" (type help)\r\n',
+    );
     expect(await h.run("fail\r")).toBe("fail\r\nerror: disk on fire second line\r\n");
     expect(await h.run("refuse\r")).toBe("refuse\r\nerror: not allowed\r\n");
     expect(await h.run('say "unterminated\r')).toMatch(/\r\nerror: unterminated double quote\r\n$/);

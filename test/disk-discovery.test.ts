@@ -51,7 +51,10 @@ let images = 0;
  * Mounts at `at` (made first): the ext4 image `opts.image`, or a new one of `mib` MiB, or with `tmpfsSource` a tmpfs
  * of that name. Resolves the image's path.
  */
-async function mountAt(at: string, opts: { mib?: number; readOnly?: boolean; tmpfsSource?: string; image?: string } = {}): Promise<string> {
+async function mountAt(
+  at: string,
+  opts: { mib?: number; readOnly?: boolean; tmpfsSource?: string; image?: string } = {},
+): Promise<string> {
   await fsp.mkdir(at, { recursive: true });
   let img = opts.image ?? "";
   if (opts.tmpfsSource !== undefined) {
@@ -110,7 +113,9 @@ async function binDir(entries: Record<string, { link: string } | { script: strin
 // ---------------------------------------------------------------------------------------------------------------
 
 describe("df through node-disk-info, on real mounts with awkward names", () => {
-  let passport = "", newline = "", tabbed = "";
+  let passport = "",
+    newline = "",
+    tabbed = "";
 
   beforeAll(async () => {
     passport = join(base, "awkward", "My Passport");
@@ -149,7 +154,11 @@ describe("df through node-disk-info, on real mounts with awkward names", () => {
       expect(fs!.size).toBe(s.blocks * s.bsize);
       expect(fs!.available).toBe(s.bavail * s.bsize);
     }
-    expect(fromDf.get(passport)).toMatchObject({ fstype: "ext4", kind: "other-block", device: expect.stringMatching(/^\/dev\/loop\d+$/) });
+    expect(fromDf.get(passport)).toMatchObject({
+      fstype: "ext4",
+      kind: "other-block",
+      device: expect.stringMatching(/^\/dev\/loop\d+$/),
+    });
     expect(fromDf.get(tabbed)).toMatchObject({ fstype: "tmpfs", source: "ram disk", kind: "virtual" });
     expect(fromDf.get("/")!.kind).toBe("root");
     // GNU df prints the newline as "?"; BusyBox prints it, and its second half is a row of its own that names nothing.
@@ -174,10 +183,17 @@ describe("df through node-disk-info, on real mounts with awkward names", () => {
   });
 
   it.each([
-    ["fails", 'echo "df: /srv/nas: Stale file handle" >&2; echo "Filesystem 1024-blocks Used Available Capacity Mounted on"; exit 1',
-      "df unavailable (df exited with 1: df: /srv/nas: Stale file handle): listing the mount table instead"],
+    [
+      "fails",
+      'echo "df: /srv/nas: Stale file handle" >&2; echo "Filesystem 1024-blocks Used Available Capacity Mounted on"; exit 1',
+      "df unavailable (df exited with 1: df: /srv/nas: Stale file handle): listing the mount table instead",
+    ],
     ["hangs", "exec /bin/sleep 30", "df unavailable (df did not answer within 0.3 s): listing the mount table instead"],
-    ["prints no table", "echo hello", 'df unavailable (df printed no table ("hello\\n")): listing the mount table instead'],
+    [
+      "prints no table",
+      "echo hello",
+      'df unavailable (df printed no table ("hello\\n")): listing the mount table instead',
+    ],
   ])("df that %s: the same fallback, with the reason", async (_, script, note) => {
     const dir = await binDir({ df: { script } });
     const listing = await new DiskDiscovery({ df: dfRunner({ PATH: dir }, ["df", "-kP"], 300) }).list();
@@ -205,9 +221,15 @@ describe("df through node-disk-info, on real mounts with awkward names", () => {
       expect(out.stdout).toMatch(new RegExp(`^${passport}\\s+/dev/loop\\d+\\s+ext4\\s+other-block\\s+\\d`, "m"));
       expect(out.stdout).toContain(JSON.stringify(newline)); // one line per filesystem, whatever its name
       expect(out.stdout).toMatch(/^auto: none: store.dataDir is "auto" but no writable USB disk is mounted/m);
-      const json = JSON.parse(sharenode({ PATH: dir }, "--json").stdout) as { source: string; filesystems: Filesystem[] };
+      const json = JSON.parse(sharenode({ PATH: dir }, "--json").stdout) as {
+        source: string;
+        filesystems: Filesystem[];
+      };
       expect(json.source).toBe("df");
-      expect(json.filesystems.find((f) => f.mountPoint === passport)).toMatchObject({ fstype: "ext4", kind: "other-block" });
+      expect(json.filesystems.find((f) => f.mountPoint === passport)).toMatchObject({
+        fstype: "ext4",
+        kind: "other-block",
+      });
     });
 
     it("without df on PATH: one note line on stderr, the listing from the mount table, exit 0", () => {
@@ -215,8 +237,14 @@ describe("df through node-disk-info, on real mounts with awkward names", () => {
       expect(out.status).toBe(0);
       expect(out.stderr).toBe("sharenode: note: df unavailable (df not found): listing the mount table instead\n");
       expect(out.stdout).toMatch(new RegExp(`^${passport}\\s+/dev/loop\\d+\\s+ext4\\s+other-block`, "m"));
-      const json = JSON.parse(sharenode({ PATH: join(base, "nowhere") }, "--json").stdout) as { source: string; note: string };
-      expect(json).toMatchObject({ source: "mountinfo", note: "df unavailable (df not found): listing the mount table instead" });
+      const json = JSON.parse(sharenode({ PATH: join(base, "nowhere") }, "--json").stdout) as {
+        source: string;
+        note: string;
+      };
+      expect(json).toMatchObject({
+        source: "mountinfo",
+        note: "df unavailable (df not found): listing the mount table instead",
+      });
     });
 
     it("no mount table (a host root without /proc): one line, exit 1", async () => {
@@ -270,7 +298,10 @@ async function fakeHost(layout: Array<[mountPoint: string, sysPath: string]>): P
     if (isPartition) await fsp.writeFile(join(dir, "partition"), `${/(\d+)$/.exec(name)![1]}\n`);
     for (const linkDir of ["sys/dev/block", "sys/class/block"]) {
       await fsp.mkdir(join(root, linkDir), { recursive: true });
-      await fsp.symlink(`../../${sysPath}`, join(root, linkDir, linkDir === "sys/dev/block" ? `${entry.major}:${entry.minor}` : name));
+      await fsp.symlink(
+        `../../${sysPath}`,
+        join(root, linkDir, linkDir === "sys/dev/block" ? `${entry.major}:${entry.minor}` : name),
+      );
     }
   }
   return new HostPaths(root);
@@ -281,7 +312,11 @@ function basenameOf(p: string): string {
 }
 
 describe('store.dataDir "auto": USB-ness from a fake sysfs, the disks real', () => {
-  let big = "", small = "", readOnly = "", other = "", otherImage = "";
+  let big = "",
+    small = "",
+    readOnly = "",
+    other = "",
+    otherImage = "";
 
   beforeAll(async () => {
     big = join(base, "media", "big disk");
@@ -306,9 +341,17 @@ describe('store.dataDir "auto": USB-ness from a fake sysfs, the disks real', () 
   it("one USB disk: its largest writable filesystem, adopted at first start; later starts keep it", async () => {
     await clearMarkers();
     // Two partitions of one USB disk, and the system on the SD card.
-    const host = await fakeHost([["/", `${SD}/mmcblk0p2`], [big, `${usbDisk(1, "sda")}/sda1`], [small, `${usbDisk(1, "sda")}/sda2`]]);
+    const host = await fakeHost([
+      ["/", `${SD}/mmcblk0p2`],
+      [big, `${usbDisk(1, "sda")}/sda1`],
+      [small, `${usbDisk(1, "sda")}/sda2`],
+    ]);
     const state = await stateDir();
-    const auto = await resolveAutoDataDir({ stateDir: state, nodeId: NODE_ID, discovery: new DiskDiscovery({ paths: host }) });
+    const auto = await resolveAutoDataDir({
+      stateDir: state,
+      nodeId: NODE_ID,
+      discovery: new DiskDiscovery({ paths: host }),
+    });
     expect(auto).toEqual({
       ok: true,
       dataDir: join(big, AUTO_DIR_NAME),
@@ -317,10 +360,16 @@ describe('store.dataDir "auto": USB-ness from a fake sysfs, the disks real', () 
     });
     if (!auto.ok) return;
     const check = await checkDataDisk({ dataDir: auto.dataDir, stateDir: state, nodeId: NODE_ID }, host);
-    expect(check).toMatchObject({ ok: true, adopted: "new", filesystem: { kind: "usb", device: "/dev/sda1", mountPoint: big } });
+    expect(check).toMatchObject({
+      ok: true,
+      adopted: "new",
+      filesystem: { kind: "usb", device: "/dev/sda1", mountPoint: big },
+    });
     // The marker is on the real ext4 filesystem, the record in the state dir.
     expect((await fsp.stat(join(auto.dataDir, MARKER_NAME))).dev).toBe((await fsp.stat(big)).dev);
-    expect(JSON.parse(await fsp.readFile(join(state, ADOPTION_STATE_NAME), "utf8"))).toMatchObject({ dataDir: auto.dataDir });
+    expect(JSON.parse(await fsp.readFile(join(state, ADOPTION_STATE_NAME), "utf8"))).toMatchObject({
+      dataDir: auto.dataDir,
+    });
 
     // The next start: a larger USB disk is plugged in as well. The adopted disk stays.
     const later = await fakeHost([
@@ -328,9 +377,15 @@ describe('store.dataDir "auto": USB-ness from a fake sysfs, the disks real', () 
       [big, `${usbDisk(1, "sda")}/sda1`],
       [small, `${usbDisk(2, "sdb")}/sdb1`],
     ]);
-    const again = await resolveAutoDataDir({ stateDir: state, nodeId: NODE_ID, discovery: new DiskDiscovery({ paths: later }) });
+    const again = await resolveAutoDataDir({
+      stateDir: state,
+      nodeId: NODE_ID,
+      discovery: new DiskDiscovery({ paths: later }),
+    });
     expect(again).toMatchObject({ ok: true, dataDir: join(big, AUTO_DIR_NAME), how: "adopted" });
-    expect(await checkDataDisk({ dataDir: join(big, AUTO_DIR_NAME), stateDir: state, nodeId: NODE_ID }, later)).toMatchObject({
+    expect(
+      await checkDataDisk({ dataDir: join(big, AUTO_DIR_NAME), stateDir: state, nodeId: NODE_ID }, later),
+    ).toMatchObject({
       ok: true,
       adopted: "known",
     });
@@ -339,17 +394,38 @@ describe('store.dataDir "auto": USB-ness from a fake sysfs, the disks real', () 
   it("adopted first, a larger disk later: the adopted one is kept, even though the larger would have been chosen", async () => {
     await clearMarkers();
     const state = await stateDir();
-    const first = await fakeHost([["/", `${SD}/mmcblk0p2`], [small, `${usbDisk(2, "sdb")}/sdb1`]]);
-    const auto = await resolveAutoDataDir({ stateDir: state, nodeId: NODE_ID, discovery: new DiskDiscovery({ paths: first }) });
+    const first = await fakeHost([
+      ["/", `${SD}/mmcblk0p2`],
+      [small, `${usbDisk(2, "sdb")}/sdb1`],
+    ]);
+    const auto = await resolveAutoDataDir({
+      stateDir: state,
+      nodeId: NODE_ID,
+      discovery: new DiskDiscovery({ paths: first }),
+    });
     expect(auto).toMatchObject({ ok: true, dataDir: join(small, AUTO_DIR_NAME), how: "chosen" });
-    expect(await checkDataDisk({ dataDir: join(small, AUTO_DIR_NAME), stateDir: state, nodeId: NODE_ID }, first)).toMatchObject({ ok: true });
-    const both = await fakeHost([["/", `${SD}/mmcblk0p2`], [big, `${usbDisk(1, "sda")}/sda1`], [small, `${usbDisk(2, "sdb")}/sdb1`]]);
+    expect(
+      await checkDataDisk({ dataDir: join(small, AUTO_DIR_NAME), stateDir: state, nodeId: NODE_ID }, first),
+    ).toMatchObject({ ok: true });
+    const both = await fakeHost([
+      ["/", `${SD}/mmcblk0p2`],
+      [big, `${usbDisk(1, "sda")}/sda1`],
+      [small, `${usbDisk(2, "sdb")}/sdb1`],
+    ]);
     // Without the adoption, the same disks are ambiguous:
-    expect(await resolveAutoDataDir({ stateDir: await stateDir(), nodeId: NODE_ID, discovery: new DiskDiscovery({ paths: both }) })).toMatchObject({
+    expect(
+      await resolveAutoDataDir({
+        stateDir: await stateDir(),
+        nodeId: NODE_ID,
+        discovery: new DiskDiscovery({ paths: both }),
+      }),
+    ).toMatchObject({
       ok: false,
       code: "several-data-disks",
     });
-    expect(await resolveAutoDataDir({ stateDir: state, nodeId: NODE_ID, discovery: new DiskDiscovery({ paths: both }) })).toMatchObject({
+    expect(
+      await resolveAutoDataDir({ stateDir: state, nodeId: NODE_ID, discovery: new DiskDiscovery({ paths: both }) }),
+    ).toMatchObject({
       ok: true,
       dataDir: join(small, AUTO_DIR_NAME),
       how: "adopted",
@@ -363,7 +439,11 @@ describe('store.dataDir "auto": USB-ness from a fake sysfs, the disks real', () 
       [small, `${usbDisk(2, "sdb")}/sdb1`],
       [big, `${usbDisk(1, "sda")}/sda1`],
     ]);
-    const auto = await resolveAutoDataDir({ stateDir: await stateDir(), nodeId: NODE_ID, discovery: new DiskDiscovery({ paths: host }) });
+    const auto = await resolveAutoDataDir({
+      stateDir: await stateDir(),
+      nodeId: NODE_ID,
+      discovery: new DiskDiscovery({ paths: host }),
+    });
     expect(auto.ok).toBe(false);
     expect(auto).toMatchObject({ code: "several-data-disks" });
     expect(auto.reason).toMatch(
@@ -393,32 +473,62 @@ describe('store.dataDir "auto": USB-ness from a fake sysfs, the disks real', () 
     expect(fs.get(readOnly)).toMatchObject({ kind: "usb", readOnly: true });
     expect(fs.get(other)).toMatchObject({ kind: "other-block" });
     expect(chooseAutoDisk(listing.filesystems)).toMatchObject({ ok: true, dataDir: join(small, AUTO_DIR_NAME) });
-    const none = await fakeHost([["/", `${usbDisk(1, "sda")}/sda2`], [big, `${usbDisk(1, "sda")}/sda3`], [readOnly, `${usbDisk(2, "sdb")}/sdb1`], [other, SATA]]);
-    expect(await resolveAutoDataDir({ stateDir: await stateDir(), nodeId: NODE_ID, discovery: new DiskDiscovery({ paths: none }) })).toEqual({
+    const none = await fakeHost([
+      ["/", `${usbDisk(1, "sda")}/sda2`],
+      [big, `${usbDisk(1, "sda")}/sda3`],
+      [readOnly, `${usbDisk(2, "sdb")}/sdb1`],
+      [other, SATA],
+    ]);
+    expect(
+      await resolveAutoDataDir({
+        stateDir: await stateDir(),
+        nodeId: NODE_ID,
+        discovery: new DiskDiscovery({ paths: none }),
+      }),
+    ).toEqual({
       ok: false,
       code: "no-data-disk",
-      reason: 'store.dataDir is "auto" but no writable USB disk is mounted besides the system disk; plug one in, or set store.dataDir',
+      reason:
+        'store.dataDir is "auto" but no writable USB disk is mounted besides the system disk; plug one in, or set store.dataDir',
     });
   });
 
   it("the adopted disk mounted elsewhere is found by its marker; not mounted at all: the recorded dir, which the disk check refuses", async () => {
     await clearMarkers();
     const state = await stateDir();
-    const host = await fakeHost([["/", `${SD}/mmcblk0p2`], [other, `${usbDisk(1, "sda")}/sda1`]]);
-    const auto = await resolveAutoDataDir({ stateDir: state, nodeId: NODE_ID, discovery: new DiskDiscovery({ paths: host }) });
+    const host = await fakeHost([
+      ["/", `${SD}/mmcblk0p2`],
+      [other, `${usbDisk(1, "sda")}/sda1`],
+    ]);
+    const auto = await resolveAutoDataDir({
+      stateDir: state,
+      nodeId: NODE_ID,
+      discovery: new DiskDiscovery({ paths: host }),
+    });
     expect(auto).toMatchObject({ ok: true, dataDir: join(other, AUTO_DIR_NAME), how: "chosen" });
-    expect(await checkDataDisk({ dataDir: join(other, AUTO_DIR_NAME), stateDir: state, nodeId: NODE_ID }, host)).toMatchObject({ ok: true });
+    expect(
+      await checkDataDisk({ dataDir: join(other, AUTO_DIR_NAME), stateDir: state, nodeId: NODE_ID }, host),
+    ).toMatchObject({ ok: true });
 
     // The same disk at another mount point (the automounter named it differently this boot).
     await umount(other);
     const moved = join(base, "media", "other moved");
     try {
       await mountAt(moved, { image: otherImage });
-      const movedHost = await fakeHost([["/", `${SD}/mmcblk0p2`], [moved, `${usbDisk(1, "sda")}/sda1`]]);
-      const found = await resolveAutoDataDir({ stateDir: state, nodeId: NODE_ID, discovery: new DiskDiscovery({ paths: movedHost }) });
+      const movedHost = await fakeHost([
+        ["/", `${SD}/mmcblk0p2`],
+        [moved, `${usbDisk(1, "sda")}/sda1`],
+      ]);
+      const found = await resolveAutoDataDir({
+        stateDir: state,
+        nodeId: NODE_ID,
+        discovery: new DiskDiscovery({ paths: movedHost }),
+      });
       expect(found).toMatchObject({ ok: true, dataDir: join(moved, AUTO_DIR_NAME), how: "moved" });
       // checkDataDisk then records the new place: the same disk, re-adopted.
-      expect(await checkDataDisk({ dataDir: join(moved, AUTO_DIR_NAME), stateDir: state, nodeId: NODE_ID }, movedHost)).toMatchObject({
+      expect(
+        await checkDataDisk({ dataDir: join(moved, AUTO_DIR_NAME), stateDir: state, nodeId: NODE_ID }, movedHost),
+      ).toMatchObject({
         ok: true,
         adopted: "re-adopted",
       });
@@ -426,10 +536,17 @@ describe('store.dataDir "auto": USB-ness from a fake sysfs, the disks real', () 
 
       // Not mounted: the recorded dir, an empty directory on the parent filesystem, is what checkDataDisk refuses.
       const bare = await fakeHost([["/", `${SD}/mmcblk0p2`]]);
-      const gone = await resolveAutoDataDir({ stateDir: state, nodeId: NODE_ID, discovery: new DiskDiscovery({ paths: bare }) });
+      const gone = await resolveAutoDataDir({
+        stateDir: state,
+        nodeId: NODE_ID,
+        discovery: new DiskDiscovery({ paths: bare }),
+      });
       expect(gone).toMatchObject({ ok: true, dataDir: join(moved, AUTO_DIR_NAME), how: "adopted" });
       await fsp.mkdir(join(moved, AUTO_DIR_NAME), { recursive: true });
-      const check = await checkDataDisk({ dataDir: join(moved, AUTO_DIR_NAME), stateDir: state, nodeId: NODE_ID }, bare);
+      const check = await checkDataDisk(
+        { dataDir: join(moved, AUTO_DIR_NAME), stateDir: state, nodeId: NODE_ID },
+        bare,
+      );
       expect(check).toMatchObject({ ok: false, code: "marker-missing" });
       expect(check.ok ? "" : check.reason).toContain("is the USB disk mounted?");
       expect(existsSync(join(moved, AUTO_DIR_NAME, MARKER_NAME))).toBe(false);
@@ -453,18 +570,29 @@ describe('store.dataDir "auto": USB-ness from a fake sysfs, the disks real', () 
         SHARENODE_FLEET_KEY: "3b".repeat(32),
       });
       const lines: string[] = [];
-      const agent = new Agent(config, { logs: new LogHub({ write: (l) => lines.push(l.trimEnd()) }, "info"), version: "0.0.0-test", hostPaths: host, env: {} });
+      const agent = new Agent(config, {
+        logs: new LogHub({ write: (l) => lines.push(l.trimEnd()) }, "info"),
+        version: "0.0.0-test",
+        hostPaths: host,
+        env: {},
+      });
       await agent.start();
       return { agent, lines };
     }
     const state = await stateDir();
-    const two = await fakeHost([["/", `${SD}/mmcblk0p2`], [big, `${usbDisk(1, "sda")}/sda1`], [small, `${usbDisk(2, "sdb")}/sdb1`]]);
+    const two = await fakeHost([
+      ["/", `${SD}/mmcblk0p2`],
+      [big, `${usbDisk(1, "sda")}/sda1`],
+      [small, `${usbDisk(2, "sdb")}/sdb1`],
+    ]);
     const first = await startAgent(two, state);
     try {
       const status = await first.agent.status();
       expect(status.store).toMatchObject({ running: false, code: "several-data-disks" });
       expect(first.agent.ledStatus).toBe("error");
-      const said = first.lines.filter((l) => /store not started: store.dataDir is "auto" and 2 USB disks could hold the store: /.test(l));
+      const said = first.lines.filter((l) =>
+        /store not started: store.dataDir is "auto" and 2 USB disks could hold the store: /.test(l),
+      );
       expect(said).toHaveLength(1);
       expect(said[0]).toContain(`/dev/sda1 on ${big} (ext4, `);
       expect(said[0]).toContain(`/dev/sdb1 on ${small} (ext4, `);
@@ -476,13 +604,20 @@ describe('store.dataDir "auto": USB-ness from a fake sysfs, the disks real', () 
     }
     for (const at of [big, small]) expect(existsSync(join(at, AUTO_DIR_NAME))).toBe(false);
 
-    const one = await fakeHost([["/", `${SD}/mmcblk0p2`], [small, `${usbDisk(2, "sdb")}/sdb1`]]);
+    const one = await fakeHost([
+      ["/", `${SD}/mmcblk0p2`],
+      [small, `${usbDisk(2, "sdb")}/sdb1`],
+    ]);
     const second = await startAgent(one, state);
     try {
       const status = await second.agent.status();
       expect(status.store).toMatchObject({ running: true, objects: 0 });
-      expect(second.lines.filter((l) => / info  agent: store.dataDir "auto": the only USB disk: \/dev\/sdb1 on /.test(l))).toHaveLength(1);
-      expect(second.lines.some((l) => l.endsWith(`store on ${join(small, AUTO_DIR_NAME)} (ext4, new disk)`))).toBe(true);
+      expect(
+        second.lines.filter((l) => / info  agent: store.dataDir "auto": the only USB disk: \/dev\/sdb1 on /.test(l)),
+      ).toHaveLength(1);
+      expect(second.lines.some((l) => l.endsWith(`store on ${join(small, AUTO_DIR_NAME)} (ext4, new disk)`))).toBe(
+        true,
+      );
     } finally {
       await second.agent.stop();
     }

@@ -7,13 +7,7 @@ import { existsSync, promises as fsp } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  HostPaths,
-  blockDeviceByName,
-  blockDeviceByNumber,
-  parseMountInfo,
-  readMountInfo,
-} from "../board/host-paths";
+import { HostPaths, blockDeviceByName, blockDeviceByNumber, parseMountInfo, readMountInfo } from "../board/host-paths";
 import { ADOPTION_STATE_NAME, MARKER_NAME, checkDataDisk, type DiskMarker } from "../agent/store/disk-marker";
 import {
   DiskError,
@@ -175,8 +169,17 @@ describe("HostPaths", () => {
       removable: true,
       bus: "usb",
     });
-    expect(await blockDeviceByNumber(host, 259, 2)).toMatchObject({ name: "nvme0n1p2", disk: "nvme0n1", removable: false, bus: "other" });
-    expect(await blockDeviceByNumber(host, 259, 0)).toMatchObject({ name: "nvme0n1", disk: "nvme0n1", partition: false });
+    expect(await blockDeviceByNumber(host, 259, 2)).toMatchObject({
+      name: "nvme0n1p2",
+      disk: "nvme0n1",
+      removable: false,
+      bus: "other",
+    });
+    expect(await blockDeviceByNumber(host, 259, 0)).toMatchObject({
+      name: "nvme0n1",
+      disk: "nvme0n1",
+      partition: false,
+    });
     expect(await blockDeviceByName(host, "loop0")).toMatchObject({ major: 7, minor: 0, bus: "loop" });
   });
 });
@@ -199,7 +202,11 @@ describe("parseMountInfo", () => {
       superOptions: ["rw", "commit=600", "errors=remount-ro"],
     });
     // A bind mount of a subdirectory: root is the directory inside the filesystem.
-    expect(entries.find((e) => e.mountPoint === "/var/log.hdd")).toMatchObject({ root: "/var/log", major: 179, minor: 10 });
+    expect(entries.find((e) => e.mountPoint === "/var/log.hdd")).toMatchObject({
+      root: "/var/log",
+      major: 179,
+      minor: 10,
+    });
     // No optional fields at all (a mount made in a private namespace).
     const pc = parseMountInfo(await fixture("pc.txt"));
     expect(pc.find((e) => e.fstype === "overlay")).toMatchObject({ optional: [], source: "overlay" });
@@ -245,7 +252,14 @@ describe("classification on the boards' mount tables", () => {
       "/mnt/usb": "usb /dev/sda1 ext4",
     });
     const usb = byMountPoint(list).get("/mnt/usb")!;
-    expect(usb).toMatchObject({ major: 8, minor: 1, readOnly: false, size: 4096_000, free: 2048_000, available: 1638_400 });
+    expect(usb).toMatchObject({
+      major: 8,
+      minor: 1,
+      readOnly: false,
+      size: 4096_000,
+      free: 2048_000,
+      available: 1638_400,
+    });
     expect(usb.block).toMatchObject({ name: "sda1", disk: "sda", bus: "usb", removable: false, partition: true });
     expect(byMountPoint(list).get("/")!.block).toMatchObject({ bus: "mmc", disk: "mmcblk1" });
   });
@@ -322,7 +336,11 @@ describe("classification on the boards' mount tables", () => {
       if (p === "/mnt/usb") throw Object.assign(new Error("EIO"), { code: "EIO" });
       return fakeStatfs(p);
     });
-    expect(byMountPoint(list).get("/mnt/usb")).toMatchObject({ size: undefined, free: undefined, available: undefined });
+    expect(byMountPoint(list).get("/mnt/usb")).toMatchObject({
+      size: undefined,
+      free: undefined,
+      available: undefined,
+    });
     expect(byMountPoint(list).get("/")!.size).toBe(4096_000);
   });
 });
@@ -331,9 +349,15 @@ describe("pickMount", () => {
   it("an empty mount point (USB disk not mounted) belongs to the root filesystem", async () => {
     const host = await fakeHost(await fixture("onecloud-unmounted.txt"), ONECLOUD_DEVS);
     const all = await describeMounts(host);
-    expect(pickMount(all, "/mnt/usb/sharenode", { major: 179, minor: 10 })).toMatchObject({ mountPoint: "/", kind: "root" });
+    expect(pickMount(all, "/mnt/usb/sharenode", { major: 179, minor: 10 })).toMatchObject({
+      mountPoint: "/",
+      kind: "root",
+    });
     const mounted = await describeMounts(await fakeHost(await fixture("onecloud-ext4.txt"), ONECLOUD_DEVS));
-    expect(pickMount(mounted, "/mnt/usb/sharenode", { major: 8, minor: 1 })).toMatchObject({ mountPoint: "/mnt/usb", kind: "usb" });
+    expect(pickMount(mounted, "/mnt/usb/sharenode", { major: 8, minor: 1 })).toMatchObject({
+      mountPoint: "/mnt/usb",
+      kind: "usb",
+    });
     expect(pickMount(mounted, "/mnt/usbx", { major: 179, minor: 10 })!.mountPoint).toBe("/");
   });
 
@@ -349,8 +373,20 @@ describe("pickMount", () => {
     const all: Filesystem[] = parseMountInfo(
       "1 0 179:2 / / rw - ext4 /dev/mmcblk0p2 rw\n5 1 8:1 / /mnt/usb rw - ext4 /dev/sda1 rw\n6 5 8:17 / /mnt/usb rw - ext4 /dev/sdb1 rw\n",
     ).map((e) => ({
-      mountId: e.id, parentId: e.parentId, mountPoint: e.mountPoint, device: e.source, source: e.source, fstype: e.fstype,
-      major: e.major, minor: e.minor, readOnly: false, kind: "usb", block: undefined, size: undefined, free: undefined, available: undefined,
+      mountId: e.id,
+      parentId: e.parentId,
+      mountPoint: e.mountPoint,
+      device: e.source,
+      source: e.source,
+      fstype: e.fstype,
+      major: e.major,
+      minor: e.minor,
+      readOnly: false,
+      kind: "usb",
+      block: undefined,
+      size: undefined,
+      free: undefined,
+      available: undefined,
     }));
     expect(pickMount(all, "/mnt/usb/x", { major: 0, minor: 1 })!.device).toBe("/dev/sdb1");
   });
@@ -422,7 +458,12 @@ function run(cmd: string, ...args: string[]): string {
 describe("real filesystems: a loop-mounted ext4 image and tmpfs, through HostPaths('/')", () => {
   const host = new HostPaths("/");
   const mounts: string[] = []; // mount points, in mount order
-  let MOUNT = "", UMOUNT = "", base = "", img = "", ext4 = "", ram = "";
+  let MOUNT = "",
+    UMOUNT = "",
+    base = "",
+    img = "",
+    ext4 = "",
+    ram = "";
 
   async function mount(args: string[], at: string) {
     run(MOUNT, ...args, at);
@@ -507,7 +548,10 @@ describe("real filesystems: a loop-mounted ext4 image and tmpfs, through HostPat
     const link = join(base, "link-to-usb");
     await fsp.symlink(join(ext4, "a"), link);
     expect((await filesystemOf(join(link, "b"), host)).mountPoint).toBe(ext4);
-    expect(await chooseDataDisk({ dataDir: join(ext4, "a/b") }, host)).toMatchObject({ mountPoint: ext4, kind: "other-block" });
+    expect(await chooseDataDisk({ dataDir: join(ext4, "a/b") }, host)).toMatchObject({
+      mountPoint: ext4,
+      kind: "other-block",
+    });
   });
 
   it("first use adopts the disk (marker, then state); later checks know it; a wiped state dir re-adopts it", async () => {
@@ -560,9 +604,15 @@ describe("real filesystems: a loop-mounted ext4 image and tmpfs, through HostPat
     await fsp.writeFile(join(dataDir, MARKER_NAME), JSON.stringify(swapped));
     const check = await checkDataDisk({ dataDir, stateDir, nodeId: "node-a" }, host);
     expect(check).toMatchObject({ ok: false, code: "disk-replaced" });
-    if (!check.ok) expect(check.reason).toContain(`holds disk ${"ab".repeat(16)}, but this device adopted disk ${first.marker.diskId}`);
+    if (!check.ok)
+      expect(check.reason).toContain(
+        `holds disk ${"ab".repeat(16)}, but this device adopted disk ${first.marker.diskId}`,
+      );
     await fsp.writeFile(join(dataDir, MARKER_NAME), "{ torn");
-    expect(await checkDataDisk({ dataDir, stateDir, nodeId: "node-a" }, host)).toMatchObject({ ok: false, code: "bad-marker" });
+    expect(await checkDataDisk({ dataDir, stateDir, nodeId: "node-a" }, host)).toMatchObject({
+      ok: false,
+      code: "bad-marker",
+    });
   });
 
   it("a read-only remount: read-only, even with allowSystemDisk", async () => {
@@ -576,7 +626,9 @@ describe("real filesystems: a loop-mounted ext4 image and tmpfs, through HostPat
       }
       const err = await chooseDataDisk({ dataDir }, host).catch((e: unknown) => e);
       expect(isDiskError(err, "read-only")).toBe(true);
-      expect((err as DiskError).message).toMatch(/^data directory \S+ is on a read-only filesystem \(\/dev\/loop\d+ on /);
+      expect((err as DiskError).message).toMatch(
+        /^data directory \S+ is on a read-only filesystem \(\/dev\/loop\d+ on /,
+      );
       // First use on a read-only disk writes nothing either.
       const fresh = await dirs();
       expect(await checkDataDisk({ ...fresh, nodeId: "node-a" }, host)).toMatchObject({ ok: false, code: "read-only" });
@@ -600,7 +652,9 @@ describe("real filesystems: a loop-mounted ext4 image and tmpfs, through HostPat
       const check = await checkDataDisk({ dataDir, stateDir, nodeId: "node-a" }, host);
       expect(check).toMatchObject({ ok: false, code: "marker-missing" });
       if (!check.ok) {
-        expect(check.reason).toMatch(/^data directory \S+ has no disk marker but this device adopted disk [0-9a-f]{32} there; /);
+        expect(check.reason).toMatch(
+          /^data directory \S+ has no disk marker but this device adopted disk [0-9a-f]{32} there; /,
+        );
         expect(check.reason).toContain("is the USB disk mounted?");
       }
       // Even allowing the system disk does not let a known disk's absence pass.
@@ -618,14 +672,18 @@ describe("real filesystems: a loop-mounted ext4 image and tmpfs, through HostPat
       await mountExt4();
     }
     // Mounted again, the disk is known again.
-    expect(await checkDataDisk({ dataDir, stateDir, nodeId: "node-a" }, host)).toMatchObject({ ok: true, adopted: "known" });
+    expect(await checkDataDisk({ dataDir, stateDir, nodeId: "node-a" }, host)).toMatchObject({
+      ok: true,
+      adopted: "known",
+    });
   });
 
   it("tmpfs is refused without allowSystemDisk and accepted with it", async () => {
     const { dataDir, stateDir } = await dirs(() => ram);
     const check = await checkDataDisk({ dataDir, stateDir, nodeId: "node-a" }, host);
     expect(check).toMatchObject({ ok: false, code: "system-disk" });
-    if (!check.ok) expect(check.reason).toContain(`is on sharenode-test on ${ram}, which lives in RAM and is lost at power-off`);
+    if (!check.ok)
+      expect(check.reason).toContain(`is on sharenode-test on ${ram}, which lives in RAM and is lost at power-off`);
     expect(existsSync(dataDir)).toBe(false);
     await expect(chooseDataDisk({ dataDir }, host)).rejects.toMatchObject({ name: "DiskError", code: "system-disk" });
     expect(await checkDataDisk({ dataDir, stateDir, nodeId: "node-a", allowSystemDisk: true }, host)).toMatchObject({

@@ -4,7 +4,16 @@
 import { spawn } from "node:child_process";
 import { chmodSync } from "node:fs";
 import {
-  mkdir, mkdtemp, open, readFile, readdir, rm, stat, truncate, writeFile, type FileHandle,
+  mkdir,
+  mkdtemp,
+  open,
+  readFile,
+  readdir,
+  rm,
+  stat,
+  truncate,
+  writeFile,
+  type FileHandle,
 } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,7 +22,12 @@ import { build } from "esbuild";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { fsyncDir, removeStaleTemps, tempPathFor, writeFileAtomic } from "../agent/durable/atomic";
 import {
-  AGENT_LOCK_FILE, LockedError, lockOwner, PidLock, processAlive, STORE_LOCK_FILE,
+  AGENT_LOCK_FILE,
+  LockedError,
+  lockOwner,
+  PidLock,
+  processAlive,
+  STORE_LOCK_FILE,
 } from "../agent/durable/pid-lock";
 import {
   MAX_RECORD_BYTES,
@@ -316,7 +330,11 @@ describe("RecordLog", () => {
     expect(await readFile(p)).toEqual(torn);
     expect(await readRecordLog(join(dir, "absent.log"))).toMatchObject({ ok: false, missing: true });
     await writeFile(join(dir, "not-a-log"), "hello world");
-    expect(await readRecordLog(join(dir, "not-a-log"))).toMatchObject({ ok: false, missing: false, reason: expect.stringMatching(/is not a record log: magic/) });
+    expect(await readRecordLog(join(dir, "not-a-log"))).toMatchObject({
+      ok: false,
+      missing: false,
+      reason: expect.stringMatching(/is not a record log: magic/),
+    });
   });
 
   it("creates the file with just the header, and reopens it empty", async () => {
@@ -775,7 +793,12 @@ describe("crash tests (SIGKILL)", () => {
     child = join(work, "child.mjs");
     await build({
       stdin: { contents: CHILD_SOURCE, resolveDir: ROOT, sourcefile: "durable-crash-child.mjs", loader: "js" },
-      bundle: true, platform: "node", format: "esm", target: "node20", outfile: child, logLevel: "error",
+      bundle: true,
+      platform: "node",
+      format: "esm",
+      target: "node20",
+      outfile: child,
+      logLevel: "error",
     });
   });
 

@@ -50,21 +50,45 @@ function options(overrides: Partial<OpenCommandOptions> = {}): OpenCommandOption
   return { fleetPublicKey: fleet.publicKey, deviceId: device.deviceId, topicCmd: "ping", now: T0, ...overrides };
 }
 
-function command(overrides: { cmd?: string; args?: Record<string, unknown>; nonce?: string; exp?: number; deviceId?: string } = {}): Uint8Array {
-  return signCommand({ cmd: "ping", deviceId: device.deviceId, args: {}, nonce: NONCE, exp: T0 + 60_000, ...overrides }, fleet);
+function command(
+  overrides: { cmd?: string; args?: Record<string, unknown>; nonce?: string; exp?: number; deviceId?: string } = {},
+): Uint8Array {
+  return signCommand(
+    { cmd: "ping", deviceId: device.deviceId, args: {}, nonce: NONCE, exp: T0 + 60_000, ...overrides },
+    fleet,
+  );
 }
 
 /** The README's envelope built by hand (no size or shape checks): what a buggy or hostile fleet could send. */
-function sealRaw(body: string, signer: { sign(m: Uint8Array): Uint8Array }, prefix = COMMAND_PREFIX, extra: Record<string, unknown> = {}): Uint8Array {
-  const sig = Buffer.from(signer.sign(Buffer.concat([Buffer.from(prefix, "latin1"), Buffer.from(body, "utf8")]))).toString("base64");
+function sealRaw(
+  body: string,
+  signer: { sign(m: Uint8Array): Uint8Array },
+  prefix = COMMAND_PREFIX,
+  extra: Record<string, unknown> = {},
+): Uint8Array {
+  const sig = Buffer.from(
+    signer.sign(Buffer.concat([Buffer.from(prefix, "latin1"), Buffer.from(body, "utf8")])),
+  ).toString("base64");
   return Buffer.from(JSON.stringify({ body, sig, ...extra }), "utf8");
 }
 
 function bodyText(fields: Record<string, unknown> = {}): string {
-  return JSON.stringify({ v: 1, cmd: "ping", deviceId: device.deviceId, args: {}, nonce: NONCE, exp: T0 + 60_000, ...fields });
+  return JSON.stringify({
+    v: 1,
+    cmd: "ping",
+    deviceId: device.deviceId,
+    args: {},
+    nonce: NONCE,
+    exp: T0 + 60_000,
+    ...fields,
+  });
 }
 
-function expectFailure(result: ReturnType<typeof openCommand>, code: CommandFailureCode, nonce: string | null = null): string {
+function expectFailure(
+  result: ReturnType<typeof openCommand>,
+  code: CommandFailureCode,
+  nonce: string | null = null,
+): string {
   expect(result.ok, JSON.stringify(result)).toBe(false);
   if (result.ok) throw new Error("unreachable");
   expect(result.code).toBe(code);
@@ -94,7 +118,14 @@ describe("commands: round trip", () => {
     const envelope = JSON.parse(Buffer.from(payload).toString("utf8")) as Record<string, unknown>;
     expect(Object.keys(envelope)).toEqual(["body", "sig"]);
     const body = envelope.body as string;
-    expect(JSON.parse(body)).toEqual({ v: 1, cmd: "store.challenge", deviceId: device.deviceId, args, nonce: NONCE, exp: T0 + 60_000 });
+    expect(JSON.parse(body)).toEqual({
+      v: 1,
+      cmd: "store.challenge",
+      deviceId: device.deviceId,
+      args,
+      nonce: NONCE,
+      exp: T0 + 60_000,
+    });
     expect(Object.keys(JSON.parse(body) as object)).toEqual(["v", "cmd", "deviceId", "args", "nonce", "exp"]);
     const signature = Buffer.from(envelope.sig as string, "base64");
     expect(signature).toHaveLength(64);
@@ -102,7 +133,9 @@ describe("commands: round trip", () => {
     expect(nodeVerify(fleet.publicKey, message, signature)).toBe(true);
     // The prefix is part of what is signed: the bare body does not verify, nor does the reply domain.
     expect(nodeVerify(fleet.publicKey, Buffer.from(body), signature)).toBe(false);
-    expect(nodeVerify(fleet.publicKey, Buffer.concat([Buffer.from(REPLY_PREFIX), Buffer.from(body)]), signature)).toBe(false);
+    expect(nodeVerify(fleet.publicKey, Buffer.concat([Buffer.from(REPLY_PREFIX), Buffer.from(body)]), signature)).toBe(
+      false,
+    );
   });
 
   it("accepts a body signed by hand, in any key order and spacing, and the fleet key as hex", () => {
@@ -159,10 +192,14 @@ describe("commands: every failure code", () => {
       [Buffer.from(JSON.stringify({ ...good, extra: 1 })), /unknown field "extra"/],
       [Buffer.from(JSON.stringify({ body: JSON.parse(good.body), sig: good.sig })), /'body' must be a string/],
       [Buffer.from(JSON.stringify({ body: good.body, sig: good.sig.slice(0, -2) })), /base64/],
-      [Buffer.from(JSON.stringify({ body: good.body, sig: Buffer.from(good.sig, "base64").toString("base64url") })), /base64/],
+      [
+        Buffer.from(JSON.stringify({ body: good.body, sig: Buffer.from(good.sig, "base64").toString("base64url") })),
+        /base64/,
+      ],
       [Buffer.from(JSON.stringify({ body: good.body, sig: 12 })), /base64/],
     ];
-    for (const [payload, pattern] of cases) expect(expectFailure(openCommand(payload, options()), "malformed")).toMatch(pattern);
+    for (const [payload, pattern] of cases)
+      expect(expectFailure(openCommand(payload, options()), "malformed")).toMatch(pattern);
     // A lone surrogate encodes as U+FFFD: the signature over those bytes must not cover a different body text.
     // (The body text itself holds the lone surrogate; the envelope carries it as the escape \ud800.)
     const lone = bodyText({ args: { s: "MARK" } }).replace("MARK", "\ud800");
@@ -186,11 +223,14 @@ describe("commands: every failure code", () => {
       [bodyText({ exp: T0 + 0.5 }), /'exp'/, NONCE],
       [bodyText({ exp: "soon" }), /'exp'/, NONCE],
     ];
-    for (const [body, pattern, nonce] of cases) expect(expectFailure(openCommand(sealRaw(body, fleet), options()), "malformed", nonce)).toMatch(pattern);
+    for (const [body, pattern, nonce] of cases)
+      expect(expectFailure(openCommand(sealRaw(body, fleet), options()), "malformed", nonce)).toMatch(pattern);
   });
 
   it("bad-signature: another key, a tampered body, the reply domain (no nonce echoed)", () => {
-    expect(expectFailure(openCommand(command().slice(), options({ fleetPublicKey: otherFleet.publicKey })), "bad-signature")).toMatch(/fleet key/);
+    expect(
+      expectFailure(openCommand(command().slice(), options({ fleetPublicKey: otherFleet.publicKey })), "bad-signature"),
+    ).toMatch(/fleet key/);
     expectFailure(openCommand(sealRaw(bodyText(), otherFleet), options()), "bad-signature");
     expectFailure(openCommand(sealRaw(bodyText(), fleet, REPLY_PREFIX), options()), "bad-signature");
     const good = JSON.parse(Buffer.from(command()).toString()) as { body: string; sig: string };
@@ -199,8 +239,12 @@ describe("commands: every failure code", () => {
   });
 
   it("wrong-device, wrong-command, expired, too-far-ahead (authentic: the nonce is echoed)", () => {
-    expect(expectFailure(openCommand(command({ deviceId: otherDevice.deviceId }), options()), "wrong-device", NONCE)).toContain(otherDevice.deviceId);
-    expect(expectFailure(openCommand(command({ cmd: "status" }), options()), "wrong-command", NONCE)).toMatch(/"status".*"ping"/);
+    expect(
+      expectFailure(openCommand(command({ deviceId: otherDevice.deviceId }), options()), "wrong-device", NONCE),
+    ).toContain(otherDevice.deviceId);
+    expect(expectFailure(openCommand(command({ cmd: "status" }), options()), "wrong-command", NONCE)).toMatch(
+      /"status".*"ping"/,
+    );
     expectFailure(openCommand(command(), options({ topicCmd: undefined })), "wrong-command", NONCE);
     expect(expectFailure(openCommand(command({ exp: T0 - 5 }), options()), "expired", NONCE)).toBe(
       "command expired at 2025-12-31T23:59:59.995Z, 5 ms before the device's clock (2026-01-01T00:00:00.000Z)",
@@ -212,18 +256,40 @@ describe("commands: every failure code", () => {
 
   it("a box still on its 1970 boot clock is told so in the refusal; an exp beyond Date's range still reads", () => {
     const bootClock = 42_000; // 42 s after power-on, before NTP answered
-    const reason = expectFailure(openCommand(command({ exp: T0 + 60_000 }), options({ now: bootClock })), "too-far-ahead", NONCE);
-    expect(reason).toMatch(/^command expires at 2026-01-01T00:01:00\.000Z, \d+ ms after the device's clock \(1970-01-01T00:00:42\.000Z\); at most 600000 ms ahead is allowed; the device's clock looks unset/);
+    const reason = expectFailure(
+      openCommand(command({ exp: T0 + 60_000 }), options({ now: bootClock })),
+      "too-far-ahead",
+      NONCE,
+    );
+    expect(reason).toMatch(
+      /^command expires at 2026-01-01T00:01:00\.000Z, \d+ ms after the device's clock \(1970-01-01T00:00:42\.000Z\); at most 600000 ms ahead is allowed; the device's clock looks unset/,
+    );
     const far = Number.MAX_SAFE_INTEGER;
-    expect(expectFailure(openCommand(command({ exp: far }), options()), "too-far-ahead", NONCE)).toMatch(new RegExp(`^command expires at ${far} ms, `));
+    expect(expectFailure(openCommand(command({ exp: far }), options()), "too-far-ahead", NONCE)).toMatch(
+      new RegExp(`^command expires at ${far} ms, `),
+    );
   });
 
   it("checks in the README's order: signature before device, device before command, command before expiry", () => {
-    const everythingWrong = signCommand({ cmd: "status", deviceId: otherDevice.deviceId, args: {}, nonce: NONCE, exp: T0 - 1 }, otherFleet);
+    const everythingWrong = signCommand(
+      { cmd: "status", deviceId: otherDevice.deviceId, args: {}, nonce: NONCE, exp: T0 - 1 },
+      otherFleet,
+    );
     expectFailure(openCommand(everythingWrong, options()), "bad-signature");
-    expectFailure(openCommand(signCommand({ cmd: "status", deviceId: otherDevice.deviceId, args: {}, nonce: NONCE, exp: T0 - 1 }, fleet), options()), "wrong-device", NONCE);
+    expectFailure(
+      openCommand(
+        signCommand({ cmd: "status", deviceId: otherDevice.deviceId, args: {}, nonce: NONCE, exp: T0 - 1 }, fleet),
+        options(),
+      ),
+      "wrong-device",
+      NONCE,
+    );
     expectFailure(openCommand(command({ cmd: "status", exp: T0 - 1 }), options()), "wrong-command", NONCE);
-    expectFailure(openCommand(sealRaw(bodyText({ v: 2, deviceId: otherDevice.deviceId }), fleet), options()), "malformed", NONCE);
+    expectFailure(
+      openCommand(sealRaw(bodyText({ v: 2, deviceId: otherDevice.deviceId }), fleet), options()),
+      "malformed",
+      NONCE,
+    );
   });
 
   it("throws only for the caller's own invalid options", () => {
@@ -295,7 +361,10 @@ describe("tampering", () => {
   });
 
   it("refuses every single-bit flip of a small signed reply", () => {
-    const payload = signReply({ cmd: "ping", deviceId: device.deviceId, nonce: NONCE, ok: true, result: { pong: true } }, device);
+    const payload = signReply(
+      { cmd: "ping", deviceId: device.deviceId, nonce: NONCE, ok: true, result: { pong: true } },
+      device,
+    );
     const opts = { devicePublicKey: device.publicKey, deviceId: device.deviceId };
     expect(openReply(payload, opts).ok).toBe(true);
     for (let i = 0; i < payload.length; i++) {
@@ -335,9 +404,25 @@ describe("garbage never throws", () => {
       },
     });
     return [
-      undefined, null, 0, NaN, "", "{}", {}, [], Symbol("s"), () => 1, 10n,
-      throwing, prototypeTrap, getter, lyingBuffer(),
-      new Uint8Array(0), new Uint16Array(4), new DataView(new ArrayBuffer(4)), new ArrayBuffer(8),
+      undefined,
+      null,
+      0,
+      NaN,
+      "",
+      "{}",
+      {},
+      [],
+      Symbol("s"),
+      () => 1,
+      10n,
+      throwing,
+      prototypeTrap,
+      getter,
+      lyingBuffer(),
+      new Uint8Array(0),
+      new Uint16Array(4),
+      new DataView(new ArrayBuffer(4)),
+      new ArrayBuffer(8),
       new Uint8Array(new SharedArrayBuffer(16)),
     ];
   }
@@ -365,7 +450,15 @@ describe("garbage never throws", () => {
       expect(openCommand(bytes, options()).ok).toBe(false);
       expect(openReply(bytes, { devicePublicKey: device.publicKey }).ok).toBe(false);
     }
-    const shapes = ['{"body":1,"sig":2}', '{"body":"","sig":""}', '{"__proto__":{"body":"x"},"sig":"y"}', '{"body":"{}","sig":null}', "null", "true", '"str"'];
+    const shapes = [
+      '{"body":1,"sig":2}',
+      '{"body":"","sig":""}',
+      '{"__proto__":{"body":"x"},"sig":"y"}',
+      '{"body":"{}","sig":null}',
+      "null",
+      "true",
+      '"str"',
+    ];
     for (const s of shapes) expectFailure(openCommand(Buffer.from(s), options()), "malformed");
     const deep = Buffer.from("[".repeat(30_000) + "]".repeat(30_000));
     expectFailure(openCommand(deep, options()), "malformed");
@@ -382,39 +475,70 @@ describe("replies", () => {
   const opts = () => ({ devicePublicKey: device.publicKey, deviceId: device.deviceId });
 
   it("round trips ok and error replies, signed over the README's encoding", () => {
-    const ok = signReply({ cmd: "status", deviceId: device.deviceId, nonce: NONCE, ok: true, result: { up: 12, list: [1, 2] } }, device);
+    const ok = signReply(
+      { cmd: "status", deviceId: device.deviceId, nonce: NONCE, ok: true, result: { up: 12, list: [1, 2] } },
+      device,
+    );
     expect(openReply(ok, opts())).toEqual({
       ok: true,
-      reply: { v: 1, cmd: "status", deviceId: device.deviceId, nonce: NONCE, ok: true, result: { up: 12, list: [1, 2] } },
+      reply: {
+        v: 1,
+        cmd: "status",
+        deviceId: device.deviceId,
+        nonce: NONCE,
+        ok: true,
+        result: { up: 12, list: [1, 2] },
+      },
     });
     const envelope = JSON.parse(Buffer.from(ok).toString()) as { body: string; sig: string };
     const message = Buffer.concat([Buffer.from(REPLY_PREFIX), Buffer.from(envelope.body, "utf8")]);
     expect(nodeVerify(device.publicKey, message, Buffer.from(envelope.sig, "base64"))).toBe(true);
 
-    const error = signReply({ cmd: null, deviceId: device.deviceId, nonce: null, ok: false, error: { code: "malformed", message: "bad" } }, device);
+    const error = signReply(
+      { cmd: null, deviceId: device.deviceId, nonce: null, ok: false, error: { code: "malformed", message: "bad" } },
+      device,
+    );
     expect(openReply(error, { devicePublicKey: device.publicKeyHex })).toEqual({
       ok: true,
-      reply: { v: 1, cmd: null, deviceId: device.deviceId, nonce: null, ok: false, error: { code: "malformed", message: "bad" } },
+      reply: {
+        v: 1,
+        cmd: null,
+        deviceId: device.deviceId,
+        nonce: null,
+        ok: false,
+        error: { code: "malformed", message: "bad" },
+      },
     });
   });
 
   it("an undefined result is null; a result JSON cannot carry or too large throws", () => {
-    const none = openReply(signReply({ cmd: "ping", deviceId: device.deviceId, nonce: NONCE, ok: true }, device), opts());
+    const none = openReply(
+      signReply({ cmd: "ping", deviceId: device.deviceId, nonce: NONCE, ok: true }, device),
+      opts(),
+    );
     expect(none.ok && none.reply.ok && none.reply.result).toBe(null);
     const base = { cmd: "ping", deviceId: device.deviceId, nonce: NONCE, ok: true } as const;
     expect(() => signReply({ ...base, result: 1n }, device)).toThrow(TypeError);
     expect(() => signReply({ ...base, result: () => 1 }, device)).toThrow(TypeError);
     expect(() => signReply({ ...base, result: "x".repeat(MAX_REPLY_BYTES) }, device)).toThrow(RangeError);
-    expect(() => signReply({ cmd: "ping", deviceId: device.deviceId, nonce: NONCE, ok: false, error: { code: "two words", message: "" } }, device)).toThrow(RangeError);
+    expect(() =>
+      signReply(
+        { cmd: "ping", deviceId: device.deviceId, nonce: NONCE, ok: false, error: { code: "two words", message: "" } },
+        device,
+      ),
+    ).toThrow(RangeError);
   });
 
   it("refuses a reply by another key, for another device, or of the wrong shape", () => {
     const reply = signReply({ cmd: "ping", deviceId: device.deviceId, nonce: NONCE, ok: true, result: 1 }, device);
     const forged = openReply(reply, { devicePublicKey: otherDevice.publicKey });
     expect(forged.ok === false && forged.code).toBe("bad-signature");
-    const impersonation = openReply(signReply({ cmd: "ping", deviceId: device.deviceId, nonce: NONCE, ok: true, result: 1 }, otherDevice), {
-      devicePublicKey: otherDevice.publicKey,
-    });
+    const impersonation = openReply(
+      signReply({ cmd: "ping", deviceId: device.deviceId, nonce: NONCE, ok: true, result: 1 }, otherDevice),
+      {
+        devicePublicKey: otherDevice.publicKey,
+      },
+    );
     expect(impersonation.ok === false && impersonation.code).toBe("wrong-device");
     const shapes = [
       { v: 1, cmd: "ping", deviceId: device.deviceId, nonce: NONCE, ok: true },
@@ -432,7 +556,9 @@ describe("replies", () => {
       if (!result.ok) expectOneLine(result.reason);
     }
     expect(openReply(new Uint8Array(MAX_REPLY_BYTES + 1), opts())).toMatchObject({ ok: false, code: "too-large" });
-    expect(() => openReply(reply, { devicePublicKey: device.publicKey, deviceId: otherDevice.deviceId })).toThrow(RangeError);
+    expect(() => openReply(reply, { devicePublicKey: device.publicKey, deviceId: otherDevice.deviceId })).toThrow(
+      RangeError,
+    );
   });
 
   it("a command is never a reply, nor a reply a command", () => {

@@ -123,7 +123,9 @@ const waitFor = waiter({
 
 beforeAll(async () => {
   if (spawnSync(EXPORTER, ["-version"], { stdio: "ignore" }).error !== undefined) {
-    throw new Error(`${EXPORTER} is missing: install the Debian package prometheus-mqtt-exporter (apt-get install prometheus-mqtt-exporter; .ci/run does)`);
+    throw new Error(
+      `${EXPORTER} is missing: install the Debian package prometheus-mqtt-exporter (apt-get install prometheus-mqtt-exporter; .ci/run does)`,
+    );
   }
   broker = await Broker.start();
   dir = await mkdtemp(join(tmpdir(), "sharenode-exporter-"));
@@ -138,9 +140,13 @@ beforeAll(async () => {
 
   const port = await freePort();
   metricsUrl = `http://127.0.0.1:${port}/metrics`;
-  exporter = spawn(EXPORTER, ["-config", join(dir, "mqtt-exporter.yaml"), "-listen-address", "127.0.0.1", "-listen-port", String(port)], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  exporter = spawn(
+    EXPORTER,
+    ["-config", join(dir, "mqtt-exporter.yaml"), "-listen-address", "127.0.0.1", "-listen-port", String(port)],
+    {
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   exporter.stdout!.on("data", (d: Buffer) => (exporterLog += d.toString()));
   exporter.stderr!.on("data", (d: Buffer) => (exporterLog += d.toString()));
   // Subscribed once it says it is connected: only then can a published message reach it.
@@ -178,7 +184,9 @@ describe("board/prometheus-mqtt-exporter.yaml", () => {
       await client.publishAsync(`sharenode/v1/${DEVICE_A}/telemetry`, JSON.stringify(TELEMETRY_A), { qos: 1 });
       await client.publishAsync(`sharenode/v1/${DEVICE_B}/telemetry`, JSON.stringify(TELEMETRY_B), { qos: 1 });
       // Not telemetry: the exporter must not pick this up.
-      await client.publishAsync(`sharenode/v1/${DEVICE_A}/events`, JSON.stringify({ seq: 99, ts: 1, type: "x" }), { qos: 1 });
+      await client.publishAsync(`sharenode/v1/${DEVICE_A}/events`, JSON.stringify({ seq: 99, ts: 1, type: "x" }), {
+        qos: 1,
+      });
     };
     let families: Map<string, Family>;
     try {
@@ -214,7 +222,12 @@ describe("board/prometheus-mqtt-exporter.yaml", () => {
       }
     }
     // The events message was not subscribed to: seq is the telemetry's, and only two devices' series exist.
-    expect(families.get("sharenode_seq")!.samples.map((s) => [s.labels.sensor, s.value]).sort()).toEqual([
+    expect(
+      families
+        .get("sharenode_seq")!
+        .samples.map((s) => [s.labels.sensor, s.value])
+        .sort(),
+    ).toEqual([
       [DEVICE_A, 2881],
       [DEVICE_B, 4],
     ]);

@@ -72,7 +72,20 @@ describe("topics", () => {
 
   it("refuses names that would widen or move a topic", () => {
     const t = topicsFor(ID);
-    for (const name of ["", "a/b", "+", "#", "a+b", "a#", "nul\u0000", "tab\t", "del\u007f", "\u0085", "\udc00", "x".repeat(129)]) {
+    for (const name of [
+      "",
+      "a/b",
+      "+",
+      "#",
+      "a+b",
+      "a#",
+      "nul\u0000",
+      "tab\t",
+      "del\u007f",
+      "\u0085",
+      "\udc00",
+      "x".repeat(129),
+    ]) {
       expect(() => t.cmd(name), JSON.stringify(name)).toThrow(RangeError);
       expect(() => t.replyTo(name)).toThrow(RangeError);
       expect(() => sharedFilter(name, "events")).toThrow(RangeError);
@@ -96,7 +109,10 @@ describe("payload decoding", () => {
       ok: true,
       value: { state: "online", bdSeq: 3, ts: 1000, version: "0.1.0" },
     });
-    expect(parseState('{"state":"offline","bdSeq":3}')).toEqual({ ok: true, value: { state: "offline", bdSeq: 3, ts: null, version: null } });
+    expect(parseState('{"state":"offline","bdSeq":3}')).toEqual({
+      ok: true,
+      value: { state: "offline", bdSeq: 3, ts: null, version: null },
+    });
     expect(parseState(json({ state: "online", bdSeq: 1, future: "field" })).ok).toBe(true);
     for (const bad of [
       { state: "gone", bdSeq: 1 },
@@ -118,7 +134,10 @@ describe("payload decoding", () => {
 
   it("parses flat numeric telemetry only", () => {
     const good = { seq: 7, ts: 1000, uptime_s: 12, cpu_pct: 3.5, temp_c: -4, outbox_depth: 2 };
-    expect(parseTelemetry(json(good))).toEqual({ ok: true, value: { seq: 7, ts: 1000, metrics: { uptime_s: 12, cpu_pct: 3.5, temp_c: -4, outbox_depth: 2 } } });
+    expect(parseTelemetry(json(good))).toEqual({
+      ok: true,
+      value: { seq: 7, ts: 1000, metrics: { uptime_s: 12, cpu_pct: 3.5, temp_c: -4, outbox_depth: 2 } },
+    });
     for (const bad of [
       { ts: 1, a: 1 },
       { seq: 1, a: 1 },
@@ -152,8 +171,22 @@ describe("payload decoding", () => {
   });
 
   it("never throws on garbage", () => {
-    const throwing = new Proxy(new Uint8Array(4), { get: () => { throw new Error("trap"); } });
-    const garbage: unknown[] = [undefined, null, 1, {}, throwing, Buffer.from([0xff, 0xfe]), Buffer.from("\ufeff{}"), new Uint8Array(300 * 1024), "x".repeat(300 * 1024)];
+    const throwing = new Proxy(new Uint8Array(4), {
+      get: () => {
+        throw new Error("trap");
+      },
+    });
+    const garbage: unknown[] = [
+      undefined,
+      null,
+      1,
+      {},
+      throwing,
+      Buffer.from([0xff, 0xfe]),
+      Buffer.from("\ufeff{}"),
+      new Uint8Array(300 * 1024),
+      "x".repeat(300 * 1024),
+    ];
     for (let i = 0; i < 500; i++) garbage.push(randomBytes(i % 64));
     for (const value of garbage) {
       for (const parse of [parseState, parseTelemetry, parseEvent]) {
@@ -209,7 +242,12 @@ describe("SequenceTracker", () => {
       let first = -1;
       for (const seq of sent) {
         const verdict: SequenceVerdict = tracker.accept(seq);
-        const expected = seen.has(seq) || (high >= 0 && high - seq >= window) ? "duplicate" : seq > high + 1 && high >= 0 ? { gap: [high + 1, seq - 1] } : "new";
+        const expected =
+          seen.has(seq) || (high >= 0 && high - seq >= window)
+            ? "duplicate"
+            : seq > high + 1 && high >= 0
+              ? { gap: [high + 1, seq - 1] }
+              : "new";
         expect(verdict, `round ${round}, seq ${seq}, ${seedNote(SEED_VAR, SEED)}`).toEqual(expected);
         if (expected !== "duplicate") seen.add(seq);
         if (first < 0) first = seq;
@@ -231,12 +269,25 @@ describe("DeviceTable", () => {
 
   it("folds births, telemetry and events into a row", () => {
     const { table: tab, clock } = table();
-    expect(tab.apply(t.state, json({ state: "online", bdSeq: 1, ts: 5, version: "0.1.0" }))).toMatchObject({ kind: "state", stale: false });
+    expect(tab.apply(t.state, json({ state: "online", bdSeq: 1, ts: 5, version: "0.1.0" }))).toMatchObject({
+      kind: "state",
+      stale: false,
+    });
     clock.now = 2000;
-    expect(tab.apply(t.telemetry, json({ seq: 0, ts: 6, cpu_pct: 5, outbox_depth: 3 }))).toMatchObject({ kind: "telemetry", verdict: "new" });
+    expect(tab.apply(t.telemetry, json({ seq: 0, ts: 6, cpu_pct: 5, outbox_depth: 3 }))).toMatchObject({
+      kind: "telemetry",
+      verdict: "new",
+    });
     const event = tab.apply(t.events, json({ seq: 0, ts: 7, type: "store.evicted", objectId: "ab" }));
-    expect(event).toMatchObject({ kind: "event", deviceId: ID, verdict: "new", event: { type: "store.evicted", fields: { objectId: "ab" } } });
-    expect(tab.apply(t.events, json({ seq: 0, ts: 7, type: "store.evicted", objectId: "ab" }))).toMatchObject({ verdict: "duplicate" });
+    expect(event).toMatchObject({
+      kind: "event",
+      deviceId: ID,
+      verdict: "new",
+      event: { type: "store.evicted", fields: { objectId: "ab" } },
+    });
+    expect(tab.apply(t.events, json({ seq: 0, ts: 7, type: "store.evicted", objectId: "ab" }))).toMatchObject({
+      verdict: "duplicate",
+    });
     expect(tab.apply(t.events, json({ seq: 3, ts: 8, type: "x" }))).toMatchObject({ verdict: { gap: [1, 2] } });
     expect(tab.get(ID)).toEqual({
       deviceId: ID,
@@ -278,15 +329,28 @@ describe("DeviceTable", () => {
     const { table: tab } = table();
     tab.apply(t.telemetry, json({ seq: 5, ts: 1, cpu_pct: 50, outbox_depth: 9 }));
     expect(tab.apply(t.telemetry, json({ seq: 8, ts: 1, cpu_pct: 80 }))).toMatchObject({ verdict: { gap: [6, 7] } });
-    expect(tab.apply(t.telemetry, json({ seq: 7, ts: 1, cpu_pct: 70, outbox_depth: 1 }))).toMatchObject({ verdict: "new" });
+    expect(tab.apply(t.telemetry, json({ seq: 7, ts: 1, cpu_pct: 70, outbox_depth: 1 }))).toMatchObject({
+      verdict: "new",
+    });
     expect(tab.apply(t.telemetry, json({ seq: 7, ts: 1, cpu_pct: 70 }))).toMatchObject({ verdict: "duplicate" });
-    expect(tab.get(ID)).toMatchObject({ online: false, bdSeq: null, metrics: { cpu_pct: 80 }, metricsSeq: 8, outboxDepth: 9, gaps: { events: 0, telemetry: 1 }, duplicates: { events: 0, telemetry: 1 } });
+    expect(tab.get(ID)).toMatchObject({
+      online: false,
+      bdSeq: null,
+      metrics: { cpu_pct: 80 },
+      metricsSeq: 8,
+      outboxDepth: 9,
+      gaps: { events: 0, telemetry: 1 },
+      duplicates: { events: 0, telemetry: 1 },
+    });
   });
 
   it("keeps devices apart, hands out copies, ignores what is not a device stream, and has a size limit", () => {
     const tab = new DeviceTable({ clock: () => 0, maxDevices: 1 });
     tab.apply(t.telemetry, json({ seq: 1, ts: 1, a: 1 }));
-    expect(tab.apply(topicsFor(ID2).telemetry, json({ seq: 1, ts: 1, a: 1 }))).toEqual({ kind: "ignored", reason: "device table is full (1 devices)" });
+    expect(tab.apply(topicsFor(ID2).telemetry, json({ seq: 1, ts: 1, a: 1 }))).toEqual({
+      kind: "ignored",
+      reason: "device table is full (1 devices)",
+    });
     const row = tab.get(ID)!;
     row.metrics.a = 99;
     row.gaps.events = 99;

@@ -44,8 +44,10 @@ function env(dir: string, extra: Record<string, string> = {}): Record<string, st
 }
 
 beforeAll(async () => {
-  if (spawnSync("socat", ["-V"], { stdio: "ignore" }).error) throw new Error("socat is not installed: apt-get install socat");
-  if (spawnSync("systemd-notify", ["--version"], { stdio: "ignore" }).error) throw new Error("systemd-notify is not installed: apt-get install systemd");
+  if (spawnSync("socat", ["-V"], { stdio: "ignore" }).error)
+    throw new Error("socat is not installed: apt-get install socat");
+  if (spawnSync("systemd-notify", ["--version"], { stdio: "ignore" }).error)
+    throw new Error("systemd-notify is not installed: apt-get install systemd");
   work = mkdtempSync(join(tmpdir(), "sharenode-health-agent-"));
   broker = await Broker.start();
   client = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: "health-test" });
@@ -81,7 +83,11 @@ describe("the agent's health wiring", () => {
 
     const { config } = loadConfig(undefined, env(dir, { SHARENODE_BOARD: "sim" }));
     const { hub, lines } = captureLogs();
-    const agent = new Agent(config, { logs: hub, version: "0.0.0-test", env: { ...process.env, NOTIFY_SOCKET: socket } });
+    const agent = new Agent(config, {
+      logs: hub,
+      version: "0.0.0-test",
+      env: { ...process.env, NOTIFY_SOCKET: socket },
+    });
     const led = (name: string, attr: string) => readFileSync(join(sim, "sys/class/leds", name, attr), "utf8").trim();
     const watchdogFile = join(sim, "dev/watchdog");
     try {
@@ -96,8 +102,19 @@ describe("the agent's health wiring", () => {
       const status = await agent.status();
       expect(status.board).toMatchObject({ name: "sim", led: "online", problems: [] });
       expect(status.health.thermal).toMatchObject({ throttled: true, temperatureC: 80 });
-      expect(status.health.limits).toMatchObject({ throttled: true, scrubAllowed: false, computeAllowed: false, uploadBytesPerSecond: 3_125_000, cpuPercent: 50 });
-      expect(status.health.watchdog).toMatchObject({ device: "/dev/watchdog", timeoutSeconds: 30, petIntervalMs: 10_000, skipping: undefined });
+      expect(status.health.limits).toMatchObject({
+        throttled: true,
+        scrubAllowed: false,
+        computeAllowed: false,
+        uploadBytesPerSecond: 3_125_000,
+        cpuPercent: 50,
+      });
+      expect(status.health.watchdog).toMatchObject({
+        device: "/dev/watchdog",
+        timeoutSeconds: 30,
+        petIntervalMs: 10_000,
+        skipping: undefined,
+      });
       expect(status.health.systemd).toMatchObject({ notify: true });
       const t = await waitFor("telemetry", () => telemetry.find((m) => m.deviceId === agent.deviceId));
       expect(t.body.throttled).toBe(1);
@@ -153,7 +170,9 @@ describe("the agent's health wiring", () => {
       expect(status.store).toMatchObject({ running: false, code: "not-a-directory" });
       expect(status.board.name).toBe("rpi");
       expect(status.board.led).toBe("error");
-      expect(status.board.problems).toEqual(expect.arrayContaining([expect.stringMatching(/^cannot open watchdog \/dev\/watchdog: /)]));
+      expect(status.board.problems).toEqual(
+        expect.arrayContaining([expect.stringMatching(/^cannot open watchdog \/dev\/watchdog: /)]),
+      );
       expect(status.health.watchdog).toMatchObject({ device: undefined, pets: 0 });
       expect(status.health.thermal).toMatchObject({ throttled: false, temperatureC: undefined });
       expect(status.health.systemd).toMatchObject({ notify: false });

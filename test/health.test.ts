@@ -198,7 +198,8 @@ describe("ThermalGovernor", () => {
 
 // Monday 1 January 2024, 00:00 UTC.
 const MONDAY = Date.UTC(2024, 0, 1);
-const at = (day: number, hh: number, mm: number, offsetMinutes = 0) => new Date(MONDAY + ((day * 24 + hh) * 60 + mm - offsetMinutes) * 60_000);
+const at = (day: number, hh: number, mm: number, offsetMinutes = 0) =>
+  new Date(MONDAY + ((day * 24 + hh) * 60 + mm - offsetMinutes) * 60_000);
 
 function share(overrides: Partial<Config["share"]> = {}): Config["share"] {
   return { cpuPercent: 50, uploadBytesPerSecond: 0, uploadWindows: [], ...overrides };
@@ -207,7 +208,11 @@ function share(overrides: Partial<Config["share"]> = {}): Config["share"] {
 class FakeThermal extends EventEmitter<{ change: [ThermalState] }> implements ThermalSource {
   state: ThermalState = { throttled: false, temperatureC: 50, reason: "50 °C: below 75 °C" };
   set(throttled: boolean, c: number): void {
-    this.state = { throttled, temperatureC: c, reason: throttled ? `${c} °C: throttled at 75 °C, resumes at or below 65 °C` : `${c} °C: below 75 °C` };
+    this.state = {
+      throttled,
+      temperatureC: c,
+      reason: throttled ? `${c} °C: throttled at 75 °C, resumes at or below 65 °C` : `${c} °C: below 75 °C`,
+    };
     this.emit("change", this.state);
   }
 }
@@ -272,11 +277,18 @@ describe("upload windows and the resource governor", () => {
       window: undefined,
       reason: "outside the upload windows: upload 2000000 B/s",
     });
-    expect(governor.limits(at(0, 3, 0))).toMatchObject({ uploadBytesPerSecond: null, window: 0, reason: "upload window 0 (01:00-07:00): no upload limit" });
+    expect(governor.limits(at(0, 3, 0))).toMatchObject({
+      uploadBytesPerSecond: null,
+      window: 0,
+      reason: "upload window 0 (01:00-07:00): no upload limit",
+    });
     expect(governor.limits(at(4, 19, 0))).toMatchObject({ uploadBytesPerSecond: 250_000, window: 1 });
     expect(governor.limits(at(5, 19, 0))).toMatchObject({ uploadBytesPerSecond: 2_000_000, window: undefined }); // Saturday
     // No windows and the default rate 0: no limit at all.
-    expect(new ResourceGovernor({ share: share(), diskQuota: { bytes: 10 } }).limits()).toMatchObject({ uploadBytesPerSecond: null, diskQuota: { bytes: 10 } });
+    expect(new ResourceGovernor({ share: share(), diskQuota: { bytes: 10 } }).limits()).toMatchObject({
+      uploadBytesPerSecond: null,
+      diskQuota: { bytes: 10 },
+    });
   });
 
   it("follows the local wall clock through a daylight-saving change (the offset function is the only calendar)", () => {
@@ -299,11 +311,27 @@ describe("upload windows and the resource governor", () => {
 
   it("throttled: scrub and compute paused, serving at a quarter (or a quarter of 100 Mbit/s without a limit)", () => {
     const thermal = new FakeThermal();
-    thermal.state = { throttled: true, temperatureC: 81, reason: "81 °C: throttled at 75 °C, resumes at or below 65 °C" };
+    thermal.state = {
+      throttled: true,
+      temperatureC: 81,
+      reason: "81 °C: throttled at 75 °C, resumes at or below 65 °C",
+    };
     const windows: UploadWindow[] = [{ from: "01:00", to: "07:00", bytesPerSecond: 5_000_001 }];
-    const governor = new ResourceGovernor({ share: share({ uploadWindows: windows }), diskQuota: { share: 1 }, thermal, localOffsetMinutes: () => 0 });
+    const governor = new ResourceGovernor({
+      share: share({ uploadWindows: windows }),
+      diskQuota: { share: 1 },
+      thermal,
+      localOffsetMinutes: () => 0,
+    });
     const night = governor.limits(at(1, 2, 0));
-    expect(night).toMatchObject({ throttled: true, scrubAllowed: false, computeAllowed: false, cpuPercent: 50, uploadBytesPerSecond: 1_250_000, window: 0 });
+    expect(night).toMatchObject({
+      throttled: true,
+      scrubAllowed: false,
+      computeAllowed: false,
+      cpuPercent: 50,
+      uploadBytesPerSecond: 1_250_000,
+      window: 0,
+    });
     expect(Number.isInteger(night.uploadBytesPerSecond)).toBe(true);
     expect(night.reason).toBe(
       "throttled (81 °C: throttled at 75 °C, resumes at or below 65 °C): scrub and compute paused, upload 1250000 B/s (upload window 0 (01:00-07:00): upload 5000001 B/s)",
@@ -317,7 +345,10 @@ describe("upload windows and the resource governor", () => {
     let now = at(0, 0, 58).getTime(); // Monday 00:58
     const thermal = new FakeThermal();
     const governor = new ResourceGovernor({
-      share: share({ uploadBytesPerSecond: 1000, uploadWindows: [{ from: "01:00", to: "02:00", bytesPerSecond: 8000 }] }),
+      share: share({
+        uploadBytesPerSecond: 1000,
+        uploadWindows: [{ from: "01:00", to: "02:00", bytesPerSecond: 8000 }],
+      }),
       diskQuota: { share: 1 },
       thermal,
       now: () => now,
@@ -365,7 +396,10 @@ async function* once(data: Uint8Array): AsyncIterable<Uint8Array> {
 describe("Scrubber pause and resume", () => {
   let store: ObjectStore;
   beforeEach(async () => {
-    store = new ObjectStore({ dataDir: freshDir("store"), quota: { bytes: 1 << 30 }, reserveBytes: 0 }, { now: () => Date.now() });
+    store = new ObjectStore(
+      { dataDir: freshDir("store"), quota: { bytes: 1 << 30 }, reserveBytes: 0 },
+      { now: () => Date.now() },
+    );
     await store.start();
     for (let i = 0; i < 4; i++) await store.ingest(once(bytes(100_000, 10 + i)));
   });
@@ -437,7 +471,12 @@ describe("Scrubber pause and resume", () => {
 async function simBoard(): Promise<{ board: Board; device: string; root: string; problems: string[] }> {
   const root = freshDir("sim");
   const problems: string[] = [];
-  const board = await openBoard({ paths: new HostPaths("/nonexistent"), name: "sim", simRoot: root, onProblem: (l) => problems.push(l) });
+  const board = await openBoard({
+    paths: new HostPaths("/nonexistent"),
+    name: "sim",
+    simRoot: root,
+    onProblem: (l) => problems.push(l),
+  });
   return { board, device: join(root, "dev", "watchdog"), root, problems };
 }
 
@@ -459,10 +498,21 @@ describe("WatchdogKeeper", () => {
     const timers = new ManualTimers();
     const { board, device } = await simBoard();
     let problem: string | undefined;
-    const keeper = new WatchdogKeeper({ board, healthy: () => problem, log: hub.logger("watchdog"), timers, now: () => timers.now });
+    const keeper = new WatchdogKeeper({
+      board,
+      healthy: () => problem,
+      log: hub.logger("watchdog"),
+      timers,
+      now: () => timers.now,
+    });
     await keeper.start();
     // The sim's driver says 30 s: a pet every 10 s, the first at once.
-    expect(keeper.status).toMatchObject({ device: expect.stringMatching(/\/dev\/watchdog$/), timeoutSeconds: 30, petIntervalMs: 10_000, pets: 1 });
+    expect(keeper.status).toMatchObject({
+      device: expect.stringMatching(/\/dev\/watchdog$/),
+      timeoutSeconds: 30,
+      petIntervalMs: 10_000,
+      pets: 1,
+    });
     expect(pets(device)).toBe(1);
     await timers.advance(30_000);
     expect(pets(device)).toBe(4);
@@ -508,7 +558,13 @@ describe("WatchdogKeeper", () => {
     const timers = new ManualTimers();
     const { board, device, root } = await simBoard();
     unlinkSync(join(root, "sys", "class", "watchdog", "watchdog0", "timeout"));
-    const keeper = new WatchdogKeeper({ board, healthy: () => undefined, log: hub.logger("watchdog"), timers, now: () => timers.now });
+    const keeper = new WatchdogKeeper({
+      board,
+      healthy: () => undefined,
+      log: hub.logger("watchdog"),
+      timers,
+      now: () => timers.now,
+    });
     await keeper.start();
     expect(keeper.status).toMatchObject({ timeoutSeconds: undefined, petIntervalMs: 2000 });
     await timers.advance(10_000);
@@ -522,7 +578,13 @@ describe("WatchdogKeeper", () => {
     const { board, device, problems } = await simBoard();
     unlinkSync(device);
     mkdirSync(device); // open(O_WRONLY) on a directory: EISDIR
-    const keeper = new WatchdogKeeper({ board, healthy: () => undefined, log: hub.logger("watchdog"), timers, now: () => timers.now });
+    const keeper = new WatchdogKeeper({
+      board,
+      healthy: () => undefined,
+      log: hub.logger("watchdog"),
+      timers,
+      now: () => timers.now,
+    });
     await keeper.start();
     expect(problems).toEqual([expect.stringMatching(/^cannot open watchdog .*\/dev\/watchdog: /)]);
     expect(lines).toEqual([expect.stringMatching(/info  watchdog: running without a hardware watchdog$/)]);
@@ -557,7 +619,13 @@ describe("WatchdogKeeper", () => {
         written.push(magic ? "V" : "close");
       },
     };
-    const keeper = new WatchdogKeeper({ board: { openWatchdog: async () => watchdog }, healthy: () => undefined, log: hub.logger("watchdog"), timers, now: () => timers.now });
+    const keeper = new WatchdogKeeper({
+      board: { openWatchdog: async () => watchdog },
+      healthy: () => undefined,
+      log: hub.logger("watchdog"),
+      timers,
+      now: () => timers.now,
+    });
     await keeper.start();
     await timers.advance(5000);
     expect(lines.filter((l) => /pet failed: EIO/.test(l))).toHaveLength(1);
@@ -589,14 +657,17 @@ class Receiver {
   ) {
     this.output = join(dir, `received-${n++}`);
     const listen = address.startsWith("@") ? `ABSTRACT-RECV:${address.slice(1)}` : `UNIX-RECV:${address}`;
-    this.proc = spawn("socat", ["-u", listen, `OPEN:${this.output},creat,append`], { stdio: ["ignore", "ignore", "pipe"] });
+    this.proc = spawn("socat", ["-u", listen, `OPEN:${this.output},creat,append`], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
     this.proc.stderr!.on("data", (d: Buffer) => (this.log += d.toString()));
   }
 
   /** Until the socket exists: a path socket shows as a file; an abstract one in /proc/net/unix. */
   async ready(): Promise<void> {
     await waitFor(`socat listening on ${this.address} (${this.log})`, () => {
-      if (this.address.startsWith("@")) return readFileSync("/proc/net/unix", "utf8").includes(` ${this.address}\n`) || undefined;
+      if (this.address.startsWith("@"))
+        return readFileSync("/proc/net/unix", "utf8").includes(` ${this.address}\n`) || undefined;
       return existsSync(this.address) || undefined;
     });
   }
@@ -611,7 +682,9 @@ class Receiver {
   }
 
   async waitFor(field: string): Promise<string[]> {
-    return waitFor(`${field} at the socket; got ${JSON.stringify(this.text)}`, () => (this.fields().includes(field) ? this.fields() : undefined));
+    return waitFor(`${field} at the socket; got ${JSON.stringify(this.text)}`, () =>
+      this.fields().includes(field) ? this.fields() : undefined,
+    );
   }
 
   stop(): void {
@@ -639,7 +712,12 @@ describe("SdNotify", () => {
   it("does nothing without NOTIFY_SOCKET; takes half of WATCHDOG_USEC, only when it is meant for this PID", async () => {
     const { hub } = captureLogs();
     const calls: string[][] = [];
-    const sd = new SdNotify({ env: {}, healthy: () => undefined, log: hub.logger("systemd"), exec: async (_c, args) => void calls.push(args) });
+    const sd = new SdNotify({
+      env: {},
+      healthy: () => undefined,
+      log: hub.logger("systemd"),
+      exec: async (_c, args) => void calls.push(args),
+    });
     expect(sd.enabled).toBe(false);
     await sd.ready("online");
     await sd.status("x");
@@ -684,7 +762,9 @@ describe("SdNotify", () => {
     await timers.block(12_000);
     expect(sd.stats.watchdog).toBe(3);
     expect(lines.filter((l) => /not sending WATCHDOG=1 to systemd: a telemetry round/.test(l))).toHaveLength(1);
-    expect(lines.filter((l) => /not sending WATCHDOG=1 to systemd: event loop ran 1\d\.\d s late/.test(l))).toHaveLength(1);
+    expect(
+      lines.filter((l) => /not sending WATCHDOG=1 to systemd: event loop ran 1\d\.\d s late/.test(l)),
+    ).toHaveLength(1);
 
     await sd.status("offline; store running");
     await sd.stopping("stopping: SIGTERM");
@@ -704,17 +784,32 @@ describe("SdNotify", () => {
   it('an abstract socket ("@name") works the same way', async () => {
     const { hub } = captureLogs();
     const r = await receiver(`@sharenode-test-${process.pid}-${n++}`);
-    const sd = new SdNotify({ env: { ...process.env, NOTIFY_SOCKET: r.address }, healthy: () => undefined, log: hub.logger("systemd"), barrier: false });
+    const sd = new SdNotify({
+      env: { ...process.env, NOTIFY_SOCKET: r.address },
+      healthy: () => undefined,
+      log: hub.logger("systemd"),
+      barrier: false,
+    });
     await sd.ready("online");
     await sd.stopping();
-    expect(await r.waitFor("STOPPING=1")).toEqual(["READY=1", "STATUS=online", `MAINPID=${process.pid}`, "STOPPING=1", "STATUS=stopping"]);
+    expect(await r.waitFor("STOPPING=1")).toEqual([
+      "READY=1",
+      "STATUS=online",
+      `MAINPID=${process.pid}`,
+      "STOPPING=1",
+      "STATUS=stopping",
+    ]);
     expect(sd.watchdogIntervalMs).toBeUndefined();
   });
 
   it("by default systemd-notify waits for the manager to take the message (BARRIER); a receiver that never does costs one warning", async () => {
     const { hub, lines } = captureLogs();
     const r = await receiver(join(freshDir("sock"), "notify.sock"));
-    const sd = new SdNotify({ env: { ...process.env, NOTIFY_SOCKET: r.address }, healthy: () => undefined, log: hub.logger("systemd") });
+    const sd = new SdNotify({
+      env: { ...process.env, NOTIFY_SOCKET: r.address },
+      healthy: () => undefined,
+      log: hub.logger("systemd"),
+    });
     await sd.ready("online");
     // The message arrived; then systemd-notify's barrier (a pipe systemd closes once it has read the message) timed out.
     expect(await r.waitFor("BARRIER=1")).toContain("READY=1");
@@ -723,9 +818,18 @@ describe("SdNotify", () => {
 
   it("a missing systemd-notify is one warning naming the Debian package", async () => {
     const { hub, lines } = captureLogs();
-    const sd = new SdNotify({ env: { NOTIFY_SOCKET: "/run/nothing" }, command: join(tmp, "no-systemd-notify"), healthy: () => undefined, log: hub.logger("systemd") });
+    const sd = new SdNotify({
+      env: { NOTIFY_SOCKET: "/run/nothing" },
+      command: join(tmp, "no-systemd-notify"),
+      healthy: () => undefined,
+      log: hub.logger("systemd"),
+    });
     await sd.ready("online");
     await sd.status("again");
-    expect(lines).toEqual([expect.stringMatching(/warn  systemd: sd_notify READY=1: .*no-systemd-notify not found \(Debian package systemd\)$/)]);
+    expect(lines).toEqual([
+      expect.stringMatching(
+        /warn  systemd: sd_notify READY=1: .*no-systemd-notify not found \(Debian package systemd\)$/,
+      ),
+    ]);
   });
 });

@@ -93,23 +93,29 @@ describe("device key file", () => {
     expect(identity.publicKey).toEqual(new Uint8Array(spki.subarray(12)));
   });
 
-  it.each([0o644, 0o640, 0o604, 0o660, 0o601, 0o610, 0o666, 0o700 | 0o007])("refuses a key file of mode %o, naming the file, on one line", async (mode) => {
-    const dir = await freshDir();
-    await loadOrCreateDeviceIdentity(dir);
-    const path = join(dir, DEVICE_KEY_FILE);
-    await chmod(path, mode);
-    const err = await loadOrCreateDeviceIdentity(dir).then(() => null, (e: unknown) => e);
-    expect(err).toBeInstanceOf(DeviceKeyError);
-    const message = errorMessage(err);
-    expect(message).toContain(path);
-    expect(message).toMatch(/group or others/);
-    expect(message).toContain(`mode ${mode.toString(8).padStart(4, "0")}`);
-    expect(message).not.toContain("\n");
-    // Refusing is all it does: the file is neither fixed nor replaced.
-    expect((await stat(path)).mode & 0o777).toBe(mode);
-    await chmod(path, 0o600);
-    await expect(loadOrCreateDeviceIdentity(dir)).resolves.toBeTruthy();
-  });
+  it.each([0o644, 0o640, 0o604, 0o660, 0o601, 0o610, 0o666, 0o700 | 0o007])(
+    "refuses a key file of mode %o, naming the file, on one line",
+    async (mode) => {
+      const dir = await freshDir();
+      await loadOrCreateDeviceIdentity(dir);
+      const path = join(dir, DEVICE_KEY_FILE);
+      await chmod(path, mode);
+      const err = await loadOrCreateDeviceIdentity(dir).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(DeviceKeyError);
+      const message = errorMessage(err);
+      expect(message).toContain(path);
+      expect(message).toMatch(/group or others/);
+      expect(message).toContain(`mode ${mode.toString(8).padStart(4, "0")}`);
+      expect(message).not.toContain("\n");
+      // Refusing is all it does: the file is neither fixed nor replaced.
+      expect((await stat(path)).mode & 0o777).toBe(mode);
+      await chmod(path, 0o600);
+      await expect(loadOrCreateDeviceIdentity(dir)).resolves.toBeTruthy();
+    },
+  );
 
   it("accepts a read-only key file (0400)", async () => {
     const dir = await freshDir();
@@ -121,30 +127,84 @@ describe("device key file", () => {
   const notEd25519: Array<[string, () => string | Buffer, RegExp]> = [
     ["garbage text", () => "hello, I am not a key\n", /is not an unencrypted PEM private key/],
     ["an empty file", () => "", /is not an unencrypted PEM private key/],
-    ["binary noise", () => Buffer.from(Array.from({ length: 300 }, (_, i) => (i * 37) & 0xff)), /is not an unencrypted PEM private key/],
-    ["a truncated PEM", () => generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }).toString().slice(0, 60), /is not an unencrypted PEM private key/],
-    ["an Ed25519 public key", () => generateKeyPairSync("ed25519").publicKey.export({ format: "pem", type: "spki" }).toString(), /is not an unencrypted PEM private key/],
-    ["an RSA private key", () => generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey.export({ format: "pem", type: "pkcs8" }).toString(), /is not an Ed25519 private key \(it is rsa\)/],
-    ["an RSA key in PKCS#1", () => generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey.export({ format: "pem", type: "pkcs1" }).toString(), /is not an Ed25519 private key \(it is rsa\)/],
-    ["an EC P-256 key", () => generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ format: "pem", type: "pkcs8" }).toString(), /is not an Ed25519 private key \(it is ec\)/],
-    ["an X25519 key", () => generateKeyPairSync("x25519").privateKey.export({ format: "pem", type: "pkcs8" }).toString(), /is not an Ed25519 private key \(it is x25519\)/],
-    ["an Ed448 key", () => generateKeyPairSync("ed448").privateKey.export({ format: "pem", type: "pkcs8" }).toString(), /is not an Ed25519 private key \(it is ed448\)/],
-    ["an encrypted Ed25519 key", () => generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8", cipher: "aes-256-cbc", passphrase: "x" }).toString(), /is not an unencrypted PEM private key/],
+    [
+      "binary noise",
+      () => Buffer.from(Array.from({ length: 300 }, (_, i) => (i * 37) & 0xff)),
+      /is not an unencrypted PEM private key/,
+    ],
+    [
+      "a truncated PEM",
+      () => generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }).toString().slice(0, 60),
+      /is not an unencrypted PEM private key/,
+    ],
+    [
+      "an Ed25519 public key",
+      () => generateKeyPairSync("ed25519").publicKey.export({ format: "pem", type: "spki" }).toString(),
+      /is not an unencrypted PEM private key/,
+    ],
+    [
+      "an RSA private key",
+      () =>
+        generateKeyPairSync("rsa", { modulusLength: 2048 })
+          .privateKey.export({ format: "pem", type: "pkcs8" })
+          .toString(),
+      /is not an Ed25519 private key \(it is rsa\)/,
+    ],
+    [
+      "an RSA key in PKCS#1",
+      () =>
+        generateKeyPairSync("rsa", { modulusLength: 2048 })
+          .privateKey.export({ format: "pem", type: "pkcs1" })
+          .toString(),
+      /is not an Ed25519 private key \(it is rsa\)/,
+    ],
+    [
+      "an EC P-256 key",
+      () =>
+        generateKeyPairSync("ec", { namedCurve: "P-256" })
+          .privateKey.export({ format: "pem", type: "pkcs8" })
+          .toString(),
+      /is not an Ed25519 private key \(it is ec\)/,
+    ],
+    [
+      "an X25519 key",
+      () => generateKeyPairSync("x25519").privateKey.export({ format: "pem", type: "pkcs8" }).toString(),
+      /is not an Ed25519 private key \(it is x25519\)/,
+    ],
+    [
+      "an Ed448 key",
+      () => generateKeyPairSync("ed448").privateKey.export({ format: "pem", type: "pkcs8" }).toString(),
+      /is not an Ed25519 private key \(it is ed448\)/,
+    ],
+    [
+      "an encrypted Ed25519 key",
+      () =>
+        generateKeyPairSync("ed25519")
+          .privateKey.export({ format: "pem", type: "pkcs8", cipher: "aes-256-cbc", passphrase: "x" })
+          .toString(),
+      /is not an unencrypted PEM private key/,
+    ],
     ["a huge file", () => Buffer.alloc(1 << 20, 0x41), /is not an Ed25519 private key/],
   ];
 
-  it.each(notEd25519)("refuses %s with a one-line error naming the file, and leaves it alone", async (_name, content, reason) => {
-    const dir = await freshDir();
-    const path = join(dir, DEVICE_KEY_FILE);
-    const bytes = content();
-    await writeFile(path, bytes, { mode: 0o600 });
-    const err = await loadOrCreateDeviceIdentity(dir).then(() => null, (e: unknown) => e);
-    expect(err).toBeInstanceOf(DeviceKeyError);
-    expect(errorMessage(err)).toContain(path);
-    expect(errorMessage(err)).toMatch(reason);
-    expect(errorMessage(err)).not.toContain("\n");
-    expect((await readFile(path)).equals(Buffer.from(bytes))).toBe(true);
-  });
+  it.each(notEd25519)(
+    "refuses %s with a one-line error naming the file, and leaves it alone",
+    async (_name, content, reason) => {
+      const dir = await freshDir();
+      const path = join(dir, DEVICE_KEY_FILE);
+      const bytes = content();
+      await writeFile(path, bytes, { mode: 0o600 });
+      const err = await loadOrCreateDeviceIdentity(dir).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(DeviceKeyError);
+      expect(errorMessage(err)).toContain(path);
+      expect(errorMessage(err)).toMatch(reason);
+      expect(errorMessage(err)).not.toContain("\n");
+      expect((await readFile(path)).equals(Buffer.from(bytes))).toBe(true);
+    },
+  );
 
   it("refuses a directory where the key file should be", async () => {
     const dir = await freshDir();
@@ -156,7 +216,9 @@ describe("device key file", () => {
     const dir = await freshDir();
     await loadOrCreateDeviceIdentity(dir);
     const stale = tempPathFor(join(dir, DEVICE_KEY_FILE));
-    await writeFile(stale, generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }), { mode: 0o600 });
+    await writeFile(stale, generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }), {
+      mode: 0o600,
+    });
     await writeFile(join(dir, "unrelated.tmp"), "keep me");
     await loadOrCreateDeviceIdentity(dir);
     expect((await readdir(dir)).sort()).toEqual([DEVICE_KEY_FILE, "unrelated.tmp"]);
@@ -168,10 +230,12 @@ describe("racing first starts end with one key", () => {
     for (let round = 0; round < 5; round++) {
       const dir = await freshDir();
       // Staggered by a few event-loop turns, so that some calls publish while others are still loading.
-      const ids = await Promise.all(Array.from({ length: 8 }, async (_, i) => {
-        for (let turn = 0; turn < i * round; turn++) await new Promise((resolve) => setImmediate(resolve));
-        return loadOrCreateDeviceIdentity(dir);
-      }));
+      const ids = await Promise.all(
+        Array.from({ length: 8 }, async (_, i) => {
+          for (let turn = 0; turn < i * round; turn++) await new Promise((resolve) => setImmediate(resolve));
+          return loadOrCreateDeviceIdentity(dir);
+        }),
+      );
       const { publicRaw } = await keyFileFacts(dir);
       for (const identity of ids) expect(identity.publicKey).toEqual(publicRaw);
       expect(await readdir(dir)).toEqual([DEVICE_KEY_FILE]);
@@ -185,8 +249,17 @@ describe("racing first starts end with one key", () => {
     // tsup (the project's bundler) builds the module alone, as the device bundle would contain it.
     await build({
       entry: { "device-key": new URL("../agent/identity/device-key.ts", import.meta.url).pathname },
-      format: ["esm"], platform: "node", target: "node20", outDir: out, outExtension: () => ({ js: ".mjs" }),
-      config: false, dts: false, silent: true, splitting: false, sourcemap: false, clean: false,
+      format: ["esm"],
+      platform: "node",
+      target: "node20",
+      outDir: out,
+      outExtension: () => ({ js: ".mjs" }),
+      config: false,
+      dts: false,
+      silent: true,
+      splitting: false,
+      sourcemap: false,
+      clean: false,
     });
     // Each child waits for a shared start time so the creations overlap as much as scheduling allows.
     const script = `
@@ -199,8 +272,11 @@ describe("racing first starts end with one key", () => {
     for (let round = 0; round < 3; round++) {
       const dir = await freshDir();
       const at = Date.now() + 400;
-      const results = await Promise.all(Array.from({ length: 6 }, () =>
-        run(process.execPath, ["--input-type=module", "-e", script, dir, String(at)], { encoding: "utf8" })));
+      const results = await Promise.all(
+        Array.from({ length: 6 }, () =>
+          run(process.execPath, ["--input-type=module", "-e", script, dir, String(at)], { encoding: "utf8" }),
+        ),
+      );
       const { publicRaw } = await keyFileFacts(dir);
       for (const { stdout } of results) expect(stdout).toBe(toHex(publicRaw));
       expect(await readdir(dir)).toEqual([DEVICE_KEY_FILE]);
@@ -214,7 +290,9 @@ describe("device identity", () => {
     const identity = await loadOrCreateDeviceIdentity(dir);
     const { publicRaw } = await keyFileFacts(dir);
     // Independent BLAKE3 (@noble/hashes) in derive-key mode.
-    const reference = toHex(nobleBlake3(publicRaw, { context: new TextEncoder().encode(DEVICE_ID_CONTEXT), dkLen: 16 }));
+    const reference = toHex(
+      nobleBlake3(publicRaw, { context: new TextEncoder().encode(DEVICE_ID_CONTEXT), dkLen: 16 }),
+    );
     expect(DEVICE_ID_CONTEXT).toBe("sharenode 2026 device id v1");
     expect(identity.deviceId).toBe(reference);
     expect(identity.deviceId).toMatch(/^[0-9a-f]{32}$/);
@@ -224,7 +302,9 @@ describe("device identity", () => {
 
   it("pins the device id of a fixed public key (a change here breaks every deployed box's id)", () => {
     const publicKey = publicKeyFromHex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
-    const reference = toHex(nobleBlake3(publicKey, { context: new TextEncoder().encode("sharenode 2026 device id v1"), dkLen: 16 }));
+    const reference = toHex(
+      nobleBlake3(publicKey, { context: new TextEncoder().encode("sharenode 2026 device id v1"), dkLen: 16 }),
+    );
     expect(deviceIdOf(publicKey)).toBe(reference);
   });
 
@@ -255,7 +335,10 @@ describe("device identity", () => {
     expect(verifySignature(identity.publicKey, message, signature.subarray(0, 63))).toBe(false);
     expect(verifySignature(identity.publicKey, message, new Uint8Array(65))).toBe(false);
     // And node:crypto, given the same raw key through JWK, agrees.
-    const jwkKey = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(identity.publicKey).toString("base64url") }, format: "jwk" });
+    const jwkKey = createPublicKey({
+      key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(identity.publicKey).toString("base64url") },
+      format: "jwk",
+    });
     const { verify } = await import("node:crypto");
     expect(verify(null, message, jwkKey, signature)).toBe(true);
   });
@@ -284,27 +367,43 @@ describe("device identity", () => {
     const dir = await freshDir();
     const identity = await loadOrCreateDeviceIdentity(dir);
     const { pem, seed } = await keyFileFacts(dir);
-    const pemBody = pem.split("\n").filter((l) => l && !l.startsWith("-----")).join("");
+    const pemBody = pem
+      .split("\n")
+      .filter((l) => l && !l.startsWith("-----"))
+      .join("");
     const secrets = [
-      seed.toString("hex"), seed.toString("hex").toUpperCase(), seed.toString("base64"), seed.toString("base64url"),
-      pemBody, pemBody.slice(16, 48), seed.toString("hex").slice(0, 16), seed.toString("base64").slice(0, 12),
-      [...seed].join(","), [...seed].join(", "), "BEGIN PRIVATE KEY",
+      seed.toString("hex"),
+      seed.toString("hex").toUpperCase(),
+      seed.toString("base64"),
+      seed.toString("base64url"),
+      pemBody,
+      pemBody.slice(16, 48),
+      seed.toString("hex").slice(0, 16),
+      seed.toString("base64").slice(0, 12),
+      [...seed].join(","),
+      [...seed].join(", "),
+      "BEGIN PRIVATE KEY",
     ];
     const renderings: Record<string, string> = {
       "JSON.stringify": JSON.stringify(identity),
       "JSON.stringify nested": JSON.stringify({ identity, list: [identity] }),
       "String()": String(identity),
       "template literal": `${identity}`,
-      "concatenation": "" + identity,
-      "inspect": inspect(identity),
+      concatenation: "" + identity,
+      inspect: inspect(identity),
       "inspect showHidden": inspect(identity, { showHidden: true, depth: Infinity, getters: true }),
       "inspect nested": inspect({ a: { b: identity } }, { showHidden: true, depth: Infinity, getters: true }),
       "Object.keys": JSON.stringify(Object.keys(identity)),
       "own property names": Reflect.ownKeys(identity).map(String).join(","),
-      "own values": inspect(Reflect.ownKeys(identity).map((k) => Object.getOwnPropertyDescriptor(identity, k)), { showHidden: true, depth: Infinity }),
+      "own values": inspect(
+        Reflect.ownKeys(identity).map((k) => Object.getOwnPropertyDescriptor(identity, k)),
+        { showHidden: true, depth: Infinity },
+      ),
       "Object.entries": inspect(Object.entries(identity), { showHidden: true, depth: Infinity }),
-      "spread": inspect({ ...identity }, { showHidden: true, depth: Infinity }),
-      "structuredClone-able fields": JSON.stringify(Object.fromEntries(Object.entries(identity).filter(([, v]) => typeof v !== "function"))),
+      spread: inspect({ ...identity }, { showHidden: true, depth: Infinity }),
+      "structuredClone-able fields": JSON.stringify(
+        Object.fromEntries(Object.entries(identity).filter(([, v]) => typeof v !== "function")),
+      ),
       "sign.toString": identity.sign.toString(),
     };
     for (const [how, text] of Object.entries(renderings)) {
@@ -313,7 +412,10 @@ describe("device identity", () => {
       }
     }
     expect(Object.keys(identity).sort()).toEqual(["deviceId", "publicKey", "publicKeyHex", "sign"]);
-    expect(JSON.parse(JSON.stringify(identity))).toEqual({ deviceId: identity.deviceId, publicKeyHex: identity.publicKeyHex });
+    expect(JSON.parse(JSON.stringify(identity))).toEqual({
+      deviceId: identity.deviceId,
+      publicKeyHex: identity.publicKeyHex,
+    });
     expect(String(identity)).toBe(`DeviceIdentity(${identity.deviceId})`);
     // No property holds a KeyObject (whose export() would hand the key out).
     for (const key of Reflect.ownKeys(identity)) {

@@ -6,7 +6,19 @@
 // `sh -n` and shellcheck on both scripts. Fake systemctl, useradd, chown and udevadm on PATH prove that an install
 // into a --root other than / starts nothing, creates no user, changes no owner and reloads no udev rule.
 import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -149,7 +161,11 @@ describe("install.sh into a temporary root", () => {
     expect(mode(configPath)).toBe(0o640);
     expect(mode(join(root, "etc/sharenode"))).toBe(0o750);
     const config = JSON.parse(readFileSync(configPath, "utf8"));
-    expect(config).toEqual({ stateDir: STATE, link: { url: BROKER, fleetPublicKey: KEY.toLowerCase() }, store: { dataDir: DATA } });
+    expect(config).toEqual({
+      stateDir: STATE,
+      link: { url: BROKER, fleetPublicKey: KEY.toLowerCase() },
+      store: { dataDir: DATA },
+    });
     // The agent's own loader accepts it, with nothing from the environment.
     const loaded = loadConfig(configPath, {}).config;
     expect(loaded.store.dataDir).toBe(DATA);
@@ -161,8 +177,12 @@ describe("install.sh into a temporary root", () => {
 
     const units = join(root, "etc/systemd/system");
     expect(readFileSync(join(units, "sharenode.service"), "utf8")).toBe(readFileSync(UNIT, "utf8"));
-    expect(readFileSync(join(units, "sharenode.service.d/data-dir.conf"), "utf8")).toMatch(new RegExp(`^ReadWritePaths=-${DATA}$`, "m"));
-    expect(readlinkSync(join(units, "multi-user.target.wants/sharenode.service"))).toBe("/etc/systemd/system/sharenode.service");
+    expect(readFileSync(join(units, "sharenode.service.d/data-dir.conf"), "utf8")).toMatch(
+      new RegExp(`^ReadWritePaths=-${DATA}$`, "m"),
+    );
+    expect(readlinkSync(join(units, "multi-user.target.wants/sharenode.service"))).toBe(
+      "/etc/systemd/system/sharenode.service",
+    );
     expect(existsSync(join(root, "etc/init.d"))).toBe(false);
 
     // The udev rule that gives the agent its LED and watchdog, as shipped, 0644.
@@ -179,7 +199,9 @@ describe("install.sh into a temporary root", () => {
     const wants = readdirSync(units).filter((d) => d.endsWith(".wants"));
     expect(wants).toEqual(["multi-user.target.wants"]);
     expect(readdirSync(join(units, "multi-user.target.wants"))).toEqual(["sharenode.service"]);
-    expect(r.stdout).toMatch(/sharenode-console@\.service, not enabled: .*systemctl enable --now sharenode-console@ttyAML0/);
+    expect(r.stdout).toMatch(
+      /sharenode-console@\.service, not enabled: .*systemctl enable --now sharenode-console@ttyAML0/,
+    );
   });
 
   it("changes nothing when run again with the same bundle (systemd and OpenWrt trees)", () => {
@@ -231,13 +253,17 @@ describe("install.sh into a temporary root", () => {
     // A new bundle, with no options: the data directory comes from the config.
     r = installOk(root, "--bundle", b2);
     expect(r.stderr).toBe("");
-    expect(r.stdout).toMatch(/into slot B; \/opt\/sharenode\/current -> releases\/B \(slot A keeps the previous release\)/);
+    expect(r.stdout).toMatch(
+      /into slot B; \/opt\/sharenode\/current -> releases\/B \(slot A keeps the previous release\)/,
+    );
     expect(readlinkSync(join(root, "opt/sharenode/current"))).toBe("releases/B");
     expect(readFileSync(join(root, "opt/sharenode/current/sharenode.js"), "utf8")).toBe(readFileSync(b2, "utf8"));
     expect(readFileSync(slotA, "utf8")).toBe(readFileSync(b1, "utf8"));
     expect(readFileSync(configPath, "utf8")).toBe(edited);
     expect(readdirSync(join(root, "opt/sharenode")).sort()).toEqual(["current", "releases"]);
-    expect(readFileSync(join(root, "etc/systemd/system/sharenode.service.d/data-dir.conf"), "utf8")).toContain(`ReadWritePaths=-${DATA}`);
+    expect(readFileSync(join(root, "etc/systemd/system/sharenode.service.d/data-dir.conf"), "utf8")).toContain(
+      `ReadWritePaths=-${DATA}`,
+    );
 
     // The next one goes back into A (the slot not running), leaving B as the previous release.
     const b3 = bundle("v3");
@@ -259,10 +285,19 @@ describe("install.sh into a temporary root", () => {
       [["--bundle", "--data-dir", DATA], /--bundle needs a value/],
       [["--bundle", b, ...FIRST, "--data-dir", "mnt/usb"], /--data-dir mnt\/usb: must be an absolute path/],
       [["--bundle", b, ...FIRST, "--data-dir", "/mnt/my disk"], /--data-dir \/mnt\/my disk: only letters, digits/],
-      [["--bundle", b, ...FIRST, "--broker", "http://fleet.example.net"], /must be a mqtt:\/\/, mqtts:\/\/, ws:\/\/ or wss:\/\/ URL/],
-      [["--bundle", b, ...FIRST, "--broker", "mqtt://dev:secret@fleet.example.net"], /must not carry a user or password/],
+      [
+        ["--bundle", b, ...FIRST, "--broker", "http://fleet.example.net"],
+        /must be a mqtt:\/\/, mqtts:\/\/, ws:\/\/ or wss:\/\/ URL/,
+      ],
+      [
+        ["--bundle", b, ...FIRST, "--broker", "mqtt://dev:secret@fleet.example.net"],
+        /must not carry a user or password/,
+      ],
       [["--bundle", b, ...FIRST, "--fleet-key", "abc123"], /--fleet-key: must be 64 hex digits, got 6/],
-      [["--bundle", b, ...FIRST, "--fleet-key", "g".repeat(64)], /--fleet-key: must be 64 hex digits, got a non-hex character/],
+      [
+        ["--bundle", b, ...FIRST, "--fleet-key", "g".repeat(64)],
+        /--fleet-key: must be 64 hex digits, got a non-hex character/,
+      ],
       [["--bundle", b, "--data-dir", DATA], /no config yet at .*config\.json: give --broker --fleet-key to write one/],
     ];
     for (const [args, message] of cases) {
@@ -284,7 +319,9 @@ describe("install.sh into a temporary root", () => {
     installOk(root, "--bundle", b, ...FIRST);
     const conflict = install(root, "--bundle", b, "--data-dir", "/srv/other");
     expect(conflict.status).toBe(2);
-    expect(conflict.stderr).toMatch(/^install\.sh: --data-dir \/srv\/other: the config .* has store\.dataDir \/mnt\/usb\/sharenode[^\n]*\n$/);
+    expect(conflict.stderr).toMatch(
+      /^install\.sh: --data-dir \/srv\/other: the config .* has store\.dataDir \/mnt\/usb\/sharenode[^\n]*\n$/,
+    );
   });
 
   it("OpenWrt (/etc/openwrt_release): the procd init script, enabled; the state on the overlay, kept by sysupgrade", () => {
@@ -327,7 +364,10 @@ describe("the service definitions", () => {
     const root = newRoot();
     installOk(root, "--bundle", bundle("v1"), ...FIRST);
     const dir = join(root, "etc/systemd/system");
-    const unit = parseUnit(readFileSync(join(dir, "sharenode.service"), "utf8"), readFileSync(join(dir, "sharenode.service.d/data-dir.conf"), "utf8"));
+    const unit = parseUnit(
+      readFileSync(join(dir, "sharenode.service"), "utf8"),
+      readFileSync(join(dir, "sharenode.service.d/data-dir.conf"), "utf8"),
+    );
     const s = unit.Service;
     const one = (key: string) => {
       expect(s[key], key).toHaveLength(1);
@@ -336,7 +376,13 @@ describe("the service definitions", () => {
 
     // ExecStart names files of the layout install.sh made.
     const exec = one("ExecStart").split(/\s+/);
-    expect(exec).toEqual(["/usr/bin/node", "/opt/sharenode/current/sharenode.js", "run", "--config", "/etc/sharenode/config.json"]);
+    expect(exec).toEqual([
+      "/usr/bin/node",
+      "/opt/sharenode/current/sharenode.js",
+      "run",
+      "--config",
+      "/etc/sharenode/config.json",
+    ]);
     expect(statSync(join(root, exec[1])).isFile()).toBe(true);
     expect(statSync(join(root, exec[4])).isFile()).toBe(true);
 
@@ -387,19 +433,25 @@ describe("the service definitions", () => {
    * and the text of `unit` with its absolute paths moved into the root (not yet written back).
    */
   function installedForVerify(unit: string): { root: string; unitPath: string; moved: string } {
-    if (spawnSync("systemd-analyze", ["--version"]).status !== 0) throw new Error("systemd-analyze is not installed: apt-get install systemd");
+    if (spawnSync("systemd-analyze", ["--version"]).status !== 0)
+      throw new Error("systemd-analyze is not installed: apt-get install systemd");
     const root = newRoot();
     installOk(root, "--bundle", bundle("v1"), ...FIRST);
     mkdirSync(join(root, "usr/bin"), { recursive: true });
     writeFileSync(join(root, "usr/bin/node"), "#!/bin/sh\nexit 0\n", { mode: 0o755 });
     const unitPath = join(root, "etc/systemd/system", unit);
-    const moved = readFileSync(unitPath, "utf8").replace(/(?<==|\s)\/(usr\/bin|opt\/sharenode|etc\/sharenode)\//g, `${root}/$1/`);
+    const moved = readFileSync(unitPath, "utf8").replace(
+      /(?<==|\s)\/(usr\/bin|opt\/sharenode|etc\/sharenode)\//g,
+      `${root}/$1/`,
+    );
     return { root, unitPath, moved };
   }
 
   it("systemd-analyze verify accepts the installed unit and its drop-in (paths moved into the temporary root)", () => {
     const { root, unitPath, moved } = installedForVerify("sharenode.service");
-    expect(moved).toContain(`ExecStart=${root}/usr/bin/node ${root}/opt/sharenode/current/sharenode.js run --config ${root}/etc/sharenode/config.json`);
+    expect(moved).toContain(
+      `ExecStart=${root}/usr/bin/node ${root}/opt/sharenode/current/sharenode.js run --config ${root}/etc/sharenode/config.json`,
+    );
     writeFileSync(unitPath, moved);
     const r = spawnSync("systemd-analyze", ["verify", "--man=no", unitPath], { encoding: "utf8" });
     // Unknown keys and bad values are warnings with exit status 0: none may name our files.
@@ -416,7 +468,9 @@ describe("the service definitions", () => {
   it("sharenode-console@.service: the console on the instance's line, as root, instead of its getty, restarted", () => {
     const unit = parseUnit(readFileSync(CONSOLE_UNIT, "utf8"));
     const s = unit.Service;
-    expect(s.ExecStart).toEqual(["/usr/bin/node /opt/sharenode/current/sharenode.js console --tty /dev/%I --config /etc/sharenode/config.json"]);
+    expect(s.ExecStart).toEqual([
+      "/usr/bin/node /opt/sharenode/current/sharenode.js console --tty /dev/%I --config /etc/sharenode/config.json",
+    ]);
     // Root, like the getty it replaces (reboot, factory-reset, the 0640 config and the 0700 state directory).
     expect(s.User ?? []).toEqual([]);
     expect(s.DynamicUser ?? []).toEqual([]);
@@ -437,7 +491,9 @@ describe("the service definitions", () => {
   it("systemd-analyze verify accepts an instance of the console's template (sharenode-console@ttyAML0)", () => {
     const { root, unitPath: template, moved } = installedForVerify("sharenode-console@.service");
     const dir = join(root, "etc/systemd/system");
-    expect(moved).toContain(`ExecStart=${root}/usr/bin/node ${root}/opt/sharenode/current/sharenode.js console --tty /dev/%I`);
+    expect(moved).toContain(
+      `ExecStart=${root}/usr/bin/node ${root}/opt/sharenode/current/sharenode.js console --tty /dev/%I`,
+    );
     writeFileSync(template, moved);
     // Only the template is on disk: systemd instantiates it for the name, as `systemctl enable` would.
     const instance = join(dir, "sharenode-console@ttyAML0.service");
@@ -457,7 +513,19 @@ describe("the service definitions", () => {
     // systemd 252 (Debian 12) has no `udevadm verify`: each line is checked against udev's grammar here.
     const rules = readFileSync(RULES, "utf8").replace(/\\\n/g, " ").split("\n");
     const parsed: Array<Array<{ key: string; attr?: string; op: string; value: string }>> = [];
-    const KEYS = new Set(["ACTION", "SUBSYSTEM", "KERNEL", "ENV", "ATTR", "TAG", "DRIVER", "GROUP", "MODE", "OWNER", "RUN"]);
+    const KEYS = new Set([
+      "ACTION",
+      "SUBSYSTEM",
+      "KERNEL",
+      "ENV",
+      "ATTR",
+      "TAG",
+      "DRIVER",
+      "GROUP",
+      "MODE",
+      "OWNER",
+      "RUN",
+    ]);
     for (const line of rules) {
       if (line.trim() === "" || line.trimStart().startsWith("#")) continue;
       const pairs = [];
@@ -476,7 +544,8 @@ describe("the service definitions", () => {
       expect(pairs.some((p) => p.op !== "==" && p.op !== "!=")).toBe(true);
       parsed.push(pairs);
     }
-    const rule = (match: string) => parsed.find((r) => r.some((p) => p.key === "SUBSYSTEM" && p.op === "==" && p.value.split("|").includes(match)));
+    const rule = (match: string) =>
+      parsed.find((r) => r.some((p) => p.key === "SUBSYSTEM" && p.op === "==" && p.value.split("|").includes(match)));
 
     const leds = rule("leds")!;
     expect(leds).toBeDefined();
@@ -493,7 +562,9 @@ describe("the service definitions", () => {
     const watchdog = rule("watchdog")!;
     expect(watchdog).toBeDefined();
     expect(rule("misc")).toBe(watchdog);
-    const kernel = new RegExp(`^(${watchdog.find((p) => p.key === "KERNEL")!.value.replace(/\[0-9\]\*/g, "[0-9].*")})$`);
+    const kernel = new RegExp(
+      `^(${watchdog.find((p) => p.key === "KERNEL")!.value.replace(/\[0-9\]\*/g, "[0-9].*")})$`,
+    );
     for (const name of ["watchdog", "watchdog0", "watchdog12"]) expect(name).toMatch(kernel);
     for (const name of ["watchdogd", "c1109900.watchdog", "tty0"]) expect(name).not.toMatch(kernel);
     expect(watchdog.filter((p) => p.op === "=")).toEqual([
@@ -513,7 +584,14 @@ describe("the service definitions", () => {
     const run = (path: string) =>
       spawnSync(
         "/bin/sh",
-        ["-c", script.replaceAll("%S", sysfs).replaceAll("%p", path).replaceAll("$$", "$").replaceAll(" sharenode ", ` ${OTHER_GID} `)],
+        [
+          "-c",
+          script
+            .replaceAll("%S", sysfs)
+            .replaceAll("%p", path)
+            .replaceAll("$$", "$")
+            .replaceAll(" sharenode ", ` ${OTHER_GID} `),
+        ],
         { encoding: "utf8" },
       );
     // The timer trigger's delay_on is there, its delay_off not yet: both are fine.
@@ -536,14 +614,23 @@ describe("the service definitions", () => {
     expect(text).toMatch(/^START=\d+$/m);
     expect(text).toMatch(/^STOP=\d+$/m);
     const vars = Object.fromEntries([...text.matchAll(/^([A-Z]+)=(\S+)$/gm)].map((m) => [m[1], m[2]]));
-    const params = new Map([...text.matchAll(/^\s*procd_set_param (\w+) (.*)$/gm)].map((m) => [m[1], m[2].replace(/"\$(\w+)"/g, (_, v: string) => vars[v])]));
-    expect(params.get("command")).toBe("/usr/bin/node /opt/sharenode/current/sharenode.js run --config /etc/sharenode/config.json");
+    const params = new Map(
+      [...text.matchAll(/^\s*procd_set_param (\w+) (.*)$/gm)].map((m) => [
+        m[1],
+        m[2].replace(/"\$(\w+)"/g, (_, v: string) => vars[v]),
+      ]),
+    );
+    expect(params.get("command")).toBe(
+      "/usr/bin/node /opt/sharenode/current/sharenode.js run --config /etc/sharenode/config.json",
+    );
     expect(params.get("user")).toBe("sharenode");
     expect(params.get("respawn")).toMatch(/^\d+ \d+ 0$/);
     expect(params.get("stdout")).toBe("1");
     expect(params.get("stderr")).toBe("1");
     // The LED and the watchdog go to the group sharenode first, as root, before procd starts the agent.
-    expect(text).toMatch(/^start_service\(\) \{\n\tgrant_hardware\n\tprocd_open_instance\n[\s\S]*\tprocd_close_instance\n\}$/m);
+    expect(text).toMatch(
+      /^start_service\(\) \{\n\tgrant_hardware\n\tprocd_open_instance\n[\s\S]*\tprocd_close_instance\n\}$/m,
+    );
   });
 
   it("sharenode.init: grant_hardware gives the LEDs' brightness and trigger and the watchdogs to the group", () => {
@@ -565,7 +652,8 @@ describe("the service definitions", () => {
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout + r.stderr).toBe("");
     for (const led of ["green:status", "red:error"]) {
-      for (const a of ["brightness", "trigger"]) expect(owner(join(leds, led, a)), `${led}/${a}`).toBe(`${OTHER_GID} 664`);
+      for (const a of ["brightness", "trigger"])
+        expect(owner(join(leds, led, a)), `${led}/${a}`).toBe(`${OTHER_GID} 664`);
       expect(owner(join(leds, led, "max_brightness"))).toBe("0 644");
     }
     // The blink rate is recreated root-only whenever the agent selects the timer: no use handing it over now.
@@ -576,7 +664,12 @@ describe("the service definitions", () => {
 
     // No LED and no watchdog at all: nothing to do, no failure.
     const bare = newRoot();
-    writeFileSync(join(bare, "init"), readFileSync(INIT, "utf8").replaceAll(" /sys/class/leds/", ` ${bare}/sys/class/leds/`).replaceAll(" /dev/watchdog", ` ${bare}/dev/watchdog`));
+    writeFileSync(
+      join(bare, "init"),
+      readFileSync(INIT, "utf8")
+        .replaceAll(" /sys/class/leds/", ` ${bare}/sys/class/leds/`)
+        .replaceAll(" /dev/watchdog", ` ${bare}/dev/watchdog`),
+    );
     const none = spawnSync("sh", ["-c", `. '${join(bare, "init")}' && grant_hardware`], { encoding: "utf8" });
     expect(none.status, none.stderr).toBe(0);
     expect(none.stdout + none.stderr).toBe("");
@@ -588,7 +681,8 @@ describe("the service definitions", () => {
   });
 
   it("shellcheck (POSIX sh) finds nothing in either script", () => {
-    if (spawnSync("shellcheck", ["--version"]).status !== 0) throw new Error("shellcheck is not installed: apt-get install shellcheck");
+    if (spawnSync("shellcheck", ["--version"]).status !== 0)
+      throw new Error("shellcheck is not installed: apt-get install shellcheck");
     const r = spawnSync("shellcheck", ["--shell=sh", "--severity=style", SCRIPT, INIT], { encoding: "utf8" });
     expect(r.status, r.stdout + r.stderr).toBe(0);
   });

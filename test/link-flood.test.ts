@@ -9,7 +9,13 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ERROR_REPLIES_PER_SECOND, ERROR_REPLY_BURST, REFUSAL_PROMPT_LINES, RefusalLog, TokenBucket } from "../agent/link/flood-guard";
+import {
+  ERROR_REPLIES_PER_SECOND,
+  ERROR_REPLY_BURST,
+  REFUSAL_PROMPT_LINES,
+  RefusalLog,
+  TokenBucket,
+} from "../agent/link/flood-guard";
 import { loadOrCreateFleetKey, openReply, signCommand, type FleetKey, type Reply } from "../agent/protocol/envelope";
 import { topicsFor } from "../agent/protocol/topics";
 import { Broker } from "./helpers/mosquitto";
@@ -108,7 +114,9 @@ describe("RefusalLog", () => {
     expect(built).toBe(3);
     clock.now += 60_000;
     log.flush();
-    expect(lines.slice(3)).toEqual(["refused 412 malformed, 37 bad-signature, 1 expired in the last 60 s; 439 unauthenticated got no error reply (rate limit)"]);
+    expect(lines.slice(3)).toEqual([
+      "refused 412 malformed, 37 bad-signature, 1 expired in the last 60 s; 439 unauthenticated got no error reply (rate limit)",
+    ]);
     // A new interval: the first of each code is written at once again.
     log.record("malformed", line("malformed again"), true);
     expect(lines.at(-1)).toBe("malformed again");
@@ -139,11 +147,20 @@ describe("RefusalLog", () => {
 
   it("start() writes the summary on its own timer; stop() writes what is left", async () => {
     const lines: string[] = [];
-    const log = new RefusalLog({ log: { info: (l) => lines.push(l) }, clock: Date.now, intervalMs: 50, promptLines: 0 });
+    const log = new RefusalLog({
+      log: { info: (l) => lines.push(l) },
+      clock: Date.now,
+      intervalMs: 50,
+      promptLines: 0,
+    });
     log.start();
     log.record("malformed", () => "never written", false);
     for (let i = 0; i < 100 && lines.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
-    expect(lines).toEqual([expect.stringMatching(/^refused 1 malformed in the last \d+ s; 1 unauthenticated got no error reply \(rate limit\)$/)]);
+    expect(lines).toEqual([
+      expect.stringMatching(
+        /^refused 1 malformed in the last \d+ s; 1 unauthenticated got no error reply \(rate limit\)$/,
+      ),
+    ]);
     log.record("bad-signature", () => "never written", true);
     log.stop();
     expect(lines).toHaveLength(2);
@@ -201,7 +218,10 @@ beforeAll(async () => {
   agent = spawn(process.execPath, [BIN, "run"], { env, stdio: ["ignore", "pipe", "pipe"] });
   agent.stdout!.on("data", (d: Buffer) => (agentLog += d.toString()));
   agent.stderr!.on("data", (d: Buffer) => (agentLog += d.toString()));
-  const m = await waitFor("the device id in the log", () => /device ([0-9a-f]{32}) \(public key ([0-9a-f]{64})\)/.exec(agentLog) ?? undefined);
+  const m = await waitFor(
+    "the device id in the log",
+    () => /device ([0-9a-f]{32}) \(public key ([0-9a-f]{64})\)/.exec(agentLog) ?? undefined,
+  );
   deviceId = m[1]!;
   devicePublicKey = m[2]!;
   await waitFor("the link", () => (/link: connected/.test(agentLog) ? true : undefined));
@@ -227,25 +247,40 @@ describe("sharenode run under a flood of unauthenticated commands", () => {
       return forged;
     };
     const expected = { malformed: 0, "bad-signature": 0, "too-large": 0 };
-    for (let i = 0; i < FLOOD; i++) expected[i % 100 === 99 ? "too-large" : i % 2 === 0 ? "malformed" : "bad-signature"]++;
+    for (let i = 0; i < FLOOD; i++)
+      expected[i % 100 === 99 ? "too-large" : i % 2 === 0 ? "malformed" : "bad-signature"]++;
     const linesBefore = commandLines().length;
-    const sign = (cmd: string, exp = Date.now() + 60_000) => Buffer.from(signCommand({ cmd, deviceId, args: {}, exp }, fleet));
+    const sign = (cmd: string, exp = Date.now() + 60_000) =>
+      Buffer.from(signCommand({ cmd, deviceId, args: {}, exp }, fleet));
     const started = Date.now();
     const mid = FLOOD / 2;
     for (let i = 0; i < FLOOD; i++) {
       // Each to its own response topic, as an attacker would: the device answers under its own reply/ namespace.
-      client!.publish(topics.cmd("ping"), garbage(i), { qos: 0, properties: { responseTopic: topics.replyTo(`flood-${i}`) } });
+      client!.publish(topics.cmd("ping"), garbage(i), {
+        qos: 0,
+        properties: { responseTopic: topics.replyTo(`flood-${i}`) },
+      });
       if (i === mid) {
         // Signed commands in the middle of the flood: a ping, and one the device must refuse (expired): both answered.
-        client!.publish(topics.cmd("ping"), sign("ping"), { qos: 1, properties: { responseTopic: topics.replyTo("during") } });
-        client!.publish(topics.cmd("ping"), sign("ping", Date.now() - 1000), { qos: 1, properties: { responseTopic: topics.replyTo("expired") } });
+        client!.publish(topics.cmd("ping"), sign("ping"), {
+          qos: 1,
+          properties: { responseTopic: topics.replyTo("during") },
+        });
+        client!.publish(topics.cmd("ping"), sign("ping", Date.now() - 1000), {
+          qos: 1,
+          properties: { responseTopic: topics.replyTo("expired") },
+        });
       }
       if (i % 200 === 199) await new Promise((r) => setImmediate(r));
     }
     // After the flood, a signed ping on its own; its reply comes after every earlier message was handled (the device
     // handles garbage synchronously, and a signed command waits for its nonce's fsync).
-    await client!.publishAsync(topics.cmd("ping"), sign("ping"), { qos: 1, properties: { responseTopic: topics.replyTo("after") } });
-    const reply = (name: string) => waitFor(`the reply to "${name}"`, () => inbox.find((m) => m.topic === topics.replyTo(name)));
+    await client!.publishAsync(topics.cmd("ping"), sign("ping"), {
+      qos: 1,
+      properties: { responseTopic: topics.replyTo("after") },
+    });
+    const reply = (name: string) =>
+      waitFor(`the reply to "${name}"`, () => inbox.find((m) => m.topic === topics.replyTo(name)));
     const during = opened((await reply("during")).payload);
     expect(during).toMatchObject({ ok: true, cmd: "ping", result: { pong: true } });
     const expired = opened((await reply("expired")).payload);
@@ -276,7 +311,10 @@ describe("sharenode run under a flood of unauthenticated commands", () => {
     const floodLines = commandLines().slice(linesBefore);
     expect(floodLines.filter((l) => / ping ok$/.test(l))).toHaveLength(2);
     for (const code of ["malformed", "bad-signature", "too-large", "expired"]) {
-      expect(floodLines.filter((l) => l.includes(` refused: ${code}: `)), code).toHaveLength(1);
+      expect(
+        floodLines.filter((l) => l.includes(` refused: ${code}: `)),
+        code,
+      ).toHaveLength(1);
     }
     expect(floodLines, floodLines.join("\n")).toHaveLength(6);
 
@@ -291,7 +329,11 @@ describe("sharenode run under a flood of unauthenticated commands", () => {
       .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
       .map(([code, n]) => `${n} ${code}`)
       .join(", ");
-    expect(summary[0]).toMatch(new RegExp(`commands: refused ${counts} in the last \\d+ s; ${unanswered} unauthenticated got no error reply \\(rate limit\\)$`));
+    expect(summary[0]).toMatch(
+      new RegExp(
+        `commands: refused ${counts} in the last \\d+ s; ${unanswered} unauthenticated got no error reply \\(rate limit\\)$`,
+      ),
+    );
     // The whole run: seven command lines for 3,003 commands.
     expect(commandLines().slice(linesBefore)).toHaveLength(7);
   }, 120_000);

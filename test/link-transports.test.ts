@@ -32,7 +32,8 @@ const cleanups: (() => Promise<unknown> | void)[] = [];
 
 function requireTool(command: string, args: string[], debianPackage: string): void {
   const r = spawnSync(command, args, { stdio: "ignore" });
-  if (r.error !== undefined) throw new Error(`${command} is not installed: these tests need it (apt-get install ${debianPackage})`);
+  if (r.error !== undefined)
+    throw new Error(`${command} is not installed: these tests need it (apt-get install ${debianPackage})`);
 }
 
 async function openssl(args: string[]): Promise<void> {
@@ -44,12 +45,58 @@ async function openssl(args: string[]): Promise<void> {
 /** A P-256 key and a certificate for `subject`, issued by `ca` (or self-signed as a CA when `ca` is absent). */
 async function makeCert(name: string, subject: string, extensions: string[], ca?: string): Promise<void> {
   if (ca === undefined) {
-    await openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", `${name}.key`, "-out", `${name}.crt`,
-      "-days", "2", "-subj", subject, ...extensions.flatMap((e) => ["-addext", e])]);
+    await openssl([
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-keyout",
+      `${name}.key`,
+      "-out",
+      `${name}.crt`,
+      "-days",
+      "2",
+      "-subj",
+      subject,
+      ...extensions.flatMap((e) => ["-addext", e]),
+    ]);
   } else {
-    await openssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", subject]);
+    await openssl([
+      "req",
+      "-new",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-keyout",
+      `${name}.key`,
+      "-out",
+      `${name}.csr`,
+      "-subj",
+      subject,
+    ]);
     writeFileSync(join(work, `${name}.ext`), extensions.join("\n") + "\n");
-    await openssl(["x509", "-req", "-in", `${name}.csr`, "-CA", `${ca}.crt`, "-CAkey", `${ca}.key`, "-CAcreateserial", "-out", `${name}.crt`, "-days", "2", "-extfile", `${name}.ext`]);
+    await openssl([
+      "x509",
+      "-req",
+      "-in",
+      `${name}.csr`,
+      "-CA",
+      `${ca}.crt`,
+      "-CAkey",
+      `${ca}.key`,
+      "-CAcreateserial",
+      "-out",
+      `${name}.crt`,
+      "-days",
+      "2",
+      "-extfile",
+      `${name}.ext`,
+    ]);
   }
   pem[`${name}.crt`] = readFileSync(join(work, `${name}.crt`), "utf8");
   pem[`${name}.key`] = readFileSync(join(work, `${name}.key`), "utf8");
@@ -62,11 +109,21 @@ beforeAll(async () => {
 
   const CA = ["basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign,cRLSign"];
   await makeCert("ca", "/CN=sharenode test CA", CA);
-  await makeCert("server", "/CN=127.0.0.1", ["basicConstraints=CA:FALSE", "subjectAltName=IP:127.0.0.1", "extendedKeyUsage=serverAuth"], "ca");
+  await makeCert(
+    "server",
+    "/CN=127.0.0.1",
+    ["basicConstraints=CA:FALSE", "subjectAltName=IP:127.0.0.1", "extendedKeyUsage=serverAuth"],
+    "ca",
+  );
   await makeCert("device", "/CN=device-by-cert", ["basicConstraints=CA:FALSE", "extendedKeyUsage=clientAuth"], "ca");
   // A CA the broker has never heard of, and a device certificate it issued: must not get in.
   await makeCert("rogue-ca", "/CN=rogue CA", CA);
-  await makeCert("rogue", "/CN=device-by-cert", ["basicConstraints=CA:FALSE", "extendedKeyUsage=clientAuth"], "rogue-ca");
+  await makeCert(
+    "rogue",
+    "/CN=device-by-cert",
+    ["basicConstraints=CA:FALSE", "extendedKeyUsage=clientAuth"],
+    "rogue-ca",
+  );
 
   // The password file as an operator makes it.
   const passwd = join(work, "passwd");
@@ -85,16 +142,34 @@ beforeAll(async () => {
       "per_listener_settings true",
       // The helper's first listener: plain and anonymous, where the "fleet" watches and sends commands.
       "allow_anonymous true",
-      `listener ${ports.tls} 127.0.0.1`, ...tls, "allow_anonymous true",
-      `listener ${ports.mtls} 127.0.0.1`, ...tls, "require_certificate true", "use_identity_as_username true", "allow_anonymous false",
-      `listener ${ports.ws} 127.0.0.1`, "protocol websockets", "allow_anonymous true",
-      `listener ${ports.wss} 127.0.0.1`, "protocol websockets", ...tls, "allow_anonymous true",
-      `listener ${ports.pw} 127.0.0.1`, "allow_anonymous false", "password_file {dir}/passwd",
+      `listener ${ports.tls} 127.0.0.1`,
+      ...tls,
+      "allow_anonymous true",
+      `listener ${ports.mtls} 127.0.0.1`,
+      ...tls,
+      "require_certificate true",
+      "use_identity_as_username true",
+      "allow_anonymous false",
+      `listener ${ports.ws} 127.0.0.1`,
+      "protocol websockets",
+      "allow_anonymous true",
+      `listener ${ports.wss} 127.0.0.1`,
+      "protocol websockets",
+      ...tls,
+      "allow_anonymous true",
+      `listener ${ports.pw} 127.0.0.1`,
+      "allow_anonymous false",
+      "password_file {dir}/passwd",
       // The helper writes files 0600 into root's 0700 temp directory; mosquitto started as root would drop to
       // the user "mosquitto" before reading them: stay the user the test runs as (as acl.test.ts does).
       `user ${userInfo().username}`,
     ],
-    files: { "ca.crt": pem["ca.crt"]!, "server.crt": pem["server.crt"]!, "server.key": pem["server.key"]!, passwd: readFileSync(passwd, "utf8") },
+    files: {
+      "ca.crt": pem["ca.crt"]!,
+      "server.crt": pem["server.crt"]!,
+      "server.key": pem["server.key"]!,
+      passwd: readFileSync(passwd, "utf8"),
+    },
   });
 }, 30_000);
 
@@ -122,7 +197,9 @@ async function watch(filter: string): Promise<{ client: MqttClient; seen: Seen[]
   const client = await connectAsync(broker.url, { protocolVersion: 5, reconnectPeriod: 0, connectTimeout: ATTEMPT_MS });
   cleanups.push(() => client.endAsync(true));
   const seen: Seen[] = [];
-  client.on("message", (topic, payload, packet) => seen.push({ topic, text: payload.toString(), retain: packet.retain }));
+  client.on("message", (topic, payload, packet) =>
+    seen.push({ topic, text: payload.toString(), retain: packet.retain }),
+  );
   await client.subscribeAsync(filter, { qos: 1 });
   return { client, seen };
 }
@@ -149,7 +226,11 @@ async function withLink(url: string, extra: Partial<MqttLinkOptions>, body: (r: 
     connectTimeoutMs: ATTEMPT_MS,
     stopTimeoutMs: 2000,
     backoff: { baseMs: 50, capMs: 200 },
-    log: { debug: () => {}, info: (m) => void info.push(typeof m === "string" ? m : m()), warn: (m) => void info.push(typeof m === "string" ? m : m()) },
+    log: {
+      debug: () => {},
+      info: (m) => void info.push(typeof m === "string" ? m : m()),
+      warn: (m) => void info.push(typeof m === "string" ? m : m()),
+    },
     ...extra,
   });
   const r: Run = { link, id, info, connected: 0, commands: [] };
@@ -169,13 +250,21 @@ async function withLink(url: string, extra: Partial<MqttLinkOptions>, body: (r: 
 async function expectWorks(url: string, extra: Partial<MqttLinkOptions> = {}): Promise<Run> {
   return withLink(url, extra, async (r) => {
     await r.link.start();
-    await waitFor(() => `"connected" over ${url} (link said: ${r.info.join(" | ")})`, () => r.connected === 1);
+    await waitFor(
+      () => `"connected" over ${url} (link said: ${r.info.join(" | ")})`,
+      () => r.connected === 1,
+    );
     expect(r.link.connected).toBe(true);
     // Subscribed after the birth: only a retained message can arrive.
     const fleet = await watch(`sharenode/v1/${r.id}/state`);
     await waitFor("the retained birth", () => fleet.seen.length >= 1);
     expect(fleet.seen[0]!.retain).toBe(true);
-    expect(JSON.parse(fleet.seen[0]!.text)).toEqual({ state: "online", bdSeq: 1, ts: expect.any(Number), version: "1.2.3" });
+    expect(JSON.parse(fleet.seen[0]!.text)).toEqual({
+      state: "online",
+      bdSeq: 1,
+      ts: expect.any(Number),
+      version: "1.2.3",
+    });
     await fleet.client.publishAsync(`sharenode/v1/${r.id}/cmd/ping`, "over the transport", { qos: 1 });
     await waitFor("the command", () => r.commands.length === 1);
     expect(r.commands).toEqual([`sharenode/v1/${r.id}/cmd/ping over the transport`]);
@@ -189,12 +278,17 @@ async function expectWorks(url: string, extra: Partial<MqttLinkOptions> = {}): P
 async function expectRefused(url: string, extra: Partial<MqttLinkOptions>, reason: RegExp): Promise<string> {
   const r = await withLink(url, extra, async (r) => {
     await r.link.start();
-    await waitFor(`a failed attempt over ${url}`, () => r.info.some((l) => l.startsWith("connection attempt ")) || r.connected > 0);
+    await waitFor(
+      `a failed attempt over ${url}`,
+      () => r.info.some((l) => l.startsWith("connection attempt ")) || r.connected > 0,
+    );
   });
   expect(r.connected, r.info.join("\n")).toBe(0);
   expect(r.link.stats.connects).toBe(0);
   const failure = r.info.find((l) => l.startsWith("connection attempt "))!;
-  const logged = new RegExp(`^connection attempt \\d+ to ${url.replace(/[.]/g, "\\.")} failed \\((.+)\\)$`, "s").exec(failure);
+  const logged = new RegExp(`^connection attempt \\d+ to ${url.replace(/[.]/g, "\\.")} failed \\((.+)\\)$`, "s").exec(
+    failure,
+  );
   expect(logged, failure).not.toBeNull();
   expect(logged![1]).toMatch(reason);
   const fleet = await watch(`sharenode/v1/${r.id}/state`);
@@ -206,58 +300,102 @@ async function expectRefused(url: string, extra: Partial<MqttLinkOptions>, reaso
 const UNTRUSTED = /^(self-signed certificate in certificate chain|unable to get local issuer certificate)$/;
 
 describe("MqttLink transports against mosquitto", () => {
-  it("mqtts:// verifies the broker against the configured CA; without that CA it never connects", async () => {
-    const url = `mqtts://127.0.0.1:${ports.tls}`;
-    const r = await expectWorks(url, { ca: pem["ca.crt"] });
-    // TLS sockets are counted.
-    expect(r.link.stats.bytesIn).toBeGreaterThan(0);
-    expect(r.link.stats.bytesOut).toBeGreaterThan(0);
-    // Negative controls: no CA (the system's store does not know ours), and a CA that did not issue the server's.
-    await expectRefused(url, {}, UNTRUSTED);
-    await expectRefused(url, { ca: pem["rogue-ca.crt"] }, UNTRUSTED);
-  }, CASE_MS);
+  it(
+    "mqtts:// verifies the broker against the configured CA; without that CA it never connects",
+    async () => {
+      const url = `mqtts://127.0.0.1:${ports.tls}`;
+      const r = await expectWorks(url, { ca: pem["ca.crt"] });
+      // TLS sockets are counted.
+      expect(r.link.stats.bytesIn).toBeGreaterThan(0);
+      expect(r.link.stats.bytesOut).toBeGreaterThan(0);
+      // Negative controls: no CA (the system's store does not know ours), and a CA that did not issue the server's.
+      await expectRefused(url, {}, UNTRUSTED);
+      await expectRefused(url, { ca: pem["rogue-ca.crt"] }, UNTRUSTED);
+    },
+    CASE_MS,
+  );
 
-  it("mqtts:// with a client certificate the broker requires: in with the device's cert and key, refused without or with a foreign one", async () => {
-    const url = `mqtts://127.0.0.1:${ports.mtls}`;
-    // allow_anonymous false on this listener: the certificate's CN became the user name (use_identity_as_username).
-    await expectWorks(url, { ca: pem["ca.crt"], cert: pem["device.crt"], key: pem["device.key"] });
-    await expectRefused(url, { ca: pem["ca.crt"] }, /alert certificate required/);
-    await expectRefused(url, { ca: pem["ca.crt"], cert: pem["rogue.crt"], key: pem["rogue.key"] }, /alert unknown ca/);
-  }, CASE_MS);
+  it(
+    "mqtts:// with a client certificate the broker requires: in with the device's cert and key, refused without or with a foreign one",
+    async () => {
+      const url = `mqtts://127.0.0.1:${ports.mtls}`;
+      // allow_anonymous false on this listener: the certificate's CN became the user name (use_identity_as_username).
+      await expectWorks(url, { ca: pem["ca.crt"], cert: pem["device.crt"], key: pem["device.key"] });
+      await expectRefused(url, { ca: pem["ca.crt"] }, /alert certificate required/);
+      await expectRefused(
+        url,
+        { ca: pem["ca.crt"], cert: pem["rogue.crt"], key: pem["rogue.key"] },
+        /alert unknown ca/,
+      );
+    },
+    CASE_MS,
+  );
 
-  it("ws://: connects through mosquitto's WebSocket listener; the wrong framing on either port never connects", async () => {
-    await expectWorks(`ws://127.0.0.1:${ports.ws}`);
-    // The listener really is WebSocket-only (plain MQTT gets an HTTP answer the MQTT parser rejects) and a ws://
-    // link really speaks WebSocket (the plain listener drops the HTTP upgrade): the case above passed because the
-    // link framed MQTT in WebSocket.
-    await expectRefused(`mqtt://127.0.0.1:${ports.ws}`, { connectTimeoutMs: 1000 }, /Invalid header|Invalid|ECONNRESET|connection closed|timeout/i);
-    await expectRefused(`ws://127.0.0.1:${broker.port}`, { connectTimeoutMs: 1000 }, /ECONNRESET|socket hang up|Unexpected server response|connection closed|timeout/i);
-  }, CASE_MS);
+  it(
+    "ws://: connects through mosquitto's WebSocket listener; the wrong framing on either port never connects",
+    async () => {
+      await expectWorks(`ws://127.0.0.1:${ports.ws}`);
+      // The listener really is WebSocket-only (plain MQTT gets an HTTP answer the MQTT parser rejects) and a ws://
+      // link really speaks WebSocket (the plain listener drops the HTTP upgrade): the case above passed because the
+      // link framed MQTT in WebSocket.
+      await expectRefused(
+        `mqtt://127.0.0.1:${ports.ws}`,
+        { connectTimeoutMs: 1000 },
+        /Invalid header|Invalid|ECONNRESET|connection closed|timeout/i,
+      );
+      await expectRefused(
+        `ws://127.0.0.1:${broker.port}`,
+        { connectTimeoutMs: 1000 },
+        /ECONNRESET|socket hang up|Unexpected server response|connection closed|timeout/i,
+      );
+    },
+    CASE_MS,
+  );
 
-  it("wss://: WebSocket over TLS, verified against the configured CA; without that CA it never connects", async () => {
-    const url = `wss://127.0.0.1:${ports.wss}`;
-    await expectWorks(url, { ca: pem["ca.crt"] });
-    await expectRefused(url, {}, UNTRUSTED);
-    await expectRefused(url, { ca: pem["rogue-ca.crt"] }, UNTRUSTED);
-  }, CASE_MS);
+  it(
+    "wss://: WebSocket over TLS, verified against the configured CA; without that CA it never connects",
+    async () => {
+      const url = `wss://127.0.0.1:${ports.wss}`;
+      await expectWorks(url, { ca: pem["ca.crt"] });
+      await expectRefused(url, {}, UNTRUSTED);
+      await expectRefused(url, { ca: pem["rogue-ca.crt"] }, UNTRUSTED);
+    },
+    CASE_MS,
+  );
 
-  it("mqtt:// with username and password against allow_anonymous false; a wrong password or none is refused", async () => {
-    const url = `mqtt://127.0.0.1:${ports.pw}`;
-    await expectWorks(url, { username: "device", password: PASSWORD });
-    // mosquitto 2.0 answers 135 Not authorized to both (134 Bad user name or password would do as well).
-    await expectRefused(url, { username: "device", password: "pw-wrong" }, /^Connection refused: (Not authorized|Bad User Name or Password)$/i);
-    await expectRefused(url, {}, /^Connection refused: Not authorized$/);
-  }, CASE_MS);
+  it(
+    "mqtt:// with username and password against allow_anonymous false; a wrong password or none is refused",
+    async () => {
+      const url = `mqtt://127.0.0.1:${ports.pw}`;
+      await expectWorks(url, { username: "device", password: PASSWORD });
+      // mosquitto 2.0 answers 135 Not authorized to both (134 Bad user name or password would do as well).
+      await expectRefused(
+        url,
+        { username: "device", password: "pw-wrong" },
+        /^Connection refused: (Not authorized|Bad User Name or Password)$/i,
+      );
+      await expectRefused(url, {}, /^Connection refused: Not authorized$/);
+    },
+    CASE_MS,
+  );
 
   // Node's TLS errors for an alert from the peer are OpenSSL's error-queue text, which ends in a newline ("...:SSL
   // alert number 116\n"): logged verbatim, a line-oriented log (journald, syslog) would get a stray ")" line per
   // attempt. The link flattens it (agent/link/mqtt-link.ts).
-  it("reports a refused TLS handshake on one log line", async () => {
-    const url = `mqtts://127.0.0.1:${ports.mtls}`;
-    const reasons = [
-      await expectRefused(url, { ca: pem["ca.crt"] }, /alert certificate required/),
-      await expectRefused(url, { ca: pem["ca.crt"], cert: pem["rogue.crt"], key: pem["rogue.key"] }, /alert unknown ca/),
-    ];
-    for (const reason of reasons) expect(reason, JSON.stringify(reason)).not.toMatch(/[\r\n]/);
-  }, CASE_MS);
+  it(
+    "reports a refused TLS handshake on one log line",
+    async () => {
+      const url = `mqtts://127.0.0.1:${ports.mtls}`;
+      const reasons = [
+        await expectRefused(url, { ca: pem["ca.crt"] }, /alert certificate required/),
+        await expectRefused(
+          url,
+          { ca: pem["ca.crt"], cert: pem["rogue.crt"], key: pem["rogue.key"] },
+          /alert unknown ca/,
+        ),
+      ];
+      for (const reason of reasons) expect(reason, JSON.stringify(reason)).not.toMatch(/[\r\n]/);
+    },
+    CASE_MS,
+  );
 });

@@ -25,7 +25,12 @@ beforeAll(async () => {
   child = join(work, "link-child.mjs");
   const bundling = build({
     entryPoints: [fileURLToPath(new URL("./fixtures/link-child.ts", import.meta.url))],
-    bundle: true, platform: "node", format: "esm", target: "node20", outfile: child, logLevel: "error",
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    outfile: child,
+    logLevel: "error",
     // mqtt.js's bundle pulls in CommonJS modules that call require(): give the ESM bundle one.
     banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
   });
@@ -77,7 +82,11 @@ interface Seen {
 }
 
 /** A fleet-side client (mqtt.js) that records what arrives on `filter`. */
-async function watch(filter: string, protocolVersion: 4 | 5 = 5, url = broker.url): Promise<{ client: MqttClient; seen: Seen[] }> {
+async function watch(
+  filter: string,
+  protocolVersion: 4 | 5 = 5,
+  url = broker.url,
+): Promise<{ client: MqttClient; seen: Seen[] }> {
   const client = await connectAsync(url, { protocolVersion, reconnectPeriod: 100, clean: true });
   cleanups.push(() => client.endAsync(true));
   const seen: Seen[] = [];
@@ -182,7 +191,9 @@ describe("MqttLink against mosquitto", () => {
     await broker.kill();
     expect((await down).bdSeq).toBe(1);
     expect(link.connected).toBe(false);
-    await expect(link.publish(`sharenode/v1/${id}/events`, "x", { qos: 1, retain: false })).rejects.toThrow(/not connected/);
+    await expect(link.publish(`sharenode/v1/${id}/events`, "x", { qos: 1, retain: false })).rejects.toThrow(
+      /not connected/,
+    );
     await new Promise((r) => setTimeout(r, 300)); // a few refused attempts
     const again = nextEvent<{ bdSeq: number }>(link, "connected");
     await broker.restart();
@@ -260,8 +271,15 @@ describe("MqttLink against mosquitto", () => {
     const fleet = await watch(`sharenode/v1/${id}/#`, 4);
     await waitFor("the retained birth", () => fleet.seen.some((m) => m.json?.state === "online"));
     await link.publish(`sharenode/v1/${id}/events`, '{"seq":1}', { qos: 1, retain: false });
-    await link.publish(`sharenode/v1/${id}/reply`, "r", { qos: 0, retain: false, properties: { responseTopic: "ignored/on/3.1.1" } });
-    await waitFor("the event and the reply", () => fleet.seen.some((m) => m.topic.endsWith("/events")) && fleet.seen.some((m) => m.topic.endsWith("/reply")));
+    await link.publish(`sharenode/v1/${id}/reply`, "r", {
+      qos: 0,
+      retain: false,
+      properties: { responseTopic: "ignored/on/3.1.1" },
+    });
+    await waitFor(
+      "the event and the reply",
+      () => fleet.seen.some((m) => m.topic.endsWith("/events")) && fleet.seen.some((m) => m.topic.endsWith("/reply")),
+    );
     await fleet.client.publishAsync(`sharenode/v1/${id}/cmd/ping`, "p", { qos: 1 });
     await waitFor("the command", () => commands.length === 1);
     expect(commands[0]).toBe(`sharenode/v1/${id}/cmd/ping p`);
@@ -270,16 +288,25 @@ describe("MqttLink against mosquitto", () => {
   it("refuses to publish on a topic with + or #, or while not connected", async () => {
     const id = newDeviceId();
     const link = makeLink(id);
-    await expect(link.publish(`sharenode/v1/${id}/events`, "x", { qos: 1, retain: false })).rejects.toThrow("link: not connected");
+    await expect(link.publish(`sharenode/v1/${id}/events`, "x", { qos: 1, retain: false })).rejects.toThrow(
+      "link: not connected",
+    );
     const up = nextEvent(link, "connected");
     await link.start();
     await up;
     for (const topic of [`sharenode/v1/+/events`, `sharenode/v1/${id}/#`, "a/b+", ""]) {
-      const err = await link.publish(topic, "x", { qos: 1, retain: false }).then(() => null, (e: Error) => e);
+      const err = await link.publish(topic, "x", { qos: 1, retain: false }).then(
+        () => null,
+        (e: Error) => e,
+      );
       expect(err?.name).toBe("LinkError");
-      expect(err?.message).toMatch(/^link: refusing to publish on .*: a topic name must be non-empty, without \+ or #$/);
+      expect(err?.message).toMatch(
+        /^link: refusing to publish on .*: a topic name must be non-empty, without \+ or #$/,
+      );
     }
-    expect(() => new MqttLink({ url: "http://x", deviceId: id, version: "1", stateDir: work })).toThrow(/mqtt:\/\/, mqtts:\/\/, ws:\/\/ or wss:\/\//);
+    expect(() => new MqttLink({ url: "http://x", deviceId: id, version: "1", stateDir: work })).toThrow(
+      /mqtt:\/\/, mqtts:\/\/, ws:\/\/ or wss:\/\//,
+    );
   });
 
   it("rejects a publish whose PUBACK never came when the connection drops, and never re-sends it itself", async () => {

@@ -16,14 +16,21 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 it("starts an embedded broker and the agent, which connects; SIGINT stops both", async () => {
   const env: NodeJS.ProcessEnv = { ...process.env, SHARENODE_DEV_DIR: dir };
   delete env.SHARENODE_BROKER;
-  const proc = spawn(process.execPath, [join(ROOT, "board/sim/dev-start.mjs")], { env, stdio: ["ignore", "pipe", "pipe"] });
+  const proc = spawn(process.execPath, [join(ROOT, "board/sim/dev-start.mjs")], {
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let out = "";
   proc.stdout.on("data", (d: Buffer) => (out += d.toString()));
   proc.stderr.on("data", (d: Buffer) => (out += d.toString()));
-  await waitFor("the agent to connect", () => {
-    if (proc.exitCode !== null) throw new Error(`the agent exited with ${proc.exitCode}:\n${out}`);
-    return /link: connected/.test(out);
-  }, { timeoutMs: 20_000, intervalMs: 100, detail: () => `its output:\n${out}` });
+  await waitFor(
+    "the agent to connect",
+    () => {
+      if (proc.exitCode !== null) throw new Error(`the agent exited with ${proc.exitCode}:\n${out}`);
+      return /link: connected/.test(out);
+    },
+    { timeoutMs: 20_000, intervalMs: 100, detail: () => `its output:\n${out}` },
+  );
   expect(out).toMatch(/embedded MQTT broker \(aedes\) on mqtt:\/\/127\.0\.0\.1:\d+/);
   expect(out).toMatch(/fleet watch --broker mqtt:\/\/127\.0\.0\.1:\d+/);
   expect(out).toMatch(/store on /);

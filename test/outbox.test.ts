@@ -4,7 +4,19 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { appendFileSync, chmodSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, truncateSync } from "node:fs";
+import {
+  appendFileSync,
+  chmodSync,
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  statSync,
+  truncateSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,7 +40,12 @@ beforeAll(async () => {
   child = join(work, "link-child.mjs");
   await build({
     entryPoints: [fileURLToPath(new URL("./fixtures/link-child.ts", import.meta.url))],
-    bundle: true, platform: "node", format: "esm", target: "node20", outfile: child, logLevel: "error",
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    outfile: child,
+    logLevel: "error",
     banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
   });
 });
@@ -301,7 +318,9 @@ describe("Outbox with a fake publisher", () => {
     await outbox.enqueue("telemetry", { old: 1 });
     const pad = "e".repeat(500);
     const resolved: number[] = [];
-    const pending = range(1, 200).map((i) => outbox.enqueue("events", { i, pad }).then((seq) => (resolved.push(seq), seq)));
+    const pending = range(1, 200).map((i) =>
+      outbox.enqueue("events", { i, pad }).then((seq) => (resolved.push(seq), seq)),
+    );
     await tick(50);
     expect(resolved.length).toBeGreaterThan(50);
     expect(resolved.length).toBeLessThan(200);
@@ -328,7 +347,12 @@ describe("Outbox with a fake publisher", () => {
     await expect(outbox.enqueue("events", {})).rejects.toThrow(/not started/);
     await outbox.start();
     const pad = "e".repeat(1000);
-    const all = range(1, 100).map((i) => outbox.enqueue("events", { i, pad }).then(() => "ok", (e: Error) => e.message));
+    const all = range(1, 100).map((i) =>
+      outbox.enqueue("events", { i, pad }).then(
+        () => "ok",
+        (e: Error) => e.message,
+      ),
+    );
     await tick(30);
     await outbox.stop();
     const results = await Promise.all(all);
@@ -378,7 +402,11 @@ describe("Outbox with a fake publisher", () => {
   });
 
   it("toRanges merges seqs", () => {
-    expect(toRanges([5, 1, 2, 3, 9, 8, 3])).toEqual([[1, 3], [5, 5], [8, 9]]);
+    expect(toRanges([5, 1, 2, 3, 9, 8, 3])).toEqual([
+      [1, 3],
+      [5, 5],
+      [8, 9],
+    ]);
     expect(toRanges([])).toEqual([]);
   });
 });
@@ -387,7 +415,7 @@ describe("Outbox with a fake publisher", () => {
 async function readLogWhileOpen(path: string): Promise<any[]> {
   const data = readFileSync(path);
   const out: any[] = [];
-  for (let pos = 8; pos + 8 <= data.length; ) {
+  for (let pos = 8; pos + 8 <= data.length;) {
     const len = data.readUInt32LE(pos);
     out.push(JSON.parse(data.subarray(pos + 8, pos + 8 + len).toString()));
     pos += 8 + len;
@@ -443,15 +471,33 @@ describe("Outbox against mosquitto", () => {
     // memory, where the SIGKILL loses them (case 1 above). A file never pushes back.
     const consumerFile = join(work, `consumer-${id.slice(0, 8)}.out`);
     const consumerFd = openSync(consumerFile, "w+");
-    const consumer = spawn("mosquitto_sub", ["-h", "127.0.0.1", "-p", String(broker.port), "-t", topic, "-q", "1", "-c", "-i", `consumer-${id.slice(0, 8)}`, "-k", "5"], {
-      stdio: ["ignore", consumerFd, "pipe"],
-    });
+    const consumer = spawn(
+      "mosquitto_sub",
+      [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        String(broker.port),
+        "-t",
+        topic,
+        "-q",
+        "1",
+        "-c",
+        "-i",
+        `consumer-${id.slice(0, 8)}`,
+        "-k",
+        "5",
+      ],
+      {
+        stdio: ["ignore", consumerFd, "pipe"],
+      },
+    );
     let consumerErr = "";
     consumer.stderr!.on("data", (d: Buffer) => (consumerErr += d.toString()));
     let readAt = 0;
     const chunk = Buffer.alloc(1 << 20);
     const drain = () => {
-      for (let n; (n = readSync(consumerFd, chunk, 0, chunk.length, readAt)) > 0; ) {
+      for (let n; (n = readSync(consumerFd, chunk, 0, chunk.length, readAt)) > 0;) {
         readAt += n;
         consumerOut += chunk.toString("utf8", 0, n);
       }
@@ -479,9 +525,20 @@ describe("Outbox against mosquitto", () => {
     await probe.endAsync();
     const subscribedAt = Date.now();
     const db = join(broker.dir, "mosquitto.db");
-    await waitFor("an autosave with the consumer's session", () => existsSync(db) && statSync(db).mtimeMs > subscribedAt + 50, 5000);
+    await waitFor(
+      "an autosave with the consumer's session",
+      () => existsSync(db) && statSync(db).mtimeMs > subscribedAt + 50,
+      5000,
+    );
 
-    const link = new MqttLink({ url: broker.url, deviceId: id, version: "t", stateDir: join(work, `state-${id}`), keepaliveSeconds: 5, backoff: { baseMs: 100, capMs: 500 } });
+    const link = new MqttLink({
+      url: broker.url,
+      deviceId: id,
+      version: "t",
+      stateDir: join(work, `state-${id}`),
+      keepaliveSeconds: 5,
+      backoff: { baseMs: 100, capMs: 500 },
+    });
     const outbox = new Outbox({ path: newPath(), deviceId: id, publisher: link });
     cleanups.push(async () => {
       await outbox.stop();
@@ -496,7 +553,8 @@ describe("Outbox against mosquitto", () => {
       // About 2.5 s of enqueueing: 100 records every 25 ms.
       const batches: Promise<number>[] = [];
       for (let i = 0; i < N; i += 100) {
-        for (let j = i; j < i + 100; j++) batches.push(outbox.enqueue("events", { type: "test", i: j }).then((s) => (enqueued++, s)));
+        for (let j = i; j < i + 100; j++)
+          batches.push(outbox.enqueue("events", { type: "test", i: j }).then((s) => (enqueued++, s)));
         await tick(25);
       }
       return Promise.all(batches);
@@ -515,7 +573,10 @@ describe("Outbox against mosquitto", () => {
     } catch (err) {
       const got = new Set(received.map((r) => r.seq));
       const missing = range(1, N).filter((s) => !got.has(s));
-      throw new Error(`${errorMessage(err)}: ${received.length} received (${atKill} before the kill), ${missing.length} missing (${missing.slice(0, 10).join(",")}...), outbox depth ${outbox.depth}; mosquitto_sub: ${consumerErr.slice(-500)}; broker: ${broker.output.slice(-1000)}`, { cause: err });
+      throw new Error(
+        `${errorMessage(err)}: ${received.length} received (${atKill} before the kill), ${missing.length} missing (${missing.slice(0, 10).join(",")}...), outbox depth ${outbox.depth}; mosquitto_sub: ${consumerErr.slice(-500)}; broker: ${broker.output.slice(-1000)}`,
+        { cause: err },
+      );
     }
     const order = dedupe(received.filter((r) => r.seq > 0));
     expect(order).toEqual(range(1, N));
@@ -546,7 +607,11 @@ describe("Outbox against mosquitto", () => {
       // A small bound (128 KiB) makes the outbox compact every few hundred records: kills land in compactions too.
       const c = runChild(["outbox", broker.url, id, stateDir, outboxPath, "1000000", String(run), String(128 * 1024)]);
       // Kill each run at a different point once it is well under way.
-      await waitFor(`run ${run} to acknowledge records`, () => c.lines.filter((l) => l.startsWith("ack ")).length > 400 * run, 20_000);
+      await waitFor(
+        `run ${run} to acknowledge records`,
+        () => c.lines.filter((l) => l.startsWith("ack ")).length > 400 * run,
+        20_000,
+      );
       await tick(7 * run);
       c.proc.kill("SIGKILL");
       await c.exited;

@@ -47,9 +47,18 @@ function objectOf(length: number): Uint8Array {
 /** Splits `bytes` into pieces of random sizes, with many 1-byte and empty pieces; at least one piece. */
 function randomPieces(next: () => number, bytes: Uint8Array, large = 3000): Uint8Array[] {
   const pieces: Uint8Array[] = [];
-  for (let offset = 0; offset < bytes.length || pieces.length === 0; ) {
+  for (let offset = 0; offset < bytes.length || pieces.length === 0;) {
     const r = next() % 5;
-    const size = r === 0 ? 1 : r === 1 ? next() % 8 : r === 2 ? next() % 200 : r === 3 ? 64 + (next() % 3) - 1 : next() % (large + 1);
+    const size =
+      r === 0
+        ? 1
+        : r === 1
+          ? next() % 8
+          : r === 2
+            ? next() % 200
+            : r === 3
+              ? 64 + (next() % 3) - 1
+              : next() % (large + 1);
     pieces.push(bytes.subarray(offset, offset + size));
     offset += size;
   }
@@ -58,7 +67,8 @@ function randomPieces(next: () => number, bytes: Uint8Array, large = 3000): Uint
 
 // --- small helpers ----------------------------------------------------------------------------------------------
 
-const hex = (bytes: Uint8Array): string => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
+const hex = (bytes: Uint8Array): string =>
+  Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
 
 function concat(parts: readonly Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -75,7 +85,8 @@ function compareBytes(actual: Uint8Array | null | undefined, expected: Uint8Arra
   if (!actual) return `got ${String(actual)}`;
   const n = Math.min(actual.length, expected.length);
   for (let i = 0; i < n; i++) {
-    if (actual[i] !== expected[i]) return `first difference at byte ${i} of ${actual.length} (expected length ${expected.length})`;
+    if (actual[i] !== expected[i])
+      return `first difference at byte ${i} of ${actual.length} (expected length ${expected.length})`;
   }
   return actual.length === expected.length ? "equal" : `lengths differ: ${actual.length} vs ${expected.length}`;
 }
@@ -122,7 +133,9 @@ function flipBit(value: number, bit: number): number {
 
 // --- reference: BLAKE3 in plain JS (specification sections 2.1 to 2.5), and the encodings of wasm/README.md -----
 
-const IV = new Uint32Array([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]);
+const IV = new Uint32Array([
+  0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+]);
 const MSG_PERMUTATION = [2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8];
 const CHUNK_START = 1;
 const CHUNK_END = 2;
@@ -295,7 +308,14 @@ interface StreamResult {
  * Feeds `pieces` to a fresh verifier through one reused buffer that is scribbled over after every push (as a
  * socket reader reuses its buffer), then calls finish().
  */
-function stream(kernel: Blake3Kernel, id: Uint8Array, length: number, start: number, count: number, pieces: readonly Uint8Array[]): StreamResult {
+function stream(
+  kernel: Blake3Kernel,
+  id: Uint8Array,
+  length: number,
+  start: number,
+  count: number,
+  pieces: readonly Uint8Array[],
+): StreamResult {
   const chunks: Uint8Array[] = [];
   const scratch = new Uint8Array(Math.max(1, ...pieces.map((p) => p.length)));
   try {
@@ -313,7 +333,14 @@ function stream(kernel: Blake3Kernel, id: Uint8Array, length: number, start: num
 }
 
 /** verifyProof, with a RangeError counted as a refusal. */
-function verifyOrRefuse(kernel: Blake3Kernel, id: Uint8Array, length: number, start: number, count: number, proof: Uint8Array): Uint8Array | null | RangeError {
+function verifyOrRefuse(
+  kernel: Blake3Kernel,
+  id: Uint8Array,
+  length: number,
+  start: number,
+  count: number,
+  proof: Uint8Array,
+): Uint8Array | null | RangeError {
   try {
     return verifyProof(id, length, start, count, proof, kernel);
   } catch (err) {
@@ -325,8 +352,28 @@ function verifyOrRefuse(kernel: Blake3Kernel, id: Uint8Array, length: number, st
 // --- the objects ------------------------------------------------------------------------------------------------
 
 const LENGTHS = [
-  0, 1, 63, 64, 65, 1023, 1024, 1025, 2047, 2048, 2049, 3072, 4095, 4096, 4097, 16383, 16384, 16385, 16384 * 3 + 1,
-  65536, 100000, MiB + 7,
+  0,
+  1,
+  63,
+  64,
+  65,
+  1023,
+  1024,
+  1025,
+  2047,
+  2048,
+  2049,
+  3072,
+  4095,
+  4096,
+  4097,
+  16383,
+  16384,
+  16385,
+  16384 * 3 + 1,
+  65536,
+  100000,
+  MiB + 7,
 ];
 const GROUP_LOGS = [0, 1, 4, 6];
 
@@ -392,9 +439,18 @@ describe("tree shape", () => {
     const lengths = [2 ** 31 * CHUNK + 1, 2 ** 32 * CHUNK - 5, 2 ** 40 + 77, Number.MAX_SAFE_INTEGER, 2 ** 52 + 3];
     for (const length of lengths) {
       const chunks = Math.ceil(length / CHUNK);
-      for (const [start, count] of [[0, 1], [chunks - 1, 1], [2 ** 31 - 1, 2], [2 ** 31 - 2, 3], [Math.floor(chunks / 3), 17], [chunks - 3, 3]] as const) {
+      for (const [start, count] of [
+        [0, 1],
+        [chunks - 1, 1],
+        [2 ** 31 - 1, 2],
+        [2 ** 31 - 2, 3],
+        [Math.floor(chunks / 3), 17],
+        [chunks - 3, 3],
+      ] as const) {
         if (start + count > chunks) continue;
-        expect(proofLength(length, start, count), `length ${length}, chunks ${start}+${count}`).toBe(countItems(length, start, count));
+        expect(proofLength(length, start, count), `length ${length}, chunks ${start}+${count}`).toBe(
+          countItems(length, start, count),
+        );
       }
     }
   });
@@ -425,27 +481,47 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
         return { groupLog, parsed: parseOutboard(outboard) };
       });
 
-      const ranges: [number, number][] = [...singleChunks(chunks).map((i): [number, number] => [i, 1]), ...multiRanges(next, chunks)];
+      const ranges: [number, number][] = [
+        ...singleChunks(chunks).map((i): [number, number] => [i, 1]),
+        ...multiRanges(next, chunks),
+      ];
       for (const [start, count] of ranges) {
         const context = `seed ${SEED}, ${build}, length ${length}, chunks ${start}..${start + count - 1}`;
         const expectedChunks = Array.from({ length: count }, (_, i) => chunkOf(data, start + i));
         const expectedBytes = rangeOf(data, start, count);
 
         const proof = makeProofFromData(data, start, count, kernel);
-        expect(compareBytes(proof, tree.proof(start, count)), `${context}: makeProofFromData vs the documented encoding`).toBe("equal");
+        expect(
+          compareBytes(proof, tree.proof(start, count)),
+          `${context}: makeProofFromData vs the documented encoding`,
+        ).toBe("equal");
         expect(proof.length, `${context}: proofLength`).toBe(proofLength(length, start, count));
 
         for (const { groupLog, parsed } of outboards) {
           const reads: [number, number][] = [];
-          const fromOutboard = makeProof(parsed, (offset, len) => {
-            reads.push([offset, len]);
-            return data.subarray(offset, offset + len);
-          }, start, count, kernel);
-          expect(compareBytes(fromOutboard, proof), `${context}, group log ${groupLog}: makeProof vs makeProofFromData`).toBe("equal");
-          expect(reads, `${context}, group log ${groupLog}: reads`).toEqual(groupsToRead(parsed, start, count).map((r) => [r.offset, r.length]));
+          const fromOutboard = makeProof(
+            parsed,
+            (offset, len) => {
+              reads.push([offset, len]);
+              return data.subarray(offset, offset + len);
+            },
+            start,
+            count,
+            kernel,
+          );
+          expect(
+            compareBytes(fromOutboard, proof),
+            `${context}, group log ${groupLog}: makeProof vs makeProofFromData`,
+          ).toBe("equal");
+          expect(reads, `${context}, group log ${groupLog}: reads`).toEqual(
+            groupsToRead(parsed, start, count).map((r) => [r.offset, r.length]),
+          );
         }
 
-        expect(compareBytes(verifyProof(id, length, start, count, proof, kernel), expectedBytes), `${context}: verifyProof`).toBe("equal");
+        expect(
+          compareBytes(verifyProof(id, length, start, count, proof, kernel), expectedBytes),
+          `${context}: verifyProof`,
+        ).toBe("equal");
 
         for (let round = 0; round < 2; round++) {
           const pieces = randomPieces(next, proof, Math.max(3000, proof.length >> 3));
@@ -453,14 +529,22 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
           expect(result.error, `${context}, piece round ${round}: ProofVerifier`).toBeUndefined();
           expect(result.chunks.length, `${context}, piece round ${round}: chunk count`).toBe(count);
           result.chunks.forEach((chunk, i) => {
-            expect(compareBytes(chunk, expectedChunks[i]!), `${context}, piece round ${round}: chunk ${start + i}`).toBe("equal");
+            expect(
+              compareBytes(chunk, expectedChunks[i]!),
+              `${context}, piece round ${round}: chunk ${start + i}`,
+            ).toBe("equal");
           });
         }
       }
     });
 
     it("releases each chunk on the push that delivers its last byte, fed one byte at a time", () => {
-      for (const [length, start, count] of [[5000, 1, 3], [70000, 30, 5], [2049, 0, 3], [16385, 15, 2]] as const) {
+      for (const [length, start, count] of [
+        [5000, 1, 3],
+        [70000, 30, 5],
+        [2049, 0, 3],
+        [16385, 15, 2],
+      ] as const) {
         const data = objectOf(length);
         const id = kernel.hash(data);
         const proof = makeProofFromData(data, start, count, kernel);
@@ -472,7 +556,10 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
             const index = start + released.length;
             expect(compareBytes(chunk, chunkOf(data, index)), `length ${length}, chunk ${index}`).toBe("equal");
             // The chunk's bytes end exactly where this push ended.
-            expect(compareBytes(proof.subarray(p + 1 - chunk.length, p + 1), chunk), `length ${length}, chunk ${index} position`).toBe("equal");
+            expect(
+              compareBytes(proof.subarray(p + 1 - chunk.length, p + 1), chunk),
+              `length ${length}, chunk ${index} position`,
+            ).toBe("equal");
             released.push(p);
           }
         }
@@ -501,50 +588,75 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
   // --- ids and outboards, however the data arrives -------------------------------------------------------------
 
   describe("ids and outboards", () => {
-    it.each(LENGTHS)("an object of %i bytes: OutboardBuilder in random pieces equals createOutboard and the reference", (length) => {
-      const data = objectOf(length);
-      const tree = treeOf(length);
-      const next = rngFor(SEED, `builder ${length} ${build}`);
-      const noble = hex(nobleBlake3(data));
-      expect(hex(blake3(data)), `seed ${SEED}, length ${length}: blake3()`).toBe(noble);
-      expect(hex(kernel.hash(data)), `seed ${SEED}, length ${length}: kernel.hash`).toBe(noble);
-      for (const groupLog of GROUP_LOGS) {
-        const groupBytes = CHUNK * 2 ** groupLog;
-        const context = `seed ${SEED}, ${build}, length ${length}, group log ${groupLog}`;
-        const whole = createOutboard(data, groupLog, kernel);
-        expect(hex(whole.id), `${context}: createOutboard id`).toBe(noble);
-        expect(compareBytes(whole.outboard, tree.outboard(groupLog)), `${context}: createOutboard vs the documented encoding`).toBe("equal");
-        expect(whole.outboard.length, `${context}: outboardLength`).toBe(outboardLength(length, groupLog));
+    it.each(LENGTHS)(
+      "an object of %i bytes: OutboardBuilder in random pieces equals createOutboard and the reference",
+      (length) => {
+        const data = objectOf(length);
+        const tree = treeOf(length);
+        const next = rngFor(SEED, `builder ${length} ${build}`);
+        const noble = hex(nobleBlake3(data));
+        expect(hex(blake3(data)), `seed ${SEED}, length ${length}: blake3()`).toBe(noble);
+        expect(hex(kernel.hash(data)), `seed ${SEED}, length ${length}: kernel.hash`).toBe(noble);
+        for (const groupLog of GROUP_LOGS) {
+          const groupBytes = CHUNK * 2 ** groupLog;
+          const context = `seed ${SEED}, ${build}, length ${length}, group log ${groupLog}`;
+          const whole = createOutboard(data, groupLog, kernel);
+          expect(hex(whole.id), `${context}: createOutboard id`).toBe(noble);
+          expect(
+            compareBytes(whole.outboard, tree.outboard(groupLog)),
+            `${context}: createOutboard vs the documented encoding`,
+          ).toBe("equal");
+          expect(whole.outboard.length, `${context}: outboardLength`).toBe(outboardLength(length, groupLog));
 
-        const splits: [string, Uint8Array[]][] = [
-          ["one piece", [data]],
-          ["no bytes then everything", [new Uint8Array(0), data, new Uint8Array(0)]],
-          ["whole groups", Array.from({ length: Math.ceil(length / groupBytes) }, (_, i) => data.subarray(i * groupBytes, (i + 1) * groupBytes))],
-          ["1 byte then whole groups (straddling every boundary)", [data.subarray(0, 1), ...Array.from({ length: Math.ceil(length / groupBytes) }, (_, i) => data.subarray(1 + i * groupBytes, 1 + (i + 1) * groupBytes))]],
-          ["random pieces", randomPieces(next, data, 3 * groupBytes)],
-          ["random pieces around the group size", (() => {
-            const pieces: Uint8Array[] = [];
-            for (let offset = 0; offset < length; ) {
-              const size = Math.max(0, groupBytes + (next() % 7) - 3);
-              pieces.push(data.subarray(offset, offset + size));
-              offset += size;
-            }
-            return pieces;
-          })()],
-        ];
-        for (const [name, pieces] of splits) {
-          const builder = new OutboardBuilder(groupLog, kernel);
-          for (const piece of pieces) builder.update(piece);
-          const built = builder.finish();
-          expect(hex(built.id), `${context}, ${name}: id`).toBe(noble);
-          expect(built.length, `${context}, ${name}: length`).toBe(length);
-          expect(compareBytes(built.outboard, whole.outboard), `${context}, ${name}: outboard bytes`).toBe("equal");
+          const splits: [string, Uint8Array[]][] = [
+            ["one piece", [data]],
+            ["no bytes then everything", [new Uint8Array(0), data, new Uint8Array(0)]],
+            [
+              "whole groups",
+              Array.from({ length: Math.ceil(length / groupBytes) }, (_, i) =>
+                data.subarray(i * groupBytes, (i + 1) * groupBytes),
+              ),
+            ],
+            [
+              "1 byte then whole groups (straddling every boundary)",
+              [
+                data.subarray(0, 1),
+                ...Array.from({ length: Math.ceil(length / groupBytes) }, (_, i) =>
+                  data.subarray(1 + i * groupBytes, 1 + (i + 1) * groupBytes),
+                ),
+              ],
+            ],
+            ["random pieces", randomPieces(next, data, 3 * groupBytes)],
+            [
+              "random pieces around the group size",
+              (() => {
+                const pieces: Uint8Array[] = [];
+                for (let offset = 0; offset < length;) {
+                  const size = Math.max(0, groupBytes + (next() % 7) - 3);
+                  pieces.push(data.subarray(offset, offset + size));
+                  offset += size;
+                }
+                return pieces;
+              })(),
+            ],
+          ];
+          for (const [name, pieces] of splits) {
+            const builder = new OutboardBuilder(groupLog, kernel);
+            for (const piece of pieces) builder.update(piece);
+            const built = builder.finish();
+            expect(hex(built.id), `${context}, ${name}: id`).toBe(noble);
+            expect(built.length, `${context}, ${name}: length`).toBe(length);
+            expect(compareBytes(built.outboard, whole.outboard), `${context}, ${name}: outboard bytes`).toBe("equal");
+          }
         }
-      }
-      // The default group size is 16 KiB.
-      expect(compareBytes(createOutboard(data, undefined, kernel).outboard, tree.outboard(DEFAULT_GROUP_LOG)), `length ${length}: default group log`).toBe("equal");
-      expect(DEFAULT_GROUP_LOG).toBe(4);
-    });
+        // The default group size is 16 KiB.
+        expect(
+          compareBytes(createOutboard(data, undefined, kernel).outboard, tree.outboard(DEFAULT_GROUP_LOG)),
+          `length ${length}: default group log`,
+        ).toBe("equal");
+        expect(DEFAULT_GROUP_LOG).toBe(4);
+      },
+    );
 
     it("keeps builders apart when they interleave on one kernel, with one-shot hashes in between", () => {
       const next = rngFor(SEED, `interleaved builders ${build}`);
@@ -559,7 +671,9 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
       }
       builders.forEach((builder, i) => {
         const { outboard } = builder.finish();
-        expect(compareBytes(outboard, treeOf(lengths[i]!).outboard(1)), `seed ${SEED}, length ${lengths[i]}`).toBe("equal");
+        expect(compareBytes(outboard, treeOf(lengths[i]!).outboard(1)), `seed ${SEED}, length ${lengths[i]}`).toBe(
+          "equal",
+        );
       });
     });
 
@@ -599,7 +713,10 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
       const setup = () => {
         const id = kernel.hash(data);
         const proof = makeProofFromData(data, start, count, kernel);
-        expect(compareBytes(verifyProof(id, length, start, count, proof, kernel), rangeOf(data, start, count)), label).toBe("equal");
+        expect(
+          compareBytes(verifyProof(id, length, start, count, proof, kernel), rangeOf(data, start, count)),
+          label,
+        ).toBe("equal");
         return { id, proof };
       };
 
@@ -612,14 +729,17 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
         for (let byte = 0; byte < proof.length; byte++) {
           for (let bit = 0; bit < 8; bit++) {
             bad[byte] ^= 1 << bit;
-            if (verifyProof(id, length, start, count, bad, kernel) !== null) problems.push(`verifyProof accepted a flip of byte ${byte} bit ${bit}`);
+            if (verifyProof(id, length, start, count, bad, kernel) !== null)
+              problems.push(`verifyProof accepted a flip of byte ${byte} bit ${bit}`);
             const pieces = next() % 2 === 0 ? [bad] : randomPieces(next, bad, 700);
             const result = stream(kernel, id, length, start, count, pieces);
             if (result.accepted) problems.push(`ProofVerifier accepted a flip of byte ${byte} bit ${bit}`);
-            else if (!(result.error instanceof ProofError)) problems.push(`ProofVerifier threw ${String(result.error)} for byte ${byte} bit ${bit}`);
+            else if (!(result.error instanceof ProofError))
+              problems.push(`ProofVerifier threw ${String(result.error)} for byte ${byte} bit ${bit}`);
             // Nothing unverified is ever released: chunks returned before the failure are the object's own.
             result.chunks.forEach((chunk, i) => {
-              if (compareBytes(chunk, trueChunks[i]!) !== "equal") problems.push(`ProofVerifier released a tampered chunk ${start + i} (byte ${byte} bit ${bit})`);
+              if (compareBytes(chunk, trueChunks[i]!) !== "equal")
+                problems.push(`ProofVerifier released a tampered chunk ${start + i} (byte ${byte} bit ${bit})`);
             });
             bad[byte] ^= 1 << bit;
           }
@@ -633,9 +753,11 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
         for (let bit = 0; bit < 256; bit++) {
           const badId = id.slice();
           badId[bit >> 3] ^= 1 << (bit & 7);
-          if (verifyProof(badId, length, start, count, proof, kernel) !== null) problems.push(`verifyProof accepted id bit ${bit}`);
+          if (verifyProof(badId, length, start, count, proof, kernel) !== null)
+            problems.push(`verifyProof accepted id bit ${bit}`);
           const result = stream(kernel, badId, length, start, count, [proof]);
-          if (result.accepted || !(result.error instanceof ProofError)) problems.push(`ProofVerifier: id bit ${bit}: ${String(result.error)}`);
+          if (result.accepted || !(result.error instanceof ProofError))
+            problems.push(`ProofVerifier: id bit ${bit}: ${String(result.error)}`);
           if (result.chunks.length > 0) problems.push(`ProofVerifier released a chunk under id bit ${bit}`);
         }
         expect(problems, label).toEqual([]);
@@ -648,7 +770,8 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
         for (let bit = 0; bit <= 40; bit++) {
           const wrong = flipBit(length, bit);
           const result = verifyOrRefuse(kernel, id, wrong, start, count, proof);
-          if (result !== null && !(result instanceof RangeError)) problems.push(`verifyProof accepted length ${wrong} (bit ${bit})`);
+          if (result !== null && !(result instanceof RangeError))
+            problems.push(`verifyProof accepted length ${wrong} (bit ${bit})`);
           const streamed = stream(kernel, id, wrong, start, count, randomPieces(next, proof, 700));
           if (streamed.accepted) problems.push(`ProofVerifier accepted length ${wrong} (bit ${bit})`);
           else if (!(streamed.error instanceof ProofError || streamed.error instanceof RangeError)) {
@@ -675,12 +798,14 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
             const own = tree.proof(s, c);
             if (compareBytes(proof, own) === "equal") {
               // E.g. chunk 0 of a 2-chunk object whose last chunk is the tail: the same bytes prove [0, 2).
-              if (compareBytes(result as Uint8Array, rangeOf(data, s, c)) !== "equal") problems.push(`chunks ${s}+${c}: identical proof not verified`);
+              if (compareBytes(result as Uint8Array, rangeOf(data, s, c)) !== "equal")
+                problems.push(`chunks ${s}+${c}: identical proof not verified`);
             } else if (result !== null) {
               problems.push(`verifyProof accepted it as chunks ${s}+${c}`);
             }
             const streamed = stream(kernel, id, length, s, c, [proof]);
-            if (streamed.accepted !== (compareBytes(proof, own) === "equal")) problems.push(`ProofVerifier as chunks ${s}+${c}: ${String(streamed.error)}`);
+            if (streamed.accepted !== (compareBytes(proof, own) === "equal"))
+              problems.push(`ProofVerifier as chunks ${s}+${c}: ${String(streamed.error)}`);
           }
         }
         // Out-of-range claims are refused, not verified.
@@ -698,29 +823,41 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
           for (let n = 0; n < proof.length; n++) prefixes.add(n);
         } else {
           for (let i = 0; i < 300; i++) prefixes.add(next() % proof.length);
-          for (let n = 0; n < proof.length; n += 64) for (const d of [-1, 0, 1]) if (n + d >= 0 && n + d < proof.length) prefixes.add(n + d);
+          for (let n = 0; n < proof.length; n += 64)
+            for (const d of [-1, 0, 1]) if (n + d >= 0 && n + d < proof.length) prefixes.add(n + d);
           prefixes.add(proof.length - 1);
         }
         for (const n of prefixes) {
           const prefix = proof.subarray(0, n);
-          if (verifyProof(id, length, start, count, prefix, kernel) !== null) problems.push(`verifyProof accepted a prefix of ${n} bytes`);
+          if (verifyProof(id, length, start, count, prefix, kernel) !== null)
+            problems.push(`verifyProof accepted a prefix of ${n} bytes`);
           const verifier = new ProofVerifier(id, length, start, count, kernel);
           // A prefix of a valid proof is valid so far: push() passes, and finish() says it is truncated.
           const pushError = thrown(() => verifier.push(prefix));
           if (pushError !== undefined) problems.push(`push of a ${n}-byte prefix threw ${String(pushError)}`);
           if (verifier.done) problems.push(`done after a ${n}-byte prefix`);
           const finishError = thrown(() => verifier.finish());
-          if (!(finishError instanceof ProofError)) problems.push(`finish after a ${n}-byte prefix: ${String(finishError)}`);
+          if (!(finishError instanceof ProofError))
+            problems.push(`finish after a ${n}-byte prefix: ${String(finishError)}`);
         }
-        for (const extra of [new Uint8Array(1), new Uint8Array([0x5a]), randomBytes(next, 64), proof.subarray(0, Math.min(proof.length, 100))]) {
+        for (const extra of [
+          new Uint8Array(1),
+          new Uint8Array([0x5a]),
+          randomBytes(next, 64),
+          proof.subarray(0, Math.min(proof.length, 100)),
+        ]) {
           const longer = concat([proof, extra]);
-          if (verifyProof(id, length, start, count, longer, kernel) !== null) problems.push(`verifyProof accepted ${extra.length} extra bytes`);
+          if (verifyProof(id, length, start, count, longer, kernel) !== null)
+            problems.push(`verifyProof accepted ${extra.length} extra bytes`);
           const together = stream(kernel, id, length, start, count, [longer]);
-          if (together.accepted || !(together.error instanceof ProofError)) problems.push(`ProofVerifier, ${extra.length} extra bytes in the same push: ${String(together.error)}`);
+          if (together.accepted || !(together.error instanceof ProofError))
+            problems.push(`ProofVerifier, ${extra.length} extra bytes in the same push: ${String(together.error)}`);
           const separately = stream(kernel, id, length, start, count, [proof, extra]);
-          if (separately.accepted || !(separately.error instanceof ProofError)) problems.push(`ProofVerifier, ${extra.length} extra bytes in a later push: ${String(separately.error)}`);
+          if (separately.accepted || !(separately.error instanceof ProofError))
+            problems.push(`ProofVerifier, ${extra.length} extra bytes in a later push: ${String(separately.error)}`);
           const inPieces = stream(kernel, id, length, start, count, randomPieces(next, longer, 500));
-          if (inPieces.accepted || !(inPieces.error instanceof ProofError)) problems.push(`ProofVerifier, ${extra.length} extra bytes in pieces: ${String(inPieces.error)}`);
+          if (inPieces.accepted || !(inPieces.error instanceof ProofError))
+            problems.push(`ProofVerifier, ${extra.length} extra bytes in pieces: ${String(inPieces.error)}`);
         }
         expect(problems.slice(0, 20), `${label} (${problems.length} problems)`).toEqual([]);
       });
@@ -730,13 +867,23 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
         const problems: string[] = [];
         const variants: [string, Uint8Array][] = [
           ["other random bytes", randomBytes(rngFor(SEED, `other ${length}`), length)],
-          ["last byte changed", (() => { const d = data.slice(); d[length - 1] ^= 1; return d; })()],
-          ["a chunk outside the range changed", (() => {
-            const d = data.slice();
-            const outside = [...Array(chunks).keys()].find((i) => i < start || i >= start + count);
-            d[(outside ?? 0) * CHUNK] ^= 0x80;
-            return d;
-          })()],
+          [
+            "last byte changed",
+            (() => {
+              const d = data.slice();
+              d[length - 1] ^= 1;
+              return d;
+            })(),
+          ],
+          [
+            "a chunk outside the range changed",
+            (() => {
+              const d = data.slice();
+              const outside = [...Array(chunks).keys()].find((i) => i < start || i >= start + count);
+              d[(outside ?? 0) * CHUNK] ^= 0x80;
+              return d;
+            })(),
+          ],
           ["one byte longer", concat([data, new Uint8Array([7])])],
           ["one byte shorter", data.subarray(0, length - 1)],
         ];
@@ -745,7 +892,8 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
           const otherId = kernel.hash(other);
           for (const claimed of [length, other.length]) {
             const result = verifyOrRefuse(kernel, otherId, claimed, start, count, proof);
-            if (result !== null && !(result instanceof RangeError)) problems.push(`${name}: verifyProof accepted (claimed length ${claimed})`);
+            if (result !== null && !(result instanceof RangeError))
+              problems.push(`${name}: verifyProof accepted (claimed length ${claimed})`);
             const streamed = stream(kernel, otherId, claimed, start, count, [proof]);
             if (streamed.accepted) problems.push(`${name}: ProofVerifier accepted (claimed length ${claimed})`);
           }
@@ -782,10 +930,18 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
   // --- outboards ------------------------------------------------------------------------------------------------
 
   describe("outboards", () => {
-    const validOutboard = (length: number, groupLog = DEFAULT_GROUP_LOG): Uint8Array => createOutboard(objectOf(length), groupLog, kernel).outboard;
+    const validOutboard = (length: number, groupLog = DEFAULT_GROUP_LOG): Uint8Array =>
+      createOutboard(objectOf(length), groupLog, kernel).outboard;
 
     it("parses its own outboards, also from a view at an offset", () => {
-      for (const [length, groupLog] of [[0, 4], [1025, 0], [16384, 4], [16385, 4], [100000, 1], [MiB + 7, 6]] as const) {
+      for (const [length, groupLog] of [
+        [0, 4],
+        [1025, 0],
+        [16384, 4],
+        [16385, 4],
+        [100000, 1],
+        [MiB + 7, 6],
+      ] as const) {
         const bytes = validOutboard(length, groupLog);
         const backing = new Uint8Array(bytes.length + 13);
         backing.set(bytes, 5);
@@ -837,7 +993,11 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
         bad.push(["header only, cut", good.subarray(0, OUTBOARD_HEADER_LEN - 1)]);
         bad.push(["empty", new Uint8Array(0)]);
         for (const [name, bytes] of bad) {
-          expectOneLineError(thrown(() => parseOutboard(bytes)), OutboardError, `length ${length}, ${name}`);
+          expectOneLineError(
+            thrown(() => parseOutboard(bytes)),
+            OutboardError,
+            `length ${length}, ${name}`,
+          );
         }
         // The error's name says what it is (it reaches logs by name).
         expect((thrown(() => parseOutboard(new Uint8Array(3))) as Error).name).toBe("OutboardError");
@@ -850,43 +1010,97 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
         const id = kernel.hash(data);
         const parsed = parseOutboard(createOutboard(data, undefined, kernel).outboard);
         const chunks = chunkCount(length);
-        const cases: [number, number][] = [[0, 1], [1, 1], [2049, 1], [chunks - 17, 1], [chunks - 1, 1], [15, 2], [16, 16], [100, 40], [chunks - 20, 20]];
+        const cases: [number, number][] = [
+          [0, 1],
+          [1, 1],
+          [2049, 1],
+          [chunks - 17, 1],
+          [chunks - 1, 1],
+          [15, 2],
+          [16, 16],
+          [100, 40],
+          [chunks - 20, 20],
+        ];
         for (const [start, count] of cases) {
           const context = `seed ${SEED}, ${build}, length ${length}, chunks ${start}+${count}`;
           const reads: [number, number][] = [];
-          const proof = makeProof(parsed, (offset, len) => {
-            reads.push([offset, len]);
-            return data.subarray(offset, offset + len);
-          }, start, count, kernel);
+          const proof = makeProof(
+            parsed,
+            (offset, len) => {
+              reads.push([offset, len]);
+              return data.subarray(offset, offset + len);
+            },
+            start,
+            count,
+            kernel,
+          );
           // The groups the range touches, computed here, and nothing else: the tail comes from the outboard.
           const expected: [number, number][] = [];
-          for (let g = Math.floor(start / 16); g <= Math.floor((start + count - 1) / 16); g++) expected.push([g * 16 * KiB, Math.min(16 * KiB, length - g * 16 * KiB)]);
-          expect(groupsToRead(parsed, start, count).map((r) => [r.offset, r.length]), context).toEqual(expected);
-          expect(groupsToRead(parsed, start, count).map((r) => r.group), context).toEqual(expected.map(([o]) => o / (16 * KiB)));
+          for (let g = Math.floor(start / 16); g <= Math.floor((start + count - 1) / 16); g++)
+            expected.push([g * 16 * KiB, Math.min(16 * KiB, length - g * 16 * KiB)]);
+          expect(
+            groupsToRead(parsed, start, count).map((r) => [r.offset, r.length]),
+            context,
+          ).toEqual(expected);
+          expect(
+            groupsToRead(parsed, start, count).map((r) => r.group),
+            context,
+          ).toEqual(expected.map(([o]) => o / (16 * KiB)));
           expect(reads, context).toEqual(expected);
-          if (count === 1 && start !== chunks - 1) expect(reads, `${context}: one group`).toEqual([[Math.floor(start / 16) * 16 * KiB, 16 * KiB]]);
-          expect(compareBytes(verifyProof(id, length, start, count, proof, kernel), rangeOf(data, start, count)), context).toBe("equal");
+          if (count === 1 && start !== chunks - 1)
+            expect(reads, `${context}: one group`).toEqual([[Math.floor(start / 16) * 16 * KiB, 16 * KiB]]);
+          expect(
+            compareBytes(verifyProof(id, length, start, count, proof, kernel), rangeOf(data, start, count)),
+            context,
+          ).toBe("equal");
           if (count === 1 && (start === 0 || start === chunks - 1)) {
-            expect(compareBytes(proof, makeProofFromData(data, start, count, kernel)), `${context}: vs makeProofFromData`).toBe("equal");
+            expect(
+              compareBytes(proof, makeProofFromData(data, start, count, kernel)),
+              `${context}: vs makeProofFromData`,
+            ).toBe("equal");
           }
         }
       }
     });
 
     it("makeProofAsync equals makeProof and reads the same groups", async () => {
-      for (const [length, groupLog] of [[0, 4], [5000, 0], [70000, 4], [100000, 1], [MiB + 7, 6]] as const) {
+      for (const [length, groupLog] of [
+        [0, 4],
+        [5000, 0],
+        [70000, 4],
+        [100000, 1],
+        [MiB + 7, 6],
+      ] as const) {
         const data = objectOf(length);
         const parsed = parseOutboard(createOutboard(data, groupLog, kernel).outboard);
         const chunks = chunkCount(length);
-        for (const [start, count] of [[0, 1], [chunks - 1, 1], [Math.floor(chunks / 2), 1], [0, chunks], [Math.floor(chunks / 3), Math.min(17, chunks - Math.floor(chunks / 3))]] as const) {
+        for (const [start, count] of [
+          [0, 1],
+          [chunks - 1, 1],
+          [Math.floor(chunks / 2), 1],
+          [0, chunks],
+          [Math.floor(chunks / 3), Math.min(17, chunks - Math.floor(chunks / 3))],
+        ] as const) {
           const context = `${build}, length ${length}, group log ${groupLog}, chunks ${start}+${count}`;
           const reads: [number, number][] = [];
-          const asyncProof = await makeProofAsync(parsed, async (offset, len) => {
-            reads.push([offset, len]);
-            await new Promise((resolve) => setImmediate(resolve));
-            return data.slice(offset, offset + len);
-          }, start, count, kernel);
-          const syncProof = makeProof(parsed, (offset, len) => data.subarray(offset, offset + len), start, count, kernel);
+          const asyncProof = await makeProofAsync(
+            parsed,
+            async (offset, len) => {
+              reads.push([offset, len]);
+              await new Promise((resolve) => setImmediate(resolve));
+              return data.slice(offset, offset + len);
+            },
+            start,
+            count,
+            kernel,
+          );
+          const syncProof = makeProof(
+            parsed,
+            (offset, len) => data.subarray(offset, offset + len),
+            start,
+            count,
+            kernel,
+          );
           expect(compareBytes(asyncProof, syncProof), context).toBe("equal");
           expect(reads, context).toEqual(groupsToRead(parsed, start, count).map((r) => [r.offset, r.length]));
         }
@@ -894,17 +1108,40 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
     });
 
     it("says OutboardError when the object is shorter (or longer) than its outboard says", async () => {
-      for (const [length, groupLog] of [[5000, 0], [70000, 4], [16384 * 3 + 1, 4], [100000, 6]] as const) {
+      for (const [length, groupLog] of [
+        [5000, 0],
+        [70000, 4],
+        [16384 * 3 + 1, 4],
+        [100000, 6],
+      ] as const) {
         const data = objectOf(length);
         const parsed = parseOutboard(createOutboard(data, groupLog, kernel).outboard);
         const chunks = chunkCount(length);
         const short = data.subarray(0, length - 1);
         const readShort = (offset: number, len: number): Uint8Array => short.subarray(offset, offset + len);
         const context = `${build}, length ${length}, group log ${groupLog}`;
-        expectOneLineError(thrown(() => makeProof(parsed, readShort, chunks - 1, 1, kernel)), OutboardError, `${context}: last chunk`);
-        expectOneLineError(thrown(() => makeProof(parsed, () => new Uint8Array(0), 0, 1, kernel)), OutboardError, `${context}: nothing read`);
-        expectOneLineError(thrown(() => makeProof(parsed, (offset, len) => objectOf(length + 1).subarray(offset, offset + len + 1), 0, 1, kernel)), OutboardError, `${context}: too much read`);
-        expectOneLineError(await rejected(makeProofAsync(parsed, async (offset, len) => readShort(offset, len), chunks - 1, 1, kernel)), OutboardError, `${context}: async`);
+        expectOneLineError(
+          thrown(() => makeProof(parsed, readShort, chunks - 1, 1, kernel)),
+          OutboardError,
+          `${context}: last chunk`,
+        );
+        expectOneLineError(
+          thrown(() => makeProof(parsed, () => new Uint8Array(0), 0, 1, kernel)),
+          OutboardError,
+          `${context}: nothing read`,
+        );
+        expectOneLineError(
+          thrown(() =>
+            makeProof(parsed, (offset, len) => objectOf(length + 1).subarray(offset, offset + len + 1), 0, 1, kernel),
+          ),
+          OutboardError,
+          `${context}: too much read`,
+        );
+        expectOneLineError(
+          await rejected(makeProofAsync(parsed, async (offset, len) => readShort(offset, len), chunks - 1, 1, kernel)),
+          OutboardError,
+          `${context}: async`,
+        );
       }
     });
 
@@ -921,7 +1158,11 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
 
     it("rejects a bad group log in the builder", () => {
       for (const groupLog of [-1, 17, 1.5, Number.NaN]) {
-        expectOneLineError(thrown(() => new OutboardBuilder(groupLog, kernel)), RangeError, `group log ${groupLog}`);
+        expectOneLineError(
+          thrown(() => new OutboardBuilder(groupLog, kernel)),
+          RangeError,
+          `group log ${groupLog}`,
+        );
       }
     });
   });
@@ -929,55 +1170,88 @@ describe.each(BUILDS)("verified streaming, %s build", (build) => {
   // --- bad ranges -----------------------------------------------------------------------------------------------
 
   describe("bad ranges", () => {
-    it.each([0, 1, 1024, 1025, 5000, 70000])("an object of %i bytes: RangeError everywhere, one line, naming what is wrong", async (length) => {
-      const data = objectOf(length);
-      const chunks = chunkCount(length);
-      const id = kernel.hash(data);
-      const parsed: Outboard = parseOutboard(createOutboard(data, 0, kernel).outboard);
-      const validProof = makeProofFromData(data, 0, 1, kernel);
-      // [start, count, what the message must say]
-      const has = new RegExp(`\\b${chunks} chunks?\\b`);
-      const bad: [number, number, RegExp][] = [
-        [chunks, 1, has],
-        [chunks + 5, 1, has],
-        [2 ** 40, 1, has],
-        [0, chunks + 1, has],
-        [chunks - 1, 2, has],
-        [Math.max(0, chunks - 3), 17, has],
-        [0, 0, /\bcount\b.*\b0\b/],
-        [0, -1, /\bcount\b.*-1\b/],
-        [-1, 1, /\bindex\b.*-1\b/],
-        [1.5, 1, /1\.5/],
-        [0, 1.5, /1\.5/],
-        [Number.NaN, 1, /NaN/],
-        [0, Number.NaN, /NaN/],
-        [Number.POSITIVE_INFINITY, 1, /Infinity/],
-        [0, Number.POSITIVE_INFINITY, /Infinity/],
-      ];
-      for (const [start, count, says] of bad) {
-        const context = `${build}, length ${length} (${chunks} chunks), chunks ${start}+${count}`;
-        const reads: number[] = [];
-        const attempts: [string, unknown][] = [
-          ["proofLength", thrown(() => proofLength(length, start, count))],
-          ["makeProofFromData", thrown(() => makeProofFromData(data, start, count, kernel))],
-          ["makeProof", thrown(() => makeProof(parsed, (offset, len) => (reads.push(offset), data.subarray(offset, offset + len)), start, count, kernel))],
-          ["makeProofAsync", await rejected(makeProofAsync(parsed, async (offset, len) => (reads.push(offset), data.subarray(offset, offset + len)), start, count, kernel))],
-          ["groupsToRead", thrown(() => groupsToRead(parsed, start, count))],
-          ["verifyProof", thrown(() => verifyProof(id, length, start, count, validProof, kernel))],
-          ["ProofVerifier", thrown(() => new ProofVerifier(id, length, start, count, kernel))],
+    it.each([0, 1, 1024, 1025, 5000, 70000])(
+      "an object of %i bytes: RangeError everywhere, one line, naming what is wrong",
+      async (length) => {
+        const data = objectOf(length);
+        const chunks = chunkCount(length);
+        const id = kernel.hash(data);
+        const parsed: Outboard = parseOutboard(createOutboard(data, 0, kernel).outboard);
+        const validProof = makeProofFromData(data, 0, 1, kernel);
+        // [start, count, what the message must say]
+        const has = new RegExp(`\\b${chunks} chunks?\\b`);
+        const bad: [number, number, RegExp][] = [
+          [chunks, 1, has],
+          [chunks + 5, 1, has],
+          [2 ** 40, 1, has],
+          [0, chunks + 1, has],
+          [chunks - 1, 2, has],
+          [Math.max(0, chunks - 3), 17, has],
+          [0, 0, /\bcount\b.*\b0\b/],
+          [0, -1, /\bcount\b.*-1\b/],
+          [-1, 1, /\bindex\b.*-1\b/],
+          [1.5, 1, /1\.5/],
+          [0, 1.5, /1\.5/],
+          [Number.NaN, 1, /NaN/],
+          [0, Number.NaN, /NaN/],
+          [Number.POSITIVE_INFINITY, 1, /Infinity/],
+          [0, Number.POSITIVE_INFINITY, /Infinity/],
         ];
-        for (const [name, err] of attempts) {
-          const message = expectOneLineError(err, RangeError, `${context}: ${name}`);
-          expect(message, `${context}: ${name}`).toMatch(says);
+        for (const [start, count, says] of bad) {
+          const context = `${build}, length ${length} (${chunks} chunks), chunks ${start}+${count}`;
+          const reads: number[] = [];
+          const attempts: [string, unknown][] = [
+            ["proofLength", thrown(() => proofLength(length, start, count))],
+            ["makeProofFromData", thrown(() => makeProofFromData(data, start, count, kernel))],
+            [
+              "makeProof",
+              thrown(() =>
+                makeProof(
+                  parsed,
+                  (offset, len) => (reads.push(offset), data.subarray(offset, offset + len)),
+                  start,
+                  count,
+                  kernel,
+                ),
+              ),
+            ],
+            [
+              "makeProofAsync",
+              await rejected(
+                makeProofAsync(
+                  parsed,
+                  async (offset, len) => (reads.push(offset), data.subarray(offset, offset + len)),
+                  start,
+                  count,
+                  kernel,
+                ),
+              ),
+            ],
+            ["groupsToRead", thrown(() => groupsToRead(parsed, start, count))],
+            ["verifyProof", thrown(() => verifyProof(id, length, start, count, validProof, kernel))],
+            ["ProofVerifier", thrown(() => new ProofVerifier(id, length, start, count, kernel))],
+          ];
+          for (const [name, err] of attempts) {
+            const message = expectOneLineError(err, RangeError, `${context}: ${name}`);
+            expect(message, `${context}: ${name}`).toMatch(says);
+          }
+          expect(reads, `${context}: nothing read for a bad range`).toEqual([]);
         }
-        expect(reads, `${context}: nothing read for a bad range`).toEqual([]);
-      }
-    });
+      },
+    );
 
     it("refuses a bad object length", () => {
       for (const length of [-1, 1.5, Number.NaN, 2 ** 53]) {
-        expectOneLineError(thrown(() => proofLength(length, 0, 1)), RangeError, `length ${length}`);
-        expectOneLineError(thrown(() => new ProofVerifier(new Uint8Array(32), length, 0, 1, kernel)), RangeError, `length ${length}`);
+        expectOneLineError(
+          thrown(() => proofLength(length, 0, 1)),
+          RangeError,
+          `length ${length}`,
+        );
+        expectOneLineError(
+          thrown(() => new ProofVerifier(new Uint8Array(32), length, 0, 1, kernel)),
+          RangeError,
+          `length ${length}`,
+        );
       }
     });
   });

@@ -26,9 +26,7 @@ function binDir(files: Record<string, string>): string {
 }
 
 /** Packages whose every tool lives in /usr/bin or /bin: a PATH without those lacks them even with sbin searched. */
-const packagesOutsideSbin = [
-  ...new Set(Object.values(DEBIAN_TOOLS).map(([pkg]) => pkg)),
-]
+const packagesOutsideSbin = [...new Set(Object.values(DEBIAN_TOOLS).map(([pkg]) => pkg))]
   .filter((pkg) => missingPackages("").includes(pkg))
   .sort();
 
@@ -81,7 +79,9 @@ describe("the Debian tools the tests need", () => {
   });
 
   it("as root when apt-get fails: one line with apt-get's last words and the command to run", () => {
-    const path = binDir({ "apt-get": "#!/bin/sh\necho 'E: Could not get lock /var/lib/dpkg/lock-frontend' >&2\nexit 100\n" });
+    const path = binDir({
+      "apt-get": "#!/bin/sh\necho 'E: Could not get lock /var/lib/dpkg/lock-frontend' >&2\nexit 100\n",
+    });
     const result = spawnSync(process.execPath, [SCRIPT], { env: { PATH: path }, encoding: "utf8" });
     expect(result.status).toBe(1);
     expect(result.stderr.trim().split("\n").pop()).toBe(

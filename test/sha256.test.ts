@@ -14,7 +14,7 @@ const nodeSha256 = (data: Uint8Array): string => createHash("sha256").update(dat
 /** Splits `data` into pieces of random sizes: many tiny ones around block edges, some larger than the 64 KiB buffer. */
 function randomPieces(next: () => number, data: Uint8Array): Uint8Array[] {
   const pieces: Uint8Array[] = [];
-  for (let offset = 0; offset < data.length || pieces.length === 0; ) {
+  for (let offset = 0; offset < data.length || pieces.length === 0;) {
     const r = next();
     const size = r % 4 === 0 ? next() % (3 * 65536 + 1) : r % 4 === 1 ? next() % 8 : next() % 130;
     pieces.push(data.subarray(offset, offset + size));
@@ -116,7 +116,25 @@ describe("sha256 known answers", () => {
 
 describe("sha256 against node:crypto", () => {
   const lengths = [
-    0, 1, 55, 56, 63, 64, 65, 119, 120, 1023, 1024, 1025, 4095, 4096, 4097, 65535, 65536, 65537, (1 << 20) + 7,
+    0,
+    1,
+    55,
+    56,
+    63,
+    64,
+    65,
+    119,
+    120,
+    1023,
+    1024,
+    1025,
+    4095,
+    4096,
+    4097,
+    65535,
+    65536,
+    65537,
+    (1 << 20) + 7,
     (16 << 20) + 3,
   ];
 
@@ -142,7 +160,12 @@ describe("sha256 against node:crypto", () => {
   it("reads only the viewed bytes of a subarray and of a Buffer", () => {
     const next = rngFor(SEED, "views");
     const backing = randomBytes(next, 70_000);
-    for (const [start, end] of [[1, 2], [3, 67], [13, 65_549], [100, 69_999]] as const) {
+    for (const [start, end] of [
+      [1, 2],
+      [3, 67],
+      [13, 65_549],
+      [100, 69_999],
+    ] as const) {
       const view = backing.subarray(start, end);
       const expected = nodeSha256(view);
       expect(hex(sha256(view)), `seed ${SEED}, view ${start}..${end}`).toBe(expected);
@@ -179,7 +202,9 @@ describe("Sha256Hasher", () => {
         expect(hex(sha256(extra)), `seed ${SEED}, one-shot in round ${round}`).toBe(nodeSha256(extra));
       }
     }
-    hashers.forEach((hasher, i) => expect(hex(hasher.digest()), `seed ${SEED}, hasher ${i}`).toBe(nodeSha256(inputs[i]!)));
+    hashers.forEach((hasher, i) =>
+      expect(hex(hasher.digest()), `seed ${SEED}, hasher ${i}`).toBe(nodeSha256(inputs[i]!)),
+    );
   });
 
   it("digests the same bytes the same way however they are split", () => {

@@ -65,7 +65,12 @@ function object(length: number): TestObject {
     const { id, outboard } = createOutboard(data);
     const reads: Array<[number, number]> = [];
     o = {
-      data, id, idHex: toHex(id), length, outboard: parseOutboard(outboard), reads,
+      data,
+      id,
+      idHex: toHex(id),
+      length,
+      outboard: parseOutboard(outboard),
+      reads,
       readAt: async (offset, len) => {
         reads.push([offset, len]);
         return data.slice(offset, offset + len);
@@ -86,8 +91,18 @@ function nonceHex(): string {
   return randomBytes(32).toString("hex");
 }
 
-function expectation(o: TestObject, challenge: StorageChallenge, identity: DeviceIdentity = device): StorageProofExpectation {
-  return { objectId: o.idHex, length: o.length, nonce: challenge.nonce, count: challenge.count, publicKey: identity.publicKey };
+function expectation(
+  o: TestObject,
+  challenge: StorageChallenge,
+  identity: DeviceIdentity = device,
+): StorageProofExpectation {
+  return {
+    objectId: o.idHex,
+    length: o.length,
+    nonce: challenge.nonce,
+    count: challenge.count,
+    publicKey: identity.publicKey,
+  };
 }
 
 async function answered(length: number, count: number, identity: DeviceIdentity = device) {
@@ -105,10 +120,15 @@ function wire(response: StorageProofResponse): Record<string, unknown> {
 /** Re-signs a (modified) response with `identity`: what a dishonest box holding its own key can do. */
 function resign(r: Record<string, unknown>, identity: DeviceIdentity = device): Record<string, unknown> {
   const message = storageProofMessage({
-    deviceId: r.deviceId as string, objectId: r.objectId as string, length: r.length as number, nonce: r.nonce as string,
-    count: r.count as number, indices: r.indices as number[],
+    deviceId: r.deviceId as string,
+    objectId: r.objectId as string,
+    length: r.length as number,
+    nonce: r.nonce as string,
+    count: r.count as number,
+    indices: r.indices as number[],
     proofs: (r.proofs as string[]).map((p) => new Uint8Array(Buffer.from(p, "base64"))),
-    elapsedMs: r.elapsedMs as number, signedAt: r.signedAt as number,
+    elapsedMs: r.elapsedMs as number,
+    signedAt: r.signedAt as number,
   });
   return { ...r, signature: Buffer.from(identity.sign(message)).toString("base64") };
 }
@@ -142,7 +162,9 @@ function flipBase64Bit(b64: string, bit: number): string {
 function referenceIndices(objectIdHex: string, length: number, nonce: string, count: number): number[] {
   const chunks = BigInt(Math.max(1, Math.ceil(length / 1024)));
   const material = Buffer.concat([Buffer.from(nonce, "hex"), Buffer.from(objectIdHex, "hex")]);
-  const stream = Buffer.from(nobleBlake3(material, { context: utf8("sharenode 2026 storage challenge v1"), dkLen: 8 * 4096 }));
+  const stream = Buffer.from(
+    nobleBlake3(material, { context: utf8("sharenode 2026 storage challenge v1"), dkLen: 8 * 4096 }),
+  );
   const picked: number[] = [];
   for (let at = 0; picked.length < count; at += 8) {
     const index = Number(stream.readBigUInt64LE(at) % chunks);
@@ -247,7 +269,10 @@ describe("challengeIndices", () => {
       [() => challengeIndices(id, 4 * MiB, "g" + nonce.slice(1), 1), /nonce is not hex/],
       [() => challengeIndices(id, 4 * MiB, randomBytes(31), 1), /nonce must be 32 bytes, got 31/],
       [() => challengeIndices(id.slice(0, 40), 4 * MiB, nonce, 1), /object id must be 64 hex digits/],
-      [() => challengeIndices(42 as unknown as string, 4 * MiB, nonce, 1), /object id must be a hex string, got a number/],
+      [
+        () => challengeIndices(42 as unknown as string, 4 * MiB, nonce, 1),
+        /object id must be a hex string, got a number/,
+      ],
     ];
     for (const [call, reason] of bad) {
       let err: unknown;
@@ -267,7 +292,8 @@ describe("challengeIndices", () => {
 
 describe("answer -> JSON -> verify", () => {
   const cases: Array<[number, number]> = [];
-  for (const length of [0, 1, 1024, 5000, 16 * KiB + 1, 4 * MiB]) for (const count of [1, 4, 16]) cases.push([length, count]);
+  for (const length of [0, 1, 1024, 5000, 16 * KiB + 1, 4 * MiB])
+    for (const count of [1, 4, 16]) cases.push([length, count]);
 
   it.each(cases)("an object of %i bytes, K = %i", async (length, count) => {
     const o = object(length);
@@ -283,10 +309,35 @@ describe("answer -> JSON -> verify", () => {
     expect(verdict).toEqual({ ok: true, response: received });
     // Also with the device id the fleet has on record, and with byte-valued expectations.
     expect(verifyStorageResponse(received, { ...expectation(o, challenge), deviceId: device.deviceId }).ok).toBe(true);
-    expect(verifyStorageResponse(received, { ...expectation(o, challenge), objectId: o.id, nonce: Buffer.from(challenge.nonce, "hex") }).ok).toBe(true);
+    expect(
+      verifyStorageResponse(received, {
+        ...expectation(o, challenge),
+        objectId: o.id,
+        nonce: Buffer.from(challenge.nonce, "hex"),
+      }).ok,
+    ).toBe(true);
 
-    expect(Object.keys(response)).toEqual(["v", "deviceId", "objectId", "length", "nonce", "count", "indices", "elapsedMs", "signedAt", "proofs", "signature"]);
-    expect(response).toMatchObject({ v: 1, deviceId: device.deviceId, objectId: o.idHex, length, nonce: challenge.nonce, count });
+    expect(Object.keys(response)).toEqual([
+      "v",
+      "deviceId",
+      "objectId",
+      "length",
+      "nonce",
+      "count",
+      "indices",
+      "elapsedMs",
+      "signedAt",
+      "proofs",
+      "signature",
+    ]);
+    expect(response).toMatchObject({
+      v: 1,
+      deviceId: device.deviceId,
+      objectId: o.idHex,
+      length,
+      nonce: challenge.nonce,
+      count,
+    });
     // The clock was read when the challenge arrived and when the proofs were done.
     expect(response.elapsedMs).toBe(250);
     expect(response.signedAt).toBe(1_767_225_600_250);
@@ -297,7 +348,9 @@ describe("answer -> JSON -> verify", () => {
     });
 
     // Only the challenged groups were read, each once.
-    const wanted = new Set(response.indices.flatMap((i) => groupsToRead(o.outboard, i, 1).map((g) => `${g.offset}:${g.length}`)));
+    const wanted = new Set(
+      response.indices.flatMap((i) => groupsToRead(o.outboard, i, 1).map((g) => `${g.offset}:${g.length}`)),
+    );
     const read = o.reads.map(([offset, len]) => `${offset}:${len}`);
     expect(new Set(read)).toEqual(wanted);
     expect(read.length).toBe(wanted.size);
@@ -348,7 +401,10 @@ describe("answerChallenge refuses bad challenges", () => {
     ];
     for (const [challenge, reason] of bad) {
       o.reads.length = 0;
-      const err = await answerChallenge(challenge as StorageChallenge, o, device, Date.now).then(() => null, (e: unknown) => e);
+      const err = await answerChallenge(challenge as StorageChallenge, o, device, Date.now).then(
+        () => null,
+        (e: unknown) => e,
+      );
       expect(err, String(reason)).toBeInstanceOf(ChallengeError);
       expect(errorMessage(err)).toMatch(reason);
       expect(errorMessage(err)).not.toContain("\n");
@@ -361,8 +417,12 @@ describe("answerChallenge refuses bad challenges", () => {
     const o = object(5000);
     const challenge = { objectId: o.idHex, nonce: nonceHex(), count: 1 };
     const wrongOutboard: ProvableObject = { ...o, outboard: object(1024).outboard };
-    await expect(answerChallenge(challenge, wrongOutboard, device, Date.now)).rejects.toThrow(/does not belong to object/);
-    await expect(answerChallenge(challenge, o, { deviceId: "DEVICE", sign: device.sign }, Date.now)).rejects.toThrow(/device id must be 32 lowercase hex/);
+    await expect(answerChallenge(challenge, wrongOutboard, device, Date.now)).rejects.toThrow(
+      /does not belong to object/,
+    );
+    await expect(answerChallenge(challenge, o, { deviceId: "DEVICE", sign: device.sign }, Date.now)).rejects.toThrow(
+      /device id must be 32 lowercase hex/,
+    );
   });
 });
 
@@ -385,7 +445,11 @@ describe("verifyStorageResponse rejects every tampering", () => {
   it("every flipped signature bit", () => {
     for (const { response, expected } of [base, big]) {
       for (let bit = 0; bit < 512; bit++) {
-        expectRejected({ ...wire(response), signature: flipBase64Bit(response.signature, bit) }, expected, /signature does not verify/);
+        expectRejected(
+          { ...wire(response), signature: flipBase64Bit(response.signature, bit) },
+          expected,
+          /signature does not verify/,
+        );
       }
     }
   });
@@ -393,7 +457,11 @@ describe("verifyStorageResponse rejects every tampering", () => {
   it("another device's key or response", async () => {
     const { response, expected, o, challenge } = base;
     // The right response, checked against another device's key.
-    expectRejected(wire(response), { ...expected, publicKey: otherDevice.publicKey }, /device id [0-9a-f]{32} does not belong to the public key/);
+    expectRejected(
+      wire(response),
+      { ...expected, publicKey: otherDevice.publicKey },
+      /device id [0-9a-f]{32} does not belong to the public key/,
+    );
     // Another device's answer to the same challenge, passed off as this device's.
     const theirs = await answerChallenge(challenge, o, otherDevice, Date.now);
     expectRejected(wire(theirs), expected, /does not belong to the public key/);
@@ -401,7 +469,9 @@ describe("verifyStorageResponse rejects every tampering", () => {
     // This device's fields, another device's signature over them.
     expectRejected(resign(wire(response), otherDevice), expected, /signature does not verify/);
     // The expected device id must match the key (the caller's own data: an exception, not a verdict).
-    expect(() => verifyStorageResponse(wire(response), { ...expected, deviceId: otherDevice.deviceId })).toThrow(/does not belong to the expected public key/);
+    expect(() => verifyStorageResponse(wire(response), { ...expected, deviceId: otherDevice.deviceId })).toThrow(
+      /does not belong to the expected public key/,
+    );
   });
 
   it("changed fields, whether or not the box re-signs them", () => {
@@ -419,7 +489,12 @@ describe("verifyStorageResponse rejects every tampering", () => {
       ["elapsedMs", { elapsedMs: (r.elapsedMs as number) + 1 }, /signature does not verify/, "accepted"],
       ["elapsedMs zero", { elapsedMs: 0 }, /signature does not verify/, "accepted"],
       ["signedAt", { signedAt: (r.signedAt as number) - 1 }, /signature does not verify/, "accepted"],
-      ["deviceId", { deviceId: otherDevice.deviceId }, /does not belong to the public key/, /does not belong to the public key/],
+      [
+        "deviceId",
+        { deviceId: otherDevice.deviceId },
+        /does not belong to the public key/,
+        /does not belong to the public key/,
+      ],
     ];
     for (const [name, change, unsigned, resigned] of changes) {
       expectRejected({ ...r, ...change }, expected, unsigned);
@@ -450,8 +525,14 @@ describe("verifyStorageResponse rejects every tampering", () => {
         expectRejected(resign({ ...r, indices: changed }), expected, /index \d is .*but the nonce gives chunk/);
       }
       // Proofs of other chunks, honestly made and signed, under the true indices: still not the challenged chunks.
-      const proofs = (r.indices as number[]).map((_, k) => Buffer.from(makeProofFromData(o.data, k === 0 ? unused : indices[k]!, 1)).toString("base64"));
-      expectRejected(resign({ ...r, proofs }), expected, /proof 0 \(chunk \d+\) (does not verify|is not base64 of the \d+ bytes)/);
+      const proofs = (r.indices as number[]).map((_, k) =>
+        Buffer.from(makeProofFromData(o.data, k === 0 ? unused : indices[k]!, 1)).toString("base64"),
+      );
+      expectRejected(
+        resign({ ...r, proofs }),
+        expected,
+        /proof 0 \(chunk \d+\) (does not verify|is not base64 of the \d+ bytes)/,
+      );
     }
   });
 
@@ -460,14 +541,30 @@ describe("verifyStorageResponse rejects every tampering", () => {
       const r = wire(response);
       const proofs = r.proofs as string[];
       const swapped = [proofs[1]!, proofs[0]!, ...proofs.slice(2)];
-      expectRejected({ ...r, proofs: swapped }, expected, /proof 0 .*not base64 of the \d+ bytes|signature does not verify/);
-      expectRejected(resign({ ...r, proofs: swapped }), expected, /proof [01] \(chunk \d+\) (does not verify|is not base64 of the \d+ bytes)/);
+      expectRejected(
+        { ...r, proofs: swapped },
+        expected,
+        /proof 0 .*not base64 of the \d+ bytes|signature does not verify/,
+      );
+      expectRejected(
+        resign({ ...r, proofs: swapped }),
+        expected,
+        /proof [01] \(chunk \d+\) (does not verify|is not base64 of the \d+ bytes)/,
+      );
       expectRejected({ ...r, proofs: [...proofs, proofs[0]] }, expected, /has 5 proofs, expected 4/);
       expectRejected({ ...r, proofs: proofs.slice(0, 3) }, expected, /has 3 proofs, expected 4/);
       expectRejected({ ...r, proofs: [] }, expected, /has 0 proofs, expected 4/);
-      expectRejected(resign({ ...r, proofs: [...proofs.slice(0, 3), proofs[3]!.slice(0, -4)] }), expected, /proof 3 .*not base64/);
+      expectRejected(
+        resign({ ...r, proofs: [...proofs.slice(0, 3), proofs[3]!.slice(0, -4)] }),
+        expected,
+        /proof 3 .*not base64/,
+      );
       expectRejected({ ...r, proofs: [...proofs.slice(0, 3), proofs[3] + "AAAA"] }, expected, /proof 3 .*not base64/);
-      expectRejected({ ...r, proofs: [...proofs.slice(0, 3), proofs[3]!.replace(/.$/, "!")] }, expected, /proof 3 .*not base64/);
+      expectRejected(
+        { ...r, proofs: [...proofs.slice(0, 3), proofs[3]!.replace(/.$/, "!")] },
+        expected,
+        /proof 3 .*not base64/,
+      );
       // Flipped bits: a third party breaks the signature; a box signing a wrong proof fails the proof check.
       for (let k = 0; k < 4; k++) {
         const bytes = Buffer.from(proofs[k]!, "base64").length * 8;
@@ -475,7 +572,11 @@ describe("verifyStorageResponse rejects every tampering", () => {
           if (bit < 0 || bit >= bytes) continue;
           const flipped = proofs.map((p, j) => (j === k ? flipBase64Bit(p, bit) : p));
           expectRejected({ ...r, proofs: flipped }, expected, /signature does not verify/);
-          expectRejected(resign({ ...r, proofs: flipped }), expected, new RegExp(`proof ${k} \\(chunk \\d+\\) does not verify against the object`));
+          expectRejected(
+            resign({ ...r, proofs: flipped }),
+            expected,
+            new RegExp(`proof ${k} \\(chunk \\d+\\) does not verify against the object`),
+          );
         }
       }
     }
@@ -513,7 +614,25 @@ describe("verifyStorageResponse never throws on garbage", () => {
   });
 
   it("non-objects", () => {
-    for (const garbage of [null, undefined, 0, 1, -1, Number.NaN, "", "response", "{}", true, false, [], [1, 2, 3], 10n, Symbol("x"), () => 1, new Uint8Array(10)]) {
+    for (const garbage of [
+      null,
+      undefined,
+      0,
+      1,
+      -1,
+      Number.NaN,
+      "",
+      "response",
+      "{}",
+      true,
+      false,
+      [],
+      [1, 2, 3],
+      10n,
+      Symbol("x"),
+      () => 1,
+      new Uint8Array(10),
+    ]) {
       expectRejected(garbage, base.expected, /response/);
     }
     expectRejected({}, base.expected, /response has no 'v'/);
@@ -527,14 +646,36 @@ describe("verifyStorageResponse never throws on garbage", () => {
       expectRejected({ ...r, [key]: undefined }, base.expected, new RegExp(`response has no '${key}'`));
     }
     expectRejected({ ...r, extra: 1 }, base.expected, /unknown field "extra"/);
-    expectRejected(JSON.parse(JSON.stringify(r).replace(/^\{/, '{"__proto__":{"v":1},')), base.expected, /unknown field "__proto__"/);
+    expectRejected(
+      JSON.parse(JSON.stringify(r).replace(/^\{/, '{"__proto__":{"v":1},')),
+      base.expected,
+      /unknown field "__proto__"/,
+    );
     expectRejected({ ...r, v: 2 }, base.expected, /version 2 is not supported/);
     expectRejected({ ...r, v: "1" }, base.expected, /version "1" is not supported/);
   });
 
   it("wrong types in every field", () => {
     const r = wire(base.response);
-    const values: unknown[] = [null, true, 0, -1, 1.5, 2 ** 53, Number.NaN, Infinity, "", "x", "1", [], [1], {}, { length: 4 }, "0".repeat(64), "A".repeat(88)];
+    const values: unknown[] = [
+      null,
+      true,
+      0,
+      -1,
+      1.5,
+      2 ** 53,
+      Number.NaN,
+      Infinity,
+      "",
+      "x",
+      "1",
+      [],
+      [1],
+      {},
+      { length: 4 },
+      "0".repeat(64),
+      "A".repeat(88),
+    ];
     for (const key of Object.keys(r)) {
       for (const value of values) {
         if (JSON.stringify(value) === JSON.stringify(r[key])) continue;
@@ -545,12 +686,23 @@ describe("verifyStorageResponse never throws on garbage", () => {
     }
     for (const key of ["indices", "proofs"]) {
       for (const inner of [null, "x", 1.5, -1, [], {}, true, 2 ** 60]) {
-        const verdict = verifyStorageResponse({ ...r, [key]: [inner, ...(r[key] as unknown[]).slice(1)] }, base.expected);
+        const verdict = verifyStorageResponse(
+          { ...r, [key]: [inner, ...(r[key] as unknown[]).slice(1)] },
+          base.expected,
+        );
         expect(verdict.ok, `${key}[0] = ${String(inner)}`).toBe(false);
       }
     }
-    expectRejected({ ...r, deviceId: (r.deviceId as string).toUpperCase() }, base.expected, /'deviceId' must be 32 lowercase hex digits/);
-    expectRejected({ ...r, nonce: (r.nonce as string).toUpperCase() }, base.expected, /'nonce' must be 64 lowercase hex digits/);
+    expectRejected(
+      { ...r, deviceId: (r.deviceId as string).toUpperCase() },
+      base.expected,
+      /'deviceId' must be 32 lowercase hex digits/,
+    );
+    expectRejected(
+      { ...r, nonce: (r.nonce as string).toUpperCase() },
+      base.expected,
+      /'nonce' must be 64 lowercase hex digits/,
+    );
   });
 
   it("huge arrays and strings, cheaply", () => {
@@ -562,24 +714,39 @@ describe("verifyStorageResponse never throws on garbage", () => {
     expectRejected({ ...r, proofs: huge }, base.expected, /has 5000000 proofs, expected 4/);
     expectRejected({ ...r, proofs: [long, long, long, long] }, base.expected, /proof 0 .*not base64/);
     expectRejected({ ...r, signature: long }, base.expected, /'signature' is not base64 of 64 bytes/);
-    for (const key of ["deviceId", "objectId", "nonce"]) expectRejected({ ...r, [key]: long }, base.expected, new RegExp(`'${key}' must be`));
+    for (const key of ["deviceId", "objectId", "nonce"])
+      expectRejected({ ...r, [key]: long }, base.expected, new RegExp(`'${key}' must be`));
     expectRejected({ ...r, extra: huge }, base.expected, /unknown field/);
     expect(performance.now() - started).toBeLessThan(2000);
   });
 
   it("hostile objects: throwing getters and proxies give a verdict, not an exception", () => {
     const r = wire(base.response);
-    const getter = Object.defineProperty({ ...r }, "proofs", { enumerable: true, get: () => { throw new Error("boom"); } });
+    const getter = Object.defineProperty({ ...r }, "proofs", {
+      enumerable: true,
+      get: () => {
+        throw new Error("boom");
+      },
+    });
     expectRejected(getter, base.expected, /response could not be read: boom/);
-    const proxy = new Proxy(r, { ownKeys: () => { throw new Error("no keys"); } });
+    const proxy = new Proxy(r, {
+      ownKeys: () => {
+        throw new Error("no keys");
+      },
+    });
     expectRejected(proxy, base.expected, /could not be read: no keys/);
-    const sneaky = { ...r, indices: new Proxy(r.indices as number[], { get: (t, k) => (k === "length" ? 4 : Reflect.get(t, k)) }) };
+    const sneaky = {
+      ...r,
+      indices: new Proxy(r.indices as number[], { get: (t, k) => (k === "length" ? 4 : Reflect.get(t, k)) }),
+    };
     expect(verifyStorageResponse(sneaky, base.expected).ok).toBe(true);
   });
 
   it("throws (the caller's bug, not the network's) only on a bad expectation", () => {
     const r = wire(base.response);
-    expect(() => verifyStorageResponse(r, { ...base.expected, publicKey: new Uint8Array(31) })).toThrow(/expected public key must be 32 raw bytes/);
+    expect(() => verifyStorageResponse(r, { ...base.expected, publicKey: new Uint8Array(31) })).toThrow(
+      /expected public key must be 32 raw bytes/,
+    );
     expect(() => verifyStorageResponse(r, { ...base.expected, nonce: "zz" })).toThrow(ChallengeError);
     expect(() => verifyStorageResponse(r, { ...base.expected, count: 6 })).toThrow(/exceeds the 5 chunks/);
   });
@@ -618,7 +785,10 @@ describe("the signed message", () => {
     expect(Buffer.from(message).equals(expected)).toBe(true);
     expect(message.length).toBe(27 + 16 + 32 + 8 + 32 + 4 + 8 * 3 + 32 + 8 + 8);
     const { verify, createPublicKey } = await import("node:crypto");
-    const key = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(device.publicKey).toString("base64url") }, format: "jwk" });
+    const key = createPublicKey({
+      key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(device.publicKey).toString("base64url") },
+      format: "jwk",
+    });
     expect(verify(null, expected, key, Buffer.from(response.signature, "base64"))).toBe(true);
     expect(deviceIdOf(device.publicKey)).toBe(response.deviceId);
   });

@@ -21,7 +21,12 @@ beforeAll(async () => {
   child = join(work, "child.mjs");
   await build({
     entryPoints: [fileURLToPath(new URL("./fixtures/store-crash-child.ts", import.meta.url))],
-    bundle: true, platform: "node", format: "esm", target: "node20", outfile: child, logLevel: "error",
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    outfile: child,
+    logLevel: "error",
   });
 });
 
@@ -93,7 +98,9 @@ it(`keeps every acknowledged object and loses nothing across ${TRIALS} SIGKILLs`
     for (const [id, length] of live) if (!expected.has(id)) expect(await store.verifyFiles(id, length)).toBe(true);
     expect(live.size - expected.size).toBeLessThanOrEqual(TRIALS);
     // The index matches the disk: every file belongs to a live object, every live object has both files.
-    const files = readdirSync(join(dataDir, "objects"), { recursive: true }).map(String).filter((f) => f.includes("/"));
+    const files = readdirSync(join(dataDir, "objects"), { recursive: true })
+      .map(String)
+      .filter((f) => f.includes("/"));
     const expectedFiles = [...live.keys()].flatMap((id) => [`${id.slice(0, 2)}/${id}`, `${id.slice(0, 2)}/${id}.obao`]);
     expect(files.sort()).toEqual(expectedFiles.sort());
     expect(readdirSync(join(dataDir, "tmp"))).toEqual([]);

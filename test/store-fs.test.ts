@@ -6,8 +6,21 @@
 // package to install, it never skips. Every mount is undone in afterAll, whatever failed.
 import { spawnSync } from "node:child_process";
 import {
-  accessSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync,
-  rmSync, statSync, truncateSync, writeFileSync, writeSync,
+  accessSync,
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, delimiter, join } from "node:path";
@@ -40,7 +53,14 @@ type Tool = keyof typeof TOOLS;
 
 /** The tool's absolute path, or a failure naming the package to install. */
 function tool(name: Tool): string {
-  const dirs = [...(process.env.PATH ?? "").split(delimiter), "/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+  const dirs = [
+    ...(process.env.PATH ?? "").split(delimiter),
+    "/usr/local/sbin",
+    "/usr/sbin",
+    "/sbin",
+    "/usr/bin",
+    "/bin",
+  ];
   for (const d of dirs) {
     if (!d) continue;
     const candidate = join(d, name);
@@ -51,11 +71,17 @@ function tool(name: Tool): string {
       // not here
     }
   }
-  throw new Error(`${name} is not installed: this test needs the Debian package ${TOOLS[name]} (apt-get install -y ${TOOLS[name]})`);
+  throw new Error(
+    `${name} is not installed: this test needs the Debian package ${TOOLS[name]} (apt-get install -y ${TOOLS[name]})`,
+  );
 }
 
 /** Runs a tool, output to a log file (FUSE daemons keep inherited pipes open); throws with the log on failure. */
-function sh(name: Tool, args: string[], options: { allowFail?: boolean } = {}): { status: number | null; output: string } {
+function sh(
+  name: Tool,
+  args: string[],
+  options: { allowFail?: boolean } = {},
+): { status: number | null; output: string } {
   const log = join(work, `${name}.log`);
   const fd = openSync(log, "w");
   let r;
@@ -66,7 +92,8 @@ function sh(name: Tool, args: string[], options: { allowFail?: boolean } = {}): 
   }
   const output = existsSync(log) ? readFileSync(log, "utf8").trim() : "";
   if (r.error) throw new Error(`${name} ${args.join(" ")}: ${r.error.message}`);
-  if (r.status !== 0 && !options.allowFail) throw new Error(`${name} ${args.join(" ")} exited with ${r.status ?? r.signal}: ${output}`);
+  if (r.status !== 0 && !options.allowFail)
+    throw new Error(`${name} ${args.join(" ")} exited with ${r.status ?? r.signal}: ${output}`);
   return { status: r.status, output };
 }
 
@@ -182,7 +209,12 @@ async function tmpfs(name: string, size: string): Promise<Mounted> {
   return { dir, fstype: await waitMounted(dir) };
 }
 
-const EXPECTED_FSTYPE: Record<string, RegExp> = { ext4: /^ext4$/, vfat: /^fuse\.fusefat$|^fuse$/, exfat: /^fuseblk$|^fuse\.exfat/, tmpfs: /^tmpfs$/ };
+const EXPECTED_FSTYPE: Record<string, RegExp> = {
+  ext4: /^ext4$/,
+  vfat: /^fuse\.fusefat$|^fuse$/,
+  exfat: /^fuseblk$|^fuse\.exfat/,
+  tmpfs: /^tmpfs$/,
+};
 
 beforeAll(() => {
   if (process.getuid?.() !== 0) throw new Error("test/store-fs.test.ts mounts filesystems: run it as root (CI does)");
@@ -200,9 +232,14 @@ afterAll(() => {
   }
   cleanups.length = 0;
   // Never remove a directory that still has a filesystem mounted inside: that would delete its contents.
-  const stillMounted = work ? readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => l.split(" ")[4]?.startsWith(work + "/")) : [];
+  const stillMounted = work
+    ? readFileSync("/proc/self/mountinfo", "utf8")
+        .split("\n")
+        .filter((l) => l.split(" ")[4]?.startsWith(work + "/"))
+    : [];
   if (work && stillMounted.length === 0) rmSync(work, { recursive: true, force: true });
-  if (failures.length || stillMounted.length) throw new Error(`cleanup: ${[...failures, ...stillMounted.map((l) => `still mounted: ${l}`)].join("; ")}`);
+  if (failures.length || stillMounted.length)
+    throw new Error(`cleanup: ${[...failures, ...stillMounted.map((l) => `still mounted: ${l}`)].join("; ")}`);
 });
 
 // --- helpers ---------------------------------------------------------------------------------------------------
@@ -294,14 +331,19 @@ describe.each(Object.keys(MOUNTERS))("the store on %s", (fs) => {
     let store = await openStore(dataDir);
     expect(existsSync(join(dataDir, "store.lock"))).toBe(true);
     for (let i = 0; i < data.length; i++) {
-      const { object, created } = await store.ingest(pieces(data[i]!), { declaredLength: i % 2 ? data[i]!.length : undefined, pin: i === 1 });
+      const { object, created } = await store.ingest(pieces(data[i]!), {
+        declaredLength: i % 2 ? data[i]!.length : undefined,
+        pin: i === 1,
+      });
       expect(created).toBe(true);
       expect(object.id).toBe(ids[i]);
       expect(object.length).toBe(data[i]!.length);
     }
     // A second copy of content already stored is recognized, and leaves nothing behind.
     expect((await store.ingest(pieces(data[3]!))).created).toBe(false);
-    expect(store.list().map((o) => [o.id, o.length])).toEqual(ids.map((id, i) => [id, data[i]!.length]).sort((a, b) => (a[0]! < b[0]! ? -1 : 1)));
+    expect(store.list().map((o) => [o.id, o.length])).toEqual(
+      ids.map((id, i) => [id, data[i]!.length]).sort((a, b) => (a[0]! < b[0]! ? -1 : 1)),
+    );
     const status = await store.status();
     expect(status.objects).toBe(OBJECTS.length);
     expect(status.usedBytes).toBeGreaterThanOrEqual(5 * MiB + 100_000);
@@ -315,14 +357,21 @@ describe.each(Object.keys(MOUNTERS))("the store on %s", (fs) => {
     expect(existsSync(join(dataDir, "store.lock"))).toBe(false);
 
     store = await openStore(dataDir);
-    expect(store.list().map((o) => o.id).sort()).toEqual([...ids].sort());
+    expect(
+      store
+        .list()
+        .map((o) => o.id)
+        .sort(),
+    ).toEqual([...ids].sort());
     expect(store.get(ids[1]!)?.pinned).toBe(true);
     expect((await store.status()).usedBytes).toBe(status.usedBytes);
     // A proof read works from the reopened store.
     const big = await store.openForProof(ids[0]!);
     try {
       expect(big.length).toBe(5 * MiB);
-      expect(Buffer.compare(await big.readAt(3 * MiB + 5, 4096), data[0]!.subarray(3 * MiB + 5, 3 * MiB + 5 + 4096))).toBe(0);
+      expect(
+        Buffer.compare(await big.readAt(3 * MiB + 5, 4096), data[0]!.subarray(3 * MiB + 5, 3 * MiB + 5 + 4096)),
+      ).toBe(0);
     } finally {
       await big.close();
     }
@@ -340,7 +389,12 @@ describe.each(Object.keys(MOUNTERS))("the store on %s", (fs) => {
     await stop(store);
 
     store = await openStore(dataDir);
-    expect(store.list().map((o) => o.id).sort()).toEqual([...kept].sort());
+    expect(
+      store
+        .list()
+        .map((o) => o.id)
+        .sort(),
+    ).toEqual([...kept].sort());
     await stop(store);
     expect(withoutEmptyPrefixDirs(tree(dataDir), dataDir)).toEqual(expectedTree(kept));
   });
@@ -445,7 +499,12 @@ describe("a full disk (a tmpfs of 2 MiB each)", () => {
     await stop(store);
 
     store = await openStore(dataDir);
-    expect(store.list().map((o) => o.id).sort()).toEqual([...smallIds, added.object.id].sort());
+    expect(
+      store
+        .list()
+        .map((o) => o.id)
+        .sort(),
+    ).toEqual([...smallIds, added.object.id].sort());
     const report = await new Scrubber(store, { bytesPerSecond: 1e12 }).runOnce();
     expect(report).toMatchObject({ checked: 3, corrupt: [], missing: [] });
     expect(readdirSync(join(dataDir, "tmp"))).toEqual([]);
@@ -476,7 +535,10 @@ describe("a full disk (a tmpfs of 2 MiB each)", () => {
     expect(free).toBeLessThan(2 * length);
     const removed: string[] = [];
     store.on("object-removed", (e) => removed.push(`${e.id}:${e.reason}`));
-    const result = await store.ingest(pieces(bytes(length, 5))).then(() => "stored", (e: unknown) => String(e));
+    const result = await store.ingest(pieces(bytes(length, 5))).then(
+      () => "stored",
+      (e: unknown) => String(e),
+    );
     expect({ result, removed }).toEqual({ result: "stored", removed: [] });
     expect(store.list()).toHaveLength(3);
   });

@@ -29,9 +29,11 @@ async function setUp(options: { withStore?: boolean } = {}) {
   await store.start();
   cleanups.push(() => store.stop());
   const data = new Uint8Array(randomBytes(50_000));
-  const { object } = await store.ingest((async function* () {
-    yield data;
-  })());
+  const { object } = await store.ingest(
+    (async function* () {
+      yield data;
+    })(),
+  );
   const ledger = new ProofLedger();
   let clock = NOW;
   const responder = new ChallengeResponder({
@@ -48,10 +50,21 @@ describe("ChallengeResponder", () => {
   it("answers a challenge with a signed response that verifies against the device key, and records it", async () => {
     const { identity, object, data, ledger, responder } = await setUp();
     const response = await responder.answer({ objectId: object.id, nonce, count: 4 });
-    const verdict = verifyStorageResponse(response, { objectId: object.id, length: data.length, nonce, count: 4, publicKey: identity.publicKey, deviceId: identity.deviceId });
+    const verdict = verifyStorageResponse(response, {
+      objectId: object.id,
+      length: data.length,
+      nonce,
+      count: 4,
+      publicKey: identity.publicKey,
+      deviceId: identity.deviceId,
+    });
     expect(verdict).toEqual({ ok: true, response });
     expect(response.elapsedMs).toBe(5);
-    expect(ledger.snapshot()).toEqual({ passed: 1, failed: 0, recent: [{ ts: NOW + 15, objectId: object.id, ok: true }] });
+    expect(ledger.snapshot()).toEqual({
+      passed: 1,
+      failed: 0,
+      recent: [{ ts: NOW + 15, objectId: object.id, ok: true }],
+    });
   });
 
   it("refuses without a store (store-unavailable, with the store's refusal) and malformed arguments (bad-args); records neither", async () => {

@@ -1,6 +1,15 @@
 // The object store on a real filesystem: ingest, dedupe, rejection leaving nothing behind, delete, pins and
 // eviction, quota, restart, crash repair, scrub.
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -31,7 +40,8 @@ async function open(extra: Partial<StoreConfig> = {}, now = () => Date.now()): P
   return store;
 }
 
-const filesUnder = (sub: string) => (existsSync(join(dir, sub)) ? readdirSync(join(dir, sub), { recursive: true }).map(String) : []);
+const filesUnder = (sub: string) =>
+  existsSync(join(dir, sub)) ? readdirSync(join(dir, sub), { recursive: true }).map(String) : [];
 const objectFiles = () => filesUnder("objects").filter((f) => /[0-9a-f]{64}/.test(f));
 
 beforeEach(() => {
@@ -87,7 +97,9 @@ describe("ingest", () => {
   it("rejects a truncated source (declared length not reached) and leaves nothing behind", async () => {
     const store = await open();
     const data = bytes(30_000, 4);
-    await expect(store.ingest(pieces(data.subarray(0, 20_000)), { declaredLength: 30_000 })).rejects.toMatchObject({ code: "truncated" });
+    await expect(store.ingest(pieces(data.subarray(0, 20_000)), { declaredLength: 30_000 })).rejects.toMatchObject({
+      code: "truncated",
+    });
     await expect(store.ingest(pieces(data), { declaredLength: 20_000 })).rejects.toMatchObject({ code: "truncated" });
     expect(objectFiles()).toEqual([]);
     expect(filesUnder("tmp")).toEqual([]);
@@ -95,7 +107,9 @@ describe("ingest", () => {
 
   it("refuses objects over 64 MiB, declared or streamed", async () => {
     const store = await open();
-    await expect(store.ingest(pieces(new Uint8Array(1)), { declaredLength: MAX_OBJECT_LEN + 1 })).rejects.toMatchObject({ code: "too-large" });
+    await expect(store.ingest(pieces(new Uint8Array(1)), { declaredLength: MAX_OBJECT_LEN + 1 })).rejects.toMatchObject(
+      { code: "too-large" },
+    );
     const block = new Uint8Array(1 << 20);
     async function* big() {
       for (let i = 0; i <= 64; i++) yield block;
@@ -180,7 +194,9 @@ describe("disk-low", () => {
     expect(events).toHaveLength(1);
     expect(events[0]!.reserveBytes).toBe(free * 2);
     // With the reserve out of reach, nothing fits: the store refuses rather than eat into it.
-    await expect(store.ingest(pieces(bytes(1000, 1)), { declaredLength: 1000 })).rejects.toMatchObject({ code: "quota" });
+    await expect(store.ingest(pieces(bytes(1000, 1)), { declaredLength: 1000 })).rejects.toMatchObject({
+      code: "quota",
+    });
   });
 });
 
@@ -194,7 +210,17 @@ describe("restart and crash repair", () => {
     const before = await store.status();
     await store.stop();
     const again = await open();
-    expect(again.list().map((o) => o.id).sort()).toEqual(store.list().map((o) => o.id).sort());
+    expect(
+      again
+        .list()
+        .map((o) => o.id)
+        .sort(),
+    ).toEqual(
+      store
+        .list()
+        .map((o) => o.id)
+        .sort(),
+    );
     expect(again.get(a.object.id)?.pinned).toBe(true);
     expect((await again.status()).usedBytes).toBe(before.usedBytes);
   });
@@ -242,7 +268,9 @@ describe("restart and crash repair", () => {
     await again.start();
     stores.push(again);
     expect(again.list().map((o) => o.id)).toEqual([done.id]);
-    expect(objectFiles().sort()).toEqual([`${done.id.slice(0, 2)}/${done.id}`, `${done.id.slice(0, 2)}/${done.id}.obao`].sort());
+    expect(objectFiles().sort()).toEqual(
+      [`${done.id.slice(0, 2)}/${done.id}`, `${done.id.slice(0, 2)}/${done.id}.obao`].sort(),
+    );
     expect(filesUnder("tmp")).toEqual([]);
     expect(messages.some((m) => m.includes("kept object"))).toBe(true);
     expect(messages.some((m) => m.includes("rolled back"))).toBe(true);

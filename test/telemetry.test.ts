@@ -6,7 +6,13 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { HostPaths } from "../board/host-paths";
-import { TELEMETRY_FIELDS, TelemetryCollector, cpuPercent, parseProcStat, type StatfsFn } from "../agent/telemetry/collector";
+import {
+  TELEMETRY_FIELDS,
+  TelemetryCollector,
+  cpuPercent,
+  parseProcStat,
+  type StatfsFn,
+} from "../agent/telemetry/collector";
 
 const dirs: string[] = [];
 afterAll(async () => {
@@ -158,9 +164,16 @@ function oneCloud(extra: Record<string, string> = {}): Record<string, string> {
 const fakeStatfs: StatfsFn = async () => ({ bsize: 4096, blocks: 244190208, bfree: 97700000, bavail: 85490490 });
 
 const counters = {
-  telemetryCounters: () => ({ store_objects: 14233, store_used_bytes: 598_334_201_856, proofs_passed: 8812, proofs_failed: 3 }),
+  telemetryCounters: () => ({
+    store_objects: 14233,
+    store_used_bytes: 598_334_201_856,
+    proofs_passed: 8812,
+    proofs_failed: 3,
+  }),
 };
-const linkCounters = { telemetryCounters: async () => ({ outbox_depth: 2, outbox_bytes: 1312, reconnects: 5, throttled: 0 }) };
+const linkCounters = {
+  telemetryCounters: async () => ({ outbox_depth: 2, outbox_bytes: 1312, reconnects: 5, throttled: 0 }),
+};
 
 describe("TelemetryCollector", () => {
   it("builds the whole message of a OneThing Cloud, fields in the README's order, cpu_pct from two samples", async () => {
@@ -230,7 +243,11 @@ describe("TelemetryCollector", () => {
     await writeFile(join(root, "sys/class/thermal/thermal_zone0/temp"), "-273000\n"); // a sensor that is off
     expect("temp_c" in (await collector.collect())).toBe(false);
 
-    const bare = await tree({ ...oneCloud(), "sys/class/thermal/thermal_zone0/temp": "", "sys/class/thermal/thermal_zone1/temp": "" });
+    const bare = await tree({
+      ...oneCloud(),
+      "sys/class/thermal/thermal_zone0/temp": "",
+      "sys/class/thermal/thermal_zone1/temp": "",
+    });
     await rm(join(bare, "sys/class/thermal"), { recursive: true });
     const t = await new TelemetryCollector({ paths: new HostPaths(bare) }).collect();
     expect("temp_c" in t).toBe(false);
@@ -238,7 +255,9 @@ describe("TelemetryCollector", () => {
   });
 
   it("reads whole degrees from vendor drivers that skip the millidegrees", async () => {
-    const root = await tree(oneCloud({ "sys/class/thermal/thermal_zone0/temp": "52\n", "sys/class/thermal/thermal_zone1/temp": "47\n" }));
+    const root = await tree(
+      oneCloud({ "sys/class/thermal/thermal_zone0/temp": "52\n", "sys/class/thermal/thermal_zone1/temp": "47\n" }),
+    );
     expect((await new TelemetryCollector({ paths: new HostPaths(root) }).collect()).temp_c).toBe(52);
   });
 
@@ -252,9 +271,14 @@ describe("TelemetryCollector", () => {
   it("counts every non-loopback interface when all are virtual (the agent in a container)", async () => {
     const root = await tree(
       oneCloud({
-        "proc/net/dev": NET_DEV.split("\n").filter((l) => !/^\s*(eth0|wlan0|docker0):/.test(l)).join("\n"),
+        "proc/net/dev": NET_DEV.split("\n")
+          .filter((l) => !/^\s*(eth0|wlan0|docker0):/.test(l))
+          .join("\n"),
       }),
-      { "sys/class/net/lo": NET_LINKS["sys/class/net/lo"], "sys/class/net/veth3f2a1c9": NET_LINKS["sys/class/net/veth3f2a1c9"] },
+      {
+        "sys/class/net/lo": NET_LINKS["sys/class/net/lo"],
+        "sys/class/net/veth3f2a1c9": NET_LINKS["sys/class/net/veth3f2a1c9"],
+      },
     );
     const t = await new TelemetryCollector({ paths: new HostPaths(root) }).collect();
     expect(t.net_rx_bytes).toBe(52231120);

@@ -78,7 +78,8 @@ describe("base64", () => {
 describe("guards", () => {
   it("isUint: safe integers from 0", () => {
     for (const v of [0, 1, 2 ** 53 - 1]) expect(isUint(v), String(v)).toBe(true);
-    for (const v of [-1, 1.5, 2 ** 53, Number.NaN, Infinity, "1", null, undefined, 1n]) expect(isUint(v), String(v)).toBe(false);
+    for (const v of [-1, 1.5, 2 ** 53, Number.NaN, Infinity, "1", null, undefined, 1n])
+      expect(isUint(v), String(v)).toBe(false);
   });
 
   it("isPlainObject: objects, not arrays or null", () => {

@@ -18,8 +18,14 @@ const schedule = [];
 for (let r = 0, s = [...Array(16).keys()]; r < ROUNDS; r++, s = PERMUTATION.map((p) => s[p])) schedule.push(s);
 // G is applied to these state-word quadruples: four columns, then four diagonals.
 const G_WORDS = [
-  [0, 4, 8, 12], [1, 5, 9, 13], [2, 6, 10, 14], [3, 7, 11, 15],
-  [0, 5, 10, 15], [1, 6, 11, 12], [2, 7, 8, 13], [3, 4, 9, 14],
+  [0, 4, 8, 12],
+  [1, 5, 9, 13],
+  [2, 6, 10, 14],
+  [3, 7, 11, 15],
+  [0, 5, 10, 15],
+  [1, 6, 11, 12],
+  [2, 7, 8, 13],
+  [3, 4, 9, 14],
 ];
 
 /** The 7 rounds over locals v0..v15 and message locals m0..m15, with the given operation spellings. */
@@ -28,7 +34,8 @@ function rounds(op) {
   schedule.forEach((s, r) => {
     lines.push(`    // round ${r}`);
     G_WORDS.forEach(([a, b, c, d], i) => {
-      const mx = `m${s[2 * i]}`, my = `m${s[2 * i + 1]}`;
+      const mx = `m${s[2 * i]}`,
+        my = `m${s[2 * i + 1]}`;
       // (a + m) + b: the message add does not wait for b, which shortens the dependency chain (PERF-NOTES).
       lines.push(
         `    v${a} = ${op.add(op.add(`v${a}`, mx), `v${b}`)}; v${d} = ${op.rot16(op.xor(`v${d}`, `v${a}`))};`,
@@ -72,16 +79,26 @@ import { IV0, IV1, IV2, IV3 } from "../assembly/blake3-constants";
  * (words 8..15, for extendable output). outPtr may equal cvPtr.
  */
 export function compress(cvPtr: usize, blockPtr: usize, counter: u64, blockLen: u32, flags: u32, outPtr: usize, wide: bool): void {
-${range(16).map((i) => `  const m${i} = load<u32>(blockPtr, ${4 * i});`).join("\n")}
-${range(8).map((i) => `  const h${i} = load<u32>(cvPtr, ${4 * i});`).join("\n")}
-${range(8).map((i) => `  let v${i} = h${i};`).join("\n")}
+${range(16)
+  .map((i) => `  const m${i} = load<u32>(blockPtr, ${4 * i});`)
+  .join("\n")}
+${range(8)
+  .map((i) => `  const h${i} = load<u32>(cvPtr, ${4 * i});`)
+  .join("\n")}
+${range(8)
+  .map((i) => `  let v${i} = h${i};`)
+  .join("\n")}
   let v8 = IV0, v9 = IV1, v10 = IV2, v11 = IV3;
   let v12 = <u32>counter, v13 = <u32>(counter >>> 32), v14 = blockLen, v15 = flags;
 ${rounds(scalarOps)}
   if (wide) {
-${range(8).map((i) => `    store<u32>(outPtr, v${i + 8} ^ h${i}, ${32 + 4 * i});`).join("\n")}
+${range(8)
+  .map((i) => `    store<u32>(outPtr, v${i + 8} ^ h${i}, ${32 + 4 * i});`)
+  .join("\n")}
   }
-${range(8).map((i) => `  store<u32>(outPtr, v${i} ^ v${i + 8}, ${4 * i});`).join("\n")}
+${range(8)
+  .map((i) => `  store<u32>(outPtr, v${i} ^ v${i + 8}, ${4 * i});`)
+  .join("\n")}
 }
 
 /**
@@ -99,7 +116,9 @@ export function compress4(
 ): void {
   const ROT16 = i8x16(2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
   const ROT8 = i8x16(1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12);
-${range(8).map((i) => `  let h${i} = v128.splat<u32>(load<u32>(keyPtr, ${4 * i}));`).join("\n")}
+${range(8)
+  .map((i) => `  let h${i} = v128.splat<u32>(load<u32>(keyPtr, ${4 * i}));`)
+  .join("\n")}
   const c1 = counter + counterStep, c2 = c1 + counterStep, c3 = c2 + counterStep;
   const counterLo = i32x4.replace_lane(i32x4.replace_lane(i32x4.replace_lane(i32x4.splat(<i32>counter), 1, <i32>c1), 2, <i32>c2), 3, <i32>c3);
   const counterHi = i32x4.replace_lane(i32x4.replace_lane(i32x4.replace_lane(i32x4.splat(<i32>(counter >>> 32)), 1, <i32>(c1 >>> 32)), 2, <i32>(c2 >>> 32)), 3, <i32>(c3 >>> 32));
@@ -107,29 +126,43 @@ ${range(8).map((i) => `  let h${i} = v128.splat<u32>(load<u32>(keyPtr, ${4 * i})
   for (let b = 0; b < nBlocks; b++) {
     const p0 = inPtr + (<usize>b << 6), p1 = p0 + stride, p2 = p1 + stride, p3 = p2 + stride;
     // Transpose: lane i of m<j> is word j of lane i's block.
-${range(4).map((q) => `    const a${q} = v128.load(p0, ${16 * q}), b${q} = v128.load(p1, ${16 * q}), c${q} = v128.load(p2, ${16 * q}), d${q} = v128.load(p3, ${16 * q});
+${range(4)
+  .map(
+    (
+      q,
+    ) => `    const a${q} = v128.load(p0, ${16 * q}), b${q} = v128.load(p1, ${16 * q}), c${q} = v128.load(p2, ${16 * q}), d${q} = v128.load(p3, ${16 * q});
     const ab${q}lo = i32x4.shuffle(a${q}, b${q}, 0, 4, 1, 5), ab${q}hi = i32x4.shuffle(a${q}, b${q}, 2, 6, 3, 7);
     const cd${q}lo = i32x4.shuffle(c${q}, d${q}, 0, 4, 1, 5), cd${q}hi = i32x4.shuffle(c${q}, d${q}, 2, 6, 3, 7);
     v128.store(MSG, i64x2.shuffle(ab${q}lo, cd${q}lo, 0, 2), ${64 * q}); v128.store(MSG, i64x2.shuffle(ab${q}lo, cd${q}lo, 1, 3), ${64 * q + 16});
-    v128.store(MSG, i64x2.shuffle(ab${q}hi, cd${q}hi, 0, 2), ${64 * q + 32}); v128.store(MSG, i64x2.shuffle(ab${q}hi, cd${q}hi, 1, 3), ${64 * q + 48});`).join("\n")}
+    v128.store(MSG, i64x2.shuffle(ab${q}hi, cd${q}hi, 0, 2), ${64 * q + 32}); v128.store(MSG, i64x2.shuffle(ab${q}hi, cd${q}hi, 1, 3), ${64 * q + 48});`,
+  )
+  .join("\n")}
     let f = flags;
     if (b == 0) f |= flagsStart;
     if (b == nBlocks - 1) f |= flagsEnd;
-${range(8).map((i) => `    let v${i} = h${i};`).join("\n")}
+${range(8)
+  .map((i) => `    let v${i} = h${i};`)
+  .join("\n")}
     let v8 = i32x4.splat(IV0), v9 = i32x4.splat(IV1), v10 = i32x4.splat(IV2), v11 = i32x4.splat(IV3);
     let v12 = counterLo, v13 = counterHi, v14 = i32x4.splat(64), v15 = i32x4.splat(f);
 ${rounds(simdOps).replace(/\bm(\d+)\b/g, (_, j) => `v128.load(MSG, ${16 * j})`)}
-${range(8).map((i) => `    h${i} = v128.xor(v${i}, v${i + 8});`).join("\n")}
+${range(8)
+  .map((i) => `    h${i} = v128.xor(v${i}, v${i + 8});`)
+  .join("\n")}
   }
   // Transpose back: lane i's chaining value is word j of h<j>, j = 0..7.
-${[0, 4].map((base) => `  {
+${[0, 4]
+  .map(
+    (base) => `  {
     const lo01 = i32x4.shuffle(h${base}, h${base + 1}, 0, 4, 1, 5), hi01 = i32x4.shuffle(h${base}, h${base + 1}, 2, 6, 3, 7);
     const lo23 = i32x4.shuffle(h${base + 2}, h${base + 3}, 0, 4, 1, 5), hi23 = i32x4.shuffle(h${base + 2}, h${base + 3}, 2, 6, 3, 7);
     v128.store(outPtr, i64x2.shuffle(lo01, lo23, 0, 2), ${base * 4});
     v128.store(outPtr, i64x2.shuffle(lo01, lo23, 1, 3), ${32 + base * 4});
     v128.store(outPtr, i64x2.shuffle(hi01, hi23, 0, 2), ${64 + base * 4});
     v128.store(outPtr, i64x2.shuffle(hi01, hi23, 1, 3), ${96 + base * 4});
-  }`).join("\n")}
+  }`,
+  )
+  .join("\n")}
 }
 `;
 mkdirSync(dirname(outFile), { recursive: true });

@@ -54,7 +54,9 @@ export const consoleCommand: Command = {
     runConsole(args, io, async (options) => (await import("../console/commands.js")).createConsoleCommands(options)),
 };
 
-const BAUD_RATES = new Set([1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 921600, 1000000, 1500000]);
+const BAUD_RATES = new Set([
+  1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 921600, 1000000, 1500000,
+]);
 /** After a hangup, wait this long before opening the line again (a line that keeps hanging up must not spin). */
 const REOPEN_DELAY_MS = 1000;
 const HINT = 'Type "help" for the commands; "exit" or Ctrl-D leaves.\n';
@@ -63,7 +65,11 @@ export async function runConsole(args: string[], io: CliIo, openCommands: OpenCo
   const { values } = parseCommandArgs(
     "console",
     args,
-    { tty: { type: "string", short: "t" }, baud: { type: "string", short: "b" }, config: { type: "string", short: "c" } },
+    {
+      tty: { type: "string", short: "t" },
+      baud: { type: "string", short: "b" },
+      config: { type: "string", short: "c" },
+    },
     false,
   );
   if (values.baud !== undefined && values.tty === undefined) throw usageError("console: --baud needs --tty");
@@ -83,7 +89,13 @@ export async function runConsole(args: string[], io: CliIo, openCommands: OpenCo
   for (const s of signals) process.on(s, onSignal);
   try {
     if (values.tty === undefined && (io.stdin as { isTTY?: boolean }).isTTY !== true) {
-      return await runBatch({ input: io.stdin, output: io.stdout, errors: io.stderr, commands: session.commands, signal: stop.signal });
+      return await runBatch({
+        input: io.stdin,
+        output: io.stdout,
+        errors: io.stderr,
+        commands: session.commands,
+        signal: stop.signal,
+      });
     }
     if (values.tty === undefined) {
       await serveTerminal(io, session.commands, banner, stop.signal);
@@ -97,7 +109,12 @@ export async function runConsole(args: string[], io: CliIo, openCommands: OpenCo
 }
 
 /** This terminal: raw mode while the shell runs (restored on every way out), exit on Ctrl-D, exit or EOF. */
-async function serveTerminal(io: CliIo, commands: ConsoleCommand[], banner: string, signal: AbortSignal): Promise<ShellEnd> {
+async function serveTerminal(
+  io: CliIo,
+  commands: ConsoleCommand[],
+  banner: string,
+  signal: AbortSignal,
+): Promise<ShellEnd> {
   const stdin = io.stdin as Readable & { isTTY?: boolean; setRawMode?(raw: boolean): unknown };
   const raw = stdin.isTTY === true && typeof stdin.setRawMode === "function";
   if (raw) stdin.setRawMode!(true);

@@ -34,10 +34,17 @@ Options:
   -h, --help         show this help
 `;
 
-export const fleetCommand: Command = { summary: "watch devices and send them signed commands", usage: USAGE, run: runFleet };
+export const fleetCommand: Command = {
+  summary: "watch devices and send them signed commands",
+  usage: USAGE,
+  run: runFleet,
+};
 
 const CONNECTION = {
-  broker: { type: "string" }, username: { type: "string" }, password: { type: "string" }, "mqtt-version": { type: "string" },
+  broker: { type: "string" },
+  username: { type: "string" },
+  password: { type: "string" },
+  "mqtt-version": { type: "string" },
 } as const;
 
 function defaultKeyDir(): string {
@@ -46,7 +53,8 @@ function defaultKeyDir(): string {
 
 function seconds(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
-  if (!/^\d+(\.\d+)?$/.test(value) || Number(value) <= 0) throw usageError(`fleet: --${name} must be a positive number of seconds, got '${value}'`);
+  if (!/^\d+(\.\d+)?$/.test(value) || Number(value) <= 0)
+    throw usageError(`fleet: --${name} must be a positive number of seconds, got '${value}'`);
   return Number(value);
 }
 
@@ -56,12 +64,20 @@ function mqttVersion(values: { "mqtt-version"?: string }, io: CliIo): 5 | 4 {
   return v === "5" ? 5 : 4;
 }
 
-async function connect(values: { broker?: string; username?: string; password?: string; "mqtt-version"?: string }, io: CliIo): Promise<FleetConnection> {
+async function connect(
+  values: { broker?: string; username?: string; password?: string; "mqtt-version"?: string },
+  io: CliIo,
+): Promise<FleetConnection> {
   const url = values.broker ?? io.env.SHARENODE_BROKER;
   if (!url) throw usageError("fleet: no broker: pass --broker URL or set SHARENODE_BROKER");
   const protocolVersion = mqttVersion(values, io);
   try {
-    return await FleetConnection.connect({ url, username: values.username, password: values.password, protocolVersion });
+    return await FleetConnection.connect({
+      url,
+      username: values.username,
+      password: values.password,
+      protocolVersion,
+    });
   } catch (err) {
     throw new CliError(`fleet: ${errorMessage(err)}`);
   }
@@ -72,9 +88,11 @@ async function runFleet(args: string[], io: CliIo): Promise<number> {
   switch (action) {
     case "keygen": {
       const { values } = parseCommandArgs("fleet keygen", rest, { "key-dir": { type: "string" } }, false);
-      const key = await loadOrCreateFleetKey(join(values["key-dir"] ?? defaultKeyDir(), "device-key.pem")).catch((err: Error) => {
-        throw new CliError(`fleet keygen: ${err.message}`);
-      });
+      const key = await loadOrCreateFleetKey(join(values["key-dir"] ?? defaultKeyDir(), "device-key.pem")).catch(
+        (err: Error) => {
+          throw new CliError(`fleet keygen: ${err.message}`);
+        },
+      );
       io.stdout.write(`${key.publicKeyHex}\n`);
       return 0;
     }
@@ -105,7 +123,11 @@ function renderTable(rows: DeviceRow[], now: number): string {
     String(r.gaps.events),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
-  const row = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
+  const row = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join("  ")
+      .trimEnd();
   return [row(header), ...lines.map(row)].join("\n") + "\n" + (rows.length === 0 ? "(no devices seen yet)\n" : "");
 }
 
@@ -134,12 +156,25 @@ async function watch(args: string[], io: CliIo): Promise<number> {
 }
 
 async function send(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandArgs("fleet send", args, {
-    ...CONNECTION, args: { type: "string" }, "device-key": { type: "string" }, "key-dir": { type: "string" }, timeout: { type: "string" },
-  }, true);
-  if (positionals.length !== 2) throw usageError(`fleet send: expected DEVICE and COMMAND, got ${positionals.length} argument${positionals.length === 1 ? "" : "s"}`);
+  const { values, positionals } = parseCommandArgs(
+    "fleet send",
+    args,
+    {
+      ...CONNECTION,
+      args: { type: "string" },
+      "device-key": { type: "string" },
+      "key-dir": { type: "string" },
+      timeout: { type: "string" },
+    },
+    true,
+  );
+  if (positionals.length !== 2)
+    throw usageError(
+      `fleet send: expected DEVICE and COMMAND, got ${positionals.length} argument${positionals.length === 1 ? "" : "s"}`,
+    );
   const [deviceId, cmd] = positionals as [string, string];
-  if (!isDeviceId(deviceId)) throw usageError(`fleet send: DEVICE must be a device id (32 lowercase hex digits), got '${deviceId}'`);
+  if (!isDeviceId(deviceId))
+    throw usageError(`fleet send: DEVICE must be a device id (32 lowercase hex digits), got '${deviceId}'`);
   let cmdArgs: Record<string, unknown> = {};
   if (values.args !== undefined) {
     try {
@@ -147,7 +182,8 @@ async function send(args: string[], io: CliIo): Promise<number> {
     } catch {
       throw usageError("fleet send: --args is not JSON");
     }
-    if (typeof cmdArgs !== "object" || cmdArgs === null || Array.isArray(cmdArgs)) throw usageError("fleet send: --args must be a JSON object");
+    if (typeof cmdArgs !== "object" || cmdArgs === null || Array.isArray(cmdArgs))
+      throw usageError("fleet send: --args must be a JSON object");
   }
   const timeout = seconds("timeout", values.timeout, 15);
   let deviceKey: Uint8Array | undefined;
@@ -157,11 +193,14 @@ async function send(args: string[], io: CliIo): Promise<number> {
     } catch (err) {
       throw usageError(`fleet send: --device-key: ${errorMessage(err)}`);
     }
-    if (deviceIdOf(deviceKey) !== deviceId) throw usageError(`fleet send: --device-key is not the key of device ${deviceId}`);
+    if (deviceIdOf(deviceKey) !== deviceId)
+      throw usageError(`fleet send: --device-key is not the key of device ${deviceId}`);
   }
-  const key = await loadOrCreateFleetKey(join(values["key-dir"] ?? defaultKeyDir(), "device-key.pem")).catch((err: Error) => {
-    throw new CliError(`fleet send: ${err.message}`);
-  });
+  const key = await loadOrCreateFleetKey(join(values["key-dir"] ?? defaultKeyDir(), "device-key.pem")).catch(
+    (err: Error) => {
+      throw new CliError(`fleet send: ${err.message}`);
+    },
+  );
   const topics = topicsFor(deviceId);
   const conn = await connect(values, io);
   try {
@@ -195,12 +234,18 @@ async function send(args: string[], io: CliIo): Promise<number> {
       // The retained state record carries the device's public key; its id is the key's hash, so the record
       // cannot name a key that is not the device's.
       await waitFor(() => states.length > 0);
-      const pub = states.length > 0 ? (JSON.parse(states[states.length - 1]!.toString()) as { pub?: unknown }).pub : undefined;
-      if (typeof pub !== "string") throw usageError(`fleet send: no public key for ${deviceId} in its retained state; pass --device-key`);
+      const pub =
+        states.length > 0 ? (JSON.parse(states[states.length - 1]!.toString()) as { pub?: unknown }).pub : undefined;
+      if (typeof pub !== "string")
+        throw usageError(`fleet send: no public key for ${deviceId} in its retained state; pass --device-key`);
       deviceKey = publicKeyFromHex(pub);
-      if (deviceIdOf(deviceKey) !== deviceId) throw new CliError(`fleet send: the state record of ${deviceId} names a key that is not its own`);
+      if (deviceIdOf(deviceKey) !== deviceId)
+        throw new CliError(`fleet send: the state record of ${deviceId} names a key that is not its own`);
     }
-    const payload = signCommand({ cmd, deviceId, args: cmdArgs, nonce, exp: Date.now() + Math.max(60_000, timeout * 1000) }, key);
+    const payload = signCommand(
+      { cmd, deviceId, args: cmdArgs, nonce, exp: Date.now() + Math.max(60_000, timeout * 1000) },
+      key,
+    );
     await conn.publish(topics.cmd(cmd), payload, v5 ? { responseTopic, correlationData } : {});
     const devicePublicKey = deviceKey;
     // Only a reply that verifies and carries our nonce answers us (a refused, unauthenticated command gets a
@@ -213,9 +258,12 @@ async function send(args: string[], io: CliIo): Promise<number> {
       }
       return reply !== undefined;
     };
-    if (!(await waitFor(answered)) || !reply) throw new CliError(`fleet send: no verified reply from ${deviceId} within ${timeout} s`);
+    if (!(await waitFor(answered)) || !reply)
+      throw new CliError(`fleet send: no verified reply from ${deviceId} within ${timeout} s`);
     if (!reply.ok) {
-      io.stderr.write(`sharenode: fleet send: ${cmd} refused by the device: ${reply.error.code}: ${reply.error.message}\n`);
+      io.stderr.write(
+        `sharenode: fleet send: ${cmd} refused by the device: ${reply.error.code}: ${reply.error.message}\n`,
+      );
       return 1;
     }
     io.stdout.write(JSON.stringify(reply.result, null, 2) + "\n");

@@ -194,7 +194,10 @@ async function hashStream(stream: Readable, digester: Digester, progress: Progre
 
 // Reading would fail with EISDIR too, but only after the hasher and the progress line were set up.
 function isADirectory(): Error {
-  return Object.assign(new Error("EISDIR: illegal operation on a directory, read"), { code: "EISDIR", syscall: "read" });
+  return Object.assign(new Error("EISDIR: illegal operation on a directory, read"), {
+    code: "EISDIR",
+    syscall: "read",
+  });
 }
 
 // --- output format --------------------------------------------------------------------------------------

@@ -46,7 +46,12 @@ type Options = NonNullable<ParseArgsConfig["options"]>;
  * node:util parseArgs in strict mode, its errors turned into one-line usage errors naming the bad option,
  * prefixed with the command's name. `--help` never gets here: runCli answers it before any command runs.
  */
-export function parseCommandArgs<O extends Options>(command: string, args: string[], options: O, allowPositionals: boolean) {
+export function parseCommandArgs<O extends Options>(
+  command: string,
+  args: string[],
+  options: O,
+  allowPositionals: boolean,
+) {
   try {
     return parseArgs({ args: joinNegativeValues(args, options), options, strict: true, allowPositionals });
   } catch (err) {

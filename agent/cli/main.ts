@@ -10,7 +10,15 @@ import { proofCommand } from "./proof.js";
 import { runCommand } from "./run.js";
 import { storeCommand, verifyResponseCommand } from "./store.js";
 import {
-  CliError, flushOutput, isClosedOutput, outputFailure, systemErrorText, usageError, watchOutput, type CliIo, type Command,
+  CliError,
+  flushOutput,
+  isClosedOutput,
+  outputFailure,
+  systemErrorText,
+  usageError,
+  watchOutput,
+  type CliIo,
+  type Command,
 } from "./io.js";
 import { errorLine } from "../util/errors.js";
 
@@ -90,7 +98,9 @@ function report(err: unknown, io: CliIo, debug: boolean): number {
     if (debug && err.stack) io.stderr.write(err.stack + "\n");
     return err.exitCode;
   }
-  io.stderr.write(`sharenode: internal error: ${errorLine(err, Infinity)}${debug ? "" : " (set SHARENODE_DEBUG=1 for details)"}\n`);
+  io.stderr.write(
+    `sharenode: internal error: ${errorLine(err, Infinity)}${debug ? "" : " (set SHARENODE_DEBUG=1 for details)"}\n`,
+  );
   if (debug) io.stderr.write((err instanceof Error && err.stack ? err.stack : String(err)) + "\n");
   return 1;
 }
@@ -129,4 +139,3 @@ function print(io: CliIo, text: string): number {
   io.stdout.write(text);
   return 0;
 }
-

@@ -8,7 +8,15 @@ import { ProofError, ProofVerifier } from "../kernels/proof.js";
 import { chunkCount, proofTarget } from "../kernels/tree.js";
 import { fromHex, toHex } from "../util/hex.js";
 import {
-  CliError, endOutput, flushOutput, outputFailure, parseCommandArgs, systemErrorText, usageError, writeOutput, type CliIo,
+  CliError,
+  endOutput,
+  flushOutput,
+  outputFailure,
+  parseCommandArgs,
+  systemErrorText,
+  usageError,
+  writeOutput,
+  type CliIo,
   type Command,
 } from "./io.js";
 import { errorMessage } from "../util/errors.js";
@@ -45,11 +53,16 @@ export const proofCommand: Command = {
 async function runProof(args: string[], io: CliIo): Promise<number> {
   const [action, ...rest] = args;
   switch (action) {
-    case "make": return proofMake(rest, io);
-    case "check": return proofCheck(rest, io);
-    case "outboard": return proofOutboard(rest, io);
-    case undefined: throw usageError("proof: missing action: make, check or outboard (see 'sharenode proof --help')");
-    default: throw usageError(`proof: unknown action '${action}' (expected make, check or outboard)`);
+    case "make":
+      return proofMake(rest, io);
+    case "check":
+      return proofCheck(rest, io);
+    case "outboard":
+      return proofOutboard(rest, io);
+    case undefined:
+      throw usageError("proof: missing action: make, check or outboard (see 'sharenode proof --help')");
+    default:
+      throw usageError(`proof: unknown action '${action}' (expected make, check or outboard)`);
   }
 }
 
@@ -101,7 +114,7 @@ function readExactly(fd: number, offset: number, length: number): Uint8Array {
 function buildOutboard(fd: number): { id: Uint8Array; length: number; outboard: Uint8Array } {
   const builder = new OutboardBuilder();
   const buf = new Uint8Array(256 * CHUNK_LEN);
-  for (let offset = 0; ; ) {
+  for (let offset = 0; ;) {
     const n = readSync(fd, buf, 0, buf.length, offset);
     if (n === 0) break;
     builder.update(buf.subarray(0, n));
@@ -111,14 +124,22 @@ function buildOutboard(fd: number): { id: Uint8Array; length: number; outboard: 
 }
 
 function refuseTerminal(command: string, out: Writable): void {
-  if ((out as { isTTY?: boolean }).isTTY) throw usageError(`${command}: refusing to write binary data to a terminal; redirect stdout to a file`);
+  if ((out as { isTTY?: boolean }).isTTY)
+    throw usageError(`${command}: refusing to write binary data to a terminal; redirect stdout to a file`);
 }
 
 async function proofMake(args: string[], io: CliIo): Promise<number> {
   const cmd = "proof make";
-  const { values, positionals } = parseCommandArgs(cmd, args, {
-    chunk: { type: "string" }, count: { type: "string" }, outboard: { type: "string" },
-  }, true);
+  const { values, positionals } = parseCommandArgs(
+    cmd,
+    args,
+    {
+      chunk: { type: "string" },
+      count: { type: "string" },
+      outboard: { type: "string" },
+    },
+    true,
+  );
   if (positionals.length !== 1) throw usageError(`${cmd}: expected exactly one FILE, got ${positionals.length}`);
   const name = positionals[0]!;
   const start = integerOption(cmd, "chunk", values.chunk);
@@ -132,7 +153,9 @@ async function proofMake(args: string[], io: CliIo): Promise<number> {
     if (values.outboard !== undefined) {
       outboard = loadOutboard(cmd, values.outboard);
       if (outboard.length !== size) {
-        throw new CliError(`${cmd}: ${values.outboard} is the outboard of an object of ${outboard.length} bytes, but ${name} has ${size}`);
+        throw new CliError(
+          `${cmd}: ${values.outboard} is the outboard of an object of ${outboard.length} bytes, but ${name} has ${size}`,
+        );
       }
     } else {
       outboard = parseOutboard(buildOutboard(fd).outboard);
@@ -140,7 +163,9 @@ async function proofMake(args: string[], io: CliIo): Promise<number> {
     const proof = makeProof(outboard, (offset, length) => readExactly(fd, offset, length), start, count);
     await writeOutput(io.stdout, proof);
     if ((io.stderr as { isTTY?: boolean }).isTTY) {
-      io.stderr.write(`check with: sharenode proof check --id ${toHex(outboard.id)} --len ${size} --chunk ${start}${count > 1 ? ` --count ${count}` : ""}\n`);
+      io.stderr.write(
+        `check with: sharenode proof check --id ${toHex(outboard.id)} --len ${size} --chunk ${start}${count > 1 ? ` --count ${count}` : ""}\n`,
+      );
     }
     return 0;
   } catch (err) {
@@ -191,11 +216,20 @@ async function proofOutboard(args: string[], io: CliIo): Promise<number> {
 
 async function proofCheck(args: string[], io: CliIo): Promise<number> {
   const cmd = "proof check";
-  const { values, positionals } = parseCommandArgs(cmd, args, {
-    id: { type: "string" }, len: { type: "string" }, chunk: { type: "string" }, count: { type: "string" },
-    output: { type: "string" },
-  }, true);
-  if (positionals.length > 0) throw usageError(`${cmd}: unexpected argument '${positionals[0]}' (the proof is read from stdin)`);
+  const { values, positionals } = parseCommandArgs(
+    cmd,
+    args,
+    {
+      id: { type: "string" },
+      len: { type: "string" },
+      chunk: { type: "string" },
+      count: { type: "string" },
+      output: { type: "string" },
+    },
+    true,
+  );
+  if (positionals.length > 0)
+    throw usageError(`${cmd}: unexpected argument '${positionals[0]}' (the proof is read from stdin)`);
   if (values.id === undefined) throw usageError(`${cmd}: missing --id`);
   let id: Uint8Array;
   try {
@@ -208,7 +242,8 @@ async function proofCheck(args: string[], io: CliIo): Promise<number> {
   const count = integerOption(cmd, "count", values.count, 1);
   if (count === 0) throw usageError(`${cmd}: --count must be at least 1`);
   checkRange(cmd, length, start, count);
-  if ((io.stdin as { isTTY?: boolean }).isTTY) throw usageError(`${cmd}: the proof is read from stdin; redirect it from a file or a pipe`);
+  if ((io.stdin as { isTTY?: boolean }).isTTY)
+    throw usageError(`${cmd}: the proof is read from stdin; redirect it from a file or a pipe`);
   const output = await openOutput(cmd, values.output, io.stdout);
   // A file named by --output is ours to end and to blame by name; stdout's failures are runCli's to report.
   const file = output !== undefined && output !== io.stdout ? output : undefined;

@@ -46,7 +46,10 @@ async function runAgent(args: string[], io: CliIo): Promise<number> {
         process.exit(1);
       }
       logs.logger("agent").info(`${signal}: stopping`);
-      void agent.stop().then(() => resolve(0), () => resolve(1));
+      void agent.stop().then(
+        () => resolve(0),
+        () => resolve(1),
+      );
     };
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);

@@ -53,8 +53,16 @@ const COMMON_OPTIONS = {
   "allow-system-disk": { type: "boolean" },
 } as const;
 
-export const storeCommand: Command = { summary: "keep content objects on the data disk and prove it", usage: STORE_USAGE, run: runStore };
-export const verifyResponseCommand: Command = { summary: "verify a signed storage-proof response", usage: VERIFY_USAGE, run: runVerifyResponse };
+export const storeCommand: Command = {
+  summary: "keep content objects on the data disk and prove it",
+  usage: STORE_USAGE,
+  run: runStore,
+};
+export const verifyResponseCommand: Command = {
+  summary: "verify a signed storage-proof response",
+  usage: VERIFY_USAGE,
+  run: runVerifyResponse,
+};
 
 interface Opened {
   store: ObjectStore;
@@ -67,7 +75,8 @@ function defaultStateDir(env: CliIo["env"]): string {
 }
 
 function bytesOption(name: string, value: string): number {
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) throw usageError(`store: --${name} must be a number of bytes, got '${value}'`);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value)))
+    throw usageError(`store: --${name} must be a number of bytes, got '${value}'`);
   return Number(value);
 }
 
@@ -87,14 +96,24 @@ async function openStore(values: Record<string, string | boolean | undefined>, i
   const identity = await loadOrCreateDeviceIdentity(stateDir).catch((err: Error) => {
     throw new CliError(`store: device key: ${err.message}`);
   });
-  const check = await checkDataDisk({ dataDir, stateDir, nodeId: identity.deviceId, allowSystemDisk: values["allow-system-disk"] === true });
+  const check = await checkDataDisk({
+    dataDir,
+    stateDir,
+    nodeId: identity.deviceId,
+    allowSystemDisk: values["allow-system-disk"] === true,
+  });
   if (!check.ok) {
     const hint = check.code === "system-disk" ? " (on the command line: --allow-system-disk)" : "";
     throw new CliError(`store: ${check.reason}${hint}`);
   }
   const fsSize = check.filesystem.size ?? 0;
-  const reserveBytes = values.reserve !== undefined ? bytesOption("reserve", values.reserve as string) : defaultReserveBytes(fsSize);
-  const store = new ObjectStore({ dataDir: check.dataDir, quota: quotaOption(values.quota as string | undefined), reserveBytes });
+  const reserveBytes =
+    values.reserve !== undefined ? bytesOption("reserve", values.reserve as string) : defaultReserveBytes(fsSize);
+  const store = new ObjectStore({
+    dataDir: check.dataDir,
+    quota: quotaOption(values.quota as string | undefined),
+    reserveBytes,
+  });
   store.on("recovered", (e) => io.stderr.write(`sharenode: store: ${e.message}\n`));
   try {
     await store.start();
@@ -106,7 +125,11 @@ async function openStore(values: Record<string, string | boolean | undefined>, i
   return { store, identity };
 }
 
-async function withStore<T>(values: Record<string, string | boolean | undefined>, io: CliIo, fn: (o: Opened) => Promise<T>): Promise<T> {
+async function withStore<T>(
+  values: Record<string, string | boolean | undefined>,
+  io: CliIo,
+  fn: (o: Opened) => Promise<T>,
+): Promise<T> {
   const opened = await openStore(values, io);
   try {
     return await fn(opened);
@@ -123,9 +146,16 @@ async function withStore<T>(values: Record<string, string | boolean | undefined>
 async function runStore(args: string[], io: CliIo): Promise<number> {
   const [action, ...rest] = args;
   const parse = (extra: Record<string, { type: "string" | "boolean" }>, positionals: number) => {
-    const { values, positionals: pos } = parseCommandArgs(`store ${action}`, rest, { ...COMMON_OPTIONS, ...extra }, positionals > 0);
+    const { values, positionals: pos } = parseCommandArgs(
+      `store ${action}`,
+      rest,
+      { ...COMMON_OPTIONS, ...extra },
+      positionals > 0,
+    );
     if (pos.length !== positionals) {
-      throw usageError(`store ${action}: expected ${positionals === 0 ? "no arguments" : positionals === 1 ? "one argument" : `${positionals} arguments`}, got ${pos.length}`);
+      throw usageError(
+        `store ${action}: expected ${positionals === 0 ? "no arguments" : positionals === 1 ? "one argument" : `${positionals} arguments`}, got ${pos.length}`,
+      );
     }
     return { values: values as Record<string, string | boolean | undefined>, pos };
   };
@@ -134,10 +164,15 @@ async function runStore(args: string[], io: CliIo): Promise<number> {
       const { values, pos } = parse({ id: { type: "string" }, pin: { type: "boolean" } }, 1);
       const source = pos[0]!;
       const expectedId = values.id as string | undefined;
-      if (expectedId !== undefined && !/^[0-9a-f]{64}$/.test(expectedId)) throw usageError(`store add: --id must be 64 lowercase hex digits, got '${expectedId}'`);
+      if (expectedId !== undefined && !/^[0-9a-f]{64}$/.test(expectedId))
+        throw usageError(`store add: --id must be 64 lowercase hex digits, got '${expectedId}'`);
       return withStore(values, io, async ({ store }) => {
         const { stream, declaredLength } = await openSource(source);
-        const { object, created } = await store.ingest(stream, { expectedId, declaredLength, pin: values.pin === true });
+        const { object, created } = await store.ingest(stream, {
+          expectedId,
+          declaredLength,
+          pin: values.pin === true,
+        });
         io.stdout.write(`${object.id}  ${object.length}  ${created ? "added" : "already stored"}\n`);
         return 0;
       });
@@ -147,7 +182,11 @@ async function runStore(args: string[], io: CliIo): Promise<number> {
       return withStore(values, io, async ({ store }) => {
         const objects = store.list();
         if (values.json) io.stdout.write(JSON.stringify(objects) + "\n");
-        else for (const o of objects) io.stdout.write(`${o.id}  ${o.length}  ${o.pinned ? "pinned" : "-"}  ${new Date(o.addedAt).toISOString()}\n`);
+        else
+          for (const o of objects)
+            io.stdout.write(
+              `${o.id}  ${o.length}  ${o.pinned ? "pinned" : "-"}  ${new Date(o.addedAt).toISOString()}\n`,
+            );
         return 0;
       });
     }
@@ -155,7 +194,8 @@ async function runStore(args: string[], io: CliIo): Promise<number> {
     case "pin":
     case "unpin": {
       const { values, pos } = parse({}, 1);
-      if (!/^[0-9a-f]{64}$/.test(pos[0]!)) throw usageError(`store ${action}: object id must be 64 lowercase hex digits, got '${pos[0]}'`);
+      if (!/^[0-9a-f]{64}$/.test(pos[0]!))
+        throw usageError(`store ${action}: object id must be 64 lowercase hex digits, got '${pos[0]}'`);
       return withStore(values, io, async ({ store }) => {
         if (action === "rm") await store.delete(pos[0]!);
         else await store.pin(pos[0]!, action === "pin");
@@ -177,7 +217,9 @@ async function runStore(args: string[], io: CliIo): Promise<number> {
       if (rate === 0) throw usageError("store scrub: --rate must be positive");
       return withStore(values, io, async ({ store }) => {
         const report = await new Scrubber(store, { bytesPerSecond: rate }).runOnce();
-        io.stdout.write(`checked ${report.checked} objects, ${report.bytes} bytes in ${report.elapsedMs} ms; corrupt: ${report.corrupt.length}; missing: ${report.missing.length}\n`);
+        io.stdout.write(
+          `checked ${report.checked} objects, ${report.bytes} bytes in ${report.elapsedMs} ms; corrupt: ${report.corrupt.length}; missing: ${report.missing.length}\n`,
+        );
         for (const id of report.corrupt) io.stdout.write(`corrupt ${id} (quarantined)\n`);
         for (const id of report.missing) io.stdout.write(`missing ${id}\n`);
         return report.corrupt.length + report.missing.length > 0 ? 1 : 0;
@@ -187,7 +229,8 @@ async function runStore(args: string[], io: CliIo): Promise<number> {
       const { values, pos } = parse({ nonce: { type: "string" }, count: { type: "string" } }, 1);
       if (values.nonce === undefined) throw usageError("store challenge: missing --nonce");
       if (values.count === undefined) throw usageError("store challenge: missing --count");
-      if (!/^\d+$/.test(values.count as string)) throw usageError(`store challenge: --count must be a positive integer, got '${values.count}'`);
+      if (!/^\d+$/.test(values.count as string))
+        throw usageError(`store challenge: --count must be a positive integer, got '${values.count}'`);
       let challenge;
       try {
         challenge = parseChallenge({ objectId: pos[0], nonce: values.nonce, count: Number(values.count) });
@@ -221,7 +264,8 @@ async function openSource(source: string): Promise<{ stream: AsyncIterable<Uint8
     } catch (err) {
       throw new CliError(`store add: ${source}: ${errorMessage((err as { cause?: unknown }).cause ?? err)}`);
     }
-    if (!response.ok || !response.body) throw new CliError(`store add: ${source}: HTTP ${response.status} ${response.statusText}`);
+    if (!response.ok || !response.body)
+      throw new CliError(`store add: ${source}: HTTP ${response.status} ${response.statusText}`);
     const header = response.headers.get("content-length");
     const declaredLength = header !== null && /^\d+$/.test(header) ? Number(header) : undefined;
     const body = response.body as unknown as AsyncIterable<Uint8Array>;
@@ -234,7 +278,10 @@ async function openSource(source: string): Promise<{ stream: AsyncIterable<Uint8
           yield piece;
         }
       } catch (err) {
-        throw new StoreError(`download of ${source} was cut short after ${received} bytes (${errorMessage(err)})`, "truncated");
+        throw new StoreError(
+          `download of ${source} was cut short after ${received} bytes (${errorMessage(err)})`,
+          "truncated",
+        );
       }
     })();
     return { stream, declaredLength };
@@ -257,7 +304,8 @@ async function readAll(stream: Readable): Promise<string> {
   for await (const piece of stream as AsyncIterable<Buffer>) {
     total += piece.length;
     // A response for 64 challenged chunks is about 200 KB; anything far larger is not a response.
-    if (total > 16 * 1024 * 1024) throw new CliError("verify-response: input is over 16 MiB: not a storage-proof response");
+    if (total > 16 * 1024 * 1024)
+      throw new CliError("verify-response: input is over 16 MiB: not a storage-proof response");
     parts.push(piece);
   }
   return Buffer.concat(parts).toString("utf8");
@@ -265,9 +313,18 @@ async function readAll(stream: Readable): Promise<string> {
 
 async function runVerifyResponse(args: string[], io: CliIo): Promise<number> {
   const cmd = "verify-response";
-  const { values } = parseCommandArgs(cmd, args, {
-    pubkey: { type: "string" }, id: { type: "string" }, len: { type: "string" }, nonce: { type: "string" }, count: { type: "string" },
-  }, false);
+  const { values } = parseCommandArgs(
+    cmd,
+    args,
+    {
+      pubkey: { type: "string" },
+      id: { type: "string" },
+      len: { type: "string" },
+      nonce: { type: "string" },
+      count: { type: "string" },
+    },
+    false,
+  );
   for (const name of ["pubkey", "id", "len", "nonce", "count"] as const) {
     if (values[name] === undefined) throw usageError(`${cmd}: missing --${name}`);
   }
@@ -278,10 +335,12 @@ async function runVerifyResponse(args: string[], io: CliIo): Promise<number> {
     throw usageError(`${cmd}: --pubkey: ${errorMessage(err)}`);
   }
   for (const name of ["len", "count"] as const) {
-    if (!/^\d+$/.test(values[name]!) || !Number.isSafeInteger(Number(values[name]))) throw usageError(`${cmd}: --${name} must be a non-negative integer, got '${values[name]}'`);
+    if (!/^\d+$/.test(values[name]!) || !Number.isSafeInteger(Number(values[name])))
+      throw usageError(`${cmd}: --${name} must be a non-negative integer, got '${values[name]}'`);
   }
   for (const name of ["id", "nonce"] as const) {
-    if (!/^[0-9a-fA-F]{64}$/.test(values[name]!)) throw usageError(`${cmd}: --${name} must be 64 hex digits, got '${values[name]}'`);
+    if (!/^[0-9a-fA-F]{64}$/.test(values[name]!))
+      throw usageError(`${cmd}: --${name} must be 64 hex digits, got '${values[name]}'`);
   }
   const text = await readAll(io.stdin);
   let response: unknown;
@@ -294,7 +353,11 @@ async function runVerifyResponse(args: string[], io: CliIo): Promise<number> {
   let verdict;
   try {
     verdict = verifyStorageResponse(response, {
-      publicKey, objectId: values.id!.toLowerCase(), length: Number(values.len), nonce: values.nonce!.toLowerCase(), count: Number(values.count),
+      publicKey,
+      objectId: values.id!.toLowerCase(),
+      length: Number(values.len),
+      nonce: values.nonce!.toLowerCase(),
+      count: Number(values.count),
     });
   } catch (err) {
     // Only the expectation itself can throw (a count the object cannot have): the caller's mistake.
@@ -304,6 +367,8 @@ async function runVerifyResponse(args: string[], io: CliIo): Promise<number> {
     io.stderr.write(`sharenode: ${cmd}: invalid: ${verdict.reason}\n`);
     return 1;
   }
-  io.stdout.write(`valid: ${verdict.response.count} chunk${verdict.response.count === 1 ? "" : "s"} of ${verdict.response.objectId} proven by device ${verdict.response.deviceId} in ${verdict.response.elapsedMs} ms\n`);
+  io.stdout.write(
+    `valid: ${verdict.response.count} chunk${verdict.response.count === 1 ? "" : "s"} of ${verdict.response.objectId} proven by device ${verdict.response.deviceId} in ${verdict.response.elapsedMs} ms\n`,
+  );
   return 0;
 }

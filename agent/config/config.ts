@@ -64,7 +64,8 @@ function readConfigText(path: string): { text: string } | { problem: string } {
     fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    const why = e.code === "ENOENT" ? "no such file" : e.code === "EACCES" ? "permission denied" : (e.code ?? e.message);
+    const why =
+      e.code === "ENOENT" ? "no such file" : e.code === "EACCES" ? "permission denied" : (e.code ?? e.message);
     return cannot(why);
   }
   try {
@@ -102,10 +103,13 @@ function readJsonFile(path: string): { value?: unknown; problems: string[] } {
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1); // a BOM that Windows editors add
   if (text.trim() === "") return { problems: [`${path}: empty file (a config file holds a JSON object: {...})`] };
   const scan = scanJson(text);
-  if (scan.error) return { problems: [`${path}:${lineCol(text, scan.error.pos)}: not valid JSON: ${scan.error.message}`] };
+  if (scan.error)
+    return { problems: [`${path}:${lineCol(text, scan.error.pos)}: not valid JSON: ${scan.error.message}`] };
   return {
     value: JSON.parse(text) as unknown,
-    problems: scan.duplicates.map((d) => `${d.path}: given twice (again at ${path}:${lineCol(text, d.pos)}); remove one`),
+    problems: scan.duplicates.map(
+      (d) => `${d.path}: given twice (again at ${path}:${lineCol(text, d.pos)}); remove one`,
+    ),
   };
 }
 
@@ -129,7 +133,8 @@ export function loadConfig(path: string | undefined, env: Record<string, string 
     const read = readJsonFile(path);
     problems.push(...read.problems);
     if (read.value === undefined) throw new ConfigError(problems, path);
-    if (!isPlainObject(read.value)) throw new ConfigError([`${path}: must hold a JSON object ({...}), got ${shown(read.value)}`], path);
+    if (!isPlainObject(read.value))
+      throw new ConfigError([`${path}: must hold a JSON object ({...}), got ${shown(read.value)}`], path);
     raw = read.value;
   }
   const checked = validateConfig(raw, env);
@@ -144,14 +149,18 @@ export function loadConfig(path: string | undefined, env: Record<string, string 
  * problem): never throws for the config's content, returns what could be read, with defaults in place of wrong
  * values, and every problem loadConfig would report (an unreadable or malformed file counts as an empty one).
  */
-export function loadConfigLenient(path: string | undefined, env: Record<string, string | undefined>): { config: LenientConfig; problems: string[] } {
+export function loadConfigLenient(
+  path: string | undefined,
+  env: Record<string, string | undefined>,
+): { config: LenientConfig; problems: string[] } {
   const problems: string[] = [];
   let raw: Record<string, unknown> = {};
   if (path !== undefined) {
     const read = readJsonFile(path);
     problems.push(...read.problems);
     if (isPlainObject(read.value)) raw = read.value;
-    else if (read.value !== undefined) problems.push(`${path}: must hold a JSON object ({...}), got ${shown(read.value)}`);
+    else if (read.value !== undefined)
+      problems.push(`${path}: must hold a JSON object ({...}), got ${shown(read.value)}`);
   }
   const checked = validateConfig(raw, env);
   problems.push(...checked.problems);

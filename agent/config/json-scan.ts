@@ -49,10 +49,13 @@ export function scanJson(text: string): JsonScan {
       if (i >= text.length) fail("unterminated string", start);
       const c = text.charCodeAt(i);
       if (c === 0x22) break;
-      if (c < 0x20) fail(c === 0x0a ? "line break inside a string (missing '\"'?)" : "control character inside a string");
+      if (c < 0x20)
+        fail(c === 0x0a ? "line break inside a string (missing '\"'?)" : "control character inside a string");
       if (c === 0x5c) {
         const next = text[i + 1] ?? "";
-        if (next === "u" ? !/^[0-9a-fA-F]{4}$/.test(text.slice(i + 2, i + 6)) : !'"\\/bfnrt'.includes(next) || next === "") {
+        if (
+          next === "u" ? !/^[0-9a-fA-F]{4}$/.test(text.slice(i + 2, i + 6)) : !'"\\/bfnrt'.includes(next) || next === ""
+        ) {
           fail(`bad escape '\\${next}' in a string (a backslash is written '\\\\')`);
         }
         i += next === "u" ? 6 : 2;

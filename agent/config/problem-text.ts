@@ -6,7 +6,14 @@ const MAX_KEY_TEXT = 64;
 
 /** A value as a problem line shows it: JSON, at most 60 characters; a secret shows only its kind. */
 export function shown(value: unknown, secret = false): string {
-  if (secret) return typeof value === "string" ? "a string" : value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
+  if (secret)
+    return typeof value === "string"
+      ? "a string"
+      : value === null
+        ? "null"
+        : Array.isArray(value)
+          ? "an array"
+          : typeof value;
   if (value === undefined) return "nothing";
   // JSON.parse reads 1e400 as Infinity, which JSON.stringify would show as "null".
   if (typeof value === "number" && !Number.isFinite(value)) return `${value} (out of range: not a finite number)`;

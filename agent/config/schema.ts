@@ -132,11 +132,21 @@ export const configSchema = {
         env: "SHARENODE_BROKER",
         doc: "the broker: mqtt://host:1883, mqtts://host:8883, ws://host/path or wss://host/path",
       },
-      protocolVersion: { type: "enum", values: [5, 4], default: 5, env: "SHARENODE_MQTT_VERSION", doc: "MQTT 5, or 4 for MQTT 3.1.1 brokers" },
+      protocolVersion: {
+        type: "enum",
+        values: [5, 4],
+        default: 5,
+        env: "SHARENODE_MQTT_VERSION",
+        doc: "MQTT 5, or 4 for MQTT 3.1.1 brokers",
+      },
       username: { type: "string", env: "SHARENODE_MQTT_USERNAME", doc: "MQTT user name" },
       // Room for a token (a JWT is a few KB) where a broker takes one as the password.
       password: { type: "string", maxLength: 8192, secret: true, env: "SHARENODE_MQTT_PASSWORD", doc: "MQTT password" },
-      ca: { type: "path", readableFile: true, doc: "PEM file of the CA that signed the broker's certificate (mqtts/wss)" },
+      ca: {
+        type: "path",
+        readableFile: true,
+        doc: "PEM file of the CA that signed the broker's certificate (mqtts/wss)",
+      },
       cert: { type: "path", readableFile: true, doc: "PEM client certificate (mqtts/wss), with key" },
       key: { type: "path", readableFile: true, secret: true, doc: "PEM private key of the client certificate" },
       keepaliveSeconds: { type: "integer", min: 5, max: 65535, default: 60, doc: "MQTT keepalive" },
@@ -149,7 +159,14 @@ export const configSchema = {
         env: "SHARENODE_FLEET_KEY",
         doc: "the fleet's Ed25519 public key: only commands it signed are obeyed",
       },
-      telemetryIntervalSeconds: { type: "integer", min: 1, max: 86400, default: 60, env: "SHARENODE_TELEMETRY_INTERVAL", doc: "seconds between telemetry messages" },
+      telemetryIntervalSeconds: {
+        type: "integer",
+        min: 1,
+        max: 86400,
+        default: 60,
+        env: "SHARENODE_TELEMETRY_INTERVAL",
+        doc: "seconds between telemetry messages",
+      },
       outboxMaxBytes: {
         type: "integer",
         min: MiB / 4,
@@ -223,14 +240,24 @@ export const configSchema = {
         default: [],
         doc: 'times of the week (the box\'s local time) with their own upload rate: [{"from": "01:00", "to": "07:00", "bytesPerSecond": 5000000, "days": ["mon"]}]',
         item: {
-          from: { type: "time", required: true, doc: '"HH:MM", local time: the window starts at the start of that minute' },
+          from: {
+            type: "time",
+            required: true,
+            doc: '"HH:MM", local time: the window starts at the start of that minute',
+          },
           to: {
             type: "time",
             endOfDay: true,
             required: true,
             doc: '"HH:MM" or "24:00": the window ends at the start of that minute; earlier than "from": it crosses midnight',
           },
-          bytesPerSecond: { type: "integer", min: 0, max: MAX_RATE, required: true, doc: "upload rate inside the window; 0: no limit" },
+          bytesPerSecond: {
+            type: "integer",
+            min: 0,
+            max: MAX_RATE,
+            required: true,
+            doc: "upload rate inside the window; 0: no limit",
+          },
           days: { type: "days", doc: 'the days the window starts on ("mon".."sun"); absent: every day' },
         },
       },
@@ -240,7 +267,13 @@ export const configSchema = {
     type: "section",
     doc: "logging",
     keys: {
-      level: { type: "enum", values: ["error", "warn", "info", "debug"], default: "info", env: "SHARENODE_LOG_LEVEL", doc: "least severe level logged" },
+      level: {
+        type: "enum",
+        values: ["error", "warn", "info", "debug"],
+        default: "info",
+        env: "SHARENODE_LOG_LEVEL",
+        doc: "least severe level logged",
+      },
     },
   },
 } as const satisfies Schema;
@@ -258,7 +291,9 @@ export type UploadWindow = Config["share"]["uploadWindows"][number];
 /** A section as the checks across keys see it: the keys that passed on their own; a bad list entry is undefined. */
 export type Passed<T> = { [K in keyof T]?: T[K] extends (infer U extends object)[] ? (U | undefined)[] : T[K] };
 
-type SectionName = { [K in keyof typeof configSchema]: (typeof configSchema)[K] extends { type: "section" } ? K : never }[keyof Config];
+type SectionName = {
+  [K in keyof typeof configSchema]: (typeof configSchema)[K] extends { type: "section" } ? K : never;
+}[keyof Config];
 
 /**
  * Rules that tie the keys of one section together, run after every key was checked on its own and only on keys
@@ -274,7 +309,8 @@ export const sectionChecks: { [K in SectionName]?: (section: Passed<Config[K]>, 
     if (link.cert !== undefined && link.key === undefined) {
       problems.push("link.cert: needs link.key (the certificate's private key)");
     }
-    if (link.key !== undefined && link.cert === undefined) problems.push("link.key: needs link.cert (the client certificate)");
+    if (link.key !== undefined && link.cert === undefined)
+      problems.push("link.key: needs link.cert (the client certificate)");
     if (link.password !== undefined && link.username === undefined && link.protocolVersion === 4) {
       problems.push("link.password: MQTT 3.1.1 (protocolVersion 4) sends a password only with link.username");
     }

@@ -64,7 +64,9 @@ export function checkUploadWindows(
     if (!w) return;
     const at = `${path}[${i}]`;
     if (timeToMinutes(w.from) === timeToMinutes(w.to)) {
-      problems.push(`${at}: "from" and "to" are both ${JSON.stringify(w.from)}: an empty window (a whole day is "00:00" to "24:00")`);
+      problems.push(
+        `${at}: "from" and "to" are both ${JSON.stringify(w.from)}: an empty window (a whole day is "00:00" to "24:00")`,
+      );
       return;
     }
     const reported = new Set<number>();

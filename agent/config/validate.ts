@@ -48,12 +48,18 @@ function check(entry: Entry, value: unknown): Outcome {
       if (typeof value !== "string") return { problem: `${entry.expect ?? "must be a string"}${got}` };
       const long = lengthProblem(value, entry.maxLength ?? MAX_STRING_LENGTH, entry.secret);
       if (long) return { problem: long };
-      if (entry.pattern && !entry.pattern.test(value)) return { problem: `${entry.expect ?? `must match ${entry.pattern}`}${got}` };
+      if (entry.pattern && !entry.pattern.test(value))
+        return { problem: `${entry.expect ?? `must match ${entry.pattern}`}${got}` };
       return { value: entry.lowercase ? value.toLowerCase() : value };
     }
     case "path": {
       if (typeof value === "string" && entry.words?.includes(value)) return { value };
-      const words = entry.words ? ` or ${listOf(entry.words.map((w) => JSON.stringify(w)), "or")}` : "";
+      const words = entry.words
+        ? ` or ${listOf(
+            entry.words.map((w) => JSON.stringify(w)),
+            "or",
+          )}`
+        : "";
       const expect = `must be an absolute path${words}`;
       if (typeof value !== "string") return { problem: `${expect}${got}` };
       const long = lengthProblem(value, MAX_PATH_LENGTH, entry.secret);
@@ -72,7 +78,10 @@ function check(entry: Entry, value: unknown): Outcome {
       return { value };
     }
     case "url": {
-      const expect = `must be a ${listOf(entry.schemes.map((s) => `${s}://`), "or")} URL`;
+      const expect = `must be a ${listOf(
+        entry.schemes.map((s) => `${s}://`),
+        "or",
+      )} URL`;
       if (typeof value === "string") {
         const long = lengthProblem(value, MAX_URL_LENGTH, entry.secret);
         if (long) return { problem: long };
@@ -83,9 +92,11 @@ function check(entry: Entry, value: unknown): Outcome {
       } catch {
         url = undefined;
       }
-      if (!url || !entry.schemes.includes(url.protocol.slice(0, -1)) || url.hostname === "") return { problem: `${expect}${got}` };
+      if (!url || !entry.schemes.includes(url.protocol.slice(0, -1)) || url.hostname === "")
+        return { problem: `${expect}${got}` };
       // A password in the URL would be shown by config.get and in logs: credentials have their own keys.
-      if (url.username !== "" || url.password !== "") return { problem: "must not carry credentials: use link.username and link.password" };
+      if (url.username !== "" || url.password !== "")
+        return { problem: "must not carry credentials: use link.username and link.password" };
       return { value };
     }
     case "integer": {
@@ -97,7 +108,12 @@ function check(entry: Entry, value: unknown): Outcome {
       return { value };
     case "enum":
       if (!entry.values.includes(value as string | number)) {
-        return { problem: `must be ${entry.values.length > 2 ? "one of " : ""}${listOf(entry.values.map((v) => JSON.stringify(v)), "or")}${got}` };
+        return {
+          problem: `must be ${entry.values.length > 2 ? "one of " : ""}${listOf(
+            entry.values.map((v) => JSON.stringify(v)),
+            "or",
+          )}${got}`,
+        };
       }
       return { value };
     case "quota": {
@@ -116,13 +132,20 @@ function check(entry: Entry, value: unknown): Outcome {
     case "time": {
       const m = typeof value === "string" ? /^(\d{2}):(\d{2})$/.exec(value) : null;
       const minutes = m ? Number(m[1]) * 60 + Number(m[2]) : NaN;
-      if (!m || Number(m[2]) > 59 || !(minutes < MINUTES_PER_DAY || (entry.endOfDay === true && minutes === MINUTES_PER_DAY))) {
+      if (
+        !m ||
+        Number(m[2]) > 59 ||
+        !(minutes < MINUTES_PER_DAY || (entry.endOfDay === true && minutes === MINUTES_PER_DAY))
+      ) {
         return { problem: `must be a time "HH:MM" from "00:00" to "${entry.endOfDay ? "24:00" : "23:59"}"${got}` };
       }
       return { value };
     }
     case "days": {
-      const names = listOf(WEEKDAYS.map((d) => JSON.stringify(d)), "or");
+      const names = listOf(
+        WEEKDAYS.map((d) => JSON.stringify(d)),
+        "or",
+      );
       if (!Array.isArray(value) || value.some((d) => !(WEEKDAYS as readonly unknown[]).includes(d))) {
         return { problem: `must be a list of days, each ${names}${got}` };
       }
@@ -269,7 +292,8 @@ function walk(
       });
       continue;
     }
-    const envText = entry.env !== undefined && env[entry.env] !== undefined && env[entry.env] !== "" ? env[entry.env]! : undefined;
+    const envText =
+      entry.env !== undefined && env[entry.env] !== undefined && env[entry.env] !== "" ? env[entry.env]! : undefined;
     const where = envText !== undefined ? `${path} (from ${entry.env})` : path;
     if (envText !== undefined) fromEnv.push(entry.env!);
     const inFile = own(raw, name);

@@ -96,7 +96,12 @@ export class ConsoleContext {
   async ask(op: string, signal?: AbortSignal): Promise<{ running: true; result: unknown } | DaemonAbsent> {
     let answer;
     try {
-      answer = await askDaemon(this.stateDir, op, {}, { connectTimeoutMs: CONNECT_TIMEOUT_MS, ...(signal ? { signal } : {}) });
+      answer = await askDaemon(
+        this.stateDir,
+        op,
+        {},
+        { connectTimeoutMs: CONNECT_TIMEOUT_MS, ...(signal ? { signal } : {}) },
+      );
     } catch (err) {
       if (err instanceof ControlError) throw new ConsoleError(`the daemon refused ${op}: ${err.message}`);
       throw err;
@@ -123,7 +128,11 @@ export class ConsoleContext {
   async preview(identity: IdentityRead): Promise<DiskPreview | undefined> {
     const { dataDir, allowSystemDisk } = this.config.store;
     if (dataDir === undefined) return undefined;
-    return previewDataDisk({ dataDir, stateDir: this.stateDir, allowSystemDisk }, identity.ok ? identity.deviceId : undefined, this.hostPaths);
+    return previewDataDisk(
+      { dataDir, stateDir: this.stateDir, allowSystemDisk },
+      identity.ok ? identity.deviceId : undefined,
+      this.hostPaths,
+    );
   }
 
   /**

@@ -90,7 +90,12 @@ export class ControlServer {
     server.maxConnections = MAX_CONNECTIONS;
     await new Promise<void>((resolve, reject) => {
       server.once("error", (err: NodeJS.ErrnoException) =>
-        reject(new ControlError(`control socket ${this.path}: ${err.code === "EADDRINUSE" ? "in use by another process" : err.message}`, "listen")),
+        reject(
+          new ControlError(
+            `control socket ${this.path}: ${err.code === "EADDRINUSE" ? "in use by another process" : err.message}`,
+            "listen",
+          ),
+        ),
       );
       server.listen(this.path, () => resolve());
     });
@@ -124,7 +129,8 @@ export class ControlServer {
       if (errnoCode(err) === "ENOENT") return;
       throw err;
     }
-    if (!isSocket) throw new ControlError(`control socket ${this.path} exists and is not a socket: move it away`, "listen");
+    if (!isSocket)
+      throw new ControlError(`control socket ${this.path} exists and is not a socket: move it away`, "listen");
     const answered = await new Promise<boolean>((resolve) => {
       const probe = createConnection(this.path);
       probe.once("connect", () => {
@@ -133,7 +139,11 @@ export class ControlServer {
       });
       probe.once("error", () => resolve(false));
     });
-    if (answered) throw new ControlError(`control socket ${this.path} answers: another agent runs with this state directory`, "in-use");
+    if (answered)
+      throw new ControlError(
+        `control socket ${this.path} answers: another agent runs with this state directory`,
+        "in-use",
+      );
     await unlink(this.path).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== "ENOENT") throw err;
     });
@@ -194,7 +204,10 @@ export class ControlServer {
   }
 
   private refuseTooLarge(socket: Socket): void {
-    const reply: Reply = { ok: false, error: { code: "too-large", message: `a request is at most ${MAX_REQUEST_BYTES} bytes` } };
+    const reply: Reply = {
+      ok: false,
+      error: { code: "too-large", message: `a request is at most ${MAX_REQUEST_BYTES} bytes` },
+    };
     socket.end(JSON.stringify(reply) + "\n");
     socket.removeAllListeners("data");
     // end() flushes the reply; a client that never reads must not keep the socket.
@@ -219,12 +232,15 @@ export class ControlServer {
     } catch {
       return fail("malformed", "a request is one JSON object per line");
     }
-    if (typeof request !== "object" || request === null || Array.isArray(request)) return fail("malformed", "a request is a JSON object");
+    if (typeof request !== "object" || request === null || Array.isArray(request))
+      return fail("malformed", "a request is a JSON object");
     const { op, lines } = request as { op?: unknown; lines?: unknown };
     const { handlers } = this.options;
     const lineCount = (min: number, fallback: number): number | undefined => {
       if (lines === undefined) return fallback;
-      return typeof lines === "number" && Number.isInteger(lines) && lines >= min && lines <= MAX_LOG_LINES ? lines : undefined;
+      return typeof lines === "number" && Number.isInteger(lines) && lines >= min && lines <= MAX_LOG_LINES
+        ? lines
+        : undefined;
     };
     try {
       switch (op) {
@@ -326,7 +342,12 @@ export class ControlClient {
         if (err.code === "ENOENT" || err.code === "ECONNREFUSED" || err.code === "ENOTDIR") {
           reject(new ControlError(`no daemon answers on ${path}`, "not-running"));
         } else if (err.code === "EACCES" || err.code === "EPERM") {
-          reject(new ControlError(`may not open ${path} (permission denied): run the console as root or as the agent's user`, "no-access"));
+          reject(
+            new ControlError(
+              `may not open ${path} (permission denied): run the console as root or as the agent's user`,
+              "no-access",
+            ),
+          );
         } else {
           reject(new ControlError(`cannot reach the daemon on ${path}: ${err.message}`, "unreachable"));
         }
@@ -397,12 +418,13 @@ export class ControlClient {
     if (queued !== undefined) return Promise.resolve(queued);
     if (this.ended) return Promise.reject(new ControlError(this.endReason, "closed"));
     return new Promise<string>((resolve, reject) => {
-      const timer = timeoutMs > 0
-        ? setTimeout(() => {
-            this.waiter = undefined;
-            reject(new ControlError(`the daemon did not reply within ${timeoutMs} ms`, "timeout"));
-          }, timeoutMs)
-        : undefined;
+      const timer =
+        timeoutMs > 0
+          ? setTimeout(() => {
+              this.waiter = undefined;
+              reject(new ControlError(`the daemon did not reply within ${timeoutMs} ms`, "timeout"));
+            }, timeoutMs)
+          : undefined;
       this.waiter = (line) => {
         if (timer) clearTimeout(timer);
         if (line === undefined) reject(new ControlError(this.endReason, "closed"));

@@ -15,7 +15,15 @@ export function table(header: readonly string[], rows: readonly (readonly string
   const all = [header, ...rows];
   const widths = header.map((_, i) => Math.max(...all.map((r) => (r[i] ?? "").length)));
   return all
-    .map((r) => indent + r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  ").trimEnd() + "\n")
+    .map(
+      (r) =>
+        indent +
+        r
+          .map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!)))
+          .join("  ")
+          .trimEnd() +
+        "\n",
+    )
     .join("");
 }
 
@@ -48,7 +56,10 @@ export function duration(seconds: number): string {
 /** Epoch ms -> "2026-05-01 10:00:00Z". */
 export function time(ms: number): string {
   if (!Number.isFinite(ms)) return "?";
-  return new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+  return new Date(ms)
+    .toISOString()
+    .replace("T", " ")
+    .replace(/\.\d+Z$/, "Z");
 }
 
 /** Milliseconds with one decimal: "12.3 ms". */

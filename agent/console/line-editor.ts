@@ -97,10 +97,14 @@ export class KeyDecoder {
           this.state = "csi";
           this.sequence = "";
         } else if (b === 0x4f) this.state = "ss3";
-        else if (b === 0x1b) this.state = "esc"; // ESC ESC: the first one was alone
-        else if (b === 0x7f || b === 0x08) keys.push("kill-word"); // Alt-Backspace
-        else if (b === 0x62) keys.push("word-left"); // Alt-b
-        else if (b === 0x66) keys.push("word-right"); // Alt-f
+        else if (b === 0x1b)
+          this.state = "esc"; // ESC ESC: the first one was alone
+        else if (b === 0x7f || b === 0x08)
+          keys.push("kill-word"); // Alt-Backspace
+        else if (b === 0x62)
+          keys.push("word-left"); // Alt-b
+        else if (b === 0x66)
+          keys.push("word-right"); // Alt-f
         else if (b < 0x20 || b > 0x7e) this.ground(b, afterCr, keys); // a lone ESC, then a key
         // else: another Alt-key, unbound
         return;
@@ -173,7 +177,9 @@ export class KeyDecoder {
         return void keys.push("end");
       case "~": {
         // vt220 editing keys; 7 and 8 are rxvt's Home and End.
-        const key = ({ "1": "home", "7": "home", "4": "end", "8": "end", "3": "delete" } as const)[params.split(";")[0]];
+        const key = ({ "1": "home", "7": "home", "4": "end", "8": "end", "3": "delete" } as const)[
+          params.split(";")[0]
+        ];
         if (key) keys.push(key);
         return;
       }

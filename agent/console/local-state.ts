@@ -35,7 +35,10 @@ export interface LoadedConsoleConfig {
  * The config as the daemon would load it; when it has problems, they are kept for `status` and each wrong or
  * missing key falls back to its default (agent/config loadConfigLenient).
  */
-export function loadConsoleConfig(file: string | undefined, env: Record<string, string | undefined>): LoadedConsoleConfig {
+export function loadConsoleConfig(
+  file: string | undefined,
+  env: Record<string, string | undefined>,
+): LoadedConsoleConfig {
   return loadConfigLenient(file, env);
 }
 
@@ -44,7 +47,10 @@ export function showUrl(url: string | undefined): string {
   if (url === undefined) return "(not configured)";
   try {
     const u = new URL(url);
-    const auth = u.username !== "" || u.password !== "" ? `${u.username !== "" ? "<redacted>" : ""}${u.password !== "" ? ":<redacted>" : ""}@` : "";
+    const auth =
+      u.username !== "" || u.password !== ""
+        ? `${u.username !== "" ? "<redacted>" : ""}${u.password !== "" ? ":<redacted>" : ""}@`
+        : "";
     return `${u.protocol}//${auth}${u.host}${u.pathname === "/" ? "" : u.pathname}${u.search}`;
   } catch {
     return "(not a URL)";
@@ -70,15 +76,23 @@ export async function readDeviceIdentity(stateDir: string): Promise<IdentityRead
     pem = await readFile(path);
   } catch (err) {
     const code = errnoCode(err);
-    if (code === "ENOENT") return { ok: false, missing: true, path, reason: `no device key yet (${path}); the daemon creates it at its first start` };
+    if (code === "ENOENT")
+      return {
+        ok: false,
+        missing: true,
+        path,
+        reason: `no device key yet (${path}); the daemon creates it at its first start`,
+      };
     return { ok: false, missing: false, path, reason: `cannot read the device key ${path}: ${code ?? "error"}` };
   }
   try {
     const key = createPrivateKey({ key: pem, format: "pem" });
-    if (key.asymmetricKeyType !== "ed25519") return { ok: false, missing: false, path, reason: `${path} is not an Ed25519 private key` };
+    if (key.asymmetricKeyType !== "ed25519")
+      return { ok: false, missing: false, path, reason: `${path} is not an Ed25519 private key` };
     const jwk = createPublicKey(key).export({ format: "jwk" });
     const raw = new Uint8Array(Buffer.from(String(jwk.x), "base64url"));
-    const problem = (mode & 0o077) !== 0 ? `${path} is accessible by group or others: the daemon refuses it (chmod 600)` : undefined;
+    const problem =
+      (mode & 0o077) !== 0 ? `${path} is accessible by group or others: the daemon refuses it (chmod 600)` : undefined;
     return { ok: true, deviceId: deviceIdOf(raw), publicKeyHex: toHex(raw), path, ...(problem ? { problem } : {}) };
   } catch {
     return { ok: false, missing: false, path, reason: `${path} is not an unencrypted PEM private key` };
@@ -137,18 +151,35 @@ export async function previewDataDisk(
   }
   const markerOf = (m: DiskMarker | undefined) => (m ? { marker: { nodeId: m.nodeId, diskId: m.diskId } } : {});
   if (!found.ok) {
-    return { dataDir, filesystem: found.filesystem, accepted: false, state: "refused", code: found.code, reason: found.reason, ...markerOf(found.marker) };
+    return {
+      dataDir,
+      filesystem: found.filesystem,
+      accepted: false,
+      state: "refused",
+      code: found.code,
+      reason: found.reason,
+      ...markerOf(found.marker),
+    };
   }
   const { filesystem, marker } = found;
   if (marker && found.adoptedDiskId) {
-    return { dataDir, filesystem, accepted: true, state: "adopted", reason: `this device's disk ${marker.diskId}`, ...markerOf(marker) };
+    return {
+      dataDir,
+      filesystem,
+      accepted: true,
+      state: "adopted",
+      reason: `this device's disk ${marker.diskId}`,
+      ...markerOf(marker),
+    };
   }
   return {
     dataDir,
     filesystem,
     accepted: true,
     state: "first-use",
-    reason: marker ? `disk ${marker.diskId} of this device, not yet recorded in the state dir: the daemon records it at start` : "no store here yet: the daemon adopts this disk at its first start",
+    reason: marker
+      ? `disk ${marker.diskId} of this device, not yet recorded in the state dir: the daemon records it at start`
+      : "no store here yet: the daemon adopts this disk at its first start",
     ...markerOf(marker),
   };
 }
@@ -182,7 +213,11 @@ export async function readLocalStore(config: ConsoleConfig, preview: DiskPreview
   if (!preview.accepted || preview.state !== "adopted") return { ok: false, reason: preview.reason };
   const dataDir = preview.dataDir;
   const frames = await readRecordLog(join(dataDir, "index.log"));
-  if (!frames.ok) return { ok: false, reason: frames.missing ? `no index yet in ${dataDir}: the store has not been started here` : frames.reason };
+  if (!frames.ok)
+    return {
+      ok: false,
+      reason: frames.missing ? `no index yet in ${dataDir}: the store has not been started here` : frames.reason,
+    };
   let state;
   try {
     state = replay(frames.records.map((r) => decodeRecord(r)));

@@ -55,7 +55,7 @@ function hexToIpv6(hex: string): string {
   const groups = hex.match(/.{4}/g)!.map((g) => parseInt(g, 16).toString(16));
   // RFC 5952: the longest run of two or more zero groups becomes "::".
   let best = { at: -1, len: 1 };
-  for (let i = 0; i < groups.length; ) {
+  for (let i = 0; i < groups.length;) {
     let j = i;
     while (j < groups.length && groups[j] === "0") j++;
     if (j - i > best.len) best = { at: i, len: j - i };
@@ -204,7 +204,8 @@ function bounded<T>(promise: Promise<T>, ms: number, signal?: AbortSignal): Prom
     }
     promise.then(
       (value) => finish({ ok: true, value }),
-      (err: NodeJS.ErrnoException) => finish({ ok: false, error: err.code ? `${err.code}${errnoHint(err.code)}` : errorLine(err) }),
+      (err: NodeJS.ErrnoException) =>
+        finish({ ok: false, error: err.code ? `${err.code}${errnoHint(err.code)}` : errorLine(err) }),
     );
   });
 }
@@ -227,7 +228,12 @@ function errnoHint(code: string): string {
   }
 }
 
-function connectTcp(host: string, port: number, ms: number, signal?: AbortSignal): Promise<{ ok: true; socket: Socket } | { ok: false; error: string }> {
+function connectTcp(
+  host: string,
+  port: number,
+  ms: number,
+  signal?: AbortSignal,
+): Promise<{ ok: true; socket: Socket } | { ok: false; error: string }> {
   return new Promise((resolve) => {
     const socket = new Socket();
     const fail = (error: string) => {
@@ -245,7 +251,9 @@ function connectTcp(host: string, port: number, ms: number, signal?: AbortSignal
     }
     if (signal?.aborted) return fail("interrupted");
     signal?.addEventListener("abort", onAbort, { once: true });
-    socket.once("error", (err: NodeJS.ErrnoException) => fail(err.code ? `${err.code}${errnoHint(err.code)}` : errorLine(err)));
+    socket.once("error", (err: NodeJS.ErrnoException) =>
+      fail(err.code ? `${err.code}${errnoHint(err.code)}` : errorLine(err)),
+    );
     socket.once("connect", () => {
       cleanup();
       resolve({ ok: true, socket });
@@ -254,10 +262,21 @@ function connectTcp(host: string, port: number, ms: number, signal?: AbortSignal
   });
 }
 
-function handshake(socket: Socket, servername: string, ca: string | undefined, ms: number, signal?: AbortSignal): Promise<{ ok: boolean; detail: string }> {
+function handshake(
+  socket: Socket,
+  servername: string,
+  ca: string | undefined,
+  ms: number,
+  signal?: AbortSignal,
+): Promise<{ ok: boolean; detail: string }> {
   return new Promise((resolve) => {
     // Verification is judged below rather than by refusing the handshake, so the person reads why it failed.
-    const tls = tlsConnect({ socket, servername: isIP(servername) ? undefined : servername, rejectUnauthorized: false, ...(ca ? { ca } : {}) });
+    const tls = tlsConnect({
+      socket,
+      servername: isIP(servername) ? undefined : servername,
+      rejectUnauthorized: false,
+      ...(ca ? { ca } : {}),
+    });
     const done = (ok: boolean, detail: string) => {
       clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
@@ -277,7 +296,9 @@ function handshake(socket: Socket, servername: string, ca: string | undefined, m
       if (tls.authorized) done(true, `${tls.getProtocol() ?? "TLS"}, certificate of ${subject ?? "?"} trusted${until}`);
       else {
         const why = String(tls.authorizationError ?? "unknown reason");
-        const clockHint = /NOT_YET_VALID|EXPIRED/.test(why) ? " (is the clock right? boxes without a battery boot in 1970)" : "";
+        const clockHint = /NOT_YET_VALID|EXPIRED/.test(why)
+          ? " (is the clock right? boxes without a battery boot in 1970)"
+          : "";
         done(false, `certificate of ${subject ?? "?"} not trusted: ${why}${clockHint}`);
       }
     });

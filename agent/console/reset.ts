@@ -93,10 +93,14 @@ export async function storeLockHolder(dataDir: string): Promise<number | undefin
 export async function readMarkerOwner(dataDir: string): Promise<{ owner?: string; unreadable?: string }> {
   try {
     const marker = JSON.parse(await readFile(join(dataDir, MARKER_NAME), "utf8")) as { nodeId?: unknown } | null;
-    return typeof marker?.nodeId === "string" ? { owner: marker.nodeId } : { unreadable: "its disk marker names no device" };
+    return typeof marker?.nodeId === "string"
+      ? { owner: marker.nodeId }
+      : { unreadable: "its disk marker names no device" };
   } catch (err) {
     const code = errnoCode(err);
-    return code === "ENOENT" || code === "ENOTDIR" ? {} : { unreadable: `its disk marker cannot be read (${code ?? "not JSON"})` };
+    return code === "ENOENT" || code === "ENOTDIR"
+      ? {}
+      : { unreadable: `its disk marker cannot be read (${code ?? "not JSON"})` };
   }
 }
 
@@ -117,7 +121,10 @@ export async function planReset(options: {
     const path = join(stateDir, name);
     if (path === configFile) continue;
     if (configFile !== undefined && configFile.startsWith(path + "/")) continue; // a directory holding the config
-    state.push({ path, what: STATE_FILES[name] ?? (name.startsWith(`${DEVICE_KEY_FILE}.`) ? "an unfinished device key" : "") });
+    state.push({
+      path,
+      what: STATE_FILES[name] ?? (name.startsWith(`${DEVICE_KEY_FILE}.`) ? "an unfinished device key" : ""),
+    });
   }
   const plan: ResetPlan = { stateDir, state, data: [], ...(configFile ? { configFile } : {}) };
   if (options.dataDir === undefined) {
@@ -128,8 +135,10 @@ export async function planReset(options: {
   plan.dataDir = dataDir;
   const marker = await readMarkerOwner(options.dataDir);
   if (marker.unreadable !== undefined) plan.dataLeftAlone = marker.unreadable;
-  else if (marker.owner === undefined) plan.dataLeftAlone = "it has no disk marker of this device (not mounted, or never used by it)";
-  else if (options.deviceId === undefined) plan.dataLeftAlone = "without a device key this box cannot tell whether the disk is its own";
+  else if (marker.owner === undefined)
+    plan.dataLeftAlone = "it has no disk marker of this device (not mounted, or never used by it)";
+  else if (options.deviceId === undefined)
+    plan.dataLeftAlone = "without a device key this box cannot tell whether the disk is its own";
   else if (marker.owner !== options.deviceId) plan.dataLeftAlone = `its marker names another device (${marker.owner})`;
   if (plan.dataLeftAlone !== undefined) return plan;
   for (const name of (await readdir(dataDir).catch(() => [] as string[])).sort()) {
@@ -168,7 +177,12 @@ export async function executePlan(plan: ResetPlan): Promise<string[]> {
   // The disk marker and the device key go last: a reset cut short can be run again, and still knows the disk
   // is this device's.
   const last = (t: ResetTarget) => t.path.endsWith(`/${MARKER_NAME}`) || t.path.endsWith(`/${DEVICE_KEY_FILE}`);
-  const ordered = [...plan.data.filter((t) => !last(t)), ...plan.data.filter(last), ...plan.state.filter((t) => !last(t)), ...plan.state.filter(last)];
+  const ordered = [
+    ...plan.data.filter((t) => !last(t)),
+    ...plan.data.filter(last),
+    ...plan.state.filter((t) => !last(t)),
+    ...plan.state.filter(last),
+  ];
   for (const target of ordered) {
     try {
       await rm(target.path, { recursive: true, force: true });

@@ -45,7 +45,10 @@ const BLAKE3_VECTORS: readonly [number, string][] = [
 const SHA256_VECTORS: readonly [string, string][] = [
   ["", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"],
   ["abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"],
-  ["abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"],
+  [
+    "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+    "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+  ],
 ];
 const SHA256_MILLION_A = "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0";
 
@@ -74,7 +77,10 @@ export function kernelChecks(simd = simdSupported()): CheckResult[] {
         const kernel = blake3Kernel(build);
         for (const [length, expected] of BLAKE3_VECTORS) {
           const got = toHex(kernel.hash(vectorInput(length)));
-          if (got !== expected) throw new Error(`wrong hash of the ${length}-byte vector: ${got.slice(0, 16)}..., expected ${expected.slice(0, 16)}...`);
+          if (got !== expected)
+            throw new Error(
+              `wrong hash of the ${length}-byte vector: ${got.slice(0, 16)}..., expected ${expected.slice(0, 16)}...`,
+            );
         }
         const started = performance.now();
         digests.set(build, toHex(kernel.hash(sample)));
@@ -83,14 +89,21 @@ export function kernelChecks(simd = simdSupported()): CheckResult[] {
     );
   }
   if (builds.length === 1) {
-    results.push({ name: "blake3 simd", outcome: "n/a", detail: "not available on this CPU/runtime (scalar kernel in use)" });
+    results.push({
+      name: "blake3 simd",
+      outcome: "n/a",
+      detail: "not available on this CPU/runtime (scalar kernel in use)",
+    });
   } else {
     results.push(
       check("blake3 simd = scalar", () => {
         const simd = digests.get("simd");
         const scalar = digests.get("scalar");
         if (simd === undefined || scalar === undefined) throw new Error("a kernel failed above");
-        if (simd !== scalar) throw new Error(`the builds disagree on 4 MiB of random data: ${simd.slice(0, 16)}... vs ${scalar.slice(0, 16)}...`);
+        if (simd !== scalar)
+          throw new Error(
+            `the builds disagree on 4 MiB of random data: ${simd.slice(0, 16)}... vs ${scalar.slice(0, 16)}...`,
+          );
         return "same hash of 4 MiB of random data";
       }),
     );
@@ -99,7 +112,8 @@ export function kernelChecks(simd = simdSupported()): CheckResult[] {
     check("sha256", () => {
       for (const [text, expected] of SHA256_VECTORS) {
         const got = toHex(sha256(new TextEncoder().encode(text)));
-        if (got !== expected) throw new Error(`wrong hash of ${JSON.stringify(text.slice(0, 8))}...: ${got.slice(0, 16)}...`);
+        if (got !== expected)
+          throw new Error(`wrong hash of ${JSON.stringify(text.slice(0, 8))}...: ${got.slice(0, 16)}...`);
       }
       const hasher = createSha256();
       const block = new Uint8Array(1000).fill(0x61);
@@ -165,12 +179,27 @@ export async function diskCheck(dataDir: string | undefined, size = 8 * 1024 * 1
     if (!back.equals(data)) {
       let at = 0;
       while (at < size && back[at] === data[at]) at++;
-      return { name, outcome: "fail", detail: `the bytes read back differ from those written (first at offset ${at}): a failing disk or cable?` };
+      return {
+        name,
+        outcome: "fail",
+        detail: `the bytes read back differ from those written (first at offset ${at}): a failing disk or cable?`,
+      };
     }
-    return { name, outcome: "pass", detail: `${size / (1024 * 1024)} MiB: write+fsync ${rate(size, writeMs)}, read ${rate(size, readMs)} (likely cached)` };
+    return {
+      name,
+      outcome: "pass",
+      detail: `${size / (1024 * 1024)} MiB: write+fsync ${rate(size, writeMs)}, read ${rate(size, readMs)} (likely cached)`,
+    };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    const hint = e.code === "EROFS" ? " (read-only filesystem: see dmesg)" : e.code === "ENOSPC" ? " (disk full)" : e.code === "EACCES" ? " (permission denied)" : "";
+    const hint =
+      e.code === "EROFS"
+        ? " (read-only filesystem: see dmesg)"
+        : e.code === "ENOSPC"
+          ? " (disk full)"
+          : e.code === "EACCES"
+            ? " (permission denied)"
+            : "";
     return { name, outcome: "fail", detail: `${e.code ?? errorLine(err)}${hint}: ${errorLine(err)}` };
   } finally {
     await rm(file, { force: true }).catch(() => {});
@@ -182,7 +211,12 @@ export async function brokerCheck(options: ProbeOptions | { error: string }): Pr
   const name = "broker round trip";
   if ("error" in options) return { name, outcome: "fail", detail: options.error };
   const result = await probeBroker(options);
-  if (result.ok) return { name, outcome: "pass", detail: `CONNACK ${millis(result.connackMs)}, SUBACK ${millis(result.subackMs)} (${result.topic}, client ${result.clientId})` };
+  if (result.ok)
+    return {
+      name,
+      outcome: "pass",
+      detail: `CONNACK ${millis(result.connackMs)}, SUBACK ${millis(result.subackMs)} (${result.topic}, client ${result.clientId})`,
+    };
   const after = result.connackMs !== undefined ? ` (CONNACK after ${millis(result.connackMs)})` : "";
   return { name, outcome: "fail", detail: `${result.stage}: ${result.error}${after}` };
 }

@@ -49,7 +49,8 @@ export const MAX_TYPEAHEAD = 1024;
 const MAX_PENDING_OUTPUT = 256 * 1024;
 const DEFAULT_COLUMNS = 80;
 
-const NOISE_ERROR = "error: noise on the line (bytes that are not text): input ignored until it stops; check the baud rate";
+const NOISE_ERROR =
+  "error: noise on the line (bytes that are not text): input ignored until it stops; check the baud rate";
 
 export function runShell(options: ShellOptions): Promise<ShellEnd> {
   return new Shell(options).run();
@@ -295,7 +296,9 @@ class Shell {
     if (this.droppedOutput === 0 || this.options.output.writableLength > MAX_PENDING_OUTPUT) return;
     const dropped = this.droppedOutput;
     this.droppedOutput = 0;
-    this.write(`${this.atLineStart ? "" : "\r\n"}[${dropped} characters of output dropped: the line is slower than the output]\r\n`);
+    this.write(
+      `${this.atLineStart ? "" : "\r\n"}[${dropped} characters of output dropped: the line is slower than the output]\r\n`,
+    );
   }
 
   private printError(err: unknown): void {
@@ -311,7 +314,9 @@ class Shell {
 
 /** Replaces control characters (C0 but tab and, when `lines`, newline; DEL; C1) with "?". */
 export function sanitize(text: string, lines = false): string {
-  return text.replace(lines ? /[\x00-\x08\x0b-\x1f\x7f-\x9f]/g : /[\x00-\x1f\x7f-\x9f]/g, (c) => (c === "\r" ? "" : "?"));
+  return text.replace(lines ? /[\x00-\x08\x0b-\x1f\x7f-\x9f]/g : /[\x00-\x1f\x7f-\x9f]/g, (c) =>
+    c === "\r" ? "" : "?",
+  );
 }
 
 function toTerminal(text: string): string {

@@ -263,7 +263,13 @@ export class RecordLog {
   }
 
   private async runAppends(batch: Extract<Op, { kind: "append" }>[], total: number): Promise<void> {
-    const bytes = batch.length === 1 ? batch[0]!.frames : Buffer.concat(batch.map((op) => op.frames), total);
+    const bytes =
+      batch.length === 1
+        ? batch[0]!.frames
+        : Buffer.concat(
+            batch.map((op) => op.frames),
+            total,
+          );
     try {
       await writeAll(this.fh, bytes, this.bytes);
       await this.fh.sync();

@@ -44,14 +44,20 @@ const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 /** A state record: `{"state":"online"|"offline","bdSeq":n,"ts":ms,"version":"x.y.z"}` (ts, version optional). */
 export function parseState(payload: Uint8Array | string): Parsed<StateRecord> {
   return parseWith(payload, "state", (o) => {
-    if (o.state !== "online" && o.state !== "offline") return `state 'state' must be "online" or "offline", got ${describeValue(o.state)}`;
+    if (o.state !== "online" && o.state !== "offline")
+      return `state 'state' must be "online" or "offline", got ${describeValue(o.state)}`;
     if (!isUint(o.bdSeq)) return `state 'bdSeq' must be a non-negative integer, got ${describeValue(o.bdSeq)}`;
     if (o.ts !== undefined && !isUint(o.ts)) return `state 'ts' must be epoch milliseconds, got ${describeValue(o.ts)}`;
     if (o.version !== undefined && !(typeof o.version === "string" && o.version.length > 0 && o.version.length <= 64)) {
       return `state 'version' must be a string of 1..64 characters, got ${describeValue(o.version)}`;
     }
     // Unknown fields are ignored: a newer agent may add some.
-    return { state: o.state, bdSeq: o.bdSeq, ts: (o.ts as number | undefined) ?? null, version: (o.version as string | undefined) ?? null };
+    return {
+      state: o.state,
+      bdSeq: o.bdSeq,
+      ts: (o.ts as number | undefined) ?? null,
+      version: (o.version as string | undefined) ?? null,
+    };
   });
 }
 
@@ -66,7 +72,8 @@ export function parseTelemetry(payload: Uint8Array | string): Parsed<TelemetryRe
     for (const key of keys) {
       if (!TELEMETRY_KEY.test(key)) return `telemetry field name ${describeValue(key)} is not a metric name`;
       const value = o[key];
-      if (typeof value !== "number" || !Number.isFinite(value)) return `telemetry '${key}' must be a number, got ${describeValue(value)}`;
+      if (typeof value !== "number" || !Number.isFinite(value))
+        return `telemetry '${key}' must be a number, got ${describeValue(value)}`;
       if (key !== "seq" && key !== "ts") metrics.push([key, value]);
     }
     // fromEntries defines own properties: a "__proto__" key stays a key.
@@ -82,7 +89,9 @@ export function parseEvent(payload: Uint8Array | string): Parsed<EventRecord> {
     if (typeof o.type !== "string" || o.type.length === 0 || o.type.length > 128) {
       return `event 'type' must be a string of 1..128 characters, got ${describeValue(o.type)}`;
     }
-    const fields = Object.fromEntries(Object.entries(o).filter(([key]) => key !== "seq" && key !== "ts" && key !== "type"));
+    const fields = Object.fromEntries(
+      Object.entries(o).filter(([key]) => key !== "seq" && key !== "ts" && key !== "type"),
+    );
     return { ...sequenced, type: o.type, fields };
   });
 }
@@ -98,7 +107,8 @@ function parseWith<T>(payload: unknown, what: string, check: (o: Record<string, 
     let text: string;
     if (typeof payload === "string") text = payload;
     else if (payload instanceof Uint8Array) {
-      if (payload.length > MAX_MESSAGE_BYTES) return { ok: false, reason: `${what} payload of ${payload.length} bytes exceeds ${MAX_MESSAGE_BYTES}` };
+      if (payload.length > MAX_MESSAGE_BYTES)
+        return { ok: false, reason: `${what} payload of ${payload.length} bytes exceeds ${MAX_MESSAGE_BYTES}` };
       if (payload.length === 0) return { ok: false, reason: `${what} payload is empty (a cleared retained message)` };
       try {
         text = decoder.decode(payload);
@@ -106,7 +116,8 @@ function parseWith<T>(payload: unknown, what: string, check: (o: Record<string, 
         return { ok: false, reason: `${what} payload is not valid UTF-8` };
       }
     } else return { ok: false, reason: `${what} payload is not bytes or text` };
-    if (text.length > MAX_MESSAGE_BYTES) return { ok: false, reason: `${what} payload exceeds ${MAX_MESSAGE_BYTES} bytes` };
+    if (text.length > MAX_MESSAGE_BYTES)
+      return { ok: false, reason: `${what} payload exceeds ${MAX_MESSAGE_BYTES} bytes` };
     if (text.length === 0) return { ok: false, reason: `${what} payload is empty (a cleared retained message)` };
     let value: unknown;
     try {
@@ -114,7 +125,8 @@ function parseWith<T>(payload: unknown, what: string, check: (o: Record<string, 
     } catch {
       return { ok: false, reason: `${what} payload is not valid JSON` };
     }
-    if (typeof value !== "object" || value === null || Array.isArray(value)) return { ok: false, reason: `${what} payload is not a JSON object` };
+    if (typeof value !== "object" || value === null || Array.isArray(value))
+      return { ok: false, reason: `${what} payload is not a JSON object` };
     const checked = check(value as Record<string, unknown>);
     return typeof checked === "string" ? { ok: false, reason: checked } : { ok: true, value: checked };
   } catch (err) {
@@ -143,7 +155,8 @@ export class SequenceTracker {
   private missingCount = 0;
 
   constructor(window = DEFAULT_WINDOW) {
-    if (!Number.isSafeInteger(window) || window < 1 || window > 1 << 24) throw new RangeError(`window must be an integer 1..${1 << 24}, got ${window}`);
+    if (!Number.isSafeInteger(window) || window < 1 || window > 1 << 24)
+      throw new RangeError(`window must be an integer 1..${1 << 24}, got ${window}`);
     this.window = window;
     this.arrived = new Uint8Array(window);
   }

@@ -1,7 +1,15 @@
 // `sharenode/fleet`: what fleet services import: topics, decoding with de-duplication and gap detection, signed
 // commands and verified replies, storage-proof verification, and an MQTT connection. None of the device's
 // internals: the same protocol types and kernels the device uses.
-export { DeviceTable, SequenceTracker, parseState, parseTelemetry, parseEvent, type DeviceRow, type SequenceVerdict } from "./consumer.js";
+export {
+  DeviceTable,
+  SequenceTracker,
+  parseState,
+  parseTelemetry,
+  parseEvent,
+  type DeviceRow,
+  type SequenceVerdict,
+} from "./consumer.js";
 export { topicsFor, parseTopic, fleetFilter, sharedFilter, isDeviceId } from "../protocol/topics.js";
 export { signCommand, openReply, loadOrCreateFleetKey, type FleetKey, type Reply } from "../protocol/envelope.js";
 export { verifyStorageResponse, challengeIndices, type StorageProofResponse } from "../protocol/storage-proof.js";

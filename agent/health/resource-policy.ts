@@ -145,7 +145,8 @@ export class ResourceGovernor extends EventEmitter<ResourceEvents> {
         reason: `${where}: ${rateText(rate)}`,
       };
     }
-    const slowed = rate === null ? THROTTLED_UPLOAD_WITHOUT_LIMIT : Math.max(1, Math.floor(rate / THROTTLED_UPLOAD_DIVISOR));
+    const slowed =
+      rate === null ? THROTTLED_UPLOAD_WITHOUT_LIMIT : Math.max(1, Math.floor(rate / THROTTLED_UPLOAD_DIVISOR));
     return {
       uploadBytesPerSecond: slowed,
       cpuPercent: share.cpuPercent,

@@ -50,14 +50,19 @@ const EXEC_TIMEOUT_MS = 10_000;
 /** execFile with a timeout; the rejection names the first line systemd-notify printed. */
 export const execNotify: NotifyExec = (command, args, env) =>
   new Promise((resolve, reject) => {
-    execFile(command, args, { env: env as NodeJS.ProcessEnv, timeout: EXEC_TIMEOUT_MS, windowsHide: true }, (err, _stdout, stderr) => {
-      if (!err) return resolve();
-      const e = err as NodeJS.ErrnoException & { killed?: boolean };
-      const said = String(stderr).trim().split("\n")[0];
-      if (e.code === "ENOENT") reject(new Error(`${command} not found (Debian package systemd)`));
-      else if (e.killed) reject(new Error(`${command} did not finish within ${EXEC_TIMEOUT_MS / 1000} s`));
-      else reject(new Error(said || e.message));
-    });
+    execFile(
+      command,
+      args,
+      { env: env as NodeJS.ProcessEnv, timeout: EXEC_TIMEOUT_MS, windowsHide: true },
+      (err, _stdout, stderr) => {
+        if (!err) return resolve();
+        const e = err as NodeJS.ErrnoException & { killed?: boolean };
+        const said = String(stderr).trim().split("\n")[0];
+        if (e.code === "ENOENT") reject(new Error(`${command} not found (Debian package systemd)`));
+        else if (e.killed) reject(new Error(`${command} did not finish within ${EXEC_TIMEOUT_MS / 1000} s`));
+        else reject(new Error(said || e.message));
+      },
+    );
   });
 
 export class SdNotify {
@@ -104,7 +109,11 @@ export class SdNotify {
     await this.send(["READY=1", statusField(status), `MAINPID=${this.pid}`], "ready");
     const interval = this.watchdogIntervalMs;
     if (interval === undefined || this.handle !== undefined) return;
-    this.lag = new LoopLag({ timers: this.timers, now: this.options.now ?? monotonicNow, tickMs: Math.min(1000, Math.max(50, Math.floor(interval / 2))) });
+    this.lag = new LoopLag({
+      timers: this.timers,
+      now: this.options.now ?? monotonicNow,
+      tickMs: Math.min(1000, Math.max(50, Math.floor(interval / 2))),
+    });
     this.lag.start();
     this.handle = this.timers.setInterval(() => this.ping(), interval);
     this.options.log.info(`systemd watchdog: WATCHDOG=1 every ${interval / 1000} s while healthy`);
@@ -132,7 +141,10 @@ export class SdNotify {
     const maxLag = Math.min(this.options.maxLagMs ?? 5000, this.watchdogIntervalMs ?? Infinity);
     const problem = healthProblem(this.lag, maxLag, this.options.healthy);
     if (problem !== undefined) {
-      if (this.skipping === undefined) this.options.log.warn(`not sending WATCHDOG=1 to systemd: ${problem}; systemd restarts the agent unless it recovers`);
+      if (this.skipping === undefined)
+        this.options.log.warn(
+          `not sending WATCHDOG=1 to systemd: ${problem}; systemd restarts the agent unless it recovers`,
+        );
       this.skipping = problem;
       return;
     }
@@ -161,17 +173,19 @@ export class SdNotify {
     while (this.busy) await this.busy.catch(() => {});
     const args = this.options.barrier === false ? ["--no-block", ...fields] : fields;
     const run = this.exec(this.command, args, this.env);
-    this.busy = run.then(
-      () => {
-        this.sent[kind]++;
-        if (this.failing) this.options.log.info("systemd-notify works again");
-        this.failing = false;
-      },
-      (err: Error) => {
-        if (!this.failing) this.options.log.warn(`sd_notify ${fields[0]}: ${err.message}`);
-        this.failing = true;
-      },
-    ).finally(() => (this.busy = undefined));
+    this.busy = run
+      .then(
+        () => {
+          this.sent[kind]++;
+          if (this.failing) this.options.log.info("systemd-notify works again");
+          this.failing = false;
+        },
+        (err: Error) => {
+          if (!this.failing) this.options.log.warn(`sd_notify ${fields[0]}: ${err.message}`);
+          this.failing = true;
+        },
+      )
+      .finally(() => (this.busy = undefined));
     await this.busy;
   }
 }

@@ -93,9 +93,15 @@ export class ThermalGovernor extends EventEmitter<ThermalEvents> {
       // work for good on boards whose sensor is flaky or absent.
       if (!this.unreadable) {
         this.unreadable = true;
-        this.options.log.warn(`temperature unreadable: staying ${previous.throttled ? "throttled" : "unthrottled"} until it can be read`);
+        this.options.log.warn(
+          `temperature unreadable: staying ${previous.throttled ? "throttled" : "unthrottled"} until it can be read`,
+        );
       }
-      this.current = { ...previous, temperatureC: undefined, reason: `${previous.throttled ? "throttled" : "not throttled"}; temperature unreadable` };
+      this.current = {
+        ...previous,
+        temperatureC: undefined,
+        reason: `${previous.throttled ? "throttled" : "not throttled"}; temperature unreadable`,
+      };
       return this.current;
     }
     if (this.unreadable) {

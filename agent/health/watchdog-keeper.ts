@@ -44,7 +44,8 @@ export interface WatchdogStatus {
 
 /** Pet interval for a driver timeout: a third of it, or 2 s when the driver does not say. */
 export function petIntervalMs(timeoutSeconds: number | undefined): number {
-  if (timeoutSeconds === undefined || !Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0) return UNKNOWN_TIMEOUT_PET_MS;
+  if (timeoutSeconds === undefined || !Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0)
+    return UNKNOWN_TIMEOUT_PET_MS;
   return Math.max(100, Math.floor((timeoutSeconds * 1000) / 3));
 }
 
@@ -98,12 +99,19 @@ export class WatchdogKeeper {
     }
     this.watchdog = watchdog;
     this.interval = petIntervalMs(watchdog.timeoutSeconds);
-    this.lag = new LoopLag({ timers: this.timers, now: this.now, tickMs: Math.min(1000, Math.max(50, Math.floor(this.interval / 2))) });
+    this.lag = new LoopLag({
+      timers: this.timers,
+      now: this.now,
+      tickMs: Math.min(1000, Math.max(50, Math.floor(this.interval / 2))),
+    });
     this.lag.start();
     await this.petIfHealthy();
     this.handle = this.timers.setInterval(() => this.petIfHealthy(), this.interval);
-    const timeout = watchdog.timeoutSeconds === undefined ? "timeout not reported" : `timeout ${watchdog.timeoutSeconds} s`;
-    this.options.log.info(`petting ${watchdog.device} every ${this.interval / 1000} s (${timeout}) while the agent is healthy`);
+    const timeout =
+      watchdog.timeoutSeconds === undefined ? "timeout not reported" : `timeout ${watchdog.timeoutSeconds} s`;
+    this.options.log.info(
+      `petting ${watchdog.device} every ${this.interval / 1000} s (${timeout}) while the agent is healthy`,
+    );
   }
 
   /** Stops petting and closes the device with the magic character (a clean stop disarms it). */
@@ -135,7 +143,8 @@ export class WatchdogKeeper {
     if (!watchdog) return;
     const problem = healthProblem(this.lag, this.maxLagMs, this.options.healthy);
     if (problem !== undefined) {
-      if (this.skipping === undefined) this.options.log.warn(`not petting ${watchdog.device}: ${problem}; the box resets unless the agent recovers`);
+      if (this.skipping === undefined)
+        this.options.log.warn(`not petting ${watchdog.device}: ${problem}; the box resets unless the agent recovers`);
       this.skipping = problem;
       return;
     }

@@ -40,7 +40,8 @@ export class DeviceKeyError extends Error {
 
 /** The device id of a raw Ed25519 public key: 32 lowercase hex digits. */
 export function deviceIdOf(publicKeyRaw: Uint8Array): string {
-  if (publicKeyRaw.length !== PUBLIC_KEY_BYTES) throw new RangeError(`public key must be ${PUBLIC_KEY_BYTES} bytes, got ${publicKeyRaw.length}`);
+  if (publicKeyRaw.length !== PUBLIC_KEY_BYTES)
+    throw new RangeError(`public key must be ${PUBLIC_KEY_BYTES} bytes, got ${publicKeyRaw.length}`);
   return toHex(blake3DeriveKey(DEVICE_ID_CONTEXT, publicKeyRaw, DEVICE_ID_BYTES));
 }
 
@@ -106,9 +107,12 @@ async function loadKeyFile(path: string): Promise<KeyObject | null> {
     if (!st.isFile()) throw new DeviceKeyError(`device key ${path} is not a regular file`);
     if ((st.mode & 0o077) !== 0) {
       const mode = (st.mode & 0o777).toString(8).padStart(4, "0");
-      throw new DeviceKeyError(`device key ${path} is accessible by group or others (mode ${mode}): refusing it; run chmod 600 ${path}`);
+      throw new DeviceKeyError(
+        `device key ${path} is accessible by group or others (mode ${mode}): refusing it; run chmod 600 ${path}`,
+      );
     }
-    if (st.size > MAX_KEY_FILE_BYTES) throw new DeviceKeyError(`device key ${path} is not an Ed25519 private key (${st.size} bytes is far too big)`);
+    if (st.size > MAX_KEY_FILE_BYTES)
+      throw new DeviceKeyError(`device key ${path} is not an Ed25519 private key (${st.size} bytes is far too big)`);
     pem = await handle.readFile();
   } finally {
     await handle.close();
@@ -122,7 +126,9 @@ async function loadKeyFile(path: string): Promise<KeyObject | null> {
     pem.fill(0);
   }
   if (key.asymmetricKeyType !== "ed25519") {
-    throw new DeviceKeyError(`device key ${path} is not an Ed25519 private key (it is ${key.asymmetricKeyType ?? "of unknown type"})`);
+    throw new DeviceKeyError(
+      `device key ${path} is not an Ed25519 private key (it is ${key.asymmetricKeyType ?? "of unknown type"})`,
+    );
   }
   return key;
 }
@@ -158,7 +164,9 @@ async function createKeyFile(dir: string, path: string): Promise<boolean> {
     if (code === "ENOENT") return cleanUp(temp, dir, false);
     await fs.rm(temp, { force: true });
     if (code === "EPERM" || code === "ENOTSUP" || code === "EOPNOTSUPP") {
-      throw new DeviceKeyError(`cannot create device key ${path}: the filesystem does not support hard links, which atomic creation needs`);
+      throw new DeviceKeyError(
+        `cannot create device key ${path}: the filesystem does not support hard links, which atomic creation needs`,
+      );
     }
     throw new DeviceKeyError(`cannot create device key ${path}: ${errorMessage(err)}`);
   }
@@ -179,7 +187,8 @@ function identityFrom(privateKey: KeyObject): DeviceIdentity {
   const jwk = createPublicKey(privateKey).export({ format: "jwk" });
   if (typeof jwk.x !== "string") throw new DeviceKeyError("Ed25519 public key has no 'x' (internal error)");
   const raw = new Uint8Array(Buffer.from(jwk.x, "base64url"));
-  if (raw.length !== PUBLIC_KEY_BYTES) throw new DeviceKeyError(`Ed25519 public key is ${raw.length} bytes (internal error)`);
+  if (raw.length !== PUBLIC_KEY_BYTES)
+    throw new DeviceKeyError(`Ed25519 public key is ${raw.length} bytes (internal error)`);
   const deviceId = deviceIdOf(raw);
   const publicKeyHex = toHex(raw);
   const identity: DeviceIdentity = {
@@ -193,8 +202,16 @@ function identityFrom(privateKey: KeyObject): DeviceIdentity {
     },
   };
   Object.defineProperties(identity, {
-    toJSON: { value: function toJSON() { return { deviceId, publicKeyHex }; } },
-    toString: { value: function toString() { return `DeviceIdentity(${deviceId})`; } },
+    toJSON: {
+      value: function toJSON() {
+        return { deviceId, publicKeyHex };
+      },
+    },
+    toString: {
+      value: function toString() {
+        return `DeviceIdentity(${deviceId})`;
+      },
+    },
   });
   return Object.freeze(identity);
 }

@@ -17,7 +17,8 @@ const DERIVE_KEY_CONTEXT = 1 << 5;
 const DERIVE_KEY_MATERIAL = 1 << 6;
 
 const IV_BYTES = new Uint8Array(
-  new Uint32Array([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]).buffer,
+  new Uint32Array([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19])
+    .buffer,
 );
 const MAX_STACK = 54;
 const ROOT_NODE_LEN = 112;
@@ -152,7 +153,8 @@ export class Blake3Kernel {
    */
   readRegions(count: number, length: number): Uint8Array[] {
     const bytes = count * length;
-    if (!(Number.isSafeInteger(bytes) && count > 0 && length > 0)) throw new RangeError(`bad regions ${count} x ${length}`);
+    if (!(Number.isSafeInteger(bytes) && count > 0 && length > 0))
+      throw new RangeError(`bad regions ${count} x ${length}`);
     if (bytes > this.regionBytes) {
       const memory = this.k.memory;
       if (this.regionBytes === 0) this.regionBase = memory.buffer.byteLength;
@@ -162,7 +164,9 @@ export class Blake3Kernel {
       this.mem = new Uint8Array(memory.buffer);
       this.outCv = this.mem.subarray(this.out, this.out + 32);
     }
-    return Array.from({ length: count }, (_, i) => this.mem.subarray(this.regionBase + i * length, this.regionBase + (i + 1) * length));
+    return Array.from({ length: count }, (_, i) =>
+      this.mem.subarray(this.regionBase + i * length, this.regionBase + (i + 1) * length),
+    );
   }
 
   // --- tree primitives for verified streaming (plain-hash tree only) --------------------------------------
@@ -226,7 +230,7 @@ export class Blake3Kernel {
   /** Feeds bytes to the resident hasher, in pieces that fit the input region. */
   feed(data: Uint8Array): void {
     const { mem, input, inputLen } = this;
-    for (let offset = 0; offset < data.length; ) {
+    for (let offset = 0; offset < data.length;) {
       const take = Math.min(inputLen, data.length - offset);
       mem.set(data.subarray(offset, offset + take), input);
       offset += take;
@@ -235,13 +239,18 @@ export class Blake3Kernel {
   }
 
   feedFromInput(length: number): void {
-    if (!(length >= 0 && length <= this.inputLen)) throw new RangeError(`input length ${length} out of range 0..${this.inputLen}`);
+    if (!(length >= 0 && length <= this.inputLen))
+      throw new RangeError(`input length ${length} out of range 0..${this.inputLen}`);
     this.k.update(this.input, length, 0);
   }
 
   feedRegion(view: Uint8Array): void {
     const start = view.byteOffset;
-    if (view.buffer !== this.mem.buffer || start < this.regionBase || start + view.length > this.regionBase + this.regionBytes) {
+    if (
+      view.buffer !== this.mem.buffer ||
+      start < this.regionBase ||
+      start + view.length > this.regionBase + this.regionBytes
+    ) {
       throw new RangeError("updateFromRegion: the bytes are not in a region of this kernel's readRegions()");
     }
     this.k.update(start, view.length, 0);

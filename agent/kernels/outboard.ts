@@ -54,15 +54,20 @@ export function outboardLength(length: number, groupLog = DEFAULT_GROUP_LOG): nu
 
 /** Validates an outboard's header and size; throws OutboardError with a one-line reason. */
 export function parseOutboard(bytes: Uint8Array): Outboard {
-  if (bytes.length < OUTBOARD_HEADER_LEN) throw new OutboardError(`outboard is ${bytes.length} bytes, shorter than its ${OUTBOARD_HEADER_LEN}-byte header`);
+  if (bytes.length < OUTBOARD_HEADER_LEN)
+    throw new OutboardError(`outboard is ${bytes.length} bytes, shorter than its ${OUTBOARD_HEADER_LEN}-byte header`);
   const magic = Buffer.from(bytes.subarray(0, 4)).toString("latin1");
-  if (magic !== OUTBOARD_MAGIC) throw new OutboardError(`not an outboard (magic ${JSON.stringify(magic)}, expected "${OUTBOARD_MAGIC}")`);
-  if (bytes[4] !== OUTBOARD_VERSION) throw new OutboardError(`outboard version ${bytes[4]} is not supported (expected ${OUTBOARD_VERSION})`);
+  if (magic !== OUTBOARD_MAGIC)
+    throw new OutboardError(`not an outboard (magic ${JSON.stringify(magic)}, expected "${OUTBOARD_MAGIC}")`);
+  if (bytes[4] !== OUTBOARD_VERSION)
+    throw new OutboardError(`outboard version ${bytes[4]} is not supported (expected ${OUTBOARD_VERSION})`);
   const groupLog = bytes[5]!;
-  if (groupLog > MAX_GROUP_LOG) throw new OutboardError(`outboard group size 2^${groupLog} chunks is out of range (at most 2^${MAX_GROUP_LOG})`);
+  if (groupLog > MAX_GROUP_LOG)
+    throw new OutboardError(`outboard group size 2^${groupLog} chunks is out of range (at most 2^${MAX_GROUP_LOG})`);
   if (bytes[6] !== 0 || bytes[7] !== 0) throw new OutboardError("outboard reserved header bytes are not zero");
   const length64 = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getBigUint64(8, true);
-  if (length64 > BigInt(Number.MAX_SAFE_INTEGER)) throw new OutboardError(`outboard object length ${length64} is too large`);
+  if (length64 > BigInt(Number.MAX_SAFE_INTEGER))
+    throw new OutboardError(`outboard object length ${length64} is too large`);
   const length = Number(length64);
   const expected = outboardLength(length, groupLog);
   if (bytes.length !== expected) {
@@ -167,7 +172,14 @@ export class OutboardBuilder {
     // Parents above the groups, in pre-order: node (firstGroup, nGroups) at index p has its left child at p + 1
     // and its right child at p + (groups in the left child).
     const cvs = this.groupCvs;
-    const build = (firstGroup: number, nGroups: number, index: number, root: boolean, out: Uint8Array, outOffset: number): void => {
+    const build = (
+      firstGroup: number,
+      nGroups: number,
+      index: number,
+      root: boolean,
+      out: Uint8Array,
+      outOffset: number,
+    ): void => {
       if (nGroups === 1) {
         out.set(cvs.subarray(firstGroup * 32, firstGroup * 32 + 32), outOffset);
         return;
@@ -184,7 +196,11 @@ export class OutboardBuilder {
 }
 
 /** The id and outboard of an object held in memory. */
-export function createOutboard(data: Uint8Array, groupLog = DEFAULT_GROUP_LOG, kernel?: Blake3Kernel): { id: Uint8Array; outboard: Uint8Array } {
+export function createOutboard(
+  data: Uint8Array,
+  groupLog = DEFAULT_GROUP_LOG,
+  kernel?: Blake3Kernel,
+): { id: Uint8Array; outboard: Uint8Array } {
   const { id, outboard } = new OutboardBuilder(groupLog, kernel).update(data).finish();
   return { id, outboard };
 }
@@ -215,7 +231,10 @@ export function groupsToRead(outboard: Outboard, start: number, count = 1): Grou
  * readGroup(offset, length) returns those bytes of the object (see groupsToRead); nothing else is read.
  */
 export function makeProof(
-  outboard: Outboard, readGroup: (offset: number, length: number) => Uint8Array, start: number, count = 1,
+  outboard: Outboard,
+  readGroup: (offset: number, length: number) => Uint8Array,
+  start: number,
+  count = 1,
   kernel: Blake3Kernel = blake3Kernel(),
 ): Uint8Array {
   const { length, groupChunks, groups, bytes } = outboard;
@@ -228,7 +247,10 @@ export function makeProof(
     const offset = first * CHUNK_LEN;
     const want = Math.min(n * CHUNK_LEN, length - offset);
     const data = readGroup(offset, want);
-    if (data.length !== want) throw new OutboardError(`read ${data.length} bytes of the object at ${offset}, expected ${want}: the object is shorter than its outboard says`);
+    if (data.length !== want)
+      throw new OutboardError(
+        `read ${data.length} bytes of the object at ${offset}, expected ${want}: the object is shorter than its outboard says`,
+      );
     return data;
   };
   const walk = (first: number, n: number, index: number): void => {
@@ -254,15 +276,24 @@ export function makeProof(
 
 /** makeProof for objects read asynchronously (from disk): fetches the groups first, then builds the proof. */
 export async function makeProofAsync(
-  outboard: Outboard, readAt: (offset: number, length: number) => Promise<Uint8Array>, start: number, count = 1,
+  outboard: Outboard,
+  readAt: (offset: number, length: number) => Promise<Uint8Array>,
+  start: number,
+  count = 1,
   kernel?: Blake3Kernel,
 ): Promise<Uint8Array> {
   const reads = groupsToRead(outboard, start, count);
   const fetched = new Map<number, Uint8Array>();
   for (const r of reads) fetched.set(r.offset, await readAt(r.offset, r.length));
-  return makeProof(outboard, (offset, len) => {
-    const data = fetched.get(offset);
-    if (!data) throw new Error(`proof walk wanted bytes at ${offset} that were not prefetched (internal error)`);
-    return data.subarray(0, len);
-  }, start, count, kernel);
+  return makeProof(
+    outboard,
+    (offset, len) => {
+      const data = fetched.get(offset);
+      if (!data) throw new Error(`proof walk wanted bytes at ${offset} that were not prefetched (internal error)`);
+      return data.subarray(0, len);
+    },
+    start,
+    count,
+    kernel,
+  );
 }

@@ -15,7 +15,8 @@ export class ProofWriter {
   constructor(readonly bytes: Uint8Array) {}
 
   take(n: number): Uint8Array {
-    if (this.offset + n > this.bytes.length) throw new Error("proof buffer overflow (tree walk and proof length disagree)");
+    if (this.offset + n > this.bytes.length)
+      throw new Error("proof buffer overflow (tree walk and proof length disagree)");
     const view = this.bytes.subarray(this.offset, this.offset + n);
     this.offset += n;
     return view;
@@ -28,8 +29,15 @@ export class ProofWriter {
  * value (with root, the object's id) into cvOut.
  */
 export function emitFromData(
-  kernel: Blake3Kernel, target: Target, data: Uint8Array, first: number, n: number, root: boolean,
-  writer: ProofWriter, cvOut: Uint8Array, cvOffset = 0,
+  kernel: Blake3Kernel,
+  target: Target,
+  data: Uint8Array,
+  first: number,
+  n: number,
+  root: boolean,
+  writer: ProofWriter,
+  cvOut: Uint8Array,
+  cvOffset = 0,
 ): void {
   if (n === 1) {
     // In the range or the tail: either way the whole chunk.
@@ -44,13 +52,19 @@ export function emitFromData(
   const rightData = data.subarray(split);
   if (target.overlaps(first, left)) emitFromData(kernel, target, leftData, first, left, false, writer, pair, 0);
   else kernel.subtreeCv(leftData, first, pair, 0);
-  if (target.overlaps(first + left, n - left)) emitFromData(kernel, target, rightData, first + left, n - left, false, writer, pair, 32);
+  if (target.overlaps(first + left, n - left))
+    emitFromData(kernel, target, rightData, first + left, n - left, false, writer, pair, 32);
   else kernel.subtreeCv(rightData, first + left, pair, 32);
   kernel.parentCv(pair, root, cvOut, cvOffset);
 }
 
 /** A proof of chunks [start, start + count) of `data`, the whole object, computed without an outboard. */
-export function makeProofFromData(data: Uint8Array, start: number, count = 1, kernel: Blake3Kernel = blake3Kernel()): Uint8Array {
+export function makeProofFromData(
+  data: Uint8Array,
+  start: number,
+  count = 1,
+  kernel: Blake3Kernel = blake3Kernel(),
+): Uint8Array {
   const target = proofTarget(data.length, start, count);
   const proof = new Uint8Array(proofLength(data.length, start, count));
   const writer = new ProofWriter(proof);
@@ -91,9 +105,11 @@ export class ProofVerifier {
     this.target = proofTarget(length, start, count);
     this.expectedLength = proofLength(length, start, count);
     const chunks = chunkCount(length);
-    this.pending.push(chunks === 1
-      ? { kind: "chunk", index: 0, expected: id.slice(), root: true, inRange: true }
-      : { kind: "parent", first: 0, n: chunks, expected: id.slice(), root: true });
+    this.pending.push(
+      chunks === 1
+        ? { kind: "chunk", index: 0, expected: id.slice(), root: true, inRange: true }
+        : { kind: "parent", first: 0, n: chunks, expected: id.slice(), root: true },
+    );
   }
 
   /** True once every expected byte has arrived and checked out. */
@@ -124,7 +140,9 @@ export class ProofVerifier {
         if (chunk) verified.push(chunk);
       }
       if (this.pending.length === 0 && offset < input.length) {
-        throw new ProofError(`proof is longer than the ${this.expectedLength} bytes expected for this length and range`);
+        throw new ProofError(
+          `proof is longer than the ${this.expectedLength} bytes expected for this length and range`,
+        );
       }
     } catch (err) {
       this.failed = true;
@@ -141,7 +159,9 @@ export class ProofVerifier {
     // An empty object's proof is zero bytes: a stream that delivered nothing still has that chunk to check.
     if (this.pending.length > 0) this.push(new Uint8Array(0));
     if (this.pending.length > 0) {
-      throw new ProofError(`proof is truncated: ${this.received} of the ${this.expectedLength} bytes expected for this length and range`);
+      throw new ProofError(
+        `proof is truncated: ${this.received} of the ${this.expectedLength} bytes expected for this length and range`,
+      );
     }
   }
 
@@ -166,7 +186,11 @@ export class ProofVerifier {
       }
       case "chunk": {
         if (!equal(kernel.chunkCvView(bytes, item.index, item.root), item.expected)) {
-          throw new ProofError(item.inRange ? `chunk ${item.index} does not match` : `last chunk ${item.index} does not match: the length or the tail is wrong`);
+          throw new ProofError(
+            item.inRange
+              ? `chunk ${item.index} does not match`
+              : `last chunk ${item.index} does not match: the length or the tail is wrong`,
+          );
         }
         // The tail only vouches for the length; it is not part of the requested range.
         return item.inRange ? bytes.slice() : undefined;
@@ -194,7 +218,11 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
  * bytes (concatenated), or null when the proof is invalid. Throws RangeError on a bad range or id size.
  */
 export function verifyProof(
-  id: Uint8Array, length: number, start: number, count: number, proof: Uint8Array,
+  id: Uint8Array,
+  length: number,
+  start: number,
+  count: number,
+  proof: Uint8Array,
   kernel: Blake3Kernel = blake3Kernel(),
 ): Uint8Array | null {
   const verifier = new ProofVerifier(id, length, start, count, kernel);

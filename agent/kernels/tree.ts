@@ -56,15 +56,22 @@ export class Target {
  * Returns the target of a proof of chunks [start, start + count).
  */
 export function proofTarget(length: number, start: number, count: number): Target {
-  if (!Number.isSafeInteger(length) || length < 0) throw new RangeError(`object length must be a non-negative integer, got ${length}`);
+  if (!Number.isSafeInteger(length) || length < 0)
+    throw new RangeError(`object length must be a non-negative integer, got ${length}`);
   const chunks = chunkCount(length);
-  if (!Number.isSafeInteger(start) || start < 0) throw new RangeError(`chunk index must be a non-negative integer, got ${start}`);
-  if (!Number.isSafeInteger(count) || count < 1) throw new RangeError(`chunk count must be a positive integer, got ${count}`);
+  if (!Number.isSafeInteger(start) || start < 0)
+    throw new RangeError(`chunk index must be a non-negative integer, got ${start}`);
+  if (!Number.isSafeInteger(count) || count < 1)
+    throw new RangeError(`chunk count must be a positive integer, got ${count}`);
   if (start >= chunks) {
-    throw new RangeError(`chunk ${start} is past the end: an object of ${length} bytes has ${chunks} chunk${chunks === 1 ? "" : "s"} (0..${chunks - 1})`);
+    throw new RangeError(
+      `chunk ${start} is past the end: an object of ${length} bytes has ${chunks} chunk${chunks === 1 ? "" : "s"} (0..${chunks - 1})`,
+    );
   }
   if (start + count > chunks) {
-    throw new RangeError(`chunks ${start}..${start + count - 1} run past the end: an object of ${length} bytes has ${chunks} chunk${chunks === 1 ? "" : "s"} (0..${chunks - 1})`);
+    throw new RangeError(
+      `chunks ${start}..${start + count - 1} run past the end: an object of ${length} bytes has ${chunks} chunk${chunks === 1 ? "" : "s"} (0..${chunks - 1})`,
+    );
   }
   return new Target(length, start, start + count);
 }

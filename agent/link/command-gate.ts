@@ -128,13 +128,15 @@ export class CommandGate {
   private readonly refusals: RefusalLog | undefined;
 
   constructor(options: CommandGateOptions) {
-    if (!isDeviceId(options.deviceId)) throw new RangeError(`device id must be 32 lowercase hex digits, got ${JSON.stringify(options.deviceId)}`);
+    if (!isDeviceId(options.deviceId))
+      throw new RangeError(`device id must be 32 lowercase hex digits, got ${JSON.stringify(options.deviceId)}`);
     if (options.signer.deviceId !== undefined && options.signer.deviceId !== options.deviceId) {
       throw new RangeError(`the signer is device ${options.signer.deviceId}, not ${options.deviceId}`);
     }
     const key = options.fleetPublicKey;
     this.fleetPublicKey = typeof key === "string" ? publicKeyFromHex(key) : key.slice();
-    if (this.fleetPublicKey.length !== PUBLIC_KEY_BYTES) throw new RangeError(`fleet public key must be ${PUBLIC_KEY_BYTES} bytes, got ${this.fleetPublicKey.length}`);
+    if (this.fleetPublicKey.length !== PUBLIC_KEY_BYTES)
+      throw new RangeError(`fleet public key must be ${PUBLIC_KEY_BYTES} bytes, got ${this.fleetPublicKey.length}`);
     this.deviceId = options.deviceId;
     this.nonceLogPath = options.nonceLogPath;
     this.clock = options.clock;
@@ -178,7 +180,11 @@ export class CommandGate {
    * unauthenticated ones past the rate limit (replyPayload null); rejects only when the device key cannot sign.
    * `handlers` is looked up by own property only (no "constructor" or "__proto__" from the prototype).
    */
-  async handle(topic: string, payload: Uint8Array, handlers: Readonly<Record<string, CommandHandler>>): Promise<HandledCommand> {
+  async handle(
+    topic: string,
+    payload: Uint8Array,
+    handlers: Readonly<Record<string, CommandHandler>>,
+  ): Promise<HandledCommand> {
     const parsed = parseTopic(topic);
     // Until openCommand has verified the fleet's signature, a refusal is of an unauthenticated message.
     if (parsed?.kind !== "cmd") {
@@ -196,7 +202,13 @@ export class CommandGate {
     } catch (err) {
       return this.refuseUnauthenticated(topicCmd, "internal", errorLine(err));
     }
-    const opened = openCommand(payload, { fleetPublicKey: this.fleetPublicKey, deviceId: this.deviceId, topicCmd, now, maxAheadMs: this.maxAheadMs });
+    const opened = openCommand(payload, {
+      fleetPublicKey: this.fleetPublicKey,
+      deviceId: this.deviceId,
+      topicCmd,
+      now,
+      maxAheadMs: this.maxAheadMs,
+    });
     if (!opened.ok) {
       if (!opened.signed) return this.refuseUnauthenticated(topicCmd, opened.code, opened.reason);
       return this.refuse(topicCmd, opened.nonce, opened.code, opened.reason);
@@ -206,7 +218,12 @@ export class CommandGate {
     // From the checks to the nonce's insertion nothing awaits, so two deliveries of one command cannot both pass.
     nonces.forgetExpired(now);
     if (exp <= nonces.floor) {
-      return this.refuse(cmd, nonce, "expired", `command expiring at ${exp} is at or before the nonce log's floor ${nonces.floor} (the clock went back?)`);
+      return this.refuse(
+        cmd,
+        nonce,
+        "expired",
+        `command expiring at ${exp} is at or before the nonce log's floor ${nonces.floor} (the clock went back?)`,
+      );
     }
     if (nonces.has(nonce)) return this.refuse(cmd, nonce, "replayed", `nonce ${nonce} was already used`);
     try {
@@ -239,7 +256,10 @@ export class CommandGate {
 
   /** The refusal of a command the fleet signed: always answered. */
   private refuse(cmd: string | null, nonce: string | null, code: string, message: string): HandledCommand {
-    const replyPayload = signReply({ cmd, deviceId: this.deviceId, nonce, ok: false, error: { code, message } }, this.signer);
+    const replyPayload = signReply(
+      { cmd, deviceId: this.deviceId, nonce, ok: false, error: { code, message } },
+      this.signer,
+    );
     this.refusals?.record(code, () => refusalLine(cmd, code, message), true);
     return { replyPayload, ok: false, authenticated: true, code, cmd, nonce };
   }
@@ -258,7 +278,8 @@ export class CommandGate {
 
   private now(): number {
     const t = this.clock();
-    if (typeof t !== "number" || !Number.isFinite(t)) throw new CommandGateError(`clock returned ${String(t)}, expected epoch milliseconds`);
+    if (typeof t !== "number" || !Number.isFinite(t))
+      throw new CommandGateError(`clock returned ${String(t)}, expected epoch milliseconds`);
     return t;
   }
 }
@@ -312,7 +333,9 @@ class NonceStore {
           floor = Math.max(floor, readU64(view, 1));
         } else {
           // Dropping a record we cannot read could forget a nonce: refuse instead.
-          throw new CommandGateError(`nonce log ${path}: record ${i} (${record.length} bytes, type ${record[0] ?? "none"}) is not a nonce log record`);
+          throw new CommandGateError(
+            `nonce log ${path}: record ${i} (${record.length} bytes, type ${record[0] ?? "none"}) is not a nonce log record`,
+          );
         }
       });
     } catch (err) {

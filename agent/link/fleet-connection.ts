@@ -57,8 +57,15 @@ export class FleetConnection {
     await this.client.subscribeAsync(filters, { qos: 1 });
   }
 
-  async publish(topic: string, payload: Uint8Array, options: { responseTopic?: string; correlationData?: Buffer } = {}): Promise<void> {
-    const properties = options.responseTopic || options.correlationData ? { responseTopic: options.responseTopic, correlationData: options.correlationData } : undefined;
+  async publish(
+    topic: string,
+    payload: Uint8Array,
+    options: { responseTopic?: string; correlationData?: Buffer } = {},
+  ): Promise<void> {
+    const properties =
+      options.responseTopic || options.correlationData
+        ? { responseTopic: options.responseTopic, correlationData: options.correlationData }
+        : undefined;
     await this.client.publishAsync(topic, Buffer.from(payload), { qos: 1, properties });
   }
 

@@ -50,7 +50,9 @@ export interface BrokerCredentials {
 }
 
 /** The credentials as mqtt.js options: only those given (mqtt.js treats a present `undefined` as set). */
-export function credentialOptions(c: BrokerCredentials): Pick<IClientOptions, "username" | "password" | "ca" | "cert" | "key"> {
+export function credentialOptions(
+  c: BrokerCredentials,
+): Pick<IClientOptions, "username" | "password" | "ca" | "cert" | "key"> {
   return {
     ...(c.username !== undefined ? { username: c.username } : {}),
     ...(c.password !== undefined ? { password: c.password } : {}),
@@ -193,7 +195,9 @@ export class MqttLink extends EventEmitter<LinkEvents> {
       throw new LinkError(`link: broker url ${JSON.stringify(options.url)} is not a URL`);
     }
     if (!PROTOCOLS.has(protocol)) {
-      throw new LinkError(`link: broker url must start with mqtt://, mqtts://, ws:// or wss://, got ${JSON.stringify(options.url)}`);
+      throw new LinkError(
+        `link: broker url must start with mqtt://, mqtts://, ws:// or wss://, got ${JSON.stringify(options.url)}`,
+      );
     }
     if (options.protocolVersion !== undefined && options.protocolVersion !== 5 && options.protocolVersion !== 4) {
       throw new LinkError(`link: protocolVersion must be 5 or 4, got ${String(options.protocolVersion)}`);
@@ -255,7 +259,10 @@ export class MqttLink extends EventEmitter<LinkEvents> {
       if (conn.client.connected) {
         const offline = { state: "offline", bdSeq: conn.bdSeq, ts: this.now(), version: this.options.version };
         try {
-          await this.withTimeout(this.send(conn, this.topics.state, JSON.stringify(offline), { qos: 1, retain: true }), limit);
+          await this.withTimeout(
+            this.send(conn, this.topics.state, JSON.stringify(offline), { qos: 1, retain: true }),
+            limit,
+          );
         } catch (err) {
           this.options.log?.warn(`could not publish the offline state: ${errorLine(err)}`);
         }
@@ -281,7 +288,11 @@ export class MqttLink extends EventEmitter<LinkEvents> {
    */
   publish(topic: string, payload: Buffer | Uint8Array | string, options: PublishOptions): Promise<void> {
     if (typeof topic !== "string" || topic.length === 0 || WILDCARD.test(topic)) {
-      return Promise.reject(new LinkError(`link: refusing to publish on ${JSON.stringify(topic)}: a topic name must be non-empty, without + or #`));
+      return Promise.reject(
+        new LinkError(
+          `link: refusing to publish on ${JSON.stringify(topic)}: a topic name must be non-empty, without + or #`,
+        ),
+      );
     }
     const conn = this.conn;
     if (!conn?.ready || this.stopping) return Promise.reject(new LinkError("link: not connected"));
@@ -294,8 +305,16 @@ export class MqttLink extends EventEmitter<LinkEvents> {
     return () => this.handlers.delete(handler);
   }
 
-  private send(conn: Connection, topic: string, payload: Buffer | Uint8Array | string, options: PublishOptions): Promise<void> {
-    const body = typeof payload === "string" || Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.length);
+  private send(
+    conn: Connection,
+    topic: string,
+    payload: Buffer | Uint8Array | string,
+    options: PublishOptions,
+  ): Promise<void> {
+    const body =
+      typeof payload === "string" || Buffer.isBuffer(payload)
+        ? payload
+        : Buffer.from(payload.buffer, payload.byteOffset, payload.length);
     return new Promise<void>((resolve, reject) => {
       const pending: Pending = { reject };
       if (options.qos > 0) conn.pending.add(pending);
@@ -329,7 +348,9 @@ export class MqttLink extends EventEmitter<LinkEvents> {
     // Written atomically, so this is not a torn write but foreign content. Any value above every bdSeq used before
     // keeps the scheme sound; the clock in milliseconds is one.
     const fallback = this.now();
-    this.options.log?.warn(`${this.bdSeqPath} holds ${JSON.stringify(text.slice(0, 40))}, not a counter; continuing from ${fallback}`);
+    this.options.log?.warn(
+      `${this.bdSeqPath} holds ${JSON.stringify(text.slice(0, 40))}, not a counter; continuing from ${fallback}`,
+    );
     return fallback;
   }
 
@@ -341,13 +362,20 @@ export class MqttLink extends EventEmitter<LinkEvents> {
     try {
       await writeFileAtomic(this.bdSeqPath, `${bdSeq}\n`);
     } catch (err) {
-      this.options.log?.warn(`could not persist bdSeq ${bdSeq} (${errnoCode(err) ?? errorLine(err)}); connecting anyway`);
+      this.options.log?.warn(
+        `could not persist bdSeq ${bdSeq} (${errnoCode(err) ?? errorLine(err)}); connecting anyway`,
+      );
     }
     this.bdSeq = bdSeq;
     if (this.stopping) return;
     this.attempts++;
     const o = this.options;
-    const will = { topic: this.topics.state, payload: Buffer.from(JSON.stringify({ state: "offline", bdSeq })), qos: 1 as const, retain: true };
+    const will = {
+      topic: this.topics.state,
+      payload: Buffer.from(JSON.stringify({ state: "offline", bdSeq })),
+      qos: 1 as const,
+      retain: true,
+    };
     const clientOptions: IClientOptions = {
       clientId: o.clientId ?? o.deviceId,
       protocolVersion: this.protocolVersion,
@@ -362,7 +390,9 @@ export class MqttLink extends EventEmitter<LinkEvents> {
       // published by alias right after a broker restart were acknowledged but never reached a persistent
       // subscriber that was still reconnecting (8 of 10,000 in the outbox's broker-kill test, in 2 of 4 runs on
       // a loaded machine; none in the same runs without aliases). A lost acknowledged record is worse than bytes.
-      ...(this.protocolVersion === 5 ? { properties: { maximumPacketSize: o.maxIncomingPacketBytes ?? 256 * 1024 } } : {}),
+      ...(this.protocolVersion === 5
+        ? { properties: { maximumPacketSize: o.maxIncomingPacketBytes ?? 256 * 1024 } }
+        : {}),
       ...credentialOptions(o),
     };
     let client: MqttClient;
@@ -373,7 +403,15 @@ export class MqttLink extends EventEmitter<LinkEvents> {
       this.scheduleAttempt();
       return;
     }
-    const conn: Connection = { client, bdSeq, ready: false, closed: false, pending: new Set(), receiveMaximum: 65535, lastError: "" };
+    const conn: Connection = {
+      client,
+      bdSeq,
+      ready: false,
+      closed: false,
+      pending: new Set(),
+      receiveMaximum: 65535,
+      lastError: "",
+    };
     this.conn = conn;
     o.log?.debug(() => `connecting to ${o.url} (bdSeq ${bdSeq}, attempt ${this.attempts})`);
     client.on("connect", (connack) => {
@@ -394,8 +432,15 @@ export class MqttLink extends EventEmitter<LinkEvents> {
   private async announce(conn: Connection): Promise<void> {
     try {
       const granted = await conn.client.subscribeAsync(this.topics.cmdFilter, { qos: 1 });
-      if (granted.some((g) => g.qos === 128)) this.options.log?.warn(`the broker refused the subscription to ${this.topics.cmdFilter}`);
-      const birth = { state: "online", bdSeq: conn.bdSeq, ts: this.now(), version: this.options.version, ...(this.options.publicKeyHex ? { pub: this.options.publicKeyHex } : {}) };
+      if (granted.some((g) => g.qos === 128))
+        this.options.log?.warn(`the broker refused the subscription to ${this.topics.cmdFilter}`);
+      const birth = {
+        state: "online",
+        bdSeq: conn.bdSeq,
+        ts: this.now(),
+        version: this.options.version,
+        ...(this.options.publicKeyHex ? { pub: this.options.publicKeyHex } : {}),
+      };
       await this.send(conn, this.topics.state, JSON.stringify(birth), { qos: 1, retain: true });
     } catch (err) {
       if (!conn.closed) {
@@ -420,7 +465,9 @@ export class MqttLink extends EventEmitter<LinkEvents> {
       try {
         const result = handler(topic, payload, packet);
         if (result && typeof (result as Promise<void>).catch === "function") {
-          (result as Promise<void>).catch((err: unknown) => this.options.log?.warn(`message handler failed on ${topic}: ${errorLine(err)}`));
+          (result as Promise<void>).catch((err: unknown) =>
+            this.options.log?.warn(`message handler failed on ${topic}: ${errorLine(err)}`),
+          );
         }
       } catch (err) {
         this.options.log?.warn(`message handler failed on ${topic}: ${errorLine(err)}`);

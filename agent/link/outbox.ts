@@ -157,7 +157,8 @@ export class Outbox {
     this.maxBytes = options.maxBytes ?? 8 * 1024 * 1024;
     this.window = options.window ?? 64;
     if (!(this.maxBytes >= 64 * 1024)) throw new RangeError("outbox: maxBytes must be at least 64 KiB");
-    if (!(Number.isInteger(this.window) && this.window >= 1)) throw new RangeError("outbox: window must be an integer >= 1");
+    if (!(Number.isInteger(this.window) && this.window >= 1))
+      throw new RangeError("outbox: window must be an integer >= 1");
     const t = topicsFor(options.deviceId);
     this.topics = { events: t.events, telemetry: t.telemetry };
     this.now = options.now ?? Date.now;
@@ -212,8 +213,14 @@ export class Outbox {
     this.fileBytes = log.size;
     this.failure = null;
     this.running = true;
-    if (recovery) this.options.log?.warn(`outbox ${this.options.path}: dropped a torn tail of ${recovery.droppedBytes} bytes (${recovery.reason})`);
-    if (this.live > 0) this.options.log?.info(`outbox: ${this.live} records to re-send, next seq events ${this.next.events}, telemetry ${this.next.telemetry}`);
+    if (recovery)
+      this.options.log?.warn(
+        `outbox ${this.options.path}: dropped a torn tail of ${recovery.droppedBytes} bytes (${recovery.reason})`,
+      );
+    if (this.live > 0)
+      this.options.log?.info(
+        `outbox: ${this.live} records to re-send, next seq events ${this.next.events}, telemetry ${this.next.telemetry}`,
+      );
     if (this.shouldCompact()) this.compact();
     this.options.publisher.on("connected", this.onConnected);
     this.options.publisher.on("disconnected", this.onDisconnected);
@@ -264,7 +271,11 @@ export class Outbox {
     // A record must leave room for others; a quarter of the bound is generous (telemetry is ~1 KiB).
     const restBytes = Buffer.byteLength(rest);
     if (restBytes + 128 > this.maxBytes / 4) {
-      return Promise.reject(new OutboxError(`outbox: a message of ${restBytes} bytes is over the limit of ${Math.floor(this.maxBytes / 4) - 128}`));
+      return Promise.reject(
+        new OutboxError(
+          `outbox: a message of ${restBytes} bytes is over the limit of ${Math.floor(this.maxBytes / 4) - 128}`,
+        ),
+      );
     }
     return new Promise<number>((resolve, reject) => {
       const item: Waiter = { stream, ts, rest, resolve, reject };
@@ -378,7 +389,9 @@ export class Outbox {
   /** Rewrites the log as the counters and every record not acknowledged (issued now; RecordLog orders it). */
   private compact(): void {
     const log = this.log!;
-    const records: Buffer[] = [Buffer.from(JSON.stringify({ op: "next", events: this.next.events, telemetry: this.next.telemetry }))];
+    const records: Buffer[] = [
+      Buffer.from(JSON.stringify({ op: "next", events: this.next.events, telemetry: this.next.telemetry })),
+    ];
     let size = HEADER_BYTES + FRAME_HEADER_BYTES + records[0]!.length;
     for (let i = this.head; i < this.entries.length; i++) {
       const e = this.entries[i]!;
@@ -444,7 +457,9 @@ export class Outbox {
     } else if (current) {
       // Refused, or the connection is going: start over from the oldest record not acknowledged. If the link is
       // still up (the broker refused this one), wait a little rather than spin.
-      this.options.log?.warn(() => `outbox: publish of ${e.stream} seq ${e.seq} failed (${err.message}); re-sending from the oldest`);
+      this.options.log?.warn(
+        () => `outbox: publish of ${e.stream} seq ${e.seq} failed (${err.message}); re-sending from the oldest`,
+      );
       this.rewind();
       if (this.options.publisher.connected) this.pauseForRetry();
     }
@@ -527,7 +542,9 @@ export class Outbox {
     const log = this.log;
     if (!log || this.failure) return;
     if (this.acks.events.length === 0 && this.acks.telemetry.length === 0) return;
-    const record = Buffer.from(JSON.stringify({ op: "ack", events: toRanges(this.acks.events), telemetry: toRanges(this.acks.telemetry) }));
+    const record = Buffer.from(
+      JSON.stringify({ op: "ack", events: toRanges(this.acks.events), telemetry: toRanges(this.acks.telemetry) }),
+    );
     this.acks = { events: [], telemetry: [] };
     const frame = FRAME_HEADER_BYTES + record.length;
     if (this.fileBytes + frame > this.maxBytes || this.shouldCompact()) {
@@ -600,7 +617,13 @@ export function toRanges(seqs: number[]): [number, number][] {
 }
 
 function isRanges(v: unknown): v is [number, number][] {
-  return Array.isArray(v) && v.every((r) => Array.isArray(r) && r.length === 2 && Number.isSafeInteger(r[0]) && Number.isSafeInteger(r[1]) && r[0] <= r[1]);
+  return (
+    Array.isArray(v) &&
+    v.every(
+      (r) =>
+        Array.isArray(r) && r.length === 2 && Number.isSafeInteger(r[0]) && Number.isSafeInteger(r[1]) && r[0] <= r[1],
+    )
+  );
 }
 
 /** What an outbox log holds: the records not acknowledged, in log order, and each stream's next seq. */
@@ -626,7 +649,8 @@ export function replayOutboxRecords(records: readonly Uint8Array[], path: string
       case "put": {
         const stream = r.stream as OutboxStream;
         const seq = r.msg?.seq;
-        if (!STREAMS.includes(stream) || !Number.isSafeInteger(seq) || (seq as number) < 1) throw bad(i, "is a malformed put");
+        if (!STREAMS.includes(stream) || !Number.isSafeInteger(seq) || (seq as number) < 1)
+          throw bad(i, "is a malformed put");
         byKey.set(`${stream}:${seq}`, { stream, seq: seq as number, msg: JSON.stringify(r.msg) });
         if ((seq as number) > max[stream]) max[stream] = seq as number;
         break;
@@ -637,7 +661,8 @@ export function replayOutboxRecords(records: readonly Uint8Array[], path: string
           if (!isRanges(ranges)) throw bad(i, "is a malformed ack");
           for (const [from, to] of ranges) {
             if (to - from < byKey.size) for (let s = from; s <= to; s++) byKey.delete(`${stream}:${s}`);
-            else for (const [key, e] of byKey) if (e.stream === stream && e.seq >= from && e.seq <= to) byKey.delete(key);
+            else
+              for (const [key, e] of byKey) if (e.stream === stream && e.seq >= from && e.seq <= to) byKey.delete(key);
           }
         }
         break;
@@ -652,7 +677,10 @@ export function replayOutboxRecords(records: readonly Uint8Array[], path: string
         throw bad(i, `has an unknown op ${JSON.stringify(r?.op)}`);
     }
   });
-  const next = { events: Math.max(counters.events, max.events + 1), telemetry: Math.max(counters.telemetry, max.telemetry + 1) };
+  const next = {
+    events: Math.max(counters.events, max.events + 1),
+    telemetry: Math.max(counters.telemetry, max.telemetry + 1),
+  };
   // Map iteration is insertion order, i.e. log order.
   return { pending: [...byKey.values()], next };
 }
@@ -661,7 +689,9 @@ export function replayOutboxRecords(records: readonly Uint8Array[], path: string
  * The outbox at `path` as read by someone who must not open it (the console, while the daemon owns it): records
  * waiting for a PUBACK and the file's size. A missing file is an empty outbox.
  */
-export async function scanOutboxFile(path: string): Promise<{ ok: true; depth: number; bytes: number } | { ok: false; reason: string }> {
+export async function scanOutboxFile(
+  path: string,
+): Promise<{ ok: true; depth: number; bytes: number } | { ok: false; reason: string }> {
   const read = await readRecordLog(path);
   if (!read.ok) return read.missing ? { ok: true, depth: 0, bytes: 0 } : { ok: false, reason: read.reason };
   try {

@@ -47,7 +47,8 @@ const ENVELOPE_FIELDS = ["body", "sig"] as const;
 const encoder = new TextEncoder();
 // fatal: invalid UTF-8 is an error, not U+FFFD; ignoreBOM: a BOM stays in the text, where JSON.parse refuses it.
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-const typedArrayByteLength = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), "byteLength")!.get! as (this: Uint8Array) => number;
+const typedArrayByteLength = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), "byteLength")!
+  .get! as (this: Uint8Array) => number;
 const COMMAND_DOMAIN_BYTES = encoder.encode(COMMAND_DOMAIN);
 const REPLY_DOMAIN_BYTES = encoder.encode(REPLY_DOMAIN);
 
@@ -75,13 +76,7 @@ export interface Command {
 }
 
 export type CommandFailureCode =
-  | "too-large"
-  | "malformed"
-  | "bad-signature"
-  | "wrong-device"
-  | "wrong-command"
-  | "expired"
-  | "too-far-ahead";
+  "too-large" | "malformed" | "bad-signature" | "wrong-device" | "wrong-command" | "expired" | "too-far-ahead";
 
 export type OpenedCommand =
   | { ok: true; command: Command }
@@ -142,11 +137,17 @@ export interface OpenReplyOptions {
 export function signCommand(input: CommandInput, fleetSigner: Signer): Uint8Array {
   const { cmd, deviceId, args, exp } = input;
   const nonce = input.nonce ?? randomBytes(NONCE_BYTES).toString("hex");
-  if (!isValidName(cmd)) throw new RangeError(`command name must be 1..128 characters without + # / or control characters, got ${describeValue(cmd)}`);
-  if (!isDeviceId(deviceId)) throw new RangeError(`device id must be 32 lowercase hex digits, got ${describeValue(deviceId)}`);
+  if (!isValidName(cmd))
+    throw new RangeError(
+      `command name must be 1..128 characters without + # / or control characters, got ${describeValue(cmd)}`,
+    );
+  if (!isDeviceId(deviceId))
+    throw new RangeError(`device id must be 32 lowercase hex digits, got ${describeValue(deviceId)}`);
   if (!isPlainObject(args)) throw new TypeError(`command args must be an object, got ${describeType(args)}`);
-  if (typeof nonce !== "string" || !NONCE_HEX.test(nonce)) throw new RangeError(`nonce must be 32 lowercase hex digits, got ${describeValue(nonce)}`);
-  if (!isUint(exp)) throw new RangeError(`exp must be epoch milliseconds (a non-negative integer), got ${describeValue(exp)}`);
+  if (typeof nonce !== "string" || !NONCE_HEX.test(nonce))
+    throw new RangeError(`nonce must be 32 lowercase hex digits, got ${describeValue(nonce)}`);
+  if (!isUint(exp))
+    throw new RangeError(`exp must be epoch milliseconds (a non-negative integer), got ${describeValue(exp)}`);
   const body = JSON.stringify({ v: 1, cmd, deviceId, args, nonce, exp });
   const payload = seal(body, COMMAND_DOMAIN_BYTES, fleetSigner);
   if (payload.length > MAX_COMMAND_BYTES) {
@@ -164,14 +165,24 @@ export function openCommand(payload: unknown, options: OpenCommandOptions): Open
   const { deviceId, topicCmd, now } = options;
   const maxAheadMs = options.maxAheadMs ?? MAX_AHEAD_MS;
   const maxBytes = options.maxBytes ?? MAX_COMMAND_BYTES;
-  if (!isDeviceId(deviceId)) throw new RangeError(`device id must be 32 lowercase hex digits, got ${describeValue(deviceId)}`);
-  if (typeof now !== "number" || !Number.isFinite(now)) throw new RangeError(`now must be epoch milliseconds, got ${describeValue(now)}`);
-  if (!isUint(maxAheadMs)) throw new RangeError(`maxAheadMs must be a non-negative integer, got ${describeValue(maxAheadMs)}`);
-  if (!isUint(maxBytes) || maxBytes === 0) throw new RangeError(`maxBytes must be a positive integer, got ${describeValue(maxBytes)}`);
+  if (!isDeviceId(deviceId))
+    throw new RangeError(`device id must be 32 lowercase hex digits, got ${describeValue(deviceId)}`);
+  if (typeof now !== "number" || !Number.isFinite(now))
+    throw new RangeError(`now must be epoch milliseconds, got ${describeValue(now)}`);
+  if (!isUint(maxAheadMs))
+    throw new RangeError(`maxAheadMs must be a non-negative integer, got ${describeValue(maxAheadMs)}`);
+  if (!isUint(maxBytes) || maxBytes === 0)
+    throw new RangeError(`maxBytes must be a positive integer, got ${describeValue(maxBytes)}`);
 
   let nonce: string | null = null;
   let signed = false;
-  const fail = (code: CommandFailureCode, reason: string): OpenedCommand => ({ ok: false, code, reason, nonce, signed });
+  const fail = (code: CommandFailureCode, reason: string): OpenedCommand => ({
+    ok: false,
+    code,
+    reason,
+    nonce,
+    signed,
+  });
   try {
     const opened = openEnvelope(payload, maxBytes, COMMAND_DOMAIN_BYTES, key, "command");
     signed = opened.ok || opened.signed === true;
@@ -182,19 +193,37 @@ export function openCommand(payload: unknown, options: OpenCommandOptions): Open
     if (typeof body.nonce === "string" && NONCE_HEX.test(body.nonce)) nonce = body.nonce;
     const shape = fieldsDefect(body, COMMAND_FIELDS, "command body");
     if (shape !== undefined) return fail("malformed", shape);
-    if (body.v !== 1) return fail("malformed", `command version ${describeValue(body.v)} is not supported (expected 1)`);
-    if (!isValidName(body.cmd)) return fail("malformed", `command 'cmd' must be a command name, got ${describeValue(body.cmd)}`);
-    if (!isDeviceId(body.deviceId)) return fail("malformed", `command 'deviceId' must be 32 lowercase hex digits, got ${describeValue(body.deviceId)}`);
-    if (!isPlainObject(body.args)) return fail("malformed", `command 'args' must be an object, got ${describeType(body.args)}`);
-    if (nonce === null) return fail("malformed", `command 'nonce' must be 32 lowercase hex digits, got ${describeValue(body.nonce)}`);
-    if (!isUint(body.exp)) return fail("malformed", `command 'exp' must be epoch milliseconds, got ${describeValue(body.exp)}`);
+    if (body.v !== 1)
+      return fail("malformed", `command version ${describeValue(body.v)} is not supported (expected 1)`);
+    if (!isValidName(body.cmd))
+      return fail("malformed", `command 'cmd' must be a command name, got ${describeValue(body.cmd)}`);
+    if (!isDeviceId(body.deviceId))
+      return fail(
+        "malformed",
+        `command 'deviceId' must be 32 lowercase hex digits, got ${describeValue(body.deviceId)}`,
+      );
+    if (!isPlainObject(body.args))
+      return fail("malformed", `command 'args' must be an object, got ${describeType(body.args)}`);
+    if (nonce === null)
+      return fail("malformed", `command 'nonce' must be 32 lowercase hex digits, got ${describeValue(body.nonce)}`);
+    if (!isUint(body.exp))
+      return fail("malformed", `command 'exp' must be epoch milliseconds, got ${describeValue(body.exp)}`);
     const { cmd, args, exp } = body as { cmd: string; args: Record<string, unknown>; exp: number };
 
-    if (body.deviceId !== deviceId) return fail("wrong-device", `command is for device ${body.deviceId as string}, not ${deviceId}`);
-    if (cmd !== topicCmd) return fail("wrong-command", `command ${describeValue(cmd)} arrived on the topic of ${describeValue(topicCmd)}`);
-    if (exp <= now) return fail("expired", `command expired at ${clockText(exp)}, ${now - exp} ms before the device's clock (${clockText(now)})${clockHint(now)}`);
+    if (body.deviceId !== deviceId)
+      return fail("wrong-device", `command is for device ${body.deviceId as string}, not ${deviceId}`);
+    if (cmd !== topicCmd)
+      return fail("wrong-command", `command ${describeValue(cmd)} arrived on the topic of ${describeValue(topicCmd)}`);
+    if (exp <= now)
+      return fail(
+        "expired",
+        `command expired at ${clockText(exp)}, ${now - exp} ms before the device's clock (${clockText(now)})${clockHint(now)}`,
+      );
     if (exp - now > maxAheadMs) {
-      return fail("too-far-ahead", `command expires at ${clockText(exp)}, ${exp - now} ms after the device's clock (${clockText(now)}); at most ${maxAheadMs} ms ahead is allowed${clockHint(now)}`);
+      return fail(
+        "too-far-ahead",
+        `command expires at ${clockText(exp)}, ${exp - now} ms after the device's clock (${clockText(now)}); at most ${maxAheadMs} ms ahead is allowed${clockHint(now)}`,
+      );
     }
     return { ok: true, command: { cmd, args, nonce, exp } };
   } catch (err) {
@@ -211,7 +240,9 @@ export function openCommand(payload: unknown, options: OpenCommandOptions): Open
 const CLOCK_PLAUSIBLE_FROM = Date.UTC(2025, 0, 1);
 
 function clockHint(now: number): string {
-  return now < CLOCK_PLAUSIBLE_FROM ? "; the device's clock looks unset (boxes without a battery-backed clock start in 1970 until NTP answers)" : "";
+  return now < CLOCK_PLAUSIBLE_FROM
+    ? "; the device's clock looks unset (boxes without a battery-backed clock start in 1970 until NTP answers)"
+    : "";
 }
 
 /** Epoch milliseconds as ISO 8601 UTC, or the bare number when Date cannot show it. */
@@ -228,8 +259,10 @@ function clockText(ms: number): string {
  */
 export function signReply(reply: ReplyInput, deviceSigner: Signer): Uint8Array {
   const { cmd, deviceId, nonce } = reply;
-  if (cmd !== null && !isValidName(cmd)) throw new RangeError(`reply cmd must be a command name or null, got ${describeValue(cmd)}`);
-  if (!isDeviceId(deviceId)) throw new RangeError(`device id must be 32 lowercase hex digits, got ${describeValue(deviceId)}`);
+  if (cmd !== null && !isValidName(cmd))
+    throw new RangeError(`reply cmd must be a command name or null, got ${describeValue(cmd)}`);
+  if (!isDeviceId(deviceId))
+    throw new RangeError(`device id must be 32 lowercase hex digits, got ${describeValue(deviceId)}`);
   if (nonce !== null && (typeof nonce !== "string" || !NONCE_HEX.test(nonce))) {
     throw new RangeError(`reply nonce must be 32 lowercase hex digits or null, got ${describeValue(nonce)}`);
   }
@@ -237,18 +270,25 @@ export function signReply(reply: ReplyInput, deviceSigner: Signer): Uint8Array {
   if (reply.ok) {
     const head = JSON.stringify({ v: 1, cmd, deviceId, nonce, ok: true });
     const result = JSON.stringify(reply.result === undefined ? null : reply.result);
-    if (typeof result !== "string") throw new TypeError(`reply result is ${describeType(reply.result)}, which JSON cannot carry`);
-    if (result.length > MAX_REPLY_BYTES) throw new RangeError(`reply result of ${result.length} characters exceeds the maximum of ${MAX_REPLY_BYTES} bytes`);
+    if (typeof result !== "string")
+      throw new TypeError(`reply result is ${describeType(reply.result)}, which JSON cannot carry`);
+    if (result.length > MAX_REPLY_BYTES)
+      throw new RangeError(
+        `reply result of ${result.length} characters exceeds the maximum of ${MAX_REPLY_BYTES} bytes`,
+      );
     // Spliced in as text so that a result JSON.stringify would drop (undefined) cannot vanish from the body.
     body = `${head.slice(0, -1)},"result":${result}}`;
   } else {
     const { code, message } = reply.error;
-    if (typeof code !== "string" || !ERROR_CODE.test(code)) throw new RangeError(`reply error code must match ${ERROR_CODE.source}, got ${describeValue(code)}`);
-    if (typeof message !== "string") throw new TypeError(`reply error message must be a string, got ${describeType(message)}`);
+    if (typeof code !== "string" || !ERROR_CODE.test(code))
+      throw new RangeError(`reply error code must match ${ERROR_CODE.source}, got ${describeValue(code)}`);
+    if (typeof message !== "string")
+      throw new TypeError(`reply error message must be a string, got ${describeType(message)}`);
     body = JSON.stringify({ v: 1, cmd, deviceId, nonce, ok: false, error: { code, message } });
   }
   const payload = seal(body, REPLY_DOMAIN_BYTES, deviceSigner);
-  if (payload.length > MAX_REPLY_BYTES) throw new RangeError(`reply payload of ${payload.length} bytes exceeds the maximum of ${MAX_REPLY_BYTES}`);
+  if (payload.length > MAX_REPLY_BYTES)
+    throw new RangeError(`reply payload of ${payload.length} bytes exceeds the maximum of ${MAX_REPLY_BYTES}`);
   return payload;
 }
 
@@ -257,34 +297,54 @@ export function openReply(payload: unknown, options: OpenReplyOptions): OpenedRe
   const key = publicKeyOption(options.devicePublicKey, "device public key");
   const deviceId = deviceIdOf(key);
   if (options.deviceId !== undefined && options.deviceId !== deviceId) {
-    throw new RangeError(`device id ${describeValue(options.deviceId)} does not belong to the device public key (device ${deviceId})`);
+    throw new RangeError(
+      `device id ${describeValue(options.deviceId)} does not belong to the device public key (device ${deviceId})`,
+    );
   }
   const maxBytes = options.maxBytes ?? MAX_REPLY_BYTES;
-  if (!isUint(maxBytes) || maxBytes === 0) throw new RangeError(`maxBytes must be a positive integer, got ${describeValue(maxBytes)}`);
+  if (!isUint(maxBytes) || maxBytes === 0)
+    throw new RangeError(`maxBytes must be a positive integer, got ${describeValue(maxBytes)}`);
   const fail = (code: ReplyFailureCode, reason: string): OpenedReply => ({ ok: false, code, reason });
   try {
     const opened = openEnvelope(payload, maxBytes, REPLY_DOMAIN_BYTES, key, "reply");
     if (!opened.ok) return fail(opened.code, opened.reason);
     const body = opened.body;
     if (!isPlainObject(body)) return fail("malformed", `reply body is ${describeType(body)}, not an object`);
-    if (typeof body.ok !== "boolean") return fail("malformed", `reply 'ok' must be a boolean, got ${describeValue(body.ok)}`);
-    const shape = fieldsDefect(body, ["v", "cmd", "deviceId", "nonce", "ok", body.ok ? "result" : "error"], "reply body");
+    if (typeof body.ok !== "boolean")
+      return fail("malformed", `reply 'ok' must be a boolean, got ${describeValue(body.ok)}`);
+    const shape = fieldsDefect(
+      body,
+      ["v", "cmd", "deviceId", "nonce", "ok", body.ok ? "result" : "error"],
+      "reply body",
+    );
     if (shape !== undefined) return fail("malformed", shape);
     if (body.v !== 1) return fail("malformed", `reply version ${describeValue(body.v)} is not supported (expected 1)`);
-    if (body.cmd !== null && !isValidName(body.cmd)) return fail("malformed", `reply 'cmd' must be a command name or null, got ${describeValue(body.cmd)}`);
-    if (!isDeviceId(body.deviceId)) return fail("malformed", `reply 'deviceId' must be 32 lowercase hex digits, got ${describeValue(body.deviceId)}`);
+    if (body.cmd !== null && !isValidName(body.cmd))
+      return fail("malformed", `reply 'cmd' must be a command name or null, got ${describeValue(body.cmd)}`);
+    if (!isDeviceId(body.deviceId))
+      return fail("malformed", `reply 'deviceId' must be 32 lowercase hex digits, got ${describeValue(body.deviceId)}`);
     if (body.nonce !== null && !(typeof body.nonce === "string" && NONCE_HEX.test(body.nonce))) {
-      return fail("malformed", `reply 'nonce' must be 32 lowercase hex digits or null, got ${describeValue(body.nonce)}`);
+      return fail(
+        "malformed",
+        `reply 'nonce' must be 32 lowercase hex digits or null, got ${describeValue(body.nonce)}`,
+      );
     }
     if (!body.ok) {
       const error = body.error;
-      if (!isPlainObject(error)) return fail("malformed", `reply 'error' must be an object, got ${describeType(error)}`);
+      if (!isPlainObject(error))
+        return fail("malformed", `reply 'error' must be an object, got ${describeType(error)}`);
       const errorShape = fieldsDefect(error, ["code", "message"], "reply error");
       if (errorShape !== undefined) return fail("malformed", errorShape);
-      if (typeof error.code !== "string" || !ERROR_CODE.test(error.code)) return fail("malformed", `reply error code ${describeValue(error.code)} is not a valid code`);
-      if (typeof error.message !== "string") return fail("malformed", `reply error message must be a string, got ${describeType(error.message)}`);
+      if (typeof error.code !== "string" || !ERROR_CODE.test(error.code))
+        return fail("malformed", `reply error code ${describeValue(error.code)} is not a valid code`);
+      if (typeof error.message !== "string")
+        return fail("malformed", `reply error message must be a string, got ${describeType(error.message)}`);
     }
-    if (body.deviceId !== deviceId) return fail("wrong-device", `reply is from device ${body.deviceId as string}, but the key is device ${deviceId}'s`);
+    if (body.deviceId !== deviceId)
+      return fail(
+        "wrong-device",
+        `reply is from device ${body.deviceId as string}, but the key is device ${deviceId}'s`,
+      );
     return { ok: true, reply: body as Reply };
   } catch (err) {
     return fail("malformed", `reply could not be read: ${errorLine(err)}`);
@@ -296,7 +356,9 @@ export function openReply(payload: unknown, options: OpenReplyOptions): OpenedRe
 function seal(body: string, domain: Uint8Array, signer: Signer): Uint8Array {
   const signature = signer.sign(signedMessage(domain, encoder.encode(body)));
   if (!(signature instanceof Uint8Array) || signature.length !== SIGNATURE_BYTES) {
-    throw new TypeError(`signer returned ${describeType(signature)}, expected a ${SIGNATURE_BYTES}-byte Ed25519 signature`);
+    throw new TypeError(
+      `signer returned ${describeType(signature)}, expected a ${SIGNATURE_BYTES}-byte Ed25519 signature`,
+    );
   }
   const sig = toBase64(signature);
   return encoder.encode(JSON.stringify({ body, sig }));
@@ -315,11 +377,23 @@ type OpenedEnvelope =
   | { ok: false; code: "too-large" | "malformed" | "bad-signature"; reason: string; signed?: true };
 
 /** Size, envelope shape, signature; then the body parsed. May throw only on hostile non-bytes input. */
-function openEnvelope(payload: unknown, maxBytes: number, domain: Uint8Array, key: Uint8Array, what: string): OpenedEnvelope {
-  if (!(payload instanceof Uint8Array)) return { ok: false, code: "malformed", reason: `${what} payload is ${describeType(payload)}, not bytes` };
+function openEnvelope(
+  payload: unknown,
+  maxBytes: number,
+  domain: Uint8Array,
+  key: Uint8Array,
+  what: string,
+): OpenedEnvelope {
+  if (!(payload instanceof Uint8Array))
+    return { ok: false, code: "malformed", reason: `${what} payload is ${describeType(payload)}, not bytes` };
   // The length from the array's internal slot: an own or inherited byteLength getter cannot lie about it.
   const size = typedArrayByteLength.call(payload);
-  if (size > maxBytes) return { ok: false, code: "too-large", reason: `${what} payload of ${size} bytes exceeds the maximum of ${maxBytes}` };
+  if (size > maxBytes)
+    return {
+      ok: false,
+      code: "too-large",
+      reason: `${what} payload of ${size} bytes exceeds the maximum of ${maxBytes}`,
+    };
   let text: string;
   try {
     text = decoder.decode(payload);
@@ -329,21 +403,34 @@ function openEnvelope(payload: unknown, maxBytes: number, domain: Uint8Array, ke
   const envelope = parseJson(text);
   // V8's parse errors quote the input, which may span lines: the reason stays fixed.
   if (envelope === PARSE_FAILED) return { ok: false, code: "malformed", reason: `${what} payload is not valid JSON` };
-  if (!isPlainObject(envelope)) return { ok: false, code: "malformed", reason: `${what} envelope is ${describeType(envelope)}, not an object` };
+  if (!isPlainObject(envelope))
+    return { ok: false, code: "malformed", reason: `${what} envelope is ${describeType(envelope)}, not an object` };
   const shape = fieldsDefect(envelope, ENVELOPE_FIELDS, `${what} envelope`);
   if (shape !== undefined) return { ok: false, code: "malformed", reason: shape };
   const { body, sig } = envelope;
-  if (typeof body !== "string") return { ok: false, code: "malformed", reason: `${what} 'body' must be a string, got ${describeType(body)}` };
+  if (typeof body !== "string")
+    return { ok: false, code: "malformed", reason: `${what} 'body' must be a string, got ${describeType(body)}` };
   const signature = decodeBase64(sig, SIGNATURE_BYTES);
-  if (signature === null) return { ok: false, code: "malformed", reason: `${what} 'sig' is not canonical base64 of ${SIGNATURE_BYTES} bytes` };
+  if (signature === null)
+    return {
+      ok: false,
+      code: "malformed",
+      reason: `${what} 'sig' is not canonical base64 of ${SIGNATURE_BYTES} bytes`,
+    };
   const bodyBytes = encoder.encode(body);
   // A lone surrogate (from a \ud800 escape) encodes as U+FFFD: two different bodies would share one signature.
-  if (decoder.decode(bodyBytes) !== body) return { ok: false, code: "malformed", reason: `${what} 'body' is not well-formed Unicode` };
+  if (decoder.decode(bodyBytes) !== body)
+    return { ok: false, code: "malformed", reason: `${what} 'body' is not well-formed Unicode` };
   if (!verifySignature(key, signedMessage(domain, bodyBytes), signature)) {
-    return { ok: false, code: "bad-signature", reason: `${what} signature does not verify under the ${what === "command" ? "fleet" : "device"} key` };
+    return {
+      ok: false,
+      code: "bad-signature",
+      reason: `${what} signature does not verify under the ${what === "command" ? "fleet" : "device"} key`,
+    };
   }
   const parsed = parseJson(body);
-  if (parsed === PARSE_FAILED) return { ok: false, code: "malformed", reason: `${what} 'body' is not valid JSON`, signed: true };
+  if (parsed === PARSE_FAILED)
+    return { ok: false, code: "malformed", reason: `${what} 'body' is not valid JSON`, signed: true };
   return { ok: true, body: parsed };
 }
 
@@ -368,7 +455,8 @@ function fieldsDefect(object: Record<string, unknown>, fields: readonly string[]
 
 function publicKeyOption(key: Uint8Array | string, what: string): Uint8Array {
   if (typeof key === "string") return publicKeyFromHex(key);
-  if (!(key instanceof Uint8Array) || key.length !== PUBLIC_KEY_BYTES) throw new RangeError(`${what} must be ${PUBLIC_KEY_BYTES} raw bytes or 64 hex digits`);
+  if (!(key instanceof Uint8Array) || key.length !== PUBLIC_KEY_BYTES)
+    throw new RangeError(`${what} must be ${PUBLIC_KEY_BYTES} raw bytes or 64 hex digits`);
   return key;
 }
 
@@ -395,7 +483,9 @@ export class FleetKeyError extends Error {
  */
 export async function loadOrCreateFleetKey(path: string): Promise<FleetKey> {
   if (basename(path) !== DEVICE_KEY_FILE) {
-    throw new FleetKeyError(`fleet key ${path}: the key file must be named ${DEVICE_KEY_FILE} (agent/identity loads keys only under that name)`);
+    throw new FleetKeyError(
+      `fleet key ${path}: the key file must be named ${DEVICE_KEY_FILE} (agent/identity loads keys only under that name)`,
+    );
   }
   let identity: Awaited<ReturnType<typeof loadOrCreateDeviceIdentity>>;
   try {

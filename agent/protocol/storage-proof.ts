@@ -28,7 +28,19 @@ export const NONCE_BYTES = 32;
 const DOMAIN_BYTES = Buffer.from(STORAGE_PROOF_DOMAIN, "ascii");
 const DEVICE_ID_HEX = /^[0-9a-f]{32}$/;
 const HEX_32 = /^[0-9a-f]{64}$/;
-const RESPONSE_FIELDS = ["v", "deviceId", "objectId", "length", "nonce", "count", "indices", "proofs", "elapsedMs", "signedAt", "signature"] as const;
+const RESPONSE_FIELDS = [
+  "v",
+  "deviceId",
+  "objectId",
+  "length",
+  "nonce",
+  "count",
+  "indices",
+  "proofs",
+  "elapsedMs",
+  "signedAt",
+  "signature",
+] as const;
 
 /** What the scheduler sends: which object, a fresh random nonce, and how many chunks. */
 export interface StorageChallenge {
@@ -94,11 +106,14 @@ export class ChallengeError extends Error {
 
 /** Validates a challenge from the wire; throws ChallengeError with a one-line reason. */
 export function parseChallenge(input: unknown): StorageChallenge {
-  if (typeof input !== "object" || input === null || Array.isArray(input)) throw new ChallengeError("challenge is not an object");
+  if (typeof input !== "object" || input === null || Array.isArray(input))
+    throw new ChallengeError("challenge is not an object");
   const { objectId, nonce, count } = input as Record<string, unknown>;
   // Strings only: the wire carries hex (hexBytes alone would also take bytes).
-  if (typeof objectId !== "string") throw new ChallengeError(`challenge object id must be a hex string, got ${describeType(objectId)}`);
-  if (typeof nonce !== "string") throw new ChallengeError(`challenge nonce must be a hex string, got ${describeType(nonce)}`);
+  if (typeof objectId !== "string")
+    throw new ChallengeError(`challenge object id must be a hex string, got ${describeType(objectId)}`);
+  if (typeof nonce !== "string")
+    throw new ChallengeError(`challenge nonce must be a hex string, got ${describeType(nonce)}`);
   hexBytes(objectId, OBJECT_ID_BYTES, "challenge object id");
   hexBytes(nonce, NONCE_BYTES, "challenge nonce");
   checkCount(count);
@@ -112,14 +127,22 @@ export function parseChallenge(input: unknown): StorageChallenge {
  * The modulo bias is below C / 2^64 per index (2^-52 for a 4 MiB object, 2^-21 at the 2^43-chunk limit of safe
  * integer lengths): far too small to matter, and no rejection branch that no test could ever reach.
  */
-export function challengeIndices(objectId: string | Uint8Array, length: number, nonce: string | Uint8Array, count: number): number[] {
+export function challengeIndices(
+  objectId: string | Uint8Array,
+  length: number,
+  nonce: string | Uint8Array,
+  count: number,
+): number[] {
   const id = hexBytes(objectId, OBJECT_ID_BYTES, "object id");
   const nonceBytes = hexBytes(nonce, NONCE_BYTES, "nonce");
-  if (!Number.isSafeInteger(length) || length < 0) throw new ChallengeError(`object length must be a non-negative integer, got ${describe(length)}`);
+  if (!Number.isSafeInteger(length) || length < 0)
+    throw new ChallengeError(`object length must be a non-negative integer, got ${describe(length)}`);
   checkCount(count);
   const chunks = chunkCount(length);
   if (count > chunks) {
-    throw new ChallengeError(`challenge count ${count} exceeds the ${chunks} chunk${chunks === 1 ? "" : "s"} of an object of ${length} bytes`);
+    throw new ChallengeError(
+      `challenge count ${count} exceeds the ${chunks} chunk${chunks === 1 ? "" : "s"} of an object of ${length} bytes`,
+    );
   }
   const material = new Uint8Array(NONCE_BYTES + OBJECT_ID_BYTES);
   material.set(nonceBytes, 0);
@@ -145,11 +168,19 @@ export function challengeIndices(objectId: string | Uint8Array, length: number, 
  * a fixed order at fixed widths, the proofs by their BLAKE3 digest. Throws on fields out of range.
  */
 export function storageProofMessage(fields: {
-  deviceId: string; objectId: string; length: number; nonce: string; count: number; indices: readonly number[];
-  proofs: readonly Uint8Array[]; elapsedMs: number; signedAt: number;
+  deviceId: string;
+  objectId: string;
+  length: number;
+  nonce: string;
+  count: number;
+  indices: readonly number[];
+  proofs: readonly Uint8Array[];
+  elapsedMs: number;
+  signedAt: number;
 }): Uint8Array {
   const { indices, proofs } = fields;
-  if (indices.length !== fields.count || proofs.length !== fields.count) throw new RangeError("indices and proofs must have count entries");
+  if (indices.length !== fields.count || proofs.length !== fields.count)
+    throw new RangeError("indices and proofs must have count entries");
   const proofsHasher = createBlake3();
   const prefix = new Uint8Array(4);
   for (const proof of proofs) {
@@ -165,7 +196,8 @@ export function storageProofMessage(fields: {
     at += b.length;
   };
   const u64 = (n: number): void => {
-    if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`signed field must be a non-negative integer, got ${n}`);
+    if (!Number.isSafeInteger(n) || n < 0)
+      throw new RangeError(`signed field must be a non-negative integer, got ${n}`);
     view.setBigUint64(at, BigInt(n), true);
     at += 8;
   };
@@ -190,7 +222,10 @@ export function storageProofMessage(fields: {
  * `clock` (epoch milliseconds, Date.now in production), which also gives signedAt.
  */
 export async function answerChallenge(
-  challenge: StorageChallenge, object: ProvableObject, identity: StorageProofSigner, clock: () => number,
+  challenge: StorageChallenge,
+  object: ProvableObject,
+  identity: StorageProofSigner,
+  clock: () => number,
 ): Promise<StorageProofResponse> {
   const started = readClock(clock);
   const { objectId, nonce, count } = parseChallenge(challenge);
@@ -198,7 +233,9 @@ export async function answerChallenge(
   if (objectId !== objectIdHex) throw new ChallengeError(`challenge is for object ${objectId}, not ${objectIdHex}`);
   const { outboard, length } = object;
   if (outboard.length !== length || toHex(outboard.id) !== objectIdHex) {
-    throw new Error(`outboard of object ${toHex(outboard.id)} (${outboard.length} bytes) does not belong to object ${objectIdHex} (${length} bytes)`);
+    throw new Error(
+      `outboard of object ${toHex(outboard.id)} (${outboard.length} bytes) does not belong to object ${objectIdHex} (${length} bytes)`,
+    );
   }
   if (typeof identity.deviceId !== "string" || !DEVICE_ID_HEX.test(identity.deviceId)) {
     throw new Error(`device id must be 32 lowercase hex digits, got ${describe(identity.deviceId)}`);
@@ -228,7 +265,8 @@ export async function answerChallenge(
     signedAt: Math.round(finished),
   };
   const signature = identity.sign(storageProofMessage({ ...fields, proofs }));
-  if (signature.length !== SIGNATURE_BYTES) throw new Error(`signer returned ${signature.length} bytes, expected a ${SIGNATURE_BYTES}-byte Ed25519 signature`);
+  if (signature.length !== SIGNATURE_BYTES)
+    throw new Error(`signer returned ${signature.length} bytes, expected a ${SIGNATURE_BYTES}-byte Ed25519 signature`);
   return {
     v: 1,
     ...fields,
@@ -250,10 +288,20 @@ export function verifyStorageResponse(response: unknown, expected: StorageProofE
   }
   const deviceId = deviceIdOf(expected.publicKey);
   if (expected.deviceId !== undefined && expected.deviceId !== deviceId) {
-    throw new RangeError(`expected device id ${describe(expected.deviceId)} does not belong to the expected public key (${deviceId})`);
+    throw new RangeError(
+      `expected device id ${describe(expected.deviceId)} does not belong to the expected public key (${deviceId})`,
+    );
   }
   try {
-    const reason = check(response, { objectIdHex, nonceHex, indices, deviceId, length: expected.length, count: expected.count, publicKey: expected.publicKey });
+    const reason = check(response, {
+      objectIdHex,
+      nonceHex,
+      indices,
+      deviceId,
+      length: expected.length,
+      count: expected.count,
+      publicKey: expected.publicKey,
+    });
     return reason === undefined ? { ok: true, response: response as StorageProofResponse } : { ok: false, reason };
   } catch (err) {
     // Plain JSON cannot get here; a hostile object (a throwing getter, a Proxy) can.
@@ -273,13 +321,15 @@ interface Known {
 
 /** The first defect of the response, or undefined when it is valid. */
 function check(response: unknown, known: Known): string | undefined {
-  if (typeof response !== "object" || response === null || Array.isArray(response)) return `response is ${describeType(response)}, not an object`;
+  if (typeof response !== "object" || response === null || Array.isArray(response))
+    return `response is ${describeType(response)}, not an object`;
   const r = response as Record<string, unknown>;
   for (const key of Object.keys(r)) {
     if (!(RESPONSE_FIELDS as readonly string[]).includes(key)) return `response has an unknown field ${describe(key)}`;
   }
   for (const key of RESPONSE_FIELDS) if (!(key in r) || r[key] === undefined) return `response has no '${key}'`;
-  if (r.v !== STORAGE_PROOF_VERSION) return `response version ${describe(r.v)} is not supported (expected ${STORAGE_PROOF_VERSION})`;
+  if (r.v !== STORAGE_PROOF_VERSION)
+    return `response version ${describe(r.v)} is not supported (expected ${STORAGE_PROOF_VERSION})`;
   if (!isHex(r.deviceId, DEVICE_ID_HEX, 32)) return "response 'deviceId' must be 32 lowercase hex digits";
   if (!isHex(r.objectId, HEX_32, 64)) return "response 'objectId' must be 64 lowercase hex digits";
   if (!isHex(r.nonce, HEX_32, 64)) return "response 'nonce' must be 64 lowercase hex digits";
@@ -288,17 +338,21 @@ function check(response: unknown, known: Known): string | undefined {
   }
   if (!Array.isArray(r.indices)) return `response 'indices' must be an array, got ${describeType(r.indices)}`;
   if (!Array.isArray(r.proofs)) return `response 'proofs' must be an array, got ${describeType(r.proofs)}`;
-  if (typeof r.signature !== "string") return `response 'signature' must be a base64 string, got ${describeType(r.signature)}`;
+  if (typeof r.signature !== "string")
+    return `response 'signature' must be a base64 string, got ${describeType(r.signature)}`;
 
   if (r.objectId !== known.objectIdHex) return `response is for object ${r.objectId}, expected ${known.objectIdHex}`;
-  if (r.length !== known.length) return `response says the object is ${r.length as number} bytes, expected ${known.length}`;
+  if (r.length !== known.length)
+    return `response says the object is ${r.length as number} bytes, expected ${known.length}`;
   if (r.nonce !== known.nonceHex) return `response answers nonce ${r.nonce}, expected ${known.nonceHex}`;
   if (r.count !== known.count) return `response has count ${r.count as number}, expected ${known.count}`;
-  if (r.deviceId !== known.deviceId) return `response device id ${r.deviceId} does not belong to the public key (device ${known.deviceId})`;
+  if (r.deviceId !== known.deviceId)
+    return `response device id ${r.deviceId} does not belong to the public key (device ${known.deviceId})`;
   if (r.indices.length !== known.count) return `response has ${r.indices.length} indices, expected ${known.count}`;
   if (r.proofs.length !== known.count) return `response has ${r.proofs.length} proofs, expected ${known.count}`;
   for (let i = 0; i < known.count; i++) {
-    if (r.indices[i] !== known.indices[i]) return `response index ${i} is ${describe(r.indices[i])}, but the nonce gives chunk ${known.indices[i]}`;
+    if (r.indices[i] !== known.indices[i])
+      return `response index ${i} is ${describe(r.indices[i])}, but the nonce gives chunk ${known.indices[i]}`;
   }
 
   const proofs: Uint8Array[] = [];
@@ -306,7 +360,8 @@ function check(response: unknown, known: Known): string | undefined {
     const chunk = known.indices[i]!;
     const want = proofLength(known.length, chunk, 1);
     const proof = decodeBase64(r.proofs[i], want);
-    if (!proof) return `response proof ${i} (chunk ${chunk}) is not base64 of the ${want} bytes a proof of that chunk has`;
+    if (!proof)
+      return `response proof ${i} (chunk ${chunk}) is not base64 of the ${want} bytes a proof of that chunk has`;
     proofs.push(proof);
   }
   const signature = decodeBase64(r.signature, SIGNATURE_BYTES);
@@ -322,12 +377,14 @@ function check(response: unknown, known: Known): string | undefined {
     elapsedMs: r.elapsedMs as number,
     signedAt: r.signedAt as number,
   });
-  if (!verifySignature(known.publicKey, message, signature)) return `response signature does not verify under device ${known.deviceId}'s key`;
+  if (!verifySignature(known.publicKey, message, signature))
+    return `response signature does not verify under device ${known.deviceId}'s key`;
 
   const id = fromHex(known.objectIdHex);
   for (let i = 0; i < known.count; i++) {
     const chunk = known.indices[i]!;
-    if (verifyProof(id, known.length, chunk, 1, proofs[i]!) === null) return `response proof ${i} (chunk ${chunk}) does not verify against the object`;
+    if (verifyProof(id, known.length, chunk, 1, proofs[i]!) === null)
+      return `response proof ${i} (chunk ${chunk}) does not verify against the object`;
   }
   return undefined;
 }
@@ -345,7 +402,8 @@ function hexBytes(value: unknown, n: number, what: string): Uint8Array {
     return value;
   }
   if (typeof value !== "string") throw new ChallengeError(`${what} must be a hex string, got ${describeType(value)}`);
-  if (value.length !== 2 * n) throw new ChallengeError(`${what} must be ${2 * n} hex digits, got ${value.length} characters`);
+  if (value.length !== 2 * n)
+    throw new ChallengeError(`${what} must be ${2 * n} hex digits, got ${value.length} characters`);
   if (!/^[0-9a-fA-F]*$/.test(value)) throw new ChallengeError(`${what} is not hex: ${describe(value)}`);
   return fromHex(value);
 }
@@ -356,7 +414,7 @@ function isHex(value: unknown, pattern: RegExp, digits: number): value is string
 
 function readClock(clock: () => number): number {
   const t = clock();
-  if (typeof t !== "number" || !Number.isFinite(t) || t < 0) throw new Error(`clock returned ${describe(t)}, expected epoch milliseconds`);
+  if (typeof t !== "number" || !Number.isFinite(t) || t < 0)
+    throw new Error(`clock returned ${describe(t)}, expected epoch milliseconds`);
   return t;
 }
-

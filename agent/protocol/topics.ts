@@ -38,7 +38,8 @@ export interface ParsedTopic {
 const DEVICE_ID = /^[0-9a-f]{32}$/;
 // + # / would act as wildcards or separators; C0 and C1 controls (NUL among them) are forbidden or discouraged
 // in MQTT topic names (MQTT 5 section 4.7.3); lone surrogates cannot be encoded as UTF-8 at all.
-const FORBIDDEN_IN_NAME = /[+#/\u0000-\u001f\u007f-\u009f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+const FORBIDDEN_IN_NAME =
+  /[+#/\u0000-\u001f\u007f-\u009f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 /** True when `id` is a device id: 32 lowercase hex digits. */
 export function isDeviceId(id: unknown): id is string {
@@ -115,13 +116,16 @@ export function sharedFilter(group: string, stream: FleetStream): string {
 }
 
 function deviceBase(deviceId: string): string {
-  if (!isDeviceId(deviceId)) throw new RangeError(`device id must be 32 lowercase hex digits, got ${describeName(deviceId)}`);
+  if (!isDeviceId(deviceId))
+    throw new RangeError(`device id must be 32 lowercase hex digits, got ${describeName(deviceId)}`);
   return `${TOPIC_ROOT}/${deviceId}`;
 }
 
 function checkName(name: string, what: string): string {
   if (!isValidName(name)) {
-    throw new RangeError(`${what} must be 1..${MAX_NAME_LENGTH} characters without + # / or control characters, got ${describeName(name)}`);
+    throw new RangeError(
+      `${what} must be 1..${MAX_NAME_LENGTH} characters without + # / or control characters, got ${describeName(name)}`,
+    );
   }
   return name;
 }

@@ -51,7 +51,10 @@ export function dfRunner(
         const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: string | number };
         if (e.code === "ENOENT") return reject(new Error(`${cmd} not found`));
         if (e.killed) return reject(new Error(`${cmd} did not answer within ${timeoutMs / 1000} s`));
-        const said = stderr.split("\n").find((l) => l.trim() !== "")?.trim();
+        const said = stderr
+          .split("\n")
+          .find((l) => l.trim() !== "")
+          ?.trim();
         const how = typeof e.code === "number" ? `exited with ${e.code}` : "failed";
         reject(new Error(`${cmd} ${how}${said ? `: ${said}` : ""}`));
       });

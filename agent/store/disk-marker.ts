@@ -195,7 +195,10 @@ export async function inspectDataDisk(
   const adoption = opts.nodeId === undefined ? undefined : await readAdoption(stateFile, opts.nodeId, dataDir);
   const read: MarkerRead = loc.exists ? await readMarker(markerFile) : { missing: true };
   if ("bad" in read) {
-    return refuse("bad-marker", `disk marker ${showPath(markerFile)} ${read.bad}; move it away to adopt this disk again`);
+    return refuse(
+      "bad-marker",
+      `disk marker ${showPath(markerFile)} ${read.bad}; move it away to adopt this disk again`,
+    );
   }
   const marker = "marker" in read ? read.marker : undefined;
   if (!marker && adoption) {
@@ -245,7 +248,14 @@ export async function checkDataDisk(
   let adopted: "new" | "re-adopted" | "known" = "known";
   let chosen = marker;
   if (!chosen) {
-    chosen = { v: 1, nodeId: opts.nodeId, diskId: randomBytes(16).toString("hex"), createdAt: at, fstype: fs.fstype, device: fs.device };
+    chosen = {
+      v: 1,
+      nodeId: opts.nodeId,
+      diskId: randomBytes(16).toString("hex"),
+      createdAt: at,
+      fstype: fs.fstype,
+      device: fs.device,
+    };
     await fsp.mkdir(dataDir, { recursive: true });
     await removeStaleTemps(markerFile); // left by a power cut during an earlier first use
     await writeFileAtomic(markerFile, JSON.stringify(chosen, null, 2) + "\n");

@@ -54,9 +54,32 @@ const defaultStatfs: StatfsFn = (path) => fsp.statfs(path);
 
 /** Kernel pseudo filesystems: never storage, left out of listFilesystems. */
 const PSEUDO_FS = new Set([
-  "proc", "sysfs", "cgroup", "cgroup2", "devpts", "devtmpfs", "mqueue", "debugfs", "tracefs", "securityfs",
-  "pstore", "bpf", "configfs", "fusectl", "hugetlbfs", "autofs", "binfmt_misc", "efivarfs", "selinuxfs",
-  "rpc_pipefs", "nsfs", "nfsd", "rootfs", "fuse.lxcfs", "fuse.gvfsd-fuse", "fuse.portal",
+  "proc",
+  "sysfs",
+  "cgroup",
+  "cgroup2",
+  "devpts",
+  "devtmpfs",
+  "mqueue",
+  "debugfs",
+  "tracefs",
+  "securityfs",
+  "pstore",
+  "bpf",
+  "configfs",
+  "fusectl",
+  "hugetlbfs",
+  "autofs",
+  "binfmt_misc",
+  "efivarfs",
+  "selinuxfs",
+  "rpc_pipefs",
+  "nsfs",
+  "nfsd",
+  "rootfs",
+  "fuse.lxcfs",
+  "fuse.gvfsd-fuse",
+  "fuse.portal",
 ]);
 /** Filesystems whose contents live in RAM: listed, classified `virtual`. */
 const RAM_FS = new Set(["tmpfs", "ramfs"]);
@@ -122,7 +145,8 @@ function kindOf(e: MountEntry, block: BlockDevice | undefined, isRoot: boolean):
   if (isRoot) return "root";
   if (PSEUDO_FS.has(e.fstype) || RAM_FS.has(e.fstype)) return "virtual";
   // A device number sysfs does not describe is still a block device; its name and major tell what it is.
-  const bus = block?.bus ?? (e.major !== 0 ? blockBus(e.source.replace(/^\/dev\//, ""), e.major, undefined) : undefined);
+  const bus =
+    block?.bus ?? (e.major !== 0 ? blockBus(e.source.replace(/^\/dev\//, ""), e.major, undefined) : undefined);
   if (bus !== undefined) {
     switch (bus) {
       case "ram":
@@ -195,7 +219,10 @@ export async function withSpace(
  * overlay mounts other than "/" (container layers whose data lives on another listed filesystem) and mounts
  * covered by another on the same mount point are left out; tmpfs and ramfs stay, classified `virtual`.
  */
-export async function listFilesystems(paths = new HostPaths(), statfs: StatfsFn = defaultStatfs): Promise<Filesystem[]> {
+export async function listFilesystems(
+  paths = new HostPaths(),
+  statfs: StatfsFn = defaultStatfs,
+): Promise<Filesystem[]> {
   return Promise.all(visibleFilesystems(await describeMounts(paths)).map((f) => withSpace(f, statfs)));
 }
 
@@ -226,7 +253,10 @@ export function pickMount(
   const covered = coveredIds(filesystems);
   const candidates = filesystems.filter((f) => !covered.has(f.mountId) && contains(f.mountPoint, realPath));
   const longest = (list: Filesystem[]) =>
-    list.reduce<Filesystem | undefined>((best, f) => (!best || f.mountPoint.length >= best.mountPoint.length ? f : best), undefined);
+    list.reduce<Filesystem | undefined>(
+      (best, f) => (!best || f.mountPoint.length >= best.mountPoint.length ? f : best),
+      undefined,
+    );
   return longest(candidates.filter((f) => f.major === dev.major && f.minor === dev.minor)) ?? longest(candidates);
 }
 
@@ -250,7 +280,11 @@ export interface DirLocation {
   filesystem: Filesystem;
 }
 
-export async function locateDir(path: string, paths = new HostPaths(), statfs: StatfsFn = defaultStatfs): Promise<DirLocation> {
+export async function locateDir(
+  path: string,
+  paths = new HostPaths(),
+  statfs: StatfsFn = defaultStatfs,
+): Promise<DirLocation> {
   const abs = resolve(path);
   let probe = abs;
   for (;;) {
@@ -279,7 +313,11 @@ export async function locateDir(path: string, paths = new HostPaths(), statfs: S
  * The mounted filesystem that holds `path` (for a path that does not exist yet: the one it would be created
  * on), by realpath and the device numbers stat(2) reports, with its space from statfs.
  */
-export async function filesystemOf(path: string, paths = new HostPaths(), statfs: StatfsFn = defaultStatfs): Promise<Filesystem> {
+export async function filesystemOf(
+  path: string,
+  paths = new HostPaths(),
+  statfs: StatfsFn = defaultStatfs,
+): Promise<Filesystem> {
   return (await locateDir(path, paths, statfs)).filesystem;
 }
 

@@ -37,8 +37,16 @@ export function encodeRecord(record: IndexRecord): Uint8Array {
 
 /** Parses one record; a record that does not parse is reported, not trusted (the CRC passed, so it is a bug). */
 export function decodeRecord(bytes: Uint8Array): IndexRecord {
-  const value = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8")) as IndexRecord;
-  if (typeof value !== "object" || value === null || typeof value.o !== "string" || typeof value.id !== "string" || !ID_PATTERN.test(value.id)) {
+  const value = JSON.parse(
+    Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8"),
+  ) as IndexRecord;
+  if (
+    typeof value !== "object" ||
+    value === null ||
+    typeof value.o !== "string" ||
+    typeof value.id !== "string" ||
+    !ID_PATTERN.test(value.id)
+  ) {
     throw new Error(`index record is malformed: ${JSON.stringify(value).slice(0, 120)}`);
   }
   return value;

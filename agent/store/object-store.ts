@@ -70,7 +70,7 @@ export interface StoreEvents {
   "object-removed": [{ id: string; reason: "deleted" | "evicted" | "missing" | "corrupt" }];
   "quota-near": [{ usedBytes: number; quotaBytes: number }];
   "disk-low": [{ availableBytes: number; reserveBytes: number }];
-  "recovered": [{ message: string }];
+  recovered: [{ message: string }];
 }
 
 export interface StoreStatus {
@@ -111,7 +111,12 @@ export function footprint(length: number, blockSize: number): number {
  * The most the store may use: the owner's quota, and never the reserve. Pure, so whoever reads the store without
  * opening it (the console) computes the same figure.
  */
-export function quotaLimit(quota: StoreConfig["quota"], usedBytes: number, availableBytes: number, reserveBytes: number): number {
+export function quotaLimit(
+  quota: StoreConfig["quota"],
+  usedBytes: number,
+  availableBytes: number,
+  reserveBytes: number,
+): number {
   // What the store could grow to without touching the reserve.
   const reachable = usedBytes + Math.max(0, availableBytes - reserveBytes);
   const owner = "bytes" in quota ? quota.bytes : Math.floor(quota.share * reachable);
@@ -138,7 +143,13 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
   ) {
     super();
     const d = config.dataDir;
-    this.paths = { objects: join(d, "objects"), tmp: join(d, "tmp"), quarantine: join(d, "quarantine"), index: join(d, "index.log"), lock: join(d, STORE_LOCK_FILE) };
+    this.paths = {
+      objects: join(d, "objects"),
+      tmp: join(d, "tmp"),
+      quarantine: join(d, "quarantine"),
+      index: join(d, "index.log"),
+      lock: join(d, STORE_LOCK_FILE),
+    };
     this.lock = new PidLock(this.paths.lock, `the store in ${d}`);
   }
 
@@ -154,7 +165,10 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
     this.log = opened.log;
     // Counted once here, then by quarantine(): status() runs every telemetry round and lists no directory.
     this.quarantinedCount = await countQuarantined(this.config.dataDir);
-    if (opened.recovery) this.emit("recovered", { message: `index.log: dropped a torn tail of ${opened.recovery.droppedBytes} bytes (${opened.recovery.reason})` });
+    if (opened.recovery)
+      this.emit("recovered", {
+        message: `index.log: dropped a torn tail of ${opened.recovery.droppedBytes} bytes (${opened.recovery.reason})`,
+      });
     const records = opened.records.map(decodeRecord);
     this.logRecords = records.length;
     const state = replay(records);
@@ -219,10 +233,22 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
   }
 
   /** The object's outboard and a positional reader over its bytes, for proofs. Marks the object as used. */
-  async openForProof(id: string): Promise<{ id: Uint8Array; length: number; outboard: Outboard; readAt(offset: number, length: number): Promise<Uint8Array>; close(): Promise<void> }> {
+  async openForProof(id: string): Promise<{
+    id: Uint8Array;
+    length: number;
+    outboard: Outboard;
+    readAt(offset: number, length: number): Promise<Uint8Array>;
+    close(): Promise<void>;
+  }> {
     const entry = this.requireLive(id);
-    const outboard = parseOutboard(await readFile(this.outboardPath(id)).catch((err) => { throw this.ioError(id, err); }));
-    const fh = await open(this.objectPath(id), "r").catch((err) => { throw this.ioError(id, err); });
+    const outboard = parseOutboard(
+      await readFile(this.outboardPath(id)).catch((err) => {
+        throw this.ioError(id, err);
+      }),
+    );
+    const fh = await open(this.objectPath(id), "r").catch((err) => {
+      throw this.ioError(id, err);
+    });
     entry.usedAt = this.clock.now();
     return {
       id: fromHex(id, 32),
@@ -249,27 +275,36 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
    * is rejected and leaves nothing behind. declaredLength (from a file size or Content-Length) lets quota and
    * size be refused before any byte is written, and a shorter stream is rejected as truncated.
    */
-  async ingest(source: AsyncIterable<Uint8Array>, options: { expectedId?: string; declaredLength?: number; pin?: boolean } = {}): Promise<{ object: StoredObject; created: boolean }> {
+  async ingest(
+    source: AsyncIterable<Uint8Array>,
+    options: { expectedId?: string; declaredLength?: number; pin?: boolean } = {},
+  ): Promise<{ object: StoredObject; created: boolean }> {
     this.assertOpen();
     const { expectedId, declaredLength } = options;
-    if (expectedId !== undefined && !ID_HEX.test(expectedId)) throw new StoreError(`object id must be 64 lowercase hex digits, got ${JSON.stringify(expectedId)}`, "bad-id");
+    if (expectedId !== undefined && !ID_HEX.test(expectedId))
+      throw new StoreError(`object id must be 64 lowercase hex digits, got ${JSON.stringify(expectedId)}`, "bad-id");
     if (declaredLength !== undefined) {
-      if (declaredLength > MAX_OBJECT_LEN) throw new StoreError(`object of ${declaredLength} bytes is over the ${MAX_OBJECT_LEN}-byte limit`, "too-large");
+      if (declaredLength > MAX_OBJECT_LEN)
+        throw new StoreError(`object of ${declaredLength} bytes is over the ${MAX_OBJECT_LEN}-byte limit`, "too-large");
       if (expectedId && this.live.has(expectedId)) return { object: this.get(expectedId)!, created: false };
       await this.makeRoom(footprint(declaredLength, this.blockSize));
     }
     const tmpPath = join(this.paths.tmp, `${randomBytes(8).toString("hex")}.part`);
-    const fh = await open(tmpPath, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644).catch((err) => {
-      throw asStoreError(err, "ingest");
-    });
+    const fh = await open(tmpPath, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644).catch(
+      (err) => {
+        throw asStoreError(err, "ingest");
+      },
+    );
     let length = 0;
     let result: { id: Uint8Array; length: number; outboard: Uint8Array };
     try {
       const builder = new OutboardBuilder();
       for await (const piece of source) {
         length += piece.length;
-        if (length > MAX_OBJECT_LEN) throw new StoreError(`object is over the ${MAX_OBJECT_LEN}-byte limit`, "too-large");
-        if (declaredLength !== undefined && length > declaredLength) throw new StoreError(`source sent more than the ${declaredLength} bytes it declared`, "truncated");
+        if (length > MAX_OBJECT_LEN)
+          throw new StoreError(`object is over the ${MAX_OBJECT_LEN}-byte limit`, "too-large");
+        if (declaredLength !== undefined && length > declaredLength)
+          throw new StoreError(`source sent more than the ${declaredLength} bytes it declared`, "truncated");
         builder.update(piece);
         await writeAll(fh, piece, length - piece.length);
       }
@@ -296,7 +331,8 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
       }
       try {
         // The bytes are already on disk in tmp/: the free space statfs reports has them taken out.
-        if (declaredLength === undefined) await this.makeRoom(footprint(length, this.blockSize), roundUp(length, this.blockSize));
+        if (declaredLength === undefined)
+          await this.makeRoom(footprint(length, this.blockSize), roundUp(length, this.blockSize));
       } catch (err) {
         await unlink(tmpPath).catch(() => {});
         throw err;
@@ -364,13 +400,18 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
   private async makeRoom(need: number, onDiskAlready = 0): Promise<void> {
     const limit = await this.quotaBytes(onDiskAlready);
     if (this.usedBytes + need <= limit) return;
-    const candidates = this.config.evict === false ? [] :
-      [...this.live.values()].filter((e) => !e.pinned && !this.busy.has(e.id)).sort((a, b) => a.usedAt - b.usedAt);
+    const candidates =
+      this.config.evict === false
+        ? []
+        : [...this.live.values()].filter((e) => !e.pinned && !this.busy.has(e.id)).sort((a, b) => a.usedAt - b.usedAt);
     // Evicting moves bytes from used to free, so the limit (what the store could reach) stays put: decide first
     // whether evicting everything evictable would be enough, and evict nothing when it would not.
     const evictable = candidates.reduce((sum, e) => sum + footprint(e.length, this.blockSize), 0);
     if (this.usedBytes - evictable + need > limit) {
-      throw new StoreError(`no room for ${need} more bytes: ${this.usedBytes} of ${limit} bytes used and ${evictable} evictable`, "quota");
+      throw new StoreError(
+        `no room for ${need} more bytes: ${this.usedBytes} of ${limit} bytes used and ${evictable} evictable`,
+        "quota",
+      );
     }
     for (const victim of candidates) {
       if (this.usedBytes + need <= limit) break;
@@ -387,7 +428,12 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
 
   /** The most the store may use now: the owner's quota, and never the reserve. */
   async quotaBytes(onDiskAlready = 0): Promise<number> {
-    return quotaLimit(this.config.quota, this.usedBytes, (await this.diskAvailable()) + onDiskAlready, this.config.reserveBytes);
+    return quotaLimit(
+      this.config.quota,
+      this.usedBytes,
+      (await this.diskAvailable()) + onDiskAlready,
+      this.config.reserveBytes,
+    );
   }
 
   private async checkQuota(): Promise<void> {
@@ -396,7 +442,8 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
     if (near && !this.nearQuotaSignalled) this.emit("quota-near", { usedBytes: this.usedBytes, quotaBytes });
     this.nearQuotaSignalled = near;
     const availableBytes = await this.diskAvailable();
-    if (availableBytes < this.config.reserveBytes) this.emit("disk-low", { availableBytes, reserveBytes: this.config.reserveBytes });
+    if (availableBytes < this.config.reserveBytes)
+      this.emit("disk-low", { availableBytes, reserveBytes: this.config.reserveBytes });
   }
 
   // --- scrub support ----------------------------------------------------------------------------------------
@@ -412,7 +459,13 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
       this.live.delete(id);
       this.usedBytes -= footprint(entry.length, this.blockSize);
       const stamp = `${id}.${this.clock.now()}`;
-      if (await rename(this.objectPath(id), join(this.paths.quarantine, stamp)).then(() => true, () => false)) this.quarantinedCount++;
+      if (
+        await rename(this.objectPath(id), join(this.paths.quarantine, stamp)).then(
+          () => true,
+          () => false,
+        )
+      )
+        this.quarantinedCount++;
       await rename(this.outboardPath(id), join(this.paths.quarantine, stamp + ".obao")).catch(() => {});
       await fsyncDir(this.paths.quarantine).catch(() => {});
       this.emit("object-removed", { id, reason: "corrupt" });
@@ -435,7 +488,8 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
   private async compactIfWorthIt(): Promise<void> {
     if (this.logRecords < 64 || this.logRecords < 2 * this.live.size) return;
     const records = [...this.live.values()].map((e) =>
-      encodeRecord({ o: "add", id: e.id, len: e.length, pin: e.pinned, at: e.addedAt, used: e.usedAt }));
+      encodeRecord({ o: "add", id: e.id, len: e.length, pin: e.pinned, at: e.addedAt, used: e.usedAt }),
+    );
     await this.log.rewrite(records);
     this.logRecords = records.length;
   }
@@ -463,7 +517,7 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
     const fh = await open(this.objectPath(id), "r");
     try {
       const buf = new Uint8Array(64 * CHUNK_LEN);
-      for (let offset = 0; offset < length; ) {
+      for (let offset = 0; offset < length;) {
         const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, length - offset), offset);
         if (bytesRead === 0) return false;
         builder.update(buf.subarray(0, bytesRead));
@@ -497,7 +551,8 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
   }
 
   private requireLive(id: string): IndexEntry {
-    if (!ID_HEX.test(id)) throw new StoreError(`object id must be 64 lowercase hex digits, got ${JSON.stringify(id)}`, "bad-id");
+    if (!ID_HEX.test(id))
+      throw new StoreError(`object id must be 64 lowercase hex digits, got ${JSON.stringify(id)}`, "bad-id");
     const entry = this.live.get(id);
     if (!entry) throw new StoreError(`no object ${id} in the store`, "not-found");
     return entry;

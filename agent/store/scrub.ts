@@ -36,7 +36,8 @@ export class Scrubber {
     private readonly store: ObjectStore,
     private readonly options: ScrubOptions,
   ) {
-    if (!(options.bytesPerSecond > 0)) throw new RangeError(`scrub rate must be positive, got ${options.bytesPerSecond}`);
+    if (!(options.bytesPerSecond > 0))
+      throw new RangeError(`scrub rate must be positive, got ${options.bytesPerSecond}`);
     this.now = options.now ?? (() => performance.now());
     this.sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
   }

@@ -83,7 +83,6 @@ export interface CpuSample {
   idle: number;
 }
 
-
 async function readText(file: string): Promise<string | undefined> {
   try {
     return await readFile(file, "utf8");
@@ -141,7 +140,11 @@ export function parseNetDev(text: string): Map<string, { rx: number; tx: number 
     const colon = line.indexOf(":");
     if (colon < 0) continue;
     const name = line.slice(0, colon).trim();
-    const f = line.slice(colon + 1).trim().split(/\s+/).map(Number);
+    const f = line
+      .slice(colon + 1)
+      .trim()
+      .split(/\s+/)
+      .map(Number);
     if (name === "" || f.length < 9 || !Number.isFinite(f[0]) || !Number.isFinite(f[8])) continue;
     out.set(name, { rx: f[0]!, tx: f[8]! });
   }

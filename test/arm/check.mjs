@@ -17,7 +17,9 @@ function fail(message) {
   process.stderr.write(`check: ${message}\n`);
   process.exit(1);
 }
-process.on("uncaughtException", (err) => fail(`unexpected error: ${err?.stack?.split("\n").slice(0, 2).join(" | ") ?? err}`));
+process.on("uncaughtException", (err) =>
+  fail(`unexpected error: ${err?.stack?.split("\n").slice(0, 2).join(" | ") ?? err}`),
+);
 
 let args;
 try {
@@ -27,7 +29,8 @@ try {
 }
 if (!["arm", "arm64"].includes(args.arch)) fail("--arch arm|arm64 is required");
 if (!["simd", "scalar"].includes(args.kernel)) fail("--kernel simd|scalar is required");
-if (process.arch !== args.arch) fail(`running on process.arch '${process.arch}', expected '${args.arch}' (not the emulated ARM node?)`);
+if (process.arch !== args.arch)
+  fail(`running on process.arch '${process.arch}', expected '${args.arch}' (not the emulated ARM node?)`);
 
 const distUrl = new URL("../../dist/index.js", import.meta.url);
 let lib;
@@ -55,7 +58,8 @@ const equalBytes = (a, b) => a !== null && b !== null && a.length === b.length &
 
 const simd = lib.simdSupported();
 const chosen = lib.blake3Kernel().build;
-if (args.kernel === "scalar" && simd) fail("simdSupported() is true on a core without NEON: the scalar kernel is never exercised here");
+if (args.kernel === "scalar" && simd)
+  fail("simdSupported() is true on a core without NEON: the scalar kernel is never exercised here");
 if (args.kernel === "simd" && !simd) fail("simdSupported() is false on a core with NEON: expected the SIMD kernel");
 if (chosen !== args.kernel) fail(`blake3Kernel() chose the ${chosen} build, expected ${args.kernel}`);
 // Where SIMD is refused, compiling the SIMD build must fail (the fallback is needed, not just preferred).
@@ -99,7 +103,11 @@ for (const build of builds) {
     if ([1025, 8193, 31744, 102400].includes(c.input_len)) {
       expectHex(`${at} streamed hash`, feed(kernel.createHasher(), input).digest(OUT), c.hash);
       expectHex(`${at} streamed keyed_hash`, feed(kernel.createKeyedHasher(key), input).digest(OUT), c.keyed_hash);
-      expectHex(`${at} streamed derive_key`, feed(kernel.createDeriveKeyHasher(context), input).digest(OUT), c.derive_key);
+      expectHex(
+        `${at} streamed derive_key`,
+        feed(kernel.createDeriveKeyHasher(context), input).digest(OUT),
+        c.derive_key,
+      );
       blake3Checks += 3;
     }
   }
@@ -120,14 +128,23 @@ for (const c of vectors.cases) {
 const NIST = [
   ["", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"],
   ["abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"],
-  ["abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"],
-  ["abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu",
-    "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1"],
+  [
+    "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+    "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+  ],
+  [
+    "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu",
+    "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1",
+  ],
 ];
 let shaChecks = 0;
 for (const [message, want] of NIST) {
   expectHex(`sha256 NIST ${message.length * 8}-bit message`, lib.sha256(utf8(message)), want);
-  expectHex(`sha256 NIST ${message.length * 8}-bit message, streamed`, lib.createSha256().update(utf8(message)).digest(), want);
+  expectHex(
+    `sha256 NIST ${message.length * 8}-bit message, streamed`,
+    lib.createSha256().update(utf8(message)).digest(),
+    want,
+  );
   shaChecks += 2;
 }
 {
@@ -150,32 +167,61 @@ for (let len = 0; len <= 200; len++) {
 let proofChecks = 0;
 const objects = [
   ["700 B", seededBytes(700, 1000), [[0, 1]]],
-  ["40000 B", seededBytes(40_000, 1001), [[0, 1], [16, 3], [39, 1], [0, 40]]],
-  ["102400 B pattern", patternInput(102_400), [[0, 1], [45, 5], [99, 1], [31, 2]]],
+  [
+    "40000 B",
+    seededBytes(40_000, 1001),
+    [
+      [0, 1],
+      [16, 3],
+      [39, 1],
+      [0, 40],
+    ],
+  ],
+  [
+    "102400 B pattern",
+    patternInput(102_400),
+    [
+      [0, 1],
+      [45, 5],
+      [99, 1],
+      [31, 2],
+    ],
+  ],
 ];
 for (const [name, data, ranges] of objects) {
   const id = lib.blake3(data);
-  if (data.length === 102_400) expectHex("proof object id", id, vectors.cases.find((c) => c.input_len === 102_400).hash.slice(0, 64));
+  if (data.length === 102_400)
+    expectHex("proof object id", id, vectors.cases.find((c) => c.input_len === 102_400).hash.slice(0, 64));
   const { outboard } = lib.createOutboard(data);
   const parsed = lib.parseOutboard(outboard);
   if (hex(parsed.id) !== hex(id)) fail(`outboard of ${name}: its id is not the object's BLAKE3 hash`);
   for (const [start, count] of ranges) {
     const at = `proof of ${name} chunks ${start}+${count}`;
     const proof = lib.makeProofFromData(data, start, count);
-    if (proof.length !== lib.proofLength(data.length, start, count)) fail(`${at}: ${proof.length} bytes, proofLength says ${lib.proofLength(data.length, start, count)}`);
-    const fromOutboard = lib.makeProof(parsed, (offset, length) => data.subarray(offset, offset + length), start, count);
-    if (!equalBytes(proof, fromOutboard)) fail(`${at}: the proof made from the outboard differs from the one made from the data`);
+    if (proof.length !== lib.proofLength(data.length, start, count))
+      fail(`${at}: ${proof.length} bytes, proofLength says ${lib.proofLength(data.length, start, count)}`);
+    const fromOutboard = lib.makeProof(
+      parsed,
+      (offset, length) => data.subarray(offset, offset + length),
+      start,
+      count,
+    );
+    if (!equalBytes(proof, fromOutboard))
+      fail(`${at}: the proof made from the outboard differs from the one made from the data`);
     const want = data.subarray(start * 1024, Math.min(data.length, (start + count) * 1024));
     for (const build of builds) {
       const kernel = lib.blake3Kernel(build);
-      if (!equalBytes(lib.makeProofFromData(data, start, count, kernel), proof)) fail(`${at}: the ${build} kernel makes a different proof`);
-      if (!equalBytes(lib.verifyProof(id, data.length, start, count, proof, kernel), want)) fail(`${at}: ${build} verifyProof did not return the chunks`);
+      if (!equalBytes(lib.makeProofFromData(data, start, count, kernel), proof))
+        fail(`${at}: the ${build} kernel makes a different proof`);
+      if (!equalBytes(lib.verifyProof(id, data.length, start, count, proof, kernel), want))
+        fail(`${at}: ${build} verifyProof did not return the chunks`);
     }
     // Any flipped bit must be caught: one in the first, middle and last byte.
     for (const i of [0, proof.length >> 1, proof.length - 1]) {
       const bad = proof.slice();
       bad[i] ^= 0x01;
-      if (lib.verifyProof(id, data.length, start, count, bad) !== null) fail(`${at}: a proof with byte ${i} flipped was accepted`);
+      if (lib.verifyProof(id, data.length, start, count, bad) !== null)
+        fail(`${at}: a proof with byte ${i} flipped was accepted`);
     }
     proofChecks++;
   }
@@ -185,5 +231,5 @@ const ms = Math.round(performance.now() - started);
 // One line of key=value fields for run-arm.sh's summary.
 console.log(
   `ok kernel=${chosen} simdSupported=${simd} builds=${builds.join("+")} blake3=${blake3Checks} sha256=${shaChecks} ` +
-  `proofs=${proofChecks} node=${process.version} ms=${ms}`,
+    `proofs=${proofChecks} node=${process.version} ms=${ms}`,
 );

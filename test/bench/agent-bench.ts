@@ -21,7 +21,8 @@ const bin = join(root, "dist/sharenode.js");
 const TICKS = (() => {
   const r = spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" });
   const hz = Number(r.stdout?.trim());
-  if (r.status !== 0 || !Number.isInteger(hz) || hz <= 0) throw new Error(`agent-bench: getconf CLK_TCK failed: ${r.error?.message ?? r.stderr}`);
+  if (r.status !== 0 || !Number.isInteger(hz) || hz <= 0)
+    throw new Error(`agent-bench: getconf CLK_TCK failed: ${r.error?.message ?? r.stderr}`);
   return hz;
 })();
 
@@ -68,7 +69,9 @@ function packetCounter(onPacket: (type: number, bytes: number) => void): (data: 
  * the wire (every header, alias, PUBACK and property), not computed from payload sizes. Keepalive pings
  * (PINGREQ, PINGRESP) are also counted on their own.
  */
-async function countingRelay(brokerUrl: string): Promise<{ url: string; bytes: () => number; pingBytes: () => number; close: () => void }> {
+async function countingRelay(
+  brokerUrl: string,
+): Promise<{ url: string; bytes: () => number; pingBytes: () => number; close: () => void }> {
   const target = new URL(brokerUrl);
   let total = 0;
   let pings = 0;
@@ -161,9 +164,14 @@ try {
   // (telemetry every keepalive period, 60 s each) on a 12x faster clock: 5 s each.
   const FAST = 5;
   const pingRelay = await countingRelay(broker.url);
-  const pinger = startAgent(join(work, "keepalive"), pingRelay.url, { SHARENODE_TELEMETRY_INTERVAL: String(FAST) }, {
-    link: { keepaliveSeconds: FAST },
-  });
+  const pinger = startAgent(
+    join(work, "keepalive"),
+    pingRelay.url,
+    { SHARENODE_TELEMETRY_INTERVAL: String(FAST) },
+    {
+      link: { keepaliveSeconds: FAST },
+    },
+  );
   procs.push(pinger);
   const pingWindowS = quick ? 30 : 60;
   await sleep(2000); // past CONNECT and birth
@@ -184,20 +192,37 @@ try {
   rows.push({ name: "telemetry payload (JSON)", value: avgPayload, unit: "B" });
   rows.push({ name: "bytes on the wire per telemetry message (both ways)", value: perMessage, unit: "B" });
   rows.push({ name: "connection start (CONNECT, birth, SUBSCRIBE, acks)", value: startupBytes, unit: "B" });
-  rows.push({ name: `keepalive ping bytes per day at 60 s (measured, ${pingWindowS / FAST} periods)`, value: pingsPerDay, unit: "B" });
+  rows.push({
+    name: `keepalive ping bytes per day at 60 s (measured, ${pingWindowS / FAST} periods)`,
+    value: pingsPerDay,
+    unit: "B",
+  });
   rows.push({ name: "bytes per device per day at 60 s (measured)", value: perDay, unit: "B" });
   rows.push({ name: "bytes per device per day at 300 s (same messages, + pings)", value: perDayAt300, unit: "B" });
   rows.push({ name: "wire bytes a message may cost for 150 KB/day at 60 s", value: budgetPerMessageAt60, unit: "B" });
   targets.push({ what: "bytes per device per day", value: perDay, goal: "<= 150,000 B", met: perDay <= 150_000 });
 
   // A bare node process holding one mqtt.js connection: the floor the agent is compared against.
-  const bare = spawn(process.execPath, ["--input-type=module", "-e", `import mqtt from "mqtt"; const c = await mqtt.connectAsync(${JSON.stringify(broker.url)}); setInterval(() => {}, 1000);`], { cwd: root, stdio: "ignore" });
+  const bare = spawn(
+    process.execPath,
+    [
+      "--input-type=module",
+      "-e",
+      `import mqtt from "mqtt"; const c = await mqtt.connectAsync(${JSON.stringify(broker.url)}); setInterval(() => {}, 1000);`,
+    ],
+    { cwd: root, stdio: "ignore" },
+  );
   procs.push(bare);
   await sleep(3000);
   const bareRss = rssBytes(bare.pid!);
   rows.push({ name: `agent RSS after ${messages} telemetry messages`, value: agentRss / 1e6, unit: "MB" });
   rows.push({ name: "bare node + one mqtt.js connection RSS", value: bareRss / 1e6, unit: "MB" });
-  targets.push({ what: "agent RSS vs bare mqtt.js process", value: agentRss / bareRss, goal: "<= 1.5x", met: agentRss / bareRss <= 1.5 });
+  targets.push({
+    what: "agent RSS vs bare mqtt.js process",
+    value: agentRss / bareRss,
+    goal: "<= 1.5x",
+    met: agentRss / bareRss <= 1.5,
+  });
   agent.kill("SIGTERM");
   bare.kill("SIGTERM");
   await consumer.endAsync();
@@ -225,5 +250,8 @@ if (json) {
   console.log("\nagent daemon (sharenode run against a local mosquitto)");
   for (const r of rows) console.log(`  ${r.name.padEnd(60)} ${fmt(r.value).padStart(10)} ${r.unit}`);
   console.log("\ntargets (issue 4)");
-  for (const t of targets) console.log(`  ${t.met ? "met   " : "MISSED"} ${t.what.padEnd(44)} ${fmt(t.value).padStart(10)} (target ${t.goal})`);
+  for (const t of targets)
+    console.log(
+      `  ${t.met ? "met   " : "MISSED"} ${t.what.padEnd(44)} ${fmt(t.value).padStart(10)} (target ${t.goal})`,
+    );
 }

@@ -59,8 +59,12 @@ function runOnce([command, ...args]) {
   const start = performance.now();
   const r = spawnSync(command, args, { encoding: "utf8", maxBuffer: 1 << 20 });
   const ms = performance.now() - start;
-  if (r.error) throw new Error(`cli-bench: ${command}: ${r.error.message} (b3sum and sha256sum are the Debian packages b3sum, coreutils)`);
-  if (r.status !== 0) throw new Error(`cli-bench: ${[command, ...args].join(" ")} exited ${r.status}: ${r.stderr.trim()}`);
+  if (r.error)
+    throw new Error(
+      `cli-bench: ${command}: ${r.error.message} (b3sum and sha256sum are the Debian packages b3sum, coreutils)`,
+    );
+  if (r.status !== 0)
+    throw new Error(`cli-bench: ${[command, ...args].join(" ")} exited ${r.status}: ${r.stderr.trim()}`);
   return { ms, digest: r.stdout.slice(0, 64) };
 }
 
@@ -68,7 +72,7 @@ export async function main(argv = process.argv.slice(2)) {
   const json = argv.includes("--json");
   const quick = argv.includes("--quick");
   const dirArg = argv.indexOf("--dir");
-  const base = dirArg >= 0 ? argv[dirArg + 1] : process.env.TMPDIR ?? "/tmp";
+  const base = dirArg >= 0 ? argv[dirArg + 1] : (process.env.TMPDIR ?? "/tmp");
   if (!existsSync(BIN)) throw new Error("cli-bench: dist/sharenode.js is missing; run `npm run build` first");
   // Issue 10 states its targets on 1 GiB (BLAKE3) and 256 MiB (SHA-256); --quick uses a quarter.
   const sizes = quick ? { blake3: 256 * MiB, sha256: 64 * MiB } : { blake3: 1024 * MiB, sha256: 256 * MiB };
@@ -78,7 +82,8 @@ export async function main(argv = process.argv.slice(2)) {
   const work = mkdtempSync(join(base, "sharenode-bench-cli-"));
   try {
     const files = {};
-    for (const [algo, size] of Object.entries(sizes)) writeRandomFile((files[algo] = join(work, `${algo}-${size / MiB}MiB`)), size);
+    for (const [algo, size] of Object.entries(sizes))
+      writeRandomFile((files[algo] = join(work, `${algo}-${size / MiB}MiB`)), size);
     const groups = [
       {
         name: `BLAKE3, ${sizes.blake3 / MiB} MiB`,
@@ -98,7 +103,8 @@ export async function main(argv = process.argv.slice(2)) {
     for (const g of groups) {
       const ours = runOnce(g.ours[1]).digest;
       const peer = runOnce(g.peer[1]).digest;
-      if (ours !== peer) throw new Error(`cli-bench: ${g.name}: ${g.ours[0]} printed ${ours}, ${g.peer[0]} printed ${peer}`);
+      if (ours !== peer)
+        throw new Error(`cli-bench: ${g.name}: ${g.ours[0]} printed ${ours}, ${g.peer[0]} printed ${peer}`);
     }
     const times = new Map(candidates.map(([name]) => [name, []]));
     for (let round = -1; round < rounds; round++) {
@@ -113,26 +119,40 @@ export async function main(argv = process.argv.slice(2)) {
       const ours = times.get(g.ours[0]);
       const peer = times.get(g.peer[0]);
       const size = g.name.startsWith("BLAKE3") ? sizes.blake3 : sizes.sha256;
-      for (const [name, values] of [[g.ours[0], ours], [g.peer[0], peer]]) {
+      for (const [name, values] of [
+        [g.ours[0], ours],
+        [g.peer[0], peer],
+      ]) {
         rows.push({ group: g.name, name, ms: median(values), mbps: size / 1e6 / (median(values) / 1000) });
       }
       const ratio = median(ours.map((t, i) => peer[i] / t));
-      targets.push({ what: `${g.ours[0]} vs ${g.peer[0]} (${g.name})`, value: ratio, goal: g.goal, met: ratio >= g.goal });
+      targets.push({
+        what: `${g.ours[0]} vs ${g.peer[0]} (${g.name})`,
+        value: ratio,
+        goal: g.goal,
+        met: ratio >= g.goal,
+      });
     }
     const meta = { node: process.version, rounds, seed };
     if (json) {
       console.log(JSON.stringify({ bench: "cli", meta, rows, targets }, null, 2));
       return;
     }
-    console.log(`\nsharenode hash, whole process, file in page cache: ${rounds} rounds in shuffled order (seed ${seed}), medians`);
+    console.log(
+      `\nsharenode hash, whole process, file in page cache: ${rounds} rounds in shuffled order (seed ${seed}), medians`,
+    );
     let group = "";
     for (const r of rows) {
       if (r.group !== group) console.log(`\n${(group = r.group)}`);
-      console.log(`  ${r.name.padEnd(36)} ${r.ms.toFixed(0).padStart(7)} ms ${Math.round(r.mbps).toLocaleString("en-US").padStart(7)} MB/s`);
+      console.log(
+        `  ${r.name.padEnd(36)} ${r.ms.toFixed(0).padStart(7)} ms ${Math.round(r.mbps).toLocaleString("en-US").padStart(7)} MB/s`,
+      );
     }
     console.log("\ntargets (issue 10)");
     for (const t of targets) {
-      console.log(`  ${t.met ? "met   " : "MISSED"} ${t.what.padEnd(72)} ${t.value.toFixed(2).padStart(6)} x (target >= ${t.goal} x)`);
+      console.log(
+        `  ${t.met ? "met   " : "MISSED"} ${t.what.padEnd(72)} ${t.value.toFixed(2).padStart(6)} x (target >= ${t.goal} x)`,
+      );
     }
   } finally {
     rmSync(work, { recursive: true, force: true });

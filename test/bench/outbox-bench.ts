@@ -73,8 +73,19 @@ export async function run(options: OutboxBenchOptions = {}): Promise<OutboxBench
       });
       await consumer.subscribeAsync(`sharenode/v1/${deviceId}/events`, { qos: 1 });
 
-      const link = new MqttLink({ url: broker.url, deviceId, version: "bench", stateDir: join(work, `state-${round}`), protocolVersion });
-      const outbox = new Outbox({ path: join(work, `outbox-${round}.log`), deviceId, publisher: link, ...(options.window ? { window: options.window } : {}) });
+      const link = new MqttLink({
+        url: broker.url,
+        deviceId,
+        version: "bench",
+        stateDir: join(work, `state-${round}`),
+        protocolVersion,
+      });
+      const outbox = new Outbox({
+        path: join(work, `outbox-${round}.log`),
+        deviceId,
+        publisher: link,
+        ...(options.window ? { window: options.window } : {}),
+      });
       await outbox.start();
       const up = new Promise<void>((resolve) => link.once("connected", () => resolve()));
       await link.start();
@@ -117,7 +128,12 @@ export async function run(options: OutboxBenchOptions = {}): Promise<OutboxBench
     ackedPerSecond,
     deliveredPerSecond: median(samples.map((s) => rate(s.deliveredMs))),
     samples,
-    target: { what: "outbox records/s, enqueued to PUBACKed", goal: 5000, value: ackedPerSecond, met: ackedPerSecond >= 5000 },
+    target: {
+      what: "outbox records/s, enqueued to PUBACKed",
+      goal: 5000,
+      value: ackedPerSecond,
+      met: ackedPerSecond >= 5000,
+    },
   };
 }
 
@@ -133,12 +149,20 @@ export async function main(args: string[] = process.argv.slice(2)): Promise<Outb
     console.log(JSON.stringify(result, null, 2));
   } else {
     const fmt = (v: number) => (Number.isNaN(v) ? "n/a" : Math.round(v).toLocaleString("en-US"));
-    console.log(`\noutbox to local mosquitto (MQTT ${result.protocolVersion === 5 ? "5" : "3.1.1"}): ${result.records} records of ~${result.recordBytes} B, ${result.rounds} rounds, medians`);
-    console.log(`  ${"enqueued and durable (fsynced)".padEnd(52)} ${fmt(result.durablePerSecond).padStart(10)} records/s`);
+    console.log(
+      `\noutbox to local mosquitto (MQTT ${result.protocolVersion === 5 ? "5" : "3.1.1"}): ${result.records} records of ~${result.recordBytes} B, ${result.rounds} rounds, medians`,
+    );
+    console.log(
+      `  ${"enqueued and durable (fsynced)".padEnd(52)} ${fmt(result.durablePerSecond).padStart(10)} records/s`,
+    );
     console.log(`  ${"enqueued to PUBACKed".padEnd(52)} ${fmt(result.ackedPerSecond).padStart(10)} records/s`);
-    console.log(`  ${"enqueued to delivered to a QoS 1 subscriber".padEnd(52)} ${fmt(result.deliveredPerSecond).padStart(10)} records/s`);
+    console.log(
+      `  ${"enqueued to delivered to a QoS 1 subscriber".padEnd(52)} ${fmt(result.deliveredPerSecond).padStart(10)} records/s`,
+    );
     const t = result.target;
-    console.log(`  ${t.met ? "met   " : "MISSED"} ${t.what.padEnd(45)} ${fmt(t.value).padStart(10)} (target >= ${fmt(t.goal)})`);
+    console.log(
+      `  ${t.met ? "met   " : "MISSED"} ${t.what.padEnd(45)} ${fmt(t.value).padStart(10)} (target >= ${fmt(t.goal)})`,
+    );
   }
   return result;
 }

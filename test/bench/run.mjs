@@ -180,15 +180,30 @@ for (const [name, values] of Object.entries(proofRates)) row("proofs, 4 MiB obje
 row("proofs, 4 MiB object", "proof size, chunk 0 (bytes)", sn.proofLength(MIB4, 0), "B");
 row("proofs, 4 MiB object", "outboard size (bytes)", outboard.length, "B");
 target("proof checks per second (4 MiB object)", median(proofRates["proof check (1 chunk)"]), 20000, "/s");
-target("proof makes per second (in memory, outboard)", median(proofRates["proof make from memory with outboard (1 chunk)"]), 20000, "/s");
+target(
+  "proof makes per second (in memory, outboard)",
+  median(proofRates["proof make from memory with outboard (1 chunk)"]),
+  20000,
+  "/s",
+);
 
 // --- outboard creation (ingest path) ----------------------------------------------------------------------
 const ingest = race({
   "createOutboard (hash + outboard)": () => sn.createOutboard(data),
   "sharenode blake3": () => sn.blake3(data),
 });
-row("outboard 4 MiB", "createOutboard (hash + outboard)", mbps(median(ingest["createOutboard (hash + outboard)"])), "MB/s");
-row("outboard 4 MiB", "createOutboard / plain hash", ratio(ingest, "createOutboard (hash + outboard)", "sharenode blake3"), "x");
+row(
+  "outboard 4 MiB",
+  "createOutboard (hash + outboard)",
+  mbps(median(ingest["createOutboard (hash + outboard)"])),
+  "MB/s",
+);
+row(
+  "outboard 4 MiB",
+  "createOutboard / plain hash",
+  ratio(ingest, "createOutboard (hash + outboard)", "sharenode blake3"),
+  "x",
+);
 
 // --- cold start: a fresh process compiles and instantiates the kernels ------------------------------------
 const coldScript = `
@@ -212,18 +227,31 @@ row("cold start (fresh process)", "import dist/index.js", median(cold.load), "ms
 row("cold start (fresh process)", "first blake3 call: decode + compile + instantiate", median(cold.blake3), "ms");
 row("cold start (fresh process)", "first sha256 call: decode + compile + instantiate", median(cold.sha256), "ms");
 targets.push({
-  what: "cold start: compile + instantiate both kernels", value: median(cold.blake3) + median(cold.sha256),
-  goal: 10, unit: "ms", met: median(cold.blake3) + median(cold.sha256) < 10, lowerIsBetter: true,
+  what: "cold start: compile + instantiate both kernels",
+  value: median(cold.blake3) + median(cold.sha256),
+  goal: 10,
+  unit: "ms",
+  met: median(cold.blake3) + median(cold.sha256) < 10,
+  lowerIsBetter: true,
 });
 
 // --- report -----------------------------------------------------------------------------------------------
-const meta = { node: process.version, arch: process.arch, rounds: ROUNDS, sampleMs: SAMPLE_MS, seed: SEED, date: new Date().toISOString() };
+const meta = {
+  node: process.version,
+  arch: process.arch,
+  rounds: ROUNDS,
+  sampleMs: SAMPLE_MS,
+  seed: SEED,
+  date: new Date().toISOString(),
+};
 if (json) {
   console.log(JSON.stringify({ meta, rows: rows.filter((r) => !Number.isNaN(r.value)), targets }, null, 2));
 } else {
   const fmt = (v) => (Number.isNaN(v) ? "" : v >= 100 ? Math.round(v).toLocaleString("en-US") : v.toFixed(2));
   let group = "";
-  console.log(`sharenode bench: node ${meta.node} ${meta.arch}, ${ROUNDS} rounds of ${SAMPLE_MS} ms in shuffled order (seed ${SEED}), medians`);
+  console.log(
+    `sharenode bench: node ${meta.node} ${meta.arch}, ${ROUNDS} rounds of ${SAMPLE_MS} ms in shuffled order (seed ${SEED}), medians`,
+  );
   for (const r of rows) {
     if (r.group !== group) console.log(`\n${(group = r.group)}`);
     console.log(`  ${r.name.padEnd(52)} ${fmt(r.value).padStart(10)} ${r.unit}`);
@@ -231,7 +259,9 @@ if (json) {
   console.log("\ntargets (issue 2)");
   for (const t of targets) {
     const goal = t.lowerIsBetter ? `< ${t.goal}` : `>= ${fmt(t.goal)}`;
-    console.log(`  ${t.met ? "met   " : "MISSED"} ${t.what.padEnd(48)} ${fmt(t.value).padStart(10)} ${t.unit} (target ${goal} ${t.unit})`);
+    console.log(
+      `  ${t.met ? "met   " : "MISSED"} ${t.what.padEnd(48)} ${fmt(t.value).padStart(10)} ${t.unit} (target ${goal} ${t.unit})`,
+    );
   }
 }
 

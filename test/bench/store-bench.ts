@@ -16,7 +16,7 @@ const args = process.argv.slice(2);
 const json = args.includes("--json");
 const quick = args.includes("--quick");
 const dirArg = args.indexOf("--dir");
-const base = dirArg >= 0 ? args[dirArg + 1]! : process.env.TMPDIR ?? "/tmp";
+const base = dirArg >= 0 ? args[dirArg + 1]! : (process.env.TMPDIR ?? "/tmp");
 
 const median = (v: number[]) => {
   const s = [...v].sort((a, b) => a - b);
@@ -77,13 +77,26 @@ try {
     ingestRates.push(ingest);
     ratios.push(ingest / copy);
   }
-  rows.push({ name: "ingest 16 MiB objects (hash + outboard + fsync + index)", value: median(ingestRates) / 1e6, unit: "MB/s" });
+  rows.push({
+    name: "ingest 16 MiB objects (hash + outboard + fsync + index)",
+    value: median(ingestRates) / 1e6,
+    unit: "MB/s",
+  });
   rows.push({ name: "plain copy of the same bytes (write + fsync)", value: median(copyRates) / 1e6, unit: "MB/s" });
   targets.push({ what: "ingest vs plain copy", value: median(ratios), goal: ">= 0.8x", met: median(ratios) >= 0.8 });
 
   // --- storage proofs from stored 4 MiB objects, warm page cache, k = 1 --------------------------------------
   const ids: string[] = [];
-  for (let i = 0; i < 8; i++) ids.push((await store.ingest((async function* () { yield randomBytes(4 << 20); })())).object.id);
+  for (let i = 0; i < 8; i++)
+    ids.push(
+      (
+        await store.ingest(
+          (async function* () {
+            yield randomBytes(4 << 20);
+          })(),
+        )
+      ).object.id,
+    );
   const opened = await Promise.all(ids.map((id) => store.openForProof(id)));
   let bytesRead = 0;
   let reads = 0;
@@ -113,15 +126,34 @@ try {
   rows.push({ name: "storage proofs answered (4 MiB objects, k = 1, signed)", value: median(proofRates), unit: "/s" });
   rows.push({ name: "bytes read per proof", value: bytesRead / answered, unit: "B" });
   rows.push({ name: "reads per proof", value: reads / answered, unit: "" });
-  targets.push({ what: "storage proofs per second", value: median(proofRates), goal: ">= 2,000/s", met: median(proofRates) >= 2000 });
-  targets.push({ what: "bytes read per proof (one 16 KiB group)", value: bytesRead / answered, goal: "<= 16,384 B", met: bytesRead / answered <= 16384 });
+  targets.push({
+    what: "storage proofs per second",
+    value: median(proofRates),
+    goal: ">= 2,000/s",
+    met: median(proofRates) >= 2000,
+  });
+  targets.push({
+    what: "bytes read per proof (one 16 KiB group)",
+    value: bytesRead / answered,
+    goal: "<= 16,384 B",
+    met: bytesRead / answered <= 16384,
+  });
 
   // --- scrub rate --------------------------------------------------------------------------------------------
   const rate = 40e6;
   const scrub = await new Scrubber(store, { bytesPerSecond: rate }).runOnce();
   const actual = scrub.bytes / (scrub.elapsedMs / 1000);
-  rows.push({ name: `scrub read rate (configured ${rate / 1e6} MB/s, ${Math.round(scrub.bytes / 1e6)} MB)`, value: actual / 1e6, unit: "MB/s" });
-  targets.push({ what: "scrub rate within 10% of its setting", value: actual / rate, goal: "0.9x..1.1x", met: actual / rate >= 0.9 && actual / rate <= 1.1 });
+  rows.push({
+    name: `scrub read rate (configured ${rate / 1e6} MB/s, ${Math.round(scrub.bytes / 1e6)} MB)`,
+    value: actual / 1e6,
+    unit: "MB/s",
+  });
+  targets.push({
+    what: "scrub rate within 10% of its setting",
+    value: actual / rate,
+    goal: "0.9x..1.1x",
+    met: actual / rate >= 0.9 && actual / rate <= 1.1,
+  });
   await store.stop();
 } finally {
   rmSync(work, { recursive: true, force: true });
@@ -134,5 +166,8 @@ if (json) {
   console.log(`\nstorage node (data in ${base}; --dir DIR to measure another filesystem)`);
   for (const r of rows) console.log(`  ${r.name.padEnd(60)} ${fmt(r.value).padStart(10)} ${r.unit}`);
   console.log("\ntargets (issue 3)");
-  for (const t of targets) console.log(`  ${t.met ? "met   " : "MISSED"} ${t.what.padEnd(44)} ${fmt(t.value).padStart(10)} (target ${t.goal})`);
+  for (const t of targets)
+    console.log(
+      `  ${t.met ? "met   " : "MISSED"} ${t.what.padEnd(44)} ${fmt(t.value).padStart(10)} (target ${t.goal})`,
+    );
 }

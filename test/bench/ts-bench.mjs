@@ -18,7 +18,16 @@ export async function runTsBench(name) {
   const out = mkdtempSync(join(root, "node_modules", ".sharenode-bench-"));
   try {
     const file = join(out, `${name}.mjs`);
-    await build({ entryPoints: [join(here, `${name}.ts`)], bundle: true, platform: "node", format: "esm", target: "node20", outfile: file, logLevel: "error", packages: "external" });
+    await build({
+      entryPoints: [join(here, `${name}.ts`)],
+      bundle: true,
+      platform: "node",
+      format: "esm",
+      target: "node20",
+      outfile: file,
+      logLevel: "error",
+      packages: "external",
+    });
     const module = await import(pathToFileURL(file).href);
     // Benches that export main() run only when asked to (they also run stand-alone).
     if (typeof module.main === "function") await module.main(process.argv.slice(2).filter((a) => a !== name));

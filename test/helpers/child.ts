@@ -13,7 +13,12 @@ export interface LineChild {
  * Runs `node script ...args`. An exit other than 0 or SIGKILL (the tests' own kill) prints the child's stderr,
  * named by `label`, so a crash in the child is visible next to the failing assertion.
  */
-export function spawnLineChild(script: string, args: string[], cleanups: Array<() => unknown>, label: string): LineChild {
+export function spawnLineChild(
+  script: string,
+  args: string[],
+  cleanups: Array<() => unknown>,
+  label: string,
+): LineChild {
   const proc = spawn(process.execPath, [script, ...args], { stdio: ["ignore", "pipe", "pipe"] });
   const lines: string[] = [];
   let out = "";

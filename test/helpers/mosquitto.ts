@@ -13,7 +13,9 @@ const MOSQUITTO = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"];
 
 function findMosquitto(): string {
   for (const path of MOSQUITTO) if (spawnSync(path, ["-h"], { stdio: "ignore" }).error === undefined) return path;
-  throw new Error("mosquitto is not installed: integration tests need a real broker (apt-get install mosquitto mosquitto-clients; .ci/run does)");
+  throw new Error(
+    "mosquitto is not installed: integration tests need a real broker (apt-get install mosquitto mosquitto-clients; .ci/run does)",
+  );
 }
 
 /** A free TCP port on 127.0.0.1 (bound and released; the race with other processes is accepted in tests). */
@@ -57,7 +59,10 @@ export class Broker {
   private proc: ChildProcess | undefined;
   private log = "";
 
-  private constructor(port: number, private readonly options: BrokerOptions) {
+  private constructor(
+    port: number,
+    private readonly options: BrokerOptions,
+  ) {
     this.port = port;
     this.dir = mkdtempSync(join(tmpdir(), "sharenode-mosquitto-"));
   }
@@ -67,7 +72,8 @@ export class Broker {
     const broker = new Broker(await freePort(), options);
     // mosquitto started as root drops to the mosquitto user, which must be able to write its persistence file.
     if (options.persistence) chmodSync(broker.dir, 0o777);
-    for (const [name, content] of Object.entries(options.files ?? {})) writeFileSync(join(broker.dir, name), content, { mode: 0o600 });
+    for (const [name, content] of Object.entries(options.files ?? {}))
+      writeFileSync(join(broker.dir, name), content, { mode: 0o600 });
     await broker.restart();
     return broker;
   }
@@ -98,8 +104,13 @@ export class Broker {
       "log_type notice",
     ];
     // {dir} in the test's lines stands for the broker's directory (ACL and password files live there).
-    writeFileSync(join(this.dir, "mosquitto.conf"), lines.map((l) => l.replaceAll("{dir}", this.dir)).join("\n") + "\n");
-    const proc = spawn(findMosquitto(), ["-c", join(this.dir, "mosquitto.conf")], { stdio: ["ignore", "pipe", "pipe"] });
+    writeFileSync(
+      join(this.dir, "mosquitto.conf"),
+      lines.map((l) => l.replaceAll("{dir}", this.dir)).join("\n") + "\n",
+    );
+    const proc = spawn(findMosquitto(), ["-c", join(this.dir, "mosquitto.conf")], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     proc.stdout!.on("data", (d: Buffer) => (this.log += d.toString()));
     proc.stderr!.on("data", (d: Buffer) => (this.log += d.toString()));
     this.proc = proc;

@@ -14,7 +14,8 @@ export function testSeed(name: string): number {
   const text = process.env[name];
   if (text === undefined || text === "") return randomInt(MAX_SEED + 1);
   const seed = Number(text);
-  if (!/^\d+$/.test(text) || seed > MAX_SEED) throw new Error(`${name}=${text}: a seed is an integer from 0 to ${MAX_SEED}`);
+  if (!/^\d+$/.test(text) || seed > MAX_SEED)
+    throw new Error(`${name}=${text}: a seed is an integer from 0 to ${MAX_SEED}`);
   return seed;
 }
 

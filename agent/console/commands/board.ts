@@ -13,7 +13,12 @@ export function boardCommand(ctx: ConsoleContext): ConsoleCommand {
       noArgs("board", args);
       const opened = await ctx.board();
       if (!opened.board) {
-        io.print(fields([["board", `could not be opened: ${opened.error}`], ["config", `board = "${ctx.config.board}"`]]));
+        io.print(
+          fields([
+            ["board", `could not be opened: ${opened.error}`],
+            ["config", `board = "${ctx.config.board}"`],
+          ]),
+        );
         return;
       }
       const b = opened.board;

@@ -28,7 +28,9 @@ export function daemonLine(state: DaemonState, now: number): string {
     const up = num(s.uptimeSeconds);
     const since = num(s.startedAt) ?? (up !== undefined ? now - up * 1000 : undefined);
     const pid = num(s.pid) !== undefined ? `, pid ${s.pid}` : "";
-    return since !== undefined ? `running since ${time(since)} (up ${duration((now - since) / 1000)}${pid})` : `running${pid}`;
+    return since !== undefined
+      ? `running since ${time(since)} (up ${duration((now - since) / 1000)}${pid})`
+      : `running${pid}`;
   }
   if (state.lockPid !== undefined) {
     return `running as pid ${state.lockPid}, but its control socket does not answer (${state.why}); live facts are not available`;
@@ -39,7 +41,9 @@ export function daemonLine(state: DaemonState, now: number): string {
 /** Why live facts are missing, when no daemon answers ("" when one does). */
 export function notRunningNote(state: DaemonState): string {
   if (state.running) return "";
-  return state.lockPid !== undefined ? `the daemon (pid ${state.lockPid}) does not answer` : "the daemon is not running";
+  return state.lockPid !== undefined
+    ? `the daemon (pid ${state.lockPid}) does not answer`
+    : "the daemon is not running";
 }
 
 /** The data directory and the filesystem it is on. */

@@ -49,10 +49,13 @@ export function disksCommand(ctx: ConsoleContext): ConsoleCommand {
         io.print("data dir  not configured (store.dataDir)\n");
         return;
       }
-      const verdict = preview.accepted
-        ? `accepted: ${preview.reason}`
-        : `refused (${preview.code}): ${preview.reason}`;
-      io.print(fields([["data dir", `${filesystemLine(preview)}${list ? "  (* above)" : ""}`], ["store", verdict]]));
+      const verdict = preview.accepted ? `accepted: ${preview.reason}` : `refused (${preview.code}): ${preview.reason}`;
+      io.print(
+        fields([
+          ["data dir", `${filesystemLine(preview)}${list ? "  (* above)" : ""}`],
+          ["store", verdict],
+        ]),
+      );
     },
   };
 }

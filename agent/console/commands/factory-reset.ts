@@ -55,10 +55,14 @@ export function factoryResetCommand(ctx: ConsoleContext): ConsoleCommand {
       const failures = await executePlan(plan);
       for (const f of failures) io.print(`${f}\n`);
       if (failures.length > 0) {
-        io.print(`factory-reset incomplete: ${plural(failures.length, "entry", "entries")} could not be removed (run it again once fixed)\n`);
+        io.print(
+          `factory-reset incomplete: ${plural(failures.length, "entry", "entries")} could not be removed (run it again once fixed)\n`,
+        );
         return;
       }
-      io.print(`erased ${plural(plan.state.length + plan.data.length, "entry", "entries")}; the box starts as a new device at the next start\n`);
+      io.print(
+        `erased ${plural(plan.state.length + plan.data.length, "entry", "entries")}; the box starts as a new device at the next start\n`,
+      );
       const again = await io.ask("Type reboot to reboot now, anything else to stay in the console: ");
       if (again?.trim() === "reboot") await rebootNow(ctx, io);
       else io.print("not rebooting\n");

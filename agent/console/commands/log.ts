@@ -25,8 +25,12 @@ export function logCommand(ctx: ConsoleContext): ConsoleCommand {
         if (!(err instanceof ControlError)) throw err;
         if (err.code === "aborted") return;
         const lockPid = await lockHolder(ctx.stateDir);
-        io.print(`${lockPid !== undefined ? `the daemon (pid ${lockPid}) does not answer` : "the daemon is not running"}: ${err.message}\n`);
-        io.print("its log is kept in memory only; earlier runs: journalctl -u sharenode (systemd) or logread -e sharenode (OpenWrt)\n");
+        io.print(
+          `${lockPid !== undefined ? `the daemon (pid ${lockPid}) does not answer` : "the daemon is not running"}: ${err.message}\n`,
+        );
+        io.print(
+          "its log is kept in memory only; earlier runs: journalctl -u sharenode (systemd) or logread -e sharenode (OpenWrt)\n",
+        );
         return;
       }
       try {
@@ -51,6 +55,7 @@ export function logCommand(ctx: ConsoleContext): ConsoleCommand {
 }
 
 function parseLines(text: string, what: string, max = MAX_LOG_LINES): number {
-  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > max) throw new ConsoleError(`${what}: LINES must be a number from 1 to ${max}, got '${text}'`);
+  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > max)
+    throw new ConsoleError(`${what}: LINES must be a number from 1 to ${max}, got '${text}'`);
   return Number(text);
 }

@@ -4,7 +4,14 @@ import type { ConsoleCommand } from "../command-api.js";
 import type { ConsoleContext } from "../context.js";
 import { fields, millis, time } from "../format.js";
 import { showUrl } from "../local-state.js";
-import { brokerEndpoint, checkReachability, interfaceLines, readDefaultRoutes, readDnsServers, type Step } from "../net-check.js";
+import {
+  brokerEndpoint,
+  checkReachability,
+  interfaceLines,
+  readDefaultRoutes,
+  readDnsServers,
+  type Step,
+} from "../net-check.js";
 import { noArgs, readPem } from "./common.js";
 import { errorLine } from "../../util/errors.js";
 
@@ -21,17 +28,37 @@ export function netCommand(ctx: ConsoleContext): ConsoleCommand {
       const routes = await readDefaultRoutes(ctx.hostPaths);
       const dns = await readDnsServers(ctx.hostPaths);
       const routeText = [
-        ...(routes.v4 === undefined ? ["IPv4: /proc/net/route unreadable"] : routes.v4.length === 0 ? ["IPv4: none (no way out of the local network)"] : routes.v4.map((r) => `IPv4 via ${r.gateway} dev ${r.iface}`)),
-        ...(routes.v6 === undefined ? [] : routes.v6.length === 0 ? ["IPv6: none"] : routes.v6.map((r) => `IPv6 via ${r.gateway} dev ${r.iface}`)),
+        ...(routes.v4 === undefined
+          ? ["IPv4: /proc/net/route unreadable"]
+          : routes.v4.length === 0
+            ? ["IPv4: none (no way out of the local network)"]
+            : routes.v4.map((r) => `IPv4 via ${r.gateway} dev ${r.iface}`)),
+        ...(routes.v6 === undefined
+          ? []
+          : routes.v6.length === 0
+            ? ["IPv6: none"]
+            : routes.v6.map((r) => `IPv6 via ${r.gateway} dev ${r.iface}`)),
       ];
       const rows: [string, string][] = [
         ["interfaces", interfaceLines().join("\n") || "none"],
         ["default route", routeText.join("\n")],
-        ["DNS servers", dns === undefined ? "/etc/resolv.conf unreadable" : dns.length === 0 ? "none in /etc/resolv.conf" : dns.join(", ")],
+        [
+          "DNS servers",
+          dns === undefined
+            ? "/etc/resolv.conf unreadable"
+            : dns.length === 0
+              ? "none in /etc/resolv.conf"
+              : dns.join(", "),
+        ],
       ];
       const url = ctx.config.link.url;
       const endpoint = url !== undefined ? brokerEndpoint(url) : undefined;
-      rows.push(["broker", url === undefined ? "not configured (link.url)" : `${showUrl(url)}${endpoint ? ` (${endpoint.host} port ${endpoint.port}${endpoint.tls ? ", TLS" : ""})` : ""}`]);
+      rows.push([
+        "broker",
+        url === undefined
+          ? "not configured (link.url)"
+          : `${showUrl(url)}${endpoint ? ` (${endpoint.host} port ${endpoint.port}${endpoint.tls ? ", TLS" : ""})` : ""}`,
+      ]);
       if (endpoint?.tls) rows.push(["clock", `${time(ctx.now())} (TLS certificates need the right time)`]);
       io.print(fields(rows));
       if (url === undefined || !endpoint) return;
@@ -46,7 +73,10 @@ export function netCommand(ctx: ConsoleContext): ConsoleCommand {
         timeoutMs: NET_TIMEOUT_MS,
         signal: io.signal,
         ...(ca !== undefined ? { ca } : {}),
-        onStep: (s) => io.print(`  ${label(s).padEnd(8)} ${s.ok ? "ok  " : "FAIL"}  ${s.ms !== undefined ? `${millis(s.ms).padStart(8)}  ` : "          "}${s.detail}\n`),
+        onStep: (s) =>
+          io.print(
+            `  ${label(s).padEnd(8)} ${s.ok ? "ok  " : "FAIL"}  ${s.ms !== undefined ? `${millis(s.ms).padStart(8)}  ` : "          "}${s.detail}\n`,
+          ),
       });
     },
   };

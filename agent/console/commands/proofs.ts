@@ -16,13 +16,20 @@ export function proofsCommand(ctx: ConsoleContext): ConsoleCommand {
       noArgs("proofs", args);
       const answer = await ctx.ask("proofs", io.signal);
       if (!answer.running) {
-        io.print(`${answer.lockPid !== undefined ? `the daemon (pid ${answer.lockPid}) does not answer` : "the daemon is not running"}: ${answer.why}\n`);
+        io.print(
+          `${answer.lockPid !== undefined ? `the daemon (pid ${answer.lockPid}) does not answer` : "the daemon is not running"}: ${answer.why}\n`,
+        );
         io.print("proof counters live in the running daemon (they start at 0 with it)\n");
         return;
       }
       const p = (answer.result ?? {}) as Partial<ProofsSnapshot>;
       const recent = Array.isArray(p.recent) ? p.recent : [];
-      io.print(fields([["passed", String(num(p.passed) ?? "?")], ["failed", String(num(p.failed) ?? "?")]]));
+      io.print(
+        fields([
+          ["passed", String(num(p.passed) ?? "?")],
+          ["failed", String(num(p.failed) ?? "?")],
+        ]),
+      );
       if (recent.length === 0) {
         io.print("no challenges answered since the daemon started\n");
         return;

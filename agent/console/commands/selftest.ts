@@ -4,7 +4,14 @@
 import type { ProbeOptions } from "../../link/probe.js";
 import type { ConsoleCommand, ConsoleIo } from "../command-api.js";
 import type { ConsoleContext } from "../context.js";
-import { brokerCheck, DISK_CHECK, diskCheck, kernelChecks, type CheckOutcome, type CheckResult } from "../self-checks.js";
+import {
+  brokerCheck,
+  DISK_CHECK,
+  diskCheck,
+  kernelChecks,
+  type CheckOutcome,
+  type CheckResult,
+} from "../self-checks.js";
 import { noArgs, readPem } from "./common.js";
 import { errorLine } from "../../util/errors.js";
 
@@ -76,7 +83,11 @@ async function probeOptions(ctx: ConsoleContext, signal: AbortSignal): Promise<P
   const identity = await ctx.identity();
   if (!identity.ok) return { error: identity.reason };
   try {
-    const [ca, cert, key] = await Promise.all([readPem(c.ca, "the CA file"), readPem(c.cert, "the client certificate"), readPem(c.key, "the client key")]);
+    const [ca, cert, key] = await Promise.all([
+      readPem(c.ca, "the CA file"),
+      readPem(c.cert, "the client certificate"),
+      readPem(c.key, "the client key"),
+    ]);
     return {
       url: c.url,
       deviceId: identity.deviceId,

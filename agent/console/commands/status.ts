@@ -27,11 +27,17 @@ export function statusCommand(ctx: ConsoleContext): ConsoleCommand {
       const rows: [string, string][] = [...identityLines(identity)];
       rows.push(["version", `sharenode ${version} (node ${process.version}, ${arch()})`]);
       rows.push(["daemon", daemonLine(daemon, ctx.now())]);
-      rows.push(["board", opened.board ? `${opened.board.name}: ${opened.board.description}` : `unknown: ${opened.error}`]);
+      rows.push([
+        "board",
+        opened.board ? `${opened.board.name}: ${opened.board.description}` : `unknown: ${opened.error}`,
+      ]);
       if (daemon.running) {
         const s = daemon.status;
         const store = s.store ?? {};
-        rows.push(["store", store.running === false ? `not running: ${str(store.reason) ?? "no reason given"}` : storeSummary(store)]);
+        rows.push([
+          "store",
+          store.running === false ? `not running: ${str(store.reason) ?? "no reason given"}` : storeSummary(store),
+        ]);
         const link = s.link ?? {};
         const since = num(link.connectedSince);
         const lastError = str(link.lastError);
@@ -41,17 +47,26 @@ export function statusCommand(ctx: ConsoleContext): ConsoleCommand {
             ? `connected to ${showUrl(str(link.url) ?? ctx.config.link.url)}${since !== undefined ? ` since ${time(since)}` : ""}`
             : `not connected to ${showUrl(str(link.url) ?? ctx.config.link.url)}${lastError ? `: ${lastError}` : ""}`,
         ]);
-        rows.push(["outbox", `${plural(num(s.outbox?.depth) ?? 0, "message")} waiting (${bytes(num(s.outbox?.bytes))})`]);
+        rows.push([
+          "outbox",
+          `${plural(num(s.outbox?.depth) ?? 0, "message")} waiting (${bytes(num(s.outbox?.bytes))})`,
+        ]);
       } else {
         rows.push(["store", await offlineStoreLine(identity)]);
         rows.push(["link", `no connection: ${notRunningNote(daemon)} (broker ${showUrl(ctx.config.link.url)})`]);
         const outbox = await scanOutbox(ctx.stateDir);
-        rows.push(["outbox", outbox.ok ? `${plural(outbox.depth, "message")} waiting on disk (${bytes(outbox.bytes)})` : outbox.reason]);
+        rows.push([
+          "outbox",
+          outbox.ok ? `${plural(outbox.depth, "message")} waiting on disk (${bytes(outbox.bytes)})` : outbox.reason,
+        ]);
       }
       if (opened.board) {
         const c = await opened.board.readTemperatureC();
         const { pauseAtC } = opened.board.thermalLimits;
-        rows.push(["temp", `${temperature(c)}${c !== undefined && c >= pauseAtC ? " (hot: work pauses)" : ""} (work pauses at ${pauseAtC} C)`]);
+        rows.push([
+          "temp",
+          `${temperature(c)}${c !== undefined && c >= pauseAtC ? " (hot: work pauses)" : ""} (work pauses at ${pauseAtC} C)`,
+        ]);
       }
       const where = ctx.configFile ?? "(no config file: defaults and environment)";
       rows.push([

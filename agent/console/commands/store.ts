@@ -36,7 +36,14 @@ export function storeCommand(ctx: ConsoleContext): ConsoleCommand {
           ["used", bytes(num(s.usedBytes))],
           ["quota", bytes(num(s.quotaBytes))],
           ["disk free", bytes(num(s.availableBytes))],
-          ["reserve", reserve !== undefined ? `${bytes(reserve)} kept free` : ctx.config.store.reserveBytes !== undefined ? `${bytes(ctx.config.store.reserveBytes)} kept free (config)` : "5% of the disk, at most 1 GiB (default)"],
+          [
+            "reserve",
+            reserve !== undefined
+              ? `${bytes(reserve)} kept free`
+              : ctx.config.store.reserveBytes !== undefined
+                ? `${bytes(ctx.config.store.reserveBytes)} kept free (config)`
+                : "5% of the disk, at most 1 GiB (default)",
+          ],
           ["quarantined", quarantined !== undefined ? plural(quarantined, "object") : "?"],
           [
             "last scrub",
@@ -76,9 +83,15 @@ export function storeCommand(ctx: ConsoleContext): ConsoleCommand {
         ["quarantined", plural(l.quarantined, "object")],
         ["last scrub", "unknown (only the running daemon knows)"],
       );
-      if (l.interrupted > 0) rows.push(["interrupted", `${plural(l.interrupted, "ingest")} (settled at the store's next start)`]);
-      if (l.tornBytes > 0) rows.push(["index", `${bytes(l.tornBytes)} torn off the end of index.log (a cut write; dropped at the next start)`]);
-      if (l.lockedBy !== undefined) rows.push(["in use", `by process ${l.lockedBy}: these figures are from its last write to the index`]);
+      if (l.interrupted > 0)
+        rows.push(["interrupted", `${plural(l.interrupted, "ingest")} (settled at the store's next start)`]);
+      if (l.tornBytes > 0)
+        rows.push([
+          "index",
+          `${bytes(l.tornBytes)} torn off the end of index.log (a cut write; dropped at the next start)`,
+        ]);
+      if (l.lockedBy !== undefined)
+        rows.push(["in use", `by process ${l.lockedBy}: these figures are from its last write to the index`]);
       io.print(fields(rows));
     },
   };

@@ -23,14 +23,29 @@ export function tempCommand(ctx: ConsoleContext): ConsoleCommand {
         io.print(
           table(
             ["zone", "type", "temperature"],
-            zones.map((z) => [z.zone, z.type ?? "?", z.celsius !== undefined ? temperature(z.celsius) : `unreadable: ${z.error ?? "no reading"}`]),
+            zones.map((z) => [
+              z.zone,
+              z.type ?? "?",
+              z.celsius !== undefined ? temperature(z.celsius) : `unreadable: ${z.error ?? "no reading"}`,
+            ]),
           ),
         );
       }
       const governing = await b.readTemperatureC();
       const { pauseAtC, resumeAtC } = b.thermalLimits;
-      const state = governing === undefined ? "" : governing >= pauseAtC ? " (at or above the pause limit: work that heats the box pauses)" : "";
-      io.print("\n" + fields([["governing", `${temperature(governing)}${state}`], ["limits", `work pauses at ${pauseAtC} C, resumes below ${resumeAtC} C`]]));
+      const state =
+        governing === undefined
+          ? ""
+          : governing >= pauseAtC
+            ? " (at or above the pause limit: work that heats the box pauses)"
+            : "";
+      io.print(
+        "\n" +
+          fields([
+            ["governing", `${temperature(governing)}${state}`],
+            ["limits", `work pauses at ${pauseAtC} C, resumes below ${resumeAtC} C`],
+          ]),
+      );
     },
   };
 }

@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { defineConfig } from "tsup";
 
 const absentInNode = fileURLToPath(new URL("./link/absent-in-node.cjs", import.meta.url));
+const lruForMqtt = fileURLToPath(new URL("./link/lru-for-mqtt.cjs", import.meta.url));
 
 const common = {
   format: ["esm"],
@@ -35,6 +36,8 @@ export default defineConfig([
         // Browser-only and SOCKS-only code (see the stub's comment).
         "worker-timers": absentInNode,
         socks: absentInNode,
+        // mqtt.js's topic-alias table, which the agent leaves empty: 0.6 KB instead of 16.7 KB (see the file).
+        "lru-cache": lruForMqtt,
       };
     },
   },

@@ -10,6 +10,7 @@ import { randomFillSync } from "node:crypto";
 import { closeSync, existsSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { prng, shuffled } from "../helpers/prng.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "../..");
 const BIN = join(root, "dist/sharenode.js");
@@ -19,27 +20,6 @@ const median = (values) => {
   const s = [...values].sort((a, b) => a - b);
   return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
-
-/** splitmix32, seeded and printed, so a round order can be replayed. */
-function prng(seed) {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x9e3779b9) >>> 0;
-    let z = state;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    return ((z ^ (z >>> 16)) >>> 0) / 2 ** 32;
-  };
-}
-
-function shuffle(items, random) {
-  const out = [...items];
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [out[i], out[j]] = [out[j], out[i]];
-  }
-  return out;
-}
 
 function writeRandomFile(path, size) {
   const fd = openSync(path, "w");
@@ -108,7 +88,7 @@ export async function main(argv = process.argv.slice(2)) {
     }
     const times = new Map(candidates.map(([name]) => [name, []]));
     for (let round = -1; round < rounds; round++) {
-      for (const [name, command] of shuffle(candidates, random)) {
+      for (const [name, command] of shuffled(candidates, random)) {
         const { ms } = runOnce(command);
         if (round >= 0) times.get(name).push(ms);
       }

@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { seededBytes } from "../helpers/prng.mjs";
+import { prng, seededBytes, shuffled } from "../helpers/prng.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "../..");
 const bundle = join(root, "dist/index.js");
@@ -47,32 +47,16 @@ function sample(fn) {
 
 // The round order is random but replayable: BENCH_SEED=N repeats a run's order.
 const SEED = Number(process.env.BENCH_SEED ?? Date.now() % 2 ** 31);
-let seedState = SEED >>> 0;
-function random() {
-  seedState = (seedState + 0x9e3779b9) >>> 0;
-  let z = seedState;
-  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-  return ((z ^ (z >>> 16)) >>> 0) / 2 ** 32;
-}
-
-function shuffled(items) {
-  const out = [...items];
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [out[i], out[j]] = [out[j], out[i]];
-  }
-  return out;
-}
+const random = prng(SEED);
 
 /** Rounds over named candidates, each round in a fresh random order; returns { name: [opsPerSecond per round] }. */
 function race(candidates) {
   const names = Object.keys(candidates);
   // One whole untimed sample each: V8 tiers WebAssembly and hot JS up on a background thread after a number of
   // calls, which three calls of a small input never reach.
-  for (const n of shuffled(names)) sample(candidates[n]);
+  for (const n of shuffled(names, random)) sample(candidates[n]);
   const results = Object.fromEntries(names.map((n) => [n, []]));
-  for (let r = 0; r < ROUNDS; r++) for (const n of shuffled(names)) results[n].push(sample(candidates[n]));
+  for (let r = 0; r < ROUNDS; r++) for (const n of shuffled(names, random)) results[n].push(sample(candidates[n]));
   return results;
 }
 

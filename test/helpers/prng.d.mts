@@ -2,3 +2,4 @@
 export declare function prng(seed: number): () => number;
 export declare function randomBytes(next: () => number, length: number): Uint8Array;
 export declare function seededBytes(length: number, seed: number): Buffer;
+export declare function shuffled<T>(items: readonly T[], next: () => number): T[];

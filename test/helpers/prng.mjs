@@ -14,6 +14,16 @@ export function prng(seed) {
   };
 }
 
+/** A copy of `items` in a random order drawn from the generator (Fisher-Yates): the benches' round orders. */
+export function shuffled(items, next) {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor((next() / 2 ** 32) * (i + 1));
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
+}
+
 /** `length` bytes from a generator, four at a time (little-endian words, as on every platform we run on). */
 export function randomBytes(next, length) {
   const bytes = new Uint8Array(length);

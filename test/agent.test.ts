@@ -1,7 +1,7 @@
 // The daemon as it runs on a box: `sharenode run` (the built bundle) against a real mosquitto, commanded and
 // watched from the fleet side. Announces itself, sends telemetry, answers signed commands, refuses everything
 // else with a signed error reply and keeps running, proves storage, and stops cleanly on SIGTERM.
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,6 +12,7 @@ import { blake3 } from "../agent/kernels/blake3";
 import { loadOrCreateFleetKey, openReply, signCommand, type FleetKey, type Reply } from "../agent/protocol/envelope";
 import { topicsFor } from "../agent/protocol/topics";
 import { verifyStorageResponse } from "../agent/protocol/storage-proof";
+import { AgentProcess } from "./helpers/agent-process";
 import { Broker } from "./helpers/mosquitto";
 import { waiter } from "./helpers/wait";
 
@@ -20,8 +21,7 @@ const BIN = join(ROOT, "dist/sharenode.js");
 
 let broker: Broker;
 let work: string;
-let agent: ChildProcess;
-let agentLog = "";
+let agent: AgentProcess;
 let fleet: FleetKey;
 let forger: FleetKey;
 let client: MqttClient;
@@ -76,7 +76,11 @@ function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   };
 }
 
-const waitFor = waiter({ timeoutMs: 20_000, intervalMs: 50, detail: () => `agent log:\n${agentLog.slice(-2000)}` });
+const waitFor = waiter({
+  timeoutMs: 20_000,
+  intervalMs: 50,
+  detail: () => `agent log:\n${agent?.log.slice(-2000) ?? ""}`,
+});
 
 /** Sends a raw command payload with a fresh response topic and returns the verified reply. */
 async function command(name: string, payload: Uint8Array): Promise<Reply> {
@@ -116,21 +120,14 @@ beforeAll(async () => {
     qos: 1,
   });
   stored.objectId = storeAdd(stored.data, "stored.bin");
-  agent = spawn(process.execPath, [BIN, "run"], { env: env(), stdio: ["ignore", "pipe", "pipe"] });
-  agent.stdout!.on("data", (d: Buffer) => (agentLog += d.toString()));
-  agent.stderr!.on("data", (d: Buffer) => (agentLog += d.toString()));
-  const m = await waitFor(
-    "the device id in the log",
-    () => /device ([0-9a-f]{32}) \(public key ([0-9a-f]{64})\)/.exec(agentLog) ?? undefined,
-  );
-  deviceId = m[1]!;
-  devicePublicKey = m[2]!;
-  // Subscribed to its commands: any test may send one first.
-  await waitFor("the link", () => (/link: connected/.test(agentLog) ? true : undefined));
+  // Subscribed to its commands once started: any test may send one first.
+  agent = await AgentProcess.start(BIN, env(), waitFor);
+  deviceId = agent.deviceId;
+  devicePublicKey = agent.publicKey;
 });
 
 afterAll(async () => {
-  if (agent && agent.exitCode === null) agent.kill("SIGKILL");
+  if (agent?.running) agent.child.kill("SIGKILL");
   await client?.endAsync();
   await broker?.stop();
   if (work) rmSync(work, { recursive: true, force: true });
@@ -198,7 +195,7 @@ describe("sharenode run", () => {
     }
     // Still running and answering.
     expect((await command("status", sign("status"))).ok).toBe(true);
-    expect(agent.exitCode).toBe(null);
+    expect(agent.running).toBe(true);
   });
 
   it("answers status, config.get (secrets redacted) and log.tail", async () => {
@@ -223,7 +220,7 @@ describe("sharenode run", () => {
       expect(JSON.stringify(config.result)).not.toContain("s3cret-never-shown");
       expect((config.result as { link: { password: string } }).link.password).toBe("<redacted>");
     }
-    expect(agentLog).not.toContain("s3cret-never-shown");
+    expect(agent.log).not.toContain("s3cret-never-shown");
     const tail = await command("log.tail", sign("log.tail", { lines: 5 }));
     expect(tail.ok).toBe(true);
     if (tail.ok) expect((tail.result as { lines: string[] }).lines.length).toBeGreaterThan(0);
@@ -306,8 +303,8 @@ describe("sharenode run", () => {
         .filter((m) => m.state === "online")
         .at(-1),
     );
-    const exited = new Promise<number | null>((resolve) => agent.once("exit", (code) => resolve(code)));
-    agent.kill("SIGTERM");
+    const exited = new Promise<number | null>((resolve) => agent.child.once("exit", (code) => resolve(code)));
+    agent.child.kill("SIGTERM");
     expect(await exited).toBe(0);
     // The sim board's watchdog file: pets (NUL bytes), then the magic close of a clean stop.
     expect(readFileSync(join(work, "data", "sim-board", "dev", "watchdog"), "latin1")).toMatch(/^\0+V$/);
@@ -318,11 +315,8 @@ describe("sharenode run", () => {
     // With the agent stopped, the CLI can add; a restarted agent proves the object over MQTT.
     const data = objectBytes(200_000, 41);
     const objectId = storeAdd(data, "added-while-stopped.bin");
-    agentLog = "";
-    agent = spawn(process.execPath, [BIN, "run"], { env: env(), stdio: ["ignore", "pipe", "pipe"] });
-    agent.stdout!.on("data", (d: Buffer) => (agentLog += d.toString()));
-    agent.stderr!.on("data", (d: Buffer) => (agentLog += d.toString()));
-    await waitFor("the restarted agent", () => (/link: connected/.test(agentLog) ? true : undefined));
+    agent = await AgentProcess.start(BIN, env(), waitFor);
+    expect(agent.deviceId).toBe(deviceId);
     // A new session: the next number, persisted before it connected.
     const rebirth = await waitFor("the new birth", () =>
       states().find((m) => m.state === "online" && m.bdSeq > offline.bdSeq),

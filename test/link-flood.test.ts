@@ -2,7 +2,6 @@
 // make the device do"): the token bucket and the refusal summary on an injected clock, then `sharenode run` (the
 // built bundle) against a real mosquitto while 3,000 unauthenticated messages arrive on its command topic: error
 // replies and log lines stay within the bucket's and the summary's bounds, and signed commands are answered as ever.
-import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,6 +17,7 @@ import {
 } from "../agent/link/flood-guard";
 import { loadOrCreateFleetKey, openReply, signCommand, type FleetKey, type Reply } from "../agent/protocol/envelope";
 import { topicsFor } from "../agent/protocol/topics";
+import { AgentProcess } from "./helpers/agent-process";
 import { Broker } from "./helpers/mosquitto";
 import { rngFor } from "./helpers/random";
 import { waiter } from "./helpers/wait";
@@ -177,8 +177,7 @@ const FLOOD = 3000;
 
 let broker: Broker | undefined;
 let work = "";
-let agent: ChildProcess | undefined;
-let agentLog = "";
+let agent: AgentProcess | undefined;
 let fleet: FleetKey;
 let forger: FleetKey;
 let client: MqttClient | undefined;
@@ -186,7 +185,11 @@ let deviceId = "";
 let devicePublicKey = "";
 const inbox: Array<{ topic: string; payload: Buffer; at: number }> = [];
 
-const waitFor = waiter({ timeoutMs: 30_000, intervalMs: 20, detail: () => `agent log:\n${agentLog.slice(-2000)}` });
+const waitFor = waiter({
+  timeoutMs: 30_000,
+  intervalMs: 20,
+  detail: () => `agent log:\n${agent?.log.slice(-2000) ?? ""}`,
+});
 
 function opened(payload: Buffer): Reply {
   const reply = openReply(payload, { devicePublicKey, deviceId });
@@ -195,7 +198,7 @@ function opened(payload: Buffer): Reply {
 }
 
 /** The lines the commands logger wrote. */
-const commandLines = (): string[] => agentLog.split("\n").filter((l) => / commands: /.test(l));
+const commandLines = (): string[] => (agent?.log ?? "").split("\n").filter((l) => / commands: /.test(l));
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), "sharenode-flood-"));
@@ -215,21 +218,14 @@ beforeAll(async () => {
     // The sim board: a test must never arm this machine's own /dev/watchdog.
     SHARENODE_BOARD: "sim",
   };
-  agent = spawn(process.execPath, [BIN, "run"], { env, stdio: ["ignore", "pipe", "pipe"] });
-  agent.stdout!.on("data", (d: Buffer) => (agentLog += d.toString()));
-  agent.stderr!.on("data", (d: Buffer) => (agentLog += d.toString()));
-  const m = await waitFor(
-    "the device id in the log",
-    () => /device ([0-9a-f]{32}) \(public key ([0-9a-f]{64})\)/.exec(agentLog) ?? undefined,
-  );
-  deviceId = m[1]!;
-  devicePublicKey = m[2]!;
-  await waitFor("the link", () => (/link: connected/.test(agentLog) ? true : undefined));
+  agent = await AgentProcess.start(BIN, env, waitFor);
+  deviceId = agent.deviceId;
+  devicePublicKey = agent.publicKey;
   await client.subscribeAsync(`sharenode/v1/${deviceId}/reply/#`, { qos: 1 });
 });
 
 afterAll(async () => {
-  if (agent && agent.exitCode === null) agent.kill("SIGKILL");
+  if (agent?.running) agent.child.kill("SIGKILL");
   await client?.endAsync();
   await broker?.stop();
   if (work) rmSync(work, { recursive: true, force: true });
@@ -319,11 +315,11 @@ describe("sharenode run under a flood of unauthenticated commands", () => {
     expect(floodLines, floodLines.join("\n")).toHaveLength(6);
 
     // A clean stop writes the summary: every message counted, by code, in one line.
-    const exited = new Promise<number | null>((resolve) => agent!.once("exit", (code) => resolve(code)));
-    agent!.kill("SIGTERM");
+    const exited = new Promise<number | null>((resolve) => agent!.child.once("exit", (code) => resolve(code)));
+    agent!.child.kill("SIGTERM");
     expect(await exited).toBe(0);
     const summary = commandLines().filter((l) => / commands: refused /.test(l));
-    expect(summary, agentLog.slice(-2000)).toHaveLength(1);
+    expect(summary, agent!.log.slice(-2000)).toHaveLength(1);
     const unanswered = FLOOD - errorReplies.length;
     const counts = Object.entries({ ...expected, expired: 1 })
       .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))

@@ -46,6 +46,25 @@ export {
   type StorageProofExpectation,
   type StorageProofVerdict,
 } from "./protocol/storage-proof.js";
+export {
+  signOrder,
+  openOrder,
+  readOrder,
+  orderStatus,
+  MAX_ORDER_TOKEN,
+  type Order,
+  type OrderInput,
+  type OrderRefusal,
+  type OpenedOrder,
+} from "./protocol/order.js";
+export {
+  signReceipt,
+  openReceipt,
+  verifyServed,
+  type Receipt,
+  type ReceiptInput,
+  type ServedCheck,
+} from "./protocol/receipt.js";
 // The `status` command's result (types only: nothing is added to the bundle).
 export type { DaemonStatus, ReportedStatus, Reported } from "./protocol/daemon-status.js";
 export { deviceIdOf, publicKeyFromHex, verifySignature } from "./identity/device-key.js";

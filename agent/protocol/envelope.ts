@@ -149,7 +149,7 @@ export function signCommand(input: CommandInput, fleetSigner: Signer): Uint8Arra
   if (!isUint(exp))
     throw new RangeError(`exp must be epoch milliseconds (a non-negative integer), got ${describeValue(exp)}`);
   const body = JSON.stringify({ v: 1, cmd, deviceId, args, nonce, exp });
-  const payload = seal(body, COMMAND_DOMAIN_BYTES, fleetSigner);
+  const payload = sealEnvelope(body, COMMAND_DOMAIN_BYTES, fleetSigner);
   if (payload.length > MAX_COMMAND_BYTES) {
     throw new RangeError(`command payload of ${payload.length} bytes exceeds the maximum of ${MAX_COMMAND_BYTES}`);
   }
@@ -286,7 +286,7 @@ export function signReply(reply: ReplyInput, deviceSigner: Signer): Uint8Array {
       throw new TypeError(`reply error message must be a string, got ${describeType(message)}`);
     body = JSON.stringify({ v: 1, cmd, deviceId, nonce, ok: false, error: { code, message } });
   }
-  const payload = seal(body, REPLY_DOMAIN_BYTES, deviceSigner);
+  const payload = sealEnvelope(body, REPLY_DOMAIN_BYTES, deviceSigner);
   if (payload.length > MAX_REPLY_BYTES)
     throw new RangeError(`reply payload of ${payload.length} bytes exceeds the maximum of ${MAX_REPLY_BYTES}`);
   return payload;
@@ -353,7 +353,11 @@ export function openReply(payload: unknown, options: OpenReplyOptions): OpenedRe
 
 // --- the envelope -----------------------------------------------------------------------------------------------
 
-function seal(body: string, domain: Uint8Array, signer: Signer): Uint8Array {
+/**
+ * `{"body":BODY,"sig":...}` as UTF-8, signed over `domain || UTF-8(body)`: the envelope of commands and replies, and
+ * of orders and receipts (order.ts, receipt.ts).
+ */
+export function sealEnvelope(body: string, domain: Uint8Array, signer: Signer): Uint8Array {
   const signature = signer.sign(signedMessage(domain, encoder.encode(body)));
   if (!(signature instanceof Uint8Array) || signature.length !== SIGNATURE_BYTES) {
     throw new TypeError(
@@ -371,18 +375,22 @@ function signedMessage(domain: Uint8Array, body: Uint8Array): Uint8Array {
   return message;
 }
 
-type OpenedEnvelope =
+export type OpenedEnvelope =
   | { ok: true; body: unknown }
   /** signed: the signature verified (only the body's JSON failed). */
   | { ok: false; code: "too-large" | "malformed" | "bad-signature"; reason: string; signed?: true };
 
-/** Size, envelope shape, signature; then the body parsed. May throw only on hostile non-bytes input. */
-function openEnvelope(
+/**
+ * Size, envelope shape, signature; then the body parsed. May throw only on hostile non-bytes input. `keyName` names
+ * the key in a bad-signature reason ("fleet", "device", "client").
+ */
+export function openEnvelope(
   payload: unknown,
   maxBytes: number,
   domain: Uint8Array,
   key: Uint8Array,
   what: string,
+  keyName: string = what === "command" ? "fleet" : "device",
 ): OpenedEnvelope {
   if (!(payload instanceof Uint8Array))
     return { ok: false, code: "malformed", reason: `${what} payload is ${describeType(payload)}, not bytes` };
@@ -425,7 +433,7 @@ function openEnvelope(
     return {
       ok: false,
       code: "bad-signature",
-      reason: `${what} signature does not verify under the ${what === "command" ? "fleet" : "device"} key`,
+      reason: `${what} signature does not verify under the ${keyName} key`,
     };
   }
   const parsed = parseJson(body);
@@ -445,7 +453,11 @@ function parseJson(text: string): unknown {
 }
 
 /** The first missing or unknown field (unknown fields are refused: nothing unsigned or unexpected gets through). */
-function fieldsDefect(object: Record<string, unknown>, fields: readonly string[], what: string): string | undefined {
+export function fieldsDefect(
+  object: Record<string, unknown>,
+  fields: readonly string[],
+  what: string,
+): string | undefined {
   for (const key of Object.keys(object)) {
     if (!fields.includes(key)) return `${what} has an unknown field ${describeValue(key)}`;
   }
@@ -453,7 +465,7 @@ function fieldsDefect(object: Record<string, unknown>, fields: readonly string[]
   return undefined;
 }
 
-function publicKeyOption(key: Uint8Array | string, what: string): Uint8Array {
+export function publicKeyOption(key: Uint8Array | string, what: string): Uint8Array {
   if (typeof key === "string") return publicKeyFromHex(key);
   if (!(key instanceof Uint8Array) || key.length !== PUBLIC_KEY_BYTES)
     throw new RangeError(`${what} must be ${PUBLIC_KEY_BYTES} raw bytes or 64 hex digits`);

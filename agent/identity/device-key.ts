@@ -61,9 +61,10 @@ export function verifySignature(publicKeyRaw: Uint8Array, message: Uint8Array, s
 }
 
 /**
- * Node's key object for a raw public key, kept for the keys seen last: building one costs more than the
- * verification itself (one check: 155 µs building it each time, 78 µs cached; 2026-12-05, x86), and a box checks the same keys over and over
- * (the fleet's on every command, a client's on every receipt). At most KEY_CACHE_SIZE keys; the oldest goes first.
+ * Node's key object for a raw public key, kept for the keys seen last: building one costs as much as the
+ * verification itself (one check: 155 µs building it each time, 78 µs cached; 2026-12-05, x86), and a box checks
+ * the same keys over and over (the fleet's on every command, a client's on every receipt). At most KEY_CACHE_SIZE
+ * keys; the oldest goes first.
  */
 const keyObjects = new Map<string, KeyObject>();
 const KEY_CACHE_SIZE = 256;

@@ -8,6 +8,7 @@ import { HostPaths } from "../board/host-paths.js";
 import { redactConfig, type Config } from "./config/config.js";
 import { ControlServer } from "./console/control.js";
 import { AGENT_LOCK_FILE, PidLock } from "./durable/pid-lock.js";
+import { ByteRateLimiter, followRate } from "./health/byte-rate.js";
 import { ResourceGovernor, type ResourceLimits } from "./health/resource-policy.js";
 import { SdNotify } from "./health/sd-notify.js";
 import { ThermalGovernor } from "./health/thermal-governor.js";
@@ -26,6 +27,7 @@ import { defaultReserveBytes, ObjectStore } from "./store/object-store.js";
 import { ChallengeResponder, ProofLedger } from "./store/proofs.js";
 import { Scrubber } from "./store/scrub.js";
 import { TelemetryCollector } from "./telemetry/collector.js";
+import { WorkCounters } from "./telemetry/work-counters.js";
 import type { LogHub, Logger } from "./util/log.js";
 import { errorLine } from "./util/errors.js";
 
@@ -90,6 +92,18 @@ export class Agent {
   /** Monotonic start of the telemetry round in flight, if one is. */
   private telemetryRoundSince: number | undefined;
 
+  // --- the owner's byte rates and the work counters (issue 11: limits) -----------------------------------------
+  // Made in the constructor, so whatever start() builds (the server, the fetcher, the task queue) can take them;
+  // they follow the resource governor (window, thermal state) once it runs (startResources).
+  /** Every byte the box serves, all connections together: `share.uploadBytesPerSecond` and its windows. */
+  readonly uploadLimiter: ByteRateLimiter;
+  /** Every byte the box fetches, all connections together: `share.downloadBytesPerSecond` and its windows. */
+  readonly downloadLimiter: ByteRateLimiter;
+  /** Serving and tasks report here (ServeCounters, TaskCounters); telemetry reads it. */
+  readonly work = new WorkCounters();
+  private unfollowRates: Array<() => void> = [];
+  // --- end of the limits block ------------------------------------------------------------------------------------
+
   constructor(
     readonly config: Config,
     private readonly deps: AgentDeps,
@@ -98,6 +112,15 @@ export class Agent {
     this.now = deps.now ?? Date.now;
     this.hostPaths = deps.hostPaths ?? new HostPaths();
     this.startedAt = this.now();
+    // The rates of the window that applies now (the governor, not started, only reads the config and the clock):
+    // right from the first byte, before the thermal state is known.
+    const initial = new ResourceGovernor({
+      share: config.share,
+      diskQuota: config.store.quota,
+      now: this.now,
+    }).limits();
+    this.uploadLimiter = new ByteRateLimiter({ rate: initial.uploadBytesPerSecond });
+    this.downloadLimiter = new ByteRateLimiter({ rate: initial.downloadBytesPerSecond });
   }
 
   get deviceId(): string {
@@ -181,7 +204,7 @@ export class Agent {
       paths: this.hostPaths,
       dataDir: this.store ? this.dataDir : undefined,
       now: this.now,
-      sources: [{ telemetryCounters: () => this.counters() }],
+      sources: [{ telemetryCounters: () => this.counters() }, this.work],
       temperature: () => this.board.readTemperatureC(),
       onSourceError: (err) => this.log.warn(`telemetry counter source failed: ${errorLine(err)}`),
     });
@@ -221,6 +244,7 @@ export class Agent {
       await this.watchdog?.stop().catch(() => {});
       await this.control?.stop().catch(() => {});
       for (const t of this.timers) clearInterval(t);
+      for (const unfollow of this.unfollowRates) unfollow();
       this.resources?.stop();
       this.thermal?.stop();
       this.scrubber?.stop();
@@ -269,6 +293,10 @@ export class Agent {
     });
     this.resources.on("change", (limits) => this.onLimits(limits));
     this.resources.start();
+    this.unfollowRates = [
+      followRate(this.uploadLimiter, this.resources, (l) => l.uploadBytesPerSecond),
+      followRate(this.downloadLimiter, this.resources, (l) => l.downloadBytesPerSecond),
+    ];
     resourceLog.info(this.resources.limits().reason);
   }
 

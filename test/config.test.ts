@@ -80,7 +80,7 @@ describe("loadConfig", () => {
         allowSystemDisk: false,
         scrubBytesPerSecond: 2_000_000,
       },
-      share: { cpuPercent: 50, uploadBytesPerSecond: 0, uploadWindows: [] },
+      share: { cpuPercent: 50, uploadBytesPerSecond: 0, downloadBytesPerSecond: 0, uploadWindows: [] },
       log: { level: "info" },
     });
   });
@@ -116,8 +116,9 @@ describe("loadConfig", () => {
       share: {
         cpuPercent: 25,
         uploadBytesPerSecond: 1_000_000,
+        downloadBytesPerSecond: 4_000_000,
         uploadWindows: [
-          { from: "22:00", to: "07:00", bytesPerSecond: 0 },
+          { from: "22:00", to: "07:00", bytesPerSecond: 0, downloadBytesPerSecond: 0 },
           { from: "09:00", to: "17:00", bytesPerSecond: 5_000_000, days: ["mon", "tue", "wed", "thu", "fri"] },
         ],
       },
@@ -267,9 +268,10 @@ describe("loadConfig", () => {
       share: {
         cpuPercent: 0,
         uploadBytesPerSecond: 1.5,
+        downloadBytesPerSecond: -5,
         uploadWindows: [
           { from: "01:00", to: "07:00", bytesPerSecond: 5_000_000 },
-          { from: "7:00", to: "25:00", bytesPerSecond: -1 },
+          { from: "7:00", to: "25:00", bytesPerSecond: -1, downloadBytesPerSecond: "1M" },
           { from: "06:00", to: "08:00", bytesPerSecond: 1 },
           { from: "22:00", to: "02:00", bytesPerSecond: 1, days: ["fri"] },
           { from: "12:00", to: "12:00", bytesPerSecond: 1 },
@@ -287,9 +289,11 @@ describe("loadConfig", () => {
     expect(problemsOf(() => loadConfig(path, {}))).toEqual([
       "share.cpuPercent: must be an integer from 1 to 100, got 0",
       `share.uploadBytesPerSecond: ${rate}, got 1.5`,
+      `share.downloadBytesPerSecond: ${rate}, got -5`,
       'share.uploadWindows[1].from: must be a time "HH:MM" from "00:00" to "23:59", got "7:00"',
       'share.uploadWindows[1].to: must be a time "HH:MM" from "00:00" to "24:00", got "25:00"',
       `share.uploadWindows[1].bytesPerSecond: ${rate}, got -1`,
+      `share.uploadWindows[1].downloadBytesPerSecond: ${rate}, got "1M"`,
       "share.uploadWindows[5].days: must name at least one day (leave it out for every day)",
       'share.uploadWindows[6].days: must be a list of days, each "mon", "tue", "wed", "thu", "fri", "sat" or "sun", got ["mon","Mon"]',
       'share.uploadWindows[7].days: names "tue" twice',
@@ -334,12 +338,21 @@ describe("loadConfig", () => {
       { from: "01:00", to: "07:00", bytesPerSecond: 0 },
       { from: "22:00", to: "01:00", bytesPerSecond: 5_000_000, days: ["fri", "sat"] },
       { from: "07:00", to: "24:00", bytesPerSecond: 100, days: ["sun"] },
-      { from: "00:00", to: "01:00", bytesPerSecond: 7, days: ["mon"] },
+      { from: "00:00", to: "01:00", bytesPerSecond: 7, downloadBytesPerSecond: 0, days: ["mon"] },
     ];
     const path = await file({ ...minimal, share: { cpuPercent: 100, uploadWindows: windows } });
-    const { config, fromEnv } = loadConfig(path, { SHARENODE_UPLOAD_RATE: "2000000", SHARENODE_CPU_SHARE: "" });
-    expect(config.share).toEqual({ cpuPercent: 100, uploadBytesPerSecond: 2_000_000, uploadWindows: windows });
-    expect(fromEnv).toEqual(["SHARENODE_UPLOAD_RATE"]);
+    const { config, fromEnv } = loadConfig(path, {
+      SHARENODE_UPLOAD_RATE: "2000000",
+      SHARENODE_DOWNLOAD_RATE: "3000000",
+      SHARENODE_CPU_SHARE: "",
+    });
+    expect(config.share).toEqual({
+      cpuPercent: 100,
+      uploadBytesPerSecond: 2_000_000,
+      downloadBytesPerSecond: 3_000_000,
+      uploadWindows: windows,
+    });
+    expect(fromEnv).toEqual(["SHARENODE_UPLOAD_RATE", "SHARENODE_DOWNLOAD_RATE"]);
     expect(problemsOf(() => loadConfig(path, { SHARENODE_CPU_SHARE: "half" }))).toEqual([
       'share.cpuPercent (from SHARENODE_CPU_SHARE): must be an integer from 1 to 100, got "half"',
     ]);

@@ -43,6 +43,13 @@ const TELEMETRY_A: Telemetry = {
   reconnects: 5,
   // Hot: 2 TB of scrubbing in a closed cupboard.
   throttled: 1,
+  served_bytes: 73_014_444_032,
+  requests: 1_180_214,
+  orders_refused: 17,
+  receipt_lag_bytes: 2_097_152,
+  tasks_queued: 3,
+  tasks_running: 2,
+  tasks_failed: 1,
 };
 // A Raspberry Pi without a thermal zone the kernel exposes (temp_c absent), freshly booted.
 const TELEMETRY_B: Telemetry = {
@@ -67,6 +74,13 @@ const TELEMETRY_B: Telemetry = {
   outbox_bytes: 0,
   reconnects: 0,
   throttled: 0,
+  served_bytes: 0,
+  requests: 0,
+  orders_refused: 0,
+  receipt_lag_bytes: 0,
+  tasks_queued: 0,
+  tasks_running: 0,
+  tasks_failed: 0,
 };
 
 interface Sample {

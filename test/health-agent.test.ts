@@ -118,6 +118,26 @@ describe("the agent's health wiring", () => {
       expect(status.health.systemd).toMatchObject({ notify: true });
       const t = await waitFor("telemetry", () => telemetry.find((m) => m.deviceId === agent.deviceId));
       expect(t.body.throttled).toBe(1);
+      // The byte-rate limiters follow the governor (hot: serving at a quarter of a 100 Mbit/s port, no download
+      // limit set); what serving and the tasks report reaches the published telemetry.
+      expect([agent.uploadLimiter.rate, agent.downloadLimiter.rate]).toEqual([3_125_000, null]);
+      agent.work.served(1_234);
+      agent.work.request();
+      agent.work.orderRefused();
+      agent.work.setReceiptLag(77);
+      agent.work.setTasks(3, 1);
+      agent.work.taskFailed();
+      const w = await waitFor("telemetry with the work counters", () =>
+        telemetry.find((m) => m.deviceId === agent.deviceId && m.body.served_bytes === 1_234),
+      );
+      expect(w.body).toMatchObject({
+        requests: 1,
+        orders_refused: 1,
+        receipt_lag_bytes: 77,
+        tasks_queued: 3,
+        tasks_running: 1,
+        tasks_failed: 1,
+      });
 
       // updating wins while it lasts.
       await agent.setUpdating(true);

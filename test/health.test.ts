@@ -202,7 +202,7 @@ const at = (day: number, hh: number, mm: number, offsetMinutes = 0) =>
   new Date(MONDAY + ((day * 24 + hh) * 60 + mm - offsetMinutes) * 60_000);
 
 function share(overrides: Partial<Config["share"]> = {}): Config["share"] {
-  return { cpuPercent: 50, uploadBytesPerSecond: 0, uploadWindows: [], ...overrides };
+  return { cpuPercent: 50, uploadBytesPerSecond: 0, downloadBytesPerSecond: 0, uploadWindows: [], ...overrides };
 }
 
 class FakeThermal extends EventEmitter<{ change: [ThermalState] }> implements ThermalSource {
@@ -269,6 +269,8 @@ describe("upload windows and the resource governor", () => {
     const noon = governor.limits(at(0, 12, 0));
     expect(noon).toEqual<ResourceLimits>({
       uploadBytesPerSecond: 2_000_000,
+      downloadBytesPerSecond: null,
+      fetchAllowed: true,
       cpuPercent: 30,
       scrubAllowed: true,
       computeAllowed: true,
@@ -334,7 +336,7 @@ describe("upload windows and the resource governor", () => {
     });
     expect(Number.isInteger(night.uploadBytesPerSecond)).toBe(true);
     expect(night.reason).toBe(
-      "throttled (81 °C: throttled at 75 °C, resumes at or below 65 °C): scrub and compute paused, upload 1250000 B/s (upload window 0 (01:00-07:00): upload 5000001 B/s)",
+      "throttled (81 °C: throttled at 75 °C, resumes at or below 65 °C): scrub, compute and fetching paused, upload 1250000 B/s (upload window 0 (01:00-07:00): upload 5000001 B/s)",
     );
     expect(governor.limits(at(1, 12, 0)).uploadBytesPerSecond).toBe(THROTTLED_UPLOAD_WITHOUT_LIMIT);
     expect(THROTTLED_UPLOAD_WITHOUT_LIMIT).toBe(3_125_000);

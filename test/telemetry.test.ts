@@ -13,6 +13,7 @@ import {
   parseProcStat,
   type StatfsFn,
 } from "../agent/telemetry/collector";
+import { WorkCounters } from "../agent/telemetry/work-counters";
 
 const dirs: string[] = [];
 afterAll(async () => {
@@ -174,6 +175,13 @@ const counters = {
 const linkCounters = {
   telemetryCounters: async () => ({ outbox_depth: 2, outbox_bytes: 1312, reconnects: 5, throttled: 0 }),
 };
+const work = new WorkCounters();
+work.request();
+work.served(65_536);
+work.orderRefused();
+work.setReceiptLag(1_048_576);
+work.setTasks(4, 1);
+work.taskFailed();
 
 describe("TelemetryCollector", () => {
   it("builds the whole message of a OneThing Cloud, fields in the README's order, cpu_pct from two samples", async () => {
@@ -183,7 +191,7 @@ describe("TelemetryCollector", () => {
       paths: new HostPaths(root),
       dataDir: "/mnt/sda1/sharenode",
       statfs: fakeStatfs,
-      sources: [counters, linkCounters],
+      sources: [counters, linkCounters, work],
       now: () => now,
     });
     await collector.start();
@@ -215,6 +223,13 @@ describe("TelemetryCollector", () => {
       outbox_bytes: 1312,
       reconnects: 5,
       throttled: 0,
+      served_bytes: 65_536,
+      requests: 1,
+      orders_refused: 1,
+      receipt_lag_bytes: 1_048_576,
+      tasks_queued: 4,
+      tasks_running: 1,
+      tasks_failed: 1,
     });
     expect(Object.keys(t)).toEqual(TELEMETRY_FIELDS.filter((f) => f !== "seq"));
     for (const v of Object.values(t)) expect(typeof v).toBe("number");

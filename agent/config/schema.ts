@@ -234,6 +234,14 @@ export const configSchema = {
         env: "SHARENODE_UPLOAD_RATE",
         doc: "serving upload rate outside the upload windows, bytes per second; 0: no limit",
       },
+      downloadBytesPerSecond: {
+        type: "integer",
+        min: 0,
+        max: MAX_RATE,
+        default: 0,
+        env: "SHARENODE_DOWNLOAD_RATE",
+        doc: "fetching (task.fetch) download rate outside the upload windows, bytes per second; 0: no limit",
+      },
       uploadWindows: {
         type: "list",
         maxItems: 64,
@@ -257,6 +265,12 @@ export const configSchema = {
             max: MAX_RATE,
             required: true,
             doc: "upload rate inside the window; 0: no limit",
+          },
+          downloadBytesPerSecond: {
+            type: "integer",
+            min: 0,
+            max: MAX_RATE,
+            doc: "download rate inside the window; 0: no limit; absent: share.downloadBytesPerSecond",
           },
           days: { type: "days", doc: 'the days the window starts on ("mon".."sun"); absent: every day' },
         },

@@ -11,7 +11,11 @@
 // While the box is throttled (agent/health/thermal-governor.ts): scrubs and compute pause, and serving goes on at a
 // quarter of the rate that would apply (with no limit configured: a quarter of a 100 Mbit/s port, the port most of
 // these boxes have). Serving is slowed rather than stopped: the fleet's storage proofs and downloads still get
-// answers, the disk and the CPU (TLS) just work a quarter as hard.
+// answers, the disk and the CPU (TLS) just work a quarter as hard. Fetching (task.fetch) pauses like the scrub
+// (`fetchAllowed`): it hashes every byte it takes in, and it can wait.
+//
+// The download rate follows the same windows: a window's `downloadBytesPerSecond`, absent: the rate outside the
+// windows (`share.downloadBytesPerSecond`); 0 is no limit. agent/health/byte-rate.ts enforces both rates.
 import { EventEmitter } from "node:events";
 import type { Config, UploadWindow } from "../config/config.js";
 import { MINUTES_PER_WEEK, uploadWindowSpans } from "../config/upload-windows.js";
@@ -23,6 +27,10 @@ export type DiskQuota = Config["store"]["quota"];
 export interface ResourceLimits {
   /** Bytes per second serving may upload; null: no limit. */
   uploadBytesPerSecond: number | null;
+  /** Bytes per second fetching may download; null: no limit. Not slowed while throttled: fetching pauses then. */
+  downloadBytesPerSecond: number | null;
+  /** Whether fetching may run now (false while throttled: it waits, as the scrub does). */
+  fetchAllowed: boolean;
   /** Percent of the whole box (all cores together) compute may use while `computeAllowed`. */
   cpuPercent: number;
   scrubAllowed: boolean;
@@ -131,31 +139,38 @@ export class ResourceGovernor extends EventEmitter<ResourceEvents> {
     const window = index === undefined ? undefined : share.uploadWindows[index]!;
     const configured = window ? window.bytesPerSecond : share.uploadBytesPerSecond;
     const rate = configured === 0 ? null : configured;
+    const down = window?.downloadBytesPerSecond ?? share.downloadBytesPerSecond;
+    const download = down === 0 ? null : down;
+    const downText = download === null ? "" : `, download ${download} B/s`;
     const where = window ? `upload window ${index} (${windowText(window)})` : "outside the upload windows";
     const thermal = this.options.thermal?.state;
     if (!thermal?.throttled) {
       return {
         uploadBytesPerSecond: rate,
+        downloadBytesPerSecond: download,
+        fetchAllowed: true,
         cpuPercent: share.cpuPercent,
         scrubAllowed: true,
         computeAllowed: true,
         diskQuota,
         throttled: false,
         window: index,
-        reason: `${where}: ${rateText(rate)}`,
+        reason: `${where}: ${rateText(rate)}${downText}`,
       };
     }
     const slowed =
       rate === null ? THROTTLED_UPLOAD_WITHOUT_LIMIT : Math.max(1, Math.floor(rate / THROTTLED_UPLOAD_DIVISOR));
     return {
       uploadBytesPerSecond: slowed,
+      downloadBytesPerSecond: download,
+      fetchAllowed: false,
       cpuPercent: share.cpuPercent,
       scrubAllowed: false,
       computeAllowed: false,
       diskQuota,
       throttled: true,
       window: index,
-      reason: `throttled (${thermal.reason}): scrub and compute paused, ${rateText(slowed)} (${where}: ${rateText(rate)})`,
+      reason: `throttled (${thermal.reason}): scrub, compute and fetching paused, ${rateText(slowed)} (${where}: ${rateText(rate)}${downText})`,
     };
   }
 

@@ -114,6 +114,10 @@ export interface HealthStatus {
   limits?: {
     /** null: no limit. */
     uploadBytesPerSecond: number | null;
+    /** null: no limit. */
+    downloadBytesPerSecond: number | null;
+    /** False while throttled: fetching waits. */
+    fetchAllowed: boolean;
     cpuPercent: number;
     scrubAllowed: boolean;
     computeAllowed: boolean;

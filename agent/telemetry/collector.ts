@@ -30,6 +30,13 @@ export const TELEMETRY_FIELDS = [
   "outbox_bytes",
   "reconnects",
   "throttled",
+  "served_bytes",
+  "requests",
+  "orders_refused",
+  "receipt_lag_bytes",
+  "tasks_queued",
+  "tasks_running",
+  "tasks_failed",
 ] as const;
 
 export type TelemetryField = (typeof TELEMETRY_FIELDS)[number];
@@ -47,6 +54,13 @@ export const COUNTER_FIELDS = [
   "outbox_bytes",
   "reconnects",
   "throttled",
+  "served_bytes",
+  "requests",
+  "orders_refused",
+  "receipt_lag_bytes",
+  "tasks_queued",
+  "tasks_running",
+  "tasks_failed",
 ] as const satisfies readonly TelemetryField[];
 
 export type CounterField = (typeof COUNTER_FIELDS)[number];

@@ -33,6 +33,8 @@ export interface ObjectSource {
 export interface Gate {
   open(req: IncomingMessage, objectId: string): Promise<GateResult> | GateResult;
   receipt(req: IncomingMessage, body: string): Promise<ReceiptResult> | ReceiptResult;
+  /** Bytes sent but not yet receipted, over every order (telemetry's receipt lag). */
+  receiptLag?(): number;
 }
 export type GateResult = { ok: true; pass: Pass } | Refusal;
 export type ReceiptResult = { ok: true; serial: string; bytes: number } | Refusal;
@@ -97,6 +99,8 @@ export interface ServeStats {
   connections: number;
   /** Connections refused by the caps. */
   connectionsRefused: number;
+  /** Bytes sent but not yet receipted, over every order in memory. */
+  receiptLagBytes: number;
 }
 
 /** Bytes read and written at a time for answers larger than that. */
@@ -123,6 +127,7 @@ export class ObjectServer {
     refused: {},
     connections: 0,
     connectionsRefused: 0,
+    receiptLagBytes: 0,
   };
 
   constructor(private readonly options: ObjectServerOptions) {
@@ -182,7 +187,12 @@ export class ObjectServer {
   }
 
   stats(): ServeStats {
-    return { ...this.counters, refused: { ...this.counters.refused }, connections: this.open };
+    return {
+      ...this.counters,
+      refused: { ...this.counters.refused },
+      connections: this.open,
+      receiptLagBytes: this.options.gate?.receiptLag?.() ?? 0,
+    };
   }
 
   private onConnection(socket: Socket): void {

@@ -25,6 +25,9 @@ import { checkDataDisk } from "./store/disk-marker.js";
 import { defaultReserveBytes, ObjectStore } from "./store/object-store.js";
 import { ChallengeResponder, ProofLedger } from "./store/proofs.js";
 import { Scrubber } from "./store/scrub.js";
+import { OrderGate } from "./serve/order-gate.js";
+import { ReceiptBook } from "./serve/receipt-book.js";
+import { ObjectServer, type Throttle } from "./serve/server.js";
 import { TelemetryCollector } from "./telemetry/collector.js";
 import type { LogHub, Logger } from "./util/log.js";
 import { errorLine } from "./util/errors.js";
@@ -87,6 +90,9 @@ export class Agent {
   private halted = false;
   private ledShown: StatusPattern | undefined;
   private ledWrites: Promise<void> = Promise.resolve();
+  // --- serving (agent/serve): the HTTP server, its order gate and the receipt book ---
+  private server: ObjectServer | undefined;
+  private receipts: ReceiptBook | undefined;
   /** Monotonic start of the telemetry round in flight, if one is. */
   private telemetryRoundSince: number | undefined;
 
@@ -116,6 +122,7 @@ export class Agent {
     );
     await this.startBoard();
     await this.startStore();
+    await this.startServe();
     await this.refreshLed();
     const topics = topicsFor(this.identity.deviceId);
     const linkLog = deps.logs.logger("link");
@@ -132,6 +139,7 @@ export class Agent {
       version: deps.version,
       publicKeyHex: this.identity.publicKeyHex,
       stateDir: config.stateDir,
+      serveUrls: this.server?.urls(),
       log: linkLog,
     });
     this.outbox = new Outbox({
@@ -221,6 +229,9 @@ export class Agent {
       await this.watchdog?.stop().catch(() => {});
       await this.control?.stop().catch(() => {});
       for (const t of this.timers) clearInterval(t);
+      // Serving stops before the store it reads and the receipt book it writes.
+      await this.server?.stop().catch(() => {});
+      await this.receipts?.stop().catch((err: Error) => this.log.warn(`receipt book stop: ${err.message}`));
       this.resources?.stop();
       this.thermal?.stop();
       this.scrubber?.stop();
@@ -428,6 +439,65 @@ export class Agent {
       this.log.error(`store not started: ${errorLine(err)}`);
       await store.stop().catch(() => {});
     }
+  }
+
+  /**
+   * The HTTP server (agent/serve/README.md), once the store runs: no store, nothing to serve. A port that is taken
+   * or an address the box lacks costs only serving: the agent runs on and says why, as for a missing data disk.
+   */
+  private async startServe(): Promise<void> {
+    const { config } = this;
+    const serveLog = this.deps.logs.logger("serve");
+    const store = this.store;
+    if (!store) {
+      serveLog.warn("not serving: the store is not running");
+      return;
+    }
+    const receipts = new ReceiptBook(join(config.stateDir, "receipts.log"));
+    const server = new ObjectServer({
+      store,
+      bind: config.serve.bind,
+      port: config.serve.port,
+      limits: {
+        maxConnections: config.serve.maxConnections,
+        maxConnectionsPerAddress: config.serve.maxConnectionsPerAddress,
+        headersTimeoutMs: config.serve.headersTimeoutSeconds * 1000,
+        idleTimeoutMs: config.serve.idleTimeoutSeconds * 1000,
+      },
+      gate: new OrderGate({
+        fleetPublicKey: config.link.fleetPublicKey,
+        deviceId: this.identity.deviceId,
+        book: receipts,
+        windowBytes: config.serve.receiptWindowBytes,
+        now: this.now,
+      }),
+      onError: (line) => serveLog.warn(line),
+    });
+    try {
+      const recovered = await receipts.start();
+      if (recovered) serveLog.warn(`receipts.log: dropped a torn tail of ${recovered.droppedBytes} bytes`);
+      await server.start();
+      this.receipts = receipts;
+      this.server = server;
+      serveLog.info(`serving on ${config.serve.bind}:${server.port}: ${server.urls().join(" ") || "(no address)"}`);
+    } catch (err) {
+      serveLog.error(`not serving: ${errorLine(err)}`);
+      await server.stop().catch(() => {});
+      await receipts.stop().catch(() => {});
+    }
+  }
+
+  /**
+   * The owner's upload limit on served bytes: `await throttle(n)` before n bytes go out (the limits module's
+   * limiter.take). Until set, nothing waits, and the hot path pays nothing for it.
+   */
+  setServeThrottle(throttle: Throttle | undefined): void {
+    this.server?.setThrottle(throttle);
+  }
+
+  /** The server's counters (bytes served, requests, refusals by code, receipt lag), for telemetry. */
+  serveStats() {
+    return this.server?.stats();
   }
 
   private scheduleScrub(store: ObjectStore): void {

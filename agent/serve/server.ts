@@ -134,6 +134,11 @@ export class ObjectServer {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
   }
 
+  /** Sets (or, with undefined, removes) the wait before bytes go out: the owner's upload limit. */
+  setThrottle(throttle: Throttle | undefined): void {
+    this.options.throttle = throttle;
+  }
+
   /** The port listened on (the ephemeral one when port 0 was asked for). */
   get port(): number {
     return (this.server?.address() as AddressInfo | null)?.port ?? 0;

@@ -33,6 +33,8 @@ export interface OrderGateOptions {
 class Meter implements Pass {
   sent: number;
   readonly headers: string[] = [];
+  /** The gate's answer for this order, made once. */
+  readonly passed: GateResult = { ok: true, pass: this };
 
   constructor(
     readonly order: Order,
@@ -105,16 +107,16 @@ export class OrderGate implements Gate {
     return lag;
   }
 
-  async open(req: IncomingMessage, objectId: string): Promise<GateResult> {
+  /** Synchronous unless the request carries a receipt (which is made durable first). */
+  open(req: IncomingMessage, objectId: string): GateResult | Promise<GateResult> {
     const found = this.orderOf(req, objectId);
     if (!found.ok) return found;
     const meter = found.meter;
     const receipt = req.headers["sharenode-receipt"];
     if (typeof receipt === "string") {
-      const taken = await this.take(meter, receipt);
-      if (!taken.ok) return taken;
+      return this.take(meter, receipt).then((taken) => (taken.ok ? meter.passed : taken));
     }
-    return { ok: true, pass: meter };
+    return meter.passed;
   }
 
   async receipt(req: IncomingMessage, body: string): Promise<ReceiptResult> {

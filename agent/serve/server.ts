@@ -120,6 +120,7 @@ export class ObjectServer {
   private readonly limits: ServeLimits;
   private readonly perAddress = new Map<string, number>();
   private readonly outboards = new Map<string, Outboard>();
+  private readonly fds = new FdCache();
   private open = 0;
   private readonly counters: ServeStats = {
     requests: 0,
@@ -174,12 +175,14 @@ export class ObjectServer {
     });
     server.on("error", (err) => this.options.onError?.(`serve: ${errorLine(err)}`));
     this.server = server;
+    this.fds.start();
   }
 
   async stop(): Promise<void> {
     const server = this.server;
     if (!server) return;
     this.server = undefined;
+    this.fds.closeAll();
     await new Promise<void>((resolve) => {
       server.close(() => resolve());
       server.closeAllConnections();
@@ -257,7 +260,12 @@ export class ObjectServer {
       return this.refuse(res, 405, "method", `${method} is not allowed here`);
     }
     const query = q < 0 ? "" : url.slice(q + 1);
-    void this.serve(req, res, id, rest, query).catch((err) => this.fail(res, err));
+    try {
+      const served = this.serve(req, res, id, rest, query);
+      if (served instanceof Promise) served.catch((err) => this.fail(res, err));
+    } catch (err) {
+      this.fail(res, err);
+    }
   }
 
   /** POST /v1/receipts: the body is a receipt token; the request carries its order like any other. */
@@ -279,14 +287,28 @@ export class ObjectServer {
     else res.destroy();
   }
 
-  private async serve(req: IncomingMessage, res: ServerResponse, id: string, rest: string, query: string) {
+  /** Synchronous when the order is a cached one and carries no receipt (the common range request). */
+  private serve(req: IncomingMessage, res: ServerResponse, id: string, rest: string, query: string): unknown {
     const gate = this.options.gate;
-    let pass: Pass | undefined;
-    if (gate) {
-      const opened = await gate.open(req, id);
-      if (!opened.ok) return this.refuse(res, opened.status, opened.code, opened.reason);
-      pass = opened.pass;
+    if (!gate) return this.serveWith(req, res, id, rest, query, undefined);
+    const opened = gate.open(req, id);
+    if (opened instanceof Promise) {
+      return opened.then((o) =>
+        o.ok ? this.serveWith(req, res, id, rest, query, o.pass) : this.refuse(res, o.status, o.code, o.reason),
+      );
     }
+    if (!opened.ok) return this.refuse(res, opened.status, opened.code, opened.reason);
+    return this.serveWith(req, res, id, rest, query, opened.pass);
+  }
+
+  private serveWith(
+    req: IncomingMessage,
+    res: ServerResponse,
+    id: string,
+    rest: string,
+    query: string,
+    pass: Pass | undefined,
+  ): unknown {
     const found = this.options.store.locate(id);
     if (!found) return this.refuse(res, 404, "not-found", `no object ${id} here`);
     if (rest === "") return this.serveObject(req, res, id, found.path, found.length, pass);
@@ -349,7 +371,7 @@ export class ObjectServer {
       res.end();
       return;
     }
-    open(path, "r", (err, fd) => {
+    this.fds.acquire(path, (err, fd) => {
       if (err) {
         pass?.unsent(n);
         if (errnoCode(err) === "ENOENT") return this.refuse(res, 404, "not-found", `no object ${id} here`);
@@ -367,7 +389,7 @@ export class ObjectServer {
     const finish = () => {
       if (done) return;
       done = true;
-      close(fd, () => {});
+      this.fds.release(fd);
       if (pos < end) pass?.unsent(end - pos);
     };
     res.once("close", finish);
@@ -556,6 +578,74 @@ function readBody(req: IncomingMessage, max: number): Promise<string | undefined
     req.on("end", () => resolve(Buffer.concat(parts).toString("utf8")));
     req.on("error", reject);
   });
+}
+
+/**
+ * Open object files, shared by the requests that read them: an open and a close per 64 KiB range cost more than
+ * the read. Objects are immutable by id, so a cached descriptor never reads stale bytes; one whose object was
+ * deleted meanwhile is not used (the store is asked first) and is closed within SWEEP_MS, which bounds how long a
+ * deleted file's space stays held. At most MAX_FDS are kept open when unused.
+ */
+class FdCache {
+  private static readonly MAX_FDS = 64;
+  private static readonly SWEEP_MS = 5000;
+  private readonly byPath = new Map<string, { fd: number; users: number; used: boolean }>();
+  private readonly paths = new Map<number, string>();
+  private timer: NodeJS.Timeout | undefined;
+
+  start(): void {
+    this.timer = setInterval(() => this.sweep(false), FdCache.SWEEP_MS);
+    this.timer.unref();
+  }
+
+  acquire(path: string, cb: (err: NodeJS.ErrnoException | null, fd: number) => void): void {
+    const hit = this.byPath.get(path);
+    if (hit) {
+      hit.users++;
+      hit.used = true;
+      return cb(null, hit.fd);
+    }
+    open(path, "r", (err, fd) => {
+      if (err) return cb(err, -1);
+      const raced = this.byPath.get(path);
+      if (raced) {
+        // Two first requests opened it at once: keep one.
+        close(fd, () => {});
+        raced.users++;
+        return cb(null, raced.fd);
+      }
+      this.byPath.set(path, { fd, users: 1, used: true });
+      this.paths.set(fd, path);
+      if (this.byPath.size > FdCache.MAX_FDS) this.sweep(true);
+      cb(null, fd);
+    });
+  }
+
+  release(fd: number): void {
+    const path = this.paths.get(fd);
+    // Not in the cache any more (closeAll while it was read): this was its last user.
+    if (path === undefined) return close(fd, () => {});
+    this.byPath.get(path)!.users--;
+  }
+
+  /** Closes unused descriptors: those not used since the last sweep, or (over the cap) every idle one. */
+  private sweep(overCap: boolean): void {
+    for (const [path, e] of this.byPath) {
+      if (e.users > 0) continue;
+      if (overCap || !e.used) {
+        this.byPath.delete(path);
+        this.paths.delete(e.fd);
+        close(e.fd, () => {});
+      } else e.used = false;
+    }
+  }
+
+  closeAll(): void {
+    clearInterval(this.timer);
+    for (const e of this.byPath.values()) if (e.users === 0) close(e.fd, () => {});
+    this.byPath.clear();
+    this.paths.clear();
+  }
 }
 
 function drained(res: ServerResponse): Promise<void> {

@@ -18,7 +18,7 @@ import { networkInterfaces } from "node:os";
 import { parseOutboard, type Outboard } from "../kernels/outboard.js";
 import { errnoCode, errorLine } from "../util/errors.js";
 import { parseRange } from "./http-range.js";
-import { groupItems, planSlice, type SlicePlan } from "./slice.js";
+import { groupItemsFromTree, groupTree, planSlice, type SlicePlan } from "./slice.js";
 
 /** What the server reads objects through: agent/store/object-store.ts's ObjectStore.locate. */
 export interface ObjectSource {
@@ -109,6 +109,11 @@ const ID = /^[0-9a-f]{64}$/;
 const OBJECTS = "/v1/objects/";
 /** Parsed outboards kept for slices (objects are immutable by id, so an entry never goes stale). */
 const OUTBOARD_CACHE_ENTRIES = 64;
+/**
+ * Bytes of group trees kept: 960 bytes per 16 KiB group, so 8 MiB covers about 140 MiB of objects. A tree is
+ * derived from the object's bytes, which never change under its id, so an entry never goes stale.
+ */
+const GROUP_TREE_CACHE_BYTES = 8 * 1024 * 1024;
 /** The receipts endpoint's body: a receipt token (at most 512 characters) and some slack. */
 const MAX_RECEIPT_BODY = 1024;
 const BUSY_RESPONSE =
@@ -121,6 +126,8 @@ export class ObjectServer {
   private readonly perAddress = new Map<string, number>();
   private readonly outboards = new Map<string, Outboard>();
   private readonly fds = new FdCache();
+  /** Groups' inner trees (slice.ts groupTree), so a group is hashed once, not on every slice that touches it. */
+  private readonly groupTrees = new ByteBoundedMap(GROUP_TREE_CACHE_BYTES);
   private open = 0;
   private readonly counters: ServeStats = {
     requests: 0,
@@ -448,8 +455,6 @@ export class ObjectServer {
   }
 
   private async outboardOf(id: string, path: string): Promise<Outboard> {
-    const cached = this.outboards.get(id);
-    if (cached) return cached;
     const bytes = await new Promise<Buffer>((resolve, reject) =>
       readFile(path, (err, b) => (err ? reject(err) : resolve(b))),
     );
@@ -474,7 +479,7 @@ export class ObjectServer {
     }
     let outboard: Outboard;
     try {
-      outboard = await this.outboardOf(id, found.outboardPath);
+      outboard = this.outboards.get(id) ?? (await this.outboardOf(id, found.outboardPath));
     } catch (err) {
       if (errnoCode(err) === "ENOENT") return this.refuse(res, 404, "not-found", `no object ${id} here`);
       throw err;
@@ -489,7 +494,7 @@ export class ObjectServer {
       if (refused) return this.refuse(res, refused.status, refused.code, refused.reason);
     }
     const fd = await new Promise<number>((resolve, reject) =>
-      open(found.path, "r", (err, f) => (err ? reject(err) : resolve(f))),
+      this.fds.acquire(found.path, (err, f) => (err ? reject(err) : resolve(f))),
     ).catch((err) => {
       pass?.unsent(plan.proofLength);
       throw err;
@@ -510,15 +515,15 @@ export class ObjectServer {
     res.writeHead(200, headers);
     let written = 0;
     try {
-      written = await this.streamSlice(res, fd, plan);
+      written = await this.streamSlice(res, fd, id, plan);
     } finally {
-      close(fd, () => {});
+      this.fds.release(fd);
       if (written < plan.proofLength) pass?.unsent(plan.proofLength - written);
     }
   }
 
   /** Writes a slice's proof as its groups are read and hashed; returns the bytes written. */
-  private async streamSlice(res: ServerResponse, fd: number, plan: SlicePlan): Promise<number> {
+  private async streamSlice(res: ServerResponse, fd: number, id: string, plan: SlicePlan): Promise<number> {
     const throttle = this.options.throttle;
     let closed = false;
     res.once("close", () => (closed = true));
@@ -526,15 +531,21 @@ export class ObjectServer {
     let pendingBytes = 0;
     let written = 0;
     const flush = async (last: boolean) => {
-      const out = pending.length === 1 ? pending[0]! : Buffer.concat(pending);
+      const pieces = pending;
+      const bytes = pendingBytes;
       pending = [];
       pendingBytes = 0;
-      if (throttle) await throttle(out.length);
+      if (throttle) await throttle(bytes);
       if (closed) return;
-      written += out.length;
-      this.counters.bytesServed += out.length;
-      if (last) return void res.end(out);
-      if (!res.write(out)) await drained(res);
+      written += bytes;
+      this.counters.bytesServed += bytes;
+      // Corked: the pieces (outboard nodes, group items) leave in one writev, not copied into one buffer first.
+      res.cork();
+      let room = true;
+      for (const piece of pieces) room = res.write(piece);
+      if (last) return void res.end();
+      res.uncork();
+      if (!room) await drained(res);
     };
     // Groups are read in batches of up to PIECE_BYTES: the touched groups are contiguous in the file.
     const groups = plan.parts.filter((p) => p.kind === "group");
@@ -552,8 +563,14 @@ export class ObjectServer {
           batch = await readExactly(fd, Math.min(Math.max(PIECE_BYTES, part.length), lastByte - batchAt), batchAt);
         }
         const data = batch.subarray(part.offset - batchAt, part.offset - batchAt + part.length);
+        const key = `${id}:${part.first}`;
+        let tree = this.groupTrees.get(key);
+        if (!tree) {
+          tree = groupTree(part.first, part.n, data);
+          this.groupTrees.set(key, tree);
+        }
         const items = Buffer.allocUnsafe(part.itemsLength);
-        groupItems(part, plan.target, data, items);
+        groupItemsFromTree(part, plan.target, data, tree, items);
         pending.push(items);
         pendingBytes += items.length;
       }
@@ -578,6 +595,27 @@ function readBody(req: IncomingMessage, max: number): Promise<string | undefined
     req.on("end", () => resolve(Buffer.concat(parts).toString("utf8")));
     req.on("error", reject);
   });
+}
+
+/** A map that drops its oldest entries past a byte budget. */
+class ByteBoundedMap {
+  private readonly map = new Map<string, Uint8Array>();
+  private bytes = 0;
+  constructor(private readonly budget: number) {}
+
+  get(key: string): Uint8Array | undefined {
+    return this.map.get(key);
+  }
+
+  set(key: string, value: Uint8Array): void {
+    this.map.set(key, value);
+    this.bytes += value.length;
+    for (const [k, v] of this.map) {
+      if (this.bytes <= this.budget) break;
+      this.map.delete(k);
+      this.bytes -= v.length;
+    }
+  }
 }
 
 /**

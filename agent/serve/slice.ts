@@ -5,7 +5,7 @@
 import { type Blake3Kernel, blake3Kernel, CHUNK_LEN } from "../kernels/blake3.js";
 import { OUTBOARD_HEADER_LEN, type Outboard } from "../kernels/outboard.js";
 import { emitFromData, ProofWriter } from "../kernels/proof.js";
-import { chunkCount, itemsLength, leftChunks, proofLength, proofTarget, type Target } from "../kernels/tree.js";
+import { chunkCount, itemsLength, leftChunks, proofTarget, type Target } from "../kernels/tree.js";
 
 /** A piece of the proof: bytes copied from the outboard, or the items of one group computed from its bytes. */
 export type SlicePart =
@@ -64,7 +64,9 @@ export function planSlice(outboard: Outboard, start: number, end: number): Slice
     } else copy(outboard.tailOffset, bytes.length);
   };
   walk(0, chunkCount(length), 0);
-  return { chunkStart, chunkCount: count, proofLength: proofLength(length, chunkStart, count), target, parts };
+  let total = 0;
+  for (const part of parts) total += part.kind === "copy" ? part.bytes.length : part.itemsLength;
+  return { chunkStart, chunkCount: count, proofLength: total, target, parts };
 }
 
 /** Writes one group's proof items, computed from its bytes, into out (exactly part.itemsLength bytes). */
@@ -78,4 +80,59 @@ export function groupItems(
   const writer = new ProofWriter(out);
   emitFromData(kernel, target, data, part.first, part.n, part.root, writer, new Uint8Array(32));
   if (writer.offset !== part.itemsLength) throw new Error("slice group items length mismatch (internal error)");
+}
+
+/**
+ * The parent nodes inside one group (its subtree of n chunks), in pre-order, 64 bytes each (n - 1 of them):
+ * everything a proof needs from the group besides chunk bytes. Computed once by hashing the group; a slice that
+ * has it only copies (groupItemsFromTree), which is what keeps verified streaming near plain serving.
+ */
+export function groupTree(
+  first: number,
+  n: number,
+  data: Uint8Array,
+  kernel: Blake3Kernel = blake3Kernel(),
+): Uint8Array {
+  const out = new Uint8Array(64 * (n - 1));
+  let at = 0;
+  const walk = (f: number, m: number, d: Uint8Array, cvOut: Uint8Array, cvOffset: number): void => {
+    if (m === 1) return kernel.chunkCv(d, f, false, cvOut, cvOffset);
+    const left = leftChunks(m);
+    const pair = out.subarray(at, at + 64);
+    at += 64;
+    walk(f, left, d.subarray(0, left * CHUNK_LEN), pair, 0);
+    walk(f + left, m - left, d.subarray(left * CHUNK_LEN), pair, 32);
+    // The group's own chaining value is not part of any item: a scratch output (root or not makes no difference).
+    kernel.parentCv(pair, false, cvOut, cvOffset);
+  };
+  walk(first, n, data, new Uint8Array(32), 0);
+  return out;
+}
+
+/** groupItems without hashing: the group's parents copied from its groupTree, the chunks from its bytes. */
+export function groupItemsFromTree(
+  part: Extract<SlicePart, { kind: "group" }>,
+  target: Target,
+  data: Uint8Array,
+  tree: Uint8Array,
+  out: Uint8Array,
+): void {
+  let at = 0;
+  const walk = (f: number, m: number, index: number): void => {
+    if (m === 1) {
+      const from = (f - part.first) * CHUNK_LEN;
+      const chunk = data.subarray(from, Math.min(from + CHUNK_LEN, data.length));
+      out.set(chunk, at);
+      at += chunk.length;
+      return;
+    }
+    out.set(tree.subarray(64 * index, 64 * index + 64), at);
+    at += 64;
+    const left = leftChunks(m);
+    if (target.overlaps(f, left)) walk(f, left, index + 1);
+    // Pre-order: the left subtree of `left` chunks holds left - 1 parents.
+    if (target.overlaps(f + left, m - left)) walk(f + left, m - left, index + left);
+  };
+  walk(part.first, part.n, 0);
+  if (at !== part.itemsLength) throw new Error("slice group items length mismatch (internal error)");
 }

@@ -205,6 +205,31 @@ describe("robustness", () => {
     expect(received).toMatch(/^HTTP\/1.1 408/);
   });
 
+  it("cuts off a client that stops reading after the idle timeout", async () => {
+    const idle = new ObjectServer({ store, bind: "127.0.0.1", port: 0, limits: { idleTimeoutMs: 500 } });
+    await idle.start();
+    try {
+      const socket = connect(idle.port, "127.0.0.1");
+      let got = 0;
+      socket.on("data", (d) => {
+        got += d.length;
+        // Reads the first bytes, then stops: the 3 MiB answer fills the socket buffers and stalls.
+        if (got > 1000) socket.pause();
+      });
+      const closed = new Promise<void>((resolve) => socket.on("close", () => resolve()));
+      socket.write(`GET /v1/objects/${objects[2]!.id} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      const started = Date.now();
+      await waitFor("the answer's first bytes", () => got > 1000);
+      await waitFor("the server to close the stalled connection", () => idle.stats().connections === 0, 5000);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(400);
+      expect(got).toBeLessThan(objects[2]!.data.length);
+      socket.destroy();
+      await closed;
+    } finally {
+      await idle.stop();
+    }
+  });
+
   it("serves 200 connections at once", async () => {
     const { id, data } = objects[0]!;
     const sockets = await Promise.all(

@@ -158,7 +158,8 @@ export class ObjectServer {
       headersTimeout: limits.headersTimeoutMs,
       // Requests have no bodies but a receipt: the whole request may take a little longer than its headers.
       requestTimeout: limits.headersTimeoutMs + 5000,
-      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      // Between requests Node uses this instead of the idle timeout: never longer than that.
+      keepAliveTimeout: Math.min(limits.keepAliveTimeoutMs, limits.idleTimeoutMs),
       // Node checks the two timeouts above only this often (default 30 s): often enough to honour them.
       connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))),
     });

@@ -390,8 +390,30 @@ export class ObjectServer {
     });
   }
 
+  /**
+   * The common small answer (a range of up to a piece, no throttle): one read, one end(), no listener. The bytes
+   * are handed to the socket whole, so nothing is left to give back if the client goes.
+   */
+  private sendOnce(res: ServerResponse, fd: number, start: number, end: number, pass: Pass | undefined): void {
+    const want = end - start;
+    const buf = Buffer.allocUnsafe(want);
+    read(fd, buf, 0, want, start, (err, got) => {
+      this.fds.release(fd);
+      if (err || got !== want) {
+        this.options.onError?.(`serve: reading ${res.req.url ?? ""}: ${err ? errorLine(err) : "file is short"}`);
+        pass?.unsent(want);
+        res.destroy();
+        return;
+      }
+      this.counters.bytesServed += want;
+      res.end(buf);
+    });
+  }
+
   /** Writes bytes [start, end) of fd, a piece at a time, closing fd at the end or when the client goes. */
   private stream(res: ServerResponse, fd: number, start: number, end: number, pass: Pass | undefined): void {
+    const throttle = this.options.throttle;
+    if (end - start <= PIECE_BYTES && !throttle) return this.sendOnce(res, fd, start, end, pass);
     let pos = start;
     let done = false;
     const finish = () => {
@@ -401,7 +423,6 @@ export class ObjectServer {
       if (pos < end) pass?.unsent(end - pos);
     };
     res.once("close", finish);
-    const throttle = this.options.throttle;
     const next = (): void => {
       if (done) return;
       const want = Math.min(PIECE_BYTES, end - pos);

@@ -26,6 +26,9 @@ import { checkDataDisk } from "./store/disk-marker.js";
 import { defaultReserveBytes, ObjectStore } from "./store/object-store.js";
 import { ChallengeResponder, ProofLedger } from "./store/proofs.js";
 import { Scrubber } from "./store/scrub.js";
+import { OrderGate } from "./serve/order-gate.js";
+import { ReceiptBook } from "./serve/receipt-book.js";
+import { ObjectServer, type ServeStats } from "./serve/server.js";
 import { TelemetryCollector } from "./telemetry/collector.js";
 import { WorkCounters } from "./telemetry/work-counters.js";
 import type { LogHub, Logger } from "./util/log.js";
@@ -89,6 +92,9 @@ export class Agent {
   private halted = false;
   private ledShown: StatusPattern | undefined;
   private ledWrites: Promise<void> = Promise.resolve();
+  // --- serving (agent/serve): the HTTP server, its order gate and the receipt book ---
+  private server: ObjectServer | undefined;
+  private receipts: ReceiptBook | undefined;
   /** Monotonic start of the telemetry round in flight, if one is. */
   private telemetryRoundSince: number | undefined;
 
@@ -139,6 +145,7 @@ export class Agent {
     );
     await this.startBoard();
     await this.startStore();
+    await this.startServe();
     await this.refreshLed();
     const topics = topicsFor(this.identity.deviceId);
     const linkLog = deps.logs.logger("link");
@@ -155,6 +162,7 @@ export class Agent {
       version: deps.version,
       publicKeyHex: this.identity.publicKeyHex,
       stateDir: config.stateDir,
+      serveUrls: this.server?.urls(),
       log: linkLog,
     });
     this.outbox = new Outbox({
@@ -204,7 +212,16 @@ export class Agent {
       paths: this.hostPaths,
       dataDir: this.store ? this.dataDir : undefined,
       now: this.now,
-      sources: [{ telemetryCounters: () => this.counters() }, this.work],
+      sources: [
+        { telemetryCounters: () => this.counters() },
+        {
+          // Receipt lag is a state, read from the order gate at each round; the rest are counted as they happen.
+          telemetryCounters: () => {
+            this.work.setReceiptLag(this.server?.stats().receiptLagBytes ?? 0);
+            return this.work.telemetryCounters();
+          },
+        },
+      ],
       temperature: () => this.board.readTemperatureC(),
       onSourceError: (err) => this.log.warn(`telemetry counter source failed: ${errorLine(err)}`),
     });
@@ -245,6 +262,9 @@ export class Agent {
       await this.control?.stop().catch(() => {});
       for (const t of this.timers) clearInterval(t);
       for (const unfollow of this.unfollowRates) unfollow();
+      // Serving stops before the store it reads and the receipt book it writes.
+      await this.server?.stop().catch(() => {});
+      await this.receipts?.stop().catch((err: Error) => this.log.warn(`receipt book stop: ${err.message}`));
       this.resources?.stop();
       this.thermal?.stop();
       this.scrubber?.stop();
@@ -346,6 +366,8 @@ export class Agent {
     this.deps.logs.logger("resources").info(limits.reason);
     if (limits.scrubAllowed) this.scrubber?.resume();
     else this.scrubber?.pause();
+    // Serving goes on in a thermal pause (it is I/O); only the owner's rate for the hour applies.
+    this.applyServeThrottle(limits.uploadBytesPerSecond);
     void this.systemd?.status(this.statusLine());
   }
 
@@ -456,6 +478,69 @@ export class Agent {
       this.log.error(`store not started: ${errorLine(err)}`);
       await store.stop().catch(() => {});
     }
+  }
+
+  /**
+   * The HTTP server (agent/serve/README.md), once the store runs: no store, nothing to serve. A port that is taken
+   * or an address the box lacks costs only serving: the agent runs on and says why, as for a missing data disk.
+   */
+  private async startServe(): Promise<void> {
+    const { config } = this;
+    const serveLog = this.deps.logs.logger("serve");
+    const store = this.store;
+    if (!store) {
+      serveLog.warn("not serving: the store is not running");
+      return;
+    }
+    const receipts = new ReceiptBook(join(config.stateDir, "receipts.log"));
+    const server = new ObjectServer({
+      store,
+      bind: config.serve.bind,
+      port: config.serve.port,
+      limits: {
+        maxConnections: config.serve.maxConnections,
+        maxConnectionsPerAddress: config.serve.maxConnectionsPerAddress,
+        headersTimeoutMs: config.serve.headersTimeoutSeconds * 1000,
+        idleTimeoutMs: config.serve.idleTimeoutSeconds * 1000,
+      },
+      gate: new OrderGate({
+        fleetPublicKey: config.link.fleetPublicKey,
+        deviceId: this.identity.deviceId,
+        book: receipts,
+        windowBytes: config.serve.receiptWindowBytes,
+        now: this.now,
+      }),
+      counters: this.work,
+      onError: (line) => serveLog.warn(line),
+    });
+    try {
+      const recovered = await receipts.start();
+      if (recovered) serveLog.warn(`receipts.log: dropped a torn tail of ${recovered.droppedBytes} bytes`);
+      await server.start();
+      this.receipts = receipts;
+      this.server = server;
+      this.applyServeThrottle(this.uploadLimiter.rate);
+      serveLog.info(`serving on ${config.serve.bind}:${server.port}: ${server.urls().join(" ") || "(no address)"}`);
+    } catch (err) {
+      serveLog.error(`not serving: ${errorLine(err)}`);
+      await server.stop().catch(() => {});
+      await receipts.stop().catch(() => {});
+    }
+  }
+
+  /**
+   * The owner's upload limit on served bytes (uploadLimiter, all connections together). With no limit the server
+   * gets no throttle at all, so its hot path (one read, one write) pays nothing for the limiter.
+   */
+  private applyServeThrottle(rate: number | null): void {
+    this.server?.setThrottle(rate === null ? undefined : this.takeUpload);
+  }
+
+  private readonly takeUpload = (bytes: number): Promise<void> => this.uploadLimiter.take(bytes);
+
+  /** The server's counters (bytes served, requests, refusals by code, receipt lag); undefined when not serving. */
+  serveStats(): ServeStats | undefined {
+    return this.server?.stats();
   }
 
   private scheduleScrub(store: ObjectStore): void {

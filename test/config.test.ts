@@ -81,6 +81,15 @@ describe("loadConfig", () => {
         scrubBytesPerSecond: 2_000_000,
       },
       share: { cpuPercent: 50, uploadBytesPerSecond: 0, downloadBytesPerSecond: 0, uploadWindows: [] },
+      serve: {
+        bind: "0.0.0.0",
+        port: 8470,
+        maxConnections: 256,
+        maxConnectionsPerAddress: 64,
+        headersTimeoutSeconds: 10,
+        idleTimeoutSeconds: 30,
+        receiptWindowBytes: 4 * 1024 * 1024,
+      },
       log: { level: "info" },
     });
   });
@@ -121,6 +130,15 @@ describe("loadConfig", () => {
           { from: "22:00", to: "07:00", bytesPerSecond: 0, downloadBytesPerSecond: 0 },
           { from: "09:00", to: "17:00", bytesPerSecond: 5_000_000, days: ["mon", "tue", "wed", "thu", "fri"] },
         ],
+      },
+      serve: {
+        bind: "0.0.0.0",
+        port: 8470,
+        maxConnections: 256,
+        maxConnectionsPerAddress: 64,
+        headersTimeoutSeconds: 10,
+        idleTimeoutSeconds: 30,
+        receiptWindowBytes: 4 * 1024 * 1024,
       },
       log: { level: "debug" },
     };

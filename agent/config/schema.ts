@@ -1,6 +1,7 @@
 // The schema of the daemon's config, written as data, and the TypeScript types derived from it: a key is one edit
 // here, and `Config` follows. Validation (./validate.ts) walks this data; the README's key table is checked
 // against it by test/config.test.ts.
+import { isIP } from "node:net";
 import { checkUploadWindows, type Weekday } from "./upload-windows.js";
 
 // --- rules -----------------------------------------------------------------------------------------------------
@@ -277,6 +278,58 @@ export const configSchema = {
       },
     },
   },
+  serve: {
+    type: "section",
+    doc: "the HTTP server that serves objects to holders of orders (agent/serve/)",
+    keys: {
+      bind: {
+        type: "string",
+        pattern: /^[0-9A-Fa-f:.]{2,45}$/,
+        expect:
+          'must be an IP address ("0.0.0.0": every IPv4 address, "::": every address, "127.0.0.1": this box only)',
+        default: "0.0.0.0",
+        env: "SHARENODE_SERVE_BIND",
+        doc: "address the server listens on",
+      },
+      port: {
+        type: "integer",
+        min: 0,
+        max: 65535,
+        default: 8470,
+        env: "SHARENODE_SERVE_PORT",
+        doc: "TCP port; 0: any free port (the state record says which)",
+      },
+      maxConnections: { type: "integer", min: 1, max: 65535, default: 256, doc: "connections open at once, in all" },
+      maxConnectionsPerAddress: {
+        type: "integer",
+        min: 1,
+        max: 65535,
+        default: 64,
+        doc: "connections open at once from one client address",
+      },
+      headersTimeoutSeconds: {
+        type: "integer",
+        min: 1,
+        max: 600,
+        default: 10,
+        doc: "a request's headers must be in within this (slowloris)",
+      },
+      idleTimeoutSeconds: {
+        type: "integer",
+        min: 1,
+        max: 3600,
+        default: 30,
+        doc: "a connection with no traffic either way for this long is closed",
+      },
+      receiptWindowBytes: {
+        type: "integer",
+        min: 64 * 1024,
+        max: GiB,
+        default: 4 * MiB,
+        doc: "bytes an order may be sent past its client's largest receipt; a client that never signs gets this much",
+      },
+    },
+  },
   log: {
     type: "section",
     doc: "logging",
@@ -328,6 +381,10 @@ export const sectionChecks: { [K in SectionName]?: (section: Passed<Config[K]>, 
     if (link.password !== undefined && link.username === undefined && link.protocolVersion === 4) {
       problems.push("link.password: MQTT 3.1.1 (protocolVersion 4) sends a password only with link.username");
     }
+  },
+  serve(serve, problems) {
+    if (serve.bind !== undefined && isIP(serve.bind) === 0)
+      problems.push(`serve.bind: ${serve.bind} is not an IP address`);
   },
   share(share, problems) {
     if (share.uploadWindows) checkUploadWindows(share.uploadWindows, "share.uploadWindows", problems);

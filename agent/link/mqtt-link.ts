@@ -76,6 +76,8 @@ export interface MqttLinkOptions extends BrokerCredentials {
   version: string;
   /** The device's public key (hex), announced in the birth: its hash is the device id, so it vouches for itself. */
   publicKeyHex?: string;
+  /** The URLs the box serves objects at (agent/serve), announced in the birth as `serve`. */
+  serveUrls?: string[];
   /** Where the bdSeq counter is kept (file `bdseq`). */
   stateDir: string;
   /** CONNACK must arrive within this (default 30 000 ms). */
@@ -440,6 +442,7 @@ export class MqttLink extends EventEmitter<LinkEvents> {
         ts: this.now(),
         version: this.options.version,
         ...(this.options.publicKeyHex ? { pub: this.options.publicKeyHex } : {}),
+        ...(this.options.serveUrls ? { serve: this.options.serveUrls } : {}),
       };
       await this.send(conn, this.topics.state, JSON.stringify(birth), { qos: 1, retain: true });
     } catch (err) {

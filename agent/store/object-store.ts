@@ -232,6 +232,20 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
     return this.objectPath(id) + ".obao";
   }
 
+  /**
+   * For serving (agent/serve): where a stored object's bytes and outboard are, and its length; marks it used.
+   * Synchronous and allocation-light: it runs on every request. Undefined when not stored (or not an id). The
+   * caller opens the files itself; an object deleted in between is an ENOENT there, and an open one stays
+   * readable until closed.
+   */
+  locate(id: string): { length: number; path: string; outboardPath: string } | undefined {
+    const entry = this.live.get(id);
+    if (!entry || this.closed) return undefined;
+    entry.usedAt = this.clock.now();
+    const path = this.objectPath(id);
+    return { length: entry.length, path, outboardPath: path + ".obao" };
+  }
+
   /** The object's outboard and a positional reader over its bytes, for proofs. Marks the object as used. */
   async openForProof(id: string): Promise<{
     id: Uint8Array;

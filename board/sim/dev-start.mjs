@@ -5,7 +5,8 @@
 //   - the sim board (config board "sim"): a fake /sys and /dev under the data directory (sim-board/), so the status
 //     LED, the temperature and the hardware watchdog run their real code and never touch this machine's own;
 //   - the broker in SHARENODE_BROKER, or an embedded MQTT broker (aedes, a development dependency that is never
-//     in the device bundle) on 127.0.0.1:1883 (or a free port when 1883 is taken).
+//     in the device bundle) on 127.0.0.1:1883 (or a free port when 1883 is taken);
+//   - the object server (agent/serve) on 127.0.0.1 only, at serve.port (SHARENODE_SERVE_PORT; default 8470).
 // Ctrl-C stops the agent cleanly, then the broker.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
@@ -75,6 +76,8 @@ const agent = spawn(process.execPath, [bin, "run"], {
     SHARENODE_ALLOW_SYSTEM_DISK: "true",
     SHARENODE_BOARD: process.env.SHARENODE_BOARD || "sim",
     SHARENODE_TELEMETRY_INTERVAL: process.env.SHARENODE_TELEMETRY_INTERVAL ?? "10",
+    // Serving: this machine only (a development checkout is not a box on the owner's network).
+    SHARENODE_SERVE_BIND: process.env.SHARENODE_SERVE_BIND ?? "127.0.0.1",
   },
 });
 // Stop the broker only after the agent's clean stop (it publishes its offline state on the way out).

@@ -11,8 +11,14 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, Socket } from "node:net";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { blake3 } from "../../agent/kernels/blake3";
 import { toHex } from "../../agent/util/hex";
+import { loadOrCreateDeviceIdentity } from "../../agent/identity/device-key";
+import { signOrder } from "../../agent/protocol/order";
+import { OrderGate } from "../../agent/serve/order-gate";
+import { ReceiptBook } from "../../agent/serve/receipt-book";
+import { ObjectServer } from "../../agent/serve/server";
 import { prng, shuffled } from "../helpers/prng.mjs";
 
 const OBJECT_BYTES = 4 << 20;
@@ -275,6 +281,72 @@ export async function serveBench(options: ServeBenchOptions): Promise<void> {
   }
 }
 
+/** The box's device id in the bench (any will do: the orders name it). */
+const BENCH_DEVICE = "5e7e".repeat(8);
+
+/**
+ * The box's own server (agent/serve) in a child process: this bundle run again with SERVE_BENCH_CHILD set. Order
+ * check and metering on (every request carries its object's order), rate limit off. A stock load generator signs
+ * no receipts, so the orders' budget and the box's receipt window are set larger than the run (2^50 bytes).
+ */
+async function startBox(f: ServeFixture, fleetPublicKey: string): Promise<Server> {
+  const port = await freePort();
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url)], {
+    env: { ...process.env, SERVE_BENCH_CHILD: JSON.stringify({ work: f.work, ids: f.ids, port, fleetPublicKey }) },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  await waitForPort(port, child, "the box's server");
+  return { name: "sharenode serve (orders, metering)", port, stop: () => stopChild(child) };
+}
+
+async function boxChild(spec: { work: string; ids: string[]; port: number; fleetPublicKey: string }): Promise<void> {
+  const objects = join(spec.work, "www", "v1", "objects");
+  const known = new Set(spec.ids);
+  const book = new ReceiptBook(join(spec.work, "receipts.log"));
+  await book.start();
+  const server = new ObjectServer({
+    store: {
+      locate: (id) =>
+        known.has(id) ? { length: OBJECT_BYTES, path: join(objects, id), outboardPath: join(objects, id) } : undefined,
+    },
+    bind: "127.0.0.1",
+    port: spec.port,
+    limits: { maxConnections: 1024, maxConnectionsPerAddress: 1024 },
+    gate: new OrderGate({ fleetPublicKey: spec.fleetPublicKey, deviceId: BENCH_DEVICE, book, windowBytes: 2 ** 50 }),
+  });
+  await server.start();
+}
+
+if (process.env.SERVE_BENCH_CHILD) await boxChild(JSON.parse(process.env.SERVE_BENCH_CHILD));
+
 export async function main(args: string[]): Promise<void> {
-  await serveBench({ quick: args.includes("--quick"), json: args.includes("--json") });
+  const keys = mkdtempSync(join(process.env.TMPDIR ?? "/tmp", "sharenode-bench-fleet-"));
+  try {
+    const fleet = await loadOrCreateDeviceIdentity(keys);
+    const client = await loadOrCreateDeviceIdentity(join(keys, "client"));
+    const box = {
+      start: (f: ServeFixture) => startBox(f, fleet.publicKeyHex),
+      headers: (f: ServeFixture) =>
+        new Map(
+          f.ids.map((id, i) => [
+            id,
+            signOrder(
+              {
+                serial: `bench-${i}`,
+                deviceId: BENCH_DEVICE,
+                objectId: id,
+                clientKey: client.publicKeyHex,
+                maxBytes: 2 ** 50,
+                expiresAt: Date.now() + 3600_000,
+                rightsId: "bench",
+              },
+              fleet,
+            ),
+          ]),
+        ),
+    };
+    await serveBench({ quick: args.includes("--quick"), json: args.includes("--json"), extra: [box] });
+  } finally {
+    rmSync(keys, { recursive: true, force: true });
+  }
 }

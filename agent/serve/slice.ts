@@ -1,0 +1,138 @@
+// Verified-streaming slices: the proof of a chunk range (wasm/README.md, "Proof encoding") produced piece by piece,
+// so a slice of a 64 MiB object costs one batch of groups in memory, never the whole proof. The same walk as
+// agent/kernels/outboard.ts makeProof (parents from the outboard, the touched groups' items from their bytes, the
+// outboard's tail section for an untouched last group), cut into a plan the server writes as it reads.
+import { type Blake3Kernel, blake3Kernel, CHUNK_LEN } from "../kernels/blake3.js";
+import { OUTBOARD_HEADER_LEN, type Outboard } from "../kernels/outboard.js";
+import { emitFromData, ProofWriter } from "../kernels/proof.js";
+import { chunkCount, itemsLength, leftChunks, proofTarget, type Target } from "../kernels/tree.js";
+
+/** A piece of the proof: bytes copied from the outboard, or the items of one group computed from its bytes. */
+export type SlicePart =
+  | { kind: "copy"; bytes: Uint8Array }
+  | { kind: "group"; first: number; n: number; offset: number; length: number; itemsLength: number; root: boolean };
+
+export interface SlicePlan {
+  /** The chunk range the proof covers: every chunk the byte range touches. */
+  chunkStart: number;
+  chunkCount: number;
+  /** The proof's exact size (the response's Content-Length). */
+  proofLength: number;
+  target: Target;
+  parts: SlicePart[];
+}
+
+/**
+ * The plan of a proof of every chunk that bytes [start, end) touch, or a one-line reason the range is wrong
+ * (end exclusive; 0 <= start < end <= length, or start = end = 0 for an empty object).
+ */
+export function planSlice(outboard: Outboard, start: number, end: number): SlicePlan | string {
+  const { length, groupChunks, groups, bytes } = outboard;
+  if (!(start >= 0 && end <= length && (start < end || (length === 0 && end === 0)))) {
+    return `slice ${start}-${end} is not within the object's ${length} bytes (start < end <= length)`;
+  }
+  const chunkStart = Math.floor(start / CHUNK_LEN);
+  const count = Math.max(1, Math.ceil(end / CHUNK_LEN) - chunkStart);
+  const target = proofTarget(length, chunkStart, count);
+  const parts: SlicePart[] = [];
+  const copy = (from: number, to: number) => {
+    const last = parts[parts.length - 1];
+    // Neighbouring outboard pieces are contiguous in pre-order only by chance; merging views keeps writes few.
+    if (last?.kind === "copy" && last.bytes.byteOffset + last.bytes.length === bytes.byteOffset + from) {
+      last.bytes = bytes.subarray(last.bytes.byteOffset - bytes.byteOffset, to);
+    } else parts.push({ kind: "copy", bytes: bytes.subarray(from, to) });
+  };
+  const walk = (first: number, n: number, index: number): void => {
+    if (n > groupChunks) {
+      copy(OUTBOARD_HEADER_LEN + 64 * index, OUTBOARD_HEADER_LEN + 64 * index + 64);
+      const left = leftChunks(n);
+      if (target.overlaps(first, left)) walk(first, left, index + 1);
+      if (target.overlaps(first + left, n - left)) walk(first + left, n - left, index + left / groupChunks);
+      return;
+    }
+    if (first < target.end && target.start < first + n) {
+      const offset = first * CHUNK_LEN;
+      parts.push({
+        kind: "group",
+        first,
+        n,
+        offset,
+        length: Math.min(n * CHUNK_LEN, length - offset),
+        itemsLength: itemsLength(target, first, n),
+        root: groups === 1,
+      });
+    } else copy(outboard.tailOffset, bytes.length);
+  };
+  walk(0, chunkCount(length), 0);
+  let total = 0;
+  for (const part of parts) total += part.kind === "copy" ? part.bytes.length : part.itemsLength;
+  return { chunkStart, chunkCount: count, proofLength: total, target, parts };
+}
+
+/** Writes one group's proof items, computed from its bytes, into out (exactly part.itemsLength bytes). */
+export function groupItems(
+  part: Extract<SlicePart, { kind: "group" }>,
+  target: Target,
+  data: Uint8Array,
+  out: Uint8Array,
+  kernel: Blake3Kernel = blake3Kernel(),
+): void {
+  const writer = new ProofWriter(out);
+  emitFromData(kernel, target, data, part.first, part.n, part.root, writer, new Uint8Array(32));
+  if (writer.offset !== part.itemsLength) throw new Error("slice group items length mismatch (internal error)");
+}
+
+/**
+ * The parent nodes inside one group (its subtree of n chunks), in pre-order, 64 bytes each (n - 1 of them):
+ * everything a proof needs from the group besides chunk bytes. Computed once by hashing the group; a slice that
+ * has it only copies (groupItemsFromTree), which is what keeps verified streaming near plain serving.
+ */
+export function groupTree(
+  first: number,
+  n: number,
+  data: Uint8Array,
+  kernel: Blake3Kernel = blake3Kernel(),
+): Uint8Array {
+  const out = new Uint8Array(64 * (n - 1));
+  let at = 0;
+  const walk = (f: number, m: number, d: Uint8Array, cvOut: Uint8Array, cvOffset: number): void => {
+    if (m === 1) return kernel.chunkCv(d, f, false, cvOut, cvOffset);
+    const left = leftChunks(m);
+    const pair = out.subarray(at, at + 64);
+    at += 64;
+    walk(f, left, d.subarray(0, left * CHUNK_LEN), pair, 0);
+    walk(f + left, m - left, d.subarray(left * CHUNK_LEN), pair, 32);
+    // The group's own chaining value is not part of any item: a scratch output (root or not makes no difference).
+    kernel.parentCv(pair, false, cvOut, cvOffset);
+  };
+  walk(first, n, data, new Uint8Array(32), 0);
+  return out;
+}
+
+/** groupItems without hashing: the group's parents copied from its groupTree, the chunks from its bytes. */
+export function groupItemsFromTree(
+  part: Extract<SlicePart, { kind: "group" }>,
+  target: Target,
+  data: Uint8Array,
+  tree: Uint8Array,
+  out: Uint8Array,
+): void {
+  let at = 0;
+  const walk = (f: number, m: number, index: number): void => {
+    if (m === 1) {
+      const from = (f - part.first) * CHUNK_LEN;
+      const chunk = data.subarray(from, Math.min(from + CHUNK_LEN, data.length));
+      out.set(chunk, at);
+      at += chunk.length;
+      return;
+    }
+    out.set(tree.subarray(64 * index, 64 * index + 64), at);
+    at += 64;
+    const left = leftChunks(m);
+    if (target.overlaps(f, left)) walk(f, left, index + 1);
+    // Pre-order: the left subtree of `left` chunks holds left - 1 parents.
+    if (target.overlaps(f + left, m - left)) walk(f + left, m - left, index + left);
+  };
+  walk(part.first, part.n, 0);
+  if (at !== part.itemsLength) throw new Error("slice group items length mismatch (internal error)");
+}

@@ -14,6 +14,7 @@ import { ThermalGovernor } from "./health/thermal-governor.js";
 import { monotonicNow } from "./health/timers.js";
 import { WatchdogKeeper } from "./health/watchdog-keeper.js";
 import { loadOrCreateDeviceIdentity, type DeviceIdentity } from "./identity/device-key.js";
+import { Fetcher } from "./fetch/fetcher.js";
 import { CommandGate, type CommandHandler, CommandRefused } from "./link/command-gate.js";
 import { MqttLink } from "./link/mqtt-link.js";
 import { Outbox } from "./link/outbox.js";
@@ -25,6 +26,7 @@ import { checkDataDisk } from "./store/disk-marker.js";
 import { defaultReserveBytes, ObjectStore } from "./store/object-store.js";
 import { ChallengeResponder, ProofLedger } from "./store/proofs.js";
 import { Scrubber } from "./store/scrub.js";
+import { TaskQueue } from "./tasks/task-queue.js";
 import { TelemetryCollector } from "./telemetry/collector.js";
 import type { LogHub, Logger } from "./util/log.js";
 import { errorLine } from "./util/errors.js";
@@ -68,6 +70,9 @@ export class Agent {
   private collector!: TelemetryCollector;
   private readonly timers: NodeJS.Timeout[] = [];
   private scrubber: Scrubber | undefined;
+  /** Fetch tasks from the fleet (task.fetch); undefined while the store does not run. */
+  private tasks: TaskQueue | undefined;
+  private fetcher: Fetcher | undefined;
   /** Storage-proof counters and the last challenges answered (telemetry, `status`, the console's `proofs`). */
   private readonly proofs = new ProofLedger();
   private lastScrub: ScrubSummary | undefined;
@@ -187,6 +192,7 @@ export class Agent {
     });
     await this.collector.start();
     await this.startResources();
+    await this.startTasks();
     const telemetryMs = config.link.telemetryIntervalSeconds * 1000;
     // One early round: a box that has just started shows its numbers (fleet watch, the exporter) within seconds
     // rather than a whole interval later; a few seconds give cpu_pct ticks to measure.
@@ -224,6 +230,9 @@ export class Agent {
       this.resources?.stop();
       this.thermal?.stop();
       this.scrubber?.stop();
+      // Before the store: a task in its last step is ingesting into it.
+      await this.tasks?.stop().catch((err: Error) => this.log.warn(`tasks stop: ${err.message}`));
+      this.fetcher?.close();
       await this.collector?.stop().catch(() => {});
       // Give records in flight a moment to be acknowledged, so a restart does not send them again.
       await Promise.race([this.outbox?.idle(), new Promise((resolve) => setTimeout(resolve, 2000).unref())]).catch(
@@ -318,6 +327,8 @@ export class Agent {
     this.deps.logs.logger("resources").info(limits.reason);
     if (limits.scrubAllowed) this.scrubber?.resume();
     else this.scrubber?.pause();
+    // Fetching hashes every byte: a hot box holds its tasks like its scrub (their verified groups are kept).
+    this.tasks?.setPaused(limits.throttled);
     void this.systemd?.status(this.statusLine());
   }
 
@@ -428,6 +439,45 @@ export class Agent {
       this.log.error(`store not started: ${errorLine(err)}`);
       await store.stop().catch(() => {});
     }
+  }
+
+  /**
+   * The fetch task queue, on the store's disk (partial files in `<dataDir>/fetch/`, outside the store's tmp/,
+   * which the store empties at every start) with its durable list in the state directory. Without a store there
+   * is nowhere to fetch to: the task commands say why.
+   */
+  private async startTasks(): Promise<void> {
+    const { store, dataDir, config } = this;
+    if (!store || dataDir === undefined) return;
+    // The download rate limit (share.downloadBytesPerSecond) plugs in here as the fetcher's `throttle`.
+    this.fetcher = new Fetcher({ stallMs: config.tasks.stallSeconds * 1000 });
+    const tasks = new TaskQueue({
+      logPath: join(config.stateDir, "tasks.log"),
+      partialDir: join(dataDir, "fetch"),
+      store,
+      fetcher: this.fetcher,
+      concurrency: config.tasks.concurrency,
+      now: this.now,
+      event: (body) => void this.event(body),
+      log: this.deps.logs.logger("tasks"),
+    });
+    tasks.setPaused(this.resources?.throttled ?? false);
+    try {
+      await tasks.start();
+      this.tasks = tasks;
+    } catch (err) {
+      this.log.error(`tasks not started: ${errorLine(err)}`);
+      await tasks.stop().catch(() => {});
+    }
+  }
+
+  /** The task queue, or the refusal the task commands answer with. */
+  private taskQueue(): TaskQueue {
+    if (this.tasks) return this.tasks;
+    throw new CommandRefused(
+      "store-unavailable",
+      this.storeRefusal ? `the store is not running: ${this.storeRefusal.reason}` : "the task queue is not running",
+    );
   }
 
   private scheduleScrub(store: ObjectStore): void {
@@ -561,6 +611,9 @@ export class Agent {
         return { lines: this.deps.logs.tail(lines) };
       },
       "store.challenge": (args) => challenges.answer(args),
+      "task.fetch": (args) => this.taskQueue().fetch(args),
+      "task.drop": (args) => this.taskQueue().drop(args),
+      "task.list": async () => this.taskQueue().list(),
     };
   }
 }

@@ -81,6 +81,7 @@ describe("loadConfig", () => {
         scrubBytesPerSecond: 2_000_000,
       },
       share: { cpuPercent: 50, uploadBytesPerSecond: 0, uploadWindows: [] },
+      tasks: { concurrency: 2, stallSeconds: 30 },
       log: { level: "info" },
     });
   });
@@ -121,6 +122,7 @@ describe("loadConfig", () => {
           { from: "09:00", to: "17:00", bytesPerSecond: 5_000_000, days: ["mon", "tue", "wed", "thu", "fri"] },
         ],
       },
+      tasks: { concurrency: 4, stallSeconds: 10 },
       log: { level: "debug" },
     };
     const { config } = loadConfig(await file(full), {});

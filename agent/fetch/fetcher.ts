@@ -12,8 +12,8 @@
 // request in flight and takes the next piece when it is done. A dropped source's unfinished piece goes back to
 // the front of the queue for the others.
 import { readFile } from "node:fs/promises";
-import type http from "node:http";
-import type https from "node:https";
+import http from "node:http";
+import https from "node:https";
 import { type Blake3Kernel, blake3Kernel } from "../kernels/blake3.js";
 import { OutboardError, outboardLength } from "../kernels/outboard.js";
 import { fromHex, toHex } from "../util/hex.js";
@@ -102,8 +102,11 @@ export class Fetcher {
   private readonly timeouts: Timeouts;
   private readonly now: () => number;
   private readonly kernel: Blake3Kernel;
+  private readonly agents: { http?: http.Agent; https?: https.Agent };
+  /** The agents this fetcher made (and so closes). */
+  private readonly ownAgents: boolean;
 
-  constructor(private readonly options: FetcherOptions = {}) {
+  constructor(options: FetcherOptions = {}) {
     this.stallMs = options.stallMs ?? 30_000;
     this.pieceBytes = options.pieceBytes ?? 256 * 1024;
     this.checkpointBytes = options.checkpointBytes ?? 1024 * 1024;
@@ -112,6 +115,19 @@ export class Fetcher {
     this.timeouts = options.timeouts ?? realTimeouts;
     this.now = options.now ?? Date.now;
     this.kernel = options.kernel ?? blake3Kernel();
+    // Keep-alive: a source's next piece reuses its connection.
+    this.ownAgents = options.agents === undefined;
+    this.agents = options.agents ?? {
+      http: new http.Agent({ keepAlive: true }),
+      https: new https.Agent({ keepAlive: true }),
+    };
+  }
+
+  /** Closes the idle connections of the agents it made. */
+  close(): void {
+    if (!this.ownAgents) return;
+    this.agents.http?.destroy();
+    this.agents.https?.destroy();
   }
 
   /**
@@ -420,7 +436,7 @@ export class Fetcher {
     return {
       headers,
       stallMs: this.stallMs,
-      agents: this.options.agents,
+      agents: this.agents,
       timeouts: this.timeouts,
       signal,
     };

@@ -252,6 +252,20 @@ describe("Fetcher", () => {
     await partial.close();
   });
 
+  it("time spent in the throttle is not the source stalling", async () => {
+    const o = object("slowtake", 200_000, 22);
+    // In 16 KiB writes: the body arrives in several pieces per request.
+    const url = origin.serve("slowtake-src", o.data, { kind: "slow", bytesPerSecond: 4 << 20 });
+    // Each piece waits longer than the stall timeout in the throttle, as a low download rate makes it.
+    const throttle = { take: () => new Promise<void>((resolve) => setTimeout(resolve, 120)) };
+    const result = await fetcher({ throttle, stallMs: 80 }).fetch(
+      { objectId: o.objectId, length: o.data.length, sources: [url], outboard: o.outboardUrl },
+      dir,
+    );
+    expect(result.dropped).toEqual([]);
+    expect((await bytesOf(result)).equals(o.data)).toBe(true);
+  });
+
   it("every arriving byte passes the throttle hook", async () => {
     const o = object("throttle", 200_000, 21);
     const urls = [origin.serve("throttle-a", o.data), origin.serve("throttle-b", o.data)];

@@ -1,7 +1,7 @@
 // The task queue with its real parts: a real object store on a temp directory, the real fetcher, and a real
 // node:http origin. Events in order, concurrency, durability across a restart of the queue, pause, deadline,
 // no-space, drop, and refusals of bad arguments.
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,7 +10,7 @@ import { Fetcher } from "../agent/fetch/fetcher";
 import { createOutboard } from "../agent/kernels/outboard";
 import { CommandRefused } from "../agent/link/command-gate";
 import { ObjectStore } from "../agent/store/object-store";
-import { TaskQueue, type TaskQueueOptions } from "../agent/tasks/task-queue";
+import { MAX_TASKS, TaskQueue, type TaskQueueOptions } from "../agent/tasks/task-queue";
 import { Origin } from "./helpers/origin";
 import { seededBytes } from "./helpers/random";
 import { waitFor } from "./helpers/wait";
@@ -226,6 +226,34 @@ describe("TaskQueue", () => {
     await queue.stop();
     const again = await openQueue();
     expect(again.list().tasks).toEqual([]);
+  });
+
+  it("refuses a task past the queue's bound (queue-full), none lost", async () => {
+    const queue = await openQueue();
+    queue.setPaused(true);
+    const url = origin.serve("t-full", new Uint8Array(10));
+    for (let i = 0; i < MAX_TASKS; i++) {
+      await queue.fetch({ objectId: i.toString(16).padStart(64, "0"), length: 10, sources: [url] });
+    }
+    const err = await queue.fetch({ objectId: "f".repeat(64), length: 10, sources: [url] }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "queue-full" });
+    expect(queue.stats()).toMatchObject({ queued: MAX_TASKS, running: 0 });
+    await queue.stop();
+    const again = await openQueue();
+    again.setPaused(true);
+    expect(again.list().tasks.length).toBe(MAX_TASKS);
+  });
+
+  it("a failure no source explains (the data disk) fails the task with io, once", async () => {
+    const queue = await openQueue();
+    // The fetch directory is gone and a file stands in its place: the partial file cannot be opened.
+    rmSync(join(dir, "data", "fetch"), { recursive: true });
+    writeFileSync(join(dir, "data", "fetch"), "not a directory");
+    const o = object("t-io", 10_000, 90);
+    await queue.fetch(o.args);
+    expect(await ended(o.objectId)).toMatchObject({ type: "task.failed", code: "io" });
+    expect(queue.stats()).toMatchObject({ queued: 0, running: 0, failed: 1 });
+    expect(events.filter((e) => e.type === "task.failed").length).toBe(1);
   });
 
   it("refuses bad arguments with a one-line reason", async () => {

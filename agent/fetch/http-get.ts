@@ -147,8 +147,11 @@ export function httpGet(url: string, options: HttpGetOptions, total?: number): P
         chunks: (async function* () {
           try {
             for await (const chunk of res as AsyncIterable<Buffer>) {
-              arm();
+              // The clock runs only while waiting for the source: time the consumer spends on a piece (the
+              // download rate limit, hashing, the disk) is not the source stalling.
+              disarm();
               yield new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+              arm();
             }
           } catch (err) {
             throw failure ?? new SourceError("connection", `connection lost: ${errorLine(err)}`);

@@ -27,6 +27,8 @@ import type { Logger } from "../util/log.js";
 import { realTimeouts, type Timeouts } from "../util/timeouts.js";
 
 export const MAX_SOURCES = 16;
+/** Live tasks at most: more is a fleet gone wrong, and task.list must fit in a reply (1 MiB). */
+export const MAX_TASKS = 256;
 const MAX_URL = 2048;
 const ID_HEX = /^[0-9a-f]{64}$/;
 /** Ended tasks task.list still shows (newest first), for the fleet to see why one failed. */
@@ -200,6 +202,8 @@ export class TaskQueue {
       this.options.event({ type: "task.done", objectId: spec.objectId, length: spec.length, alreadyStored: true });
       return { ...view(task), alreadyStored: true };
     }
+    if (this.tasks.size >= MAX_TASKS)
+      throw new CommandRefused("queue-full", `${MAX_TASKS} tasks are queued already; drop some or wait`);
     await this.log.append(encode({ o: "add", task: spec }));
     const task = this.newTask(spec);
     this.tasks.set(spec.objectId, task);
@@ -232,7 +236,7 @@ export class TaskQueue {
       await this.end(task);
       task.controller?.abort("dropped" satisfies StopReason);
       await task.running?.catch(() => {});
-      await PartialObject.removeFiles(PartialObject.pathsFor(this.options.partialDir, objectId));
+      await this.removePartial(objectId);
     }
     const stored = this.options.store.has(objectId);
     if (stored) await this.options.store.delete(objectId);
@@ -260,6 +264,13 @@ export class TaskQueue {
       task.state = "running";
       task.controller = new AbortController();
       task.running = this.run(task, task.controller.signal)
+        // An error no source explains (the data disk, the store): the task fails rather than being retried in a
+        // loop; the fleet may send it again.
+        .catch((err) =>
+          this.stopped || this.tasks.get(task.spec.objectId) !== task
+            ? this.options.log?.error(`task ${task.spec.objectId}: ${errorLine(err)}`)
+            : this.fail(task, "io", errorLine(err)),
+        )
         .catch((err) => this.options.log?.error(`task ${task.spec.objectId}: ${errorLine(err)}`))
         .finally(() => {
           task.controller = undefined;
@@ -355,7 +366,7 @@ export class TaskQueue {
 
   private async fail(task: Task, code: FailCode, reason: string, dropped?: DroppedSource[]): Promise<void> {
     await this.end(task);
-    await PartialObject.removeFiles(PartialObject.pathsFor(this.options.partialDir, task.spec.objectId));
+    await this.removePartial(task.spec.objectId);
     task.state = "failed";
     task.code = code;
     task.reason = reason;
@@ -370,6 +381,13 @@ export class TaskQueue {
       reason,
       ...(dropped && dropped.length > 0 ? { dropped } : {}),
     });
+  }
+
+  /** Deletes a task's partial files; a failure (the data disk) is logged: the task has ended anyway. */
+  private async removePartial(objectId: string): Promise<void> {
+    await PartialObject.removeFiles(PartialObject.pathsFor(this.options.partialDir, objectId)).catch((err) =>
+      this.options.log?.warn(`task ${objectId}: partial files not removed: ${errorLine(err)}`),
+    );
   }
 
   /** The task leaves the queue, durably. */
@@ -478,9 +496,16 @@ function view(task: Task): TaskView {
     pin: spec.pin,
     acceptedAt: spec.acceptedAt,
     ...(spec.deadline !== undefined ? { deadline: spec.deadline } : {}),
-    ...(task.code !== undefined ? { code: task.code, reason: task.reason } : {}),
-    ...(task.dropped && task.dropped.length > 0 ? { dropped: task.dropped } : {}),
+    // Cut: 32 ended tasks with 16 dropped sources each must still fit in a reply (the events carry it all).
+    ...(task.code !== undefined ? { code: task.code, reason: cut(task.reason ?? "", 1000) } : {}),
+    ...(task.dropped && task.dropped.length > 0
+      ? { dropped: task.dropped.map((d) => ({ url: cut(d.url, 256), code: d.code, reason: cut(d.reason, 200) })) }
+      : {}),
   };
+}
+
+function cut(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max - 3)}...` : text;
 }
 
 function encode(record: object): Uint8Array {

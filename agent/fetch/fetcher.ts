@@ -8,9 +8,9 @@
 // is hashed at the end; on a mismatch it is fetched again from one source at a time to find the liar. Either way
 // nothing is an object yet: the caller hands the complete, verified partial file to the store (agent/tasks).
 //
-// Scheduling: the missing blocks are cut into pieces (256 KiB by default) in order; each source has one Range
-// request in flight and takes the next piece when it is done. A dropped source's unfinished piece goes back to
-// the front of the queue for the others.
+// Scheduling: the missing blocks are cut into pieces (1 MiB by default, smaller when the object is too small to
+// give every source one) in order; each source has one Range request in flight and takes the next piece when it
+// is done. A dropped source's unfinished piece goes back to the front of the queue for the others.
 import { readFile } from "node:fs/promises";
 import http from "node:http";
 import https from "node:https";
@@ -57,9 +57,9 @@ export type FetchResult =
 export interface FetcherOptions {
   /** No byte from a source for this long: it is dropped (default 30 s). */
   stallMs?: number;
-  /** Bytes per Range request (rounded to whole blocks; default 256 KiB). */
+  /** Bytes per Range request at most (rounded to whole blocks; default 1 MiB). */
   pieceBytes?: number;
-  /** Verified bytes not yet durable that trigger a checkpoint (default 1 MiB)... */
+  /** Verified bytes not yet durable that trigger a checkpoint (default 4 MiB: an fsync costs)... */
   checkpointBytes?: number;
   /** ...or this long since the last one (default 1 s). */
   checkpointMs?: number;
@@ -108,8 +108,8 @@ export class Fetcher {
 
   constructor(options: FetcherOptions = {}) {
     this.stallMs = options.stallMs ?? 30_000;
-    this.pieceBytes = options.pieceBytes ?? 256 * 1024;
-    this.checkpointBytes = options.checkpointBytes ?? 1024 * 1024;
+    this.pieceBytes = options.pieceBytes ?? 1024 * 1024;
+    this.checkpointBytes = options.checkpointBytes ?? 4 * 1024 * 1024;
     this.checkpointMs = options.checkpointMs ?? 1000;
     this.throttle = options.throttle ?? noThrottle;
     this.timeouts = options.timeouts ?? realTimeouts;
@@ -288,7 +288,11 @@ export class Fetcher {
   private async fetchFrom(run: Run, sources: string[], contributors: Set<string>): Promise<boolean> {
     const { partial } = run;
     const signal = run.hooks.signal;
-    const perPiece = Math.max(1, Math.floor(this.pieceBytes / partial.blockBytes));
+    // Big pieces cost fewer requests; an object smaller than a piece per source is still shared by all of them.
+    const perPiece = Math.max(
+      1,
+      Math.min(Math.floor(this.pieceBytes / partial.blockBytes), Math.ceil(partial.blocks / sources.length)),
+    );
     const queue: Piece[] = [];
     for (let b = 0; b < partial.blocks;) {
       if (partial.has(b)) {

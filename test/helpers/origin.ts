@@ -16,7 +16,7 @@ export type Behaviour =
   /** A complete answer with the asked-for Content-Range, but only `keep` bytes of it (Content-Length says so). */
   | { kind: "short"; keep: number }
   | { kind: "not-found" }
-  /** Sends at most `bytesPerSecond`, in 16 KiB writes. */
+  /** Sends at most `bytesPerSecond` per answer, in 16 KiB writes. */
   | { kind: "slow"; bytesPerSecond: number };
 
 export interface Served {
@@ -118,7 +118,8 @@ export class Origin {
     }
     if (behaviour.kind === "slow") {
       const step = 16 * 1024;
-      const pause = (step / behaviour.bytesPerSecond) * 1000;
+      // Paced against the start of the answer, not step by step: timer lateness does not add up.
+      const started = performance.now();
       let at = 0;
       const next = (): void => {
         if (res.destroyed) return;
@@ -129,7 +130,10 @@ export class Origin {
         at += piece.length;
         count.bytes += piece.length;
         if (at >= body.length) res.end(piece);
-        else res.write(piece, () => setTimeout(next, pause));
+        else {
+          const due = started + (at / behaviour.bytesPerSecond) * 1000;
+          res.write(piece, () => setTimeout(next, Math.max(0, due - performance.now())));
+        }
       };
       next();
       return;

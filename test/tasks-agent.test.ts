@@ -2,7 +2,7 @@
 // task.fetch / task.list / task.drop commands, events on the device's events topic, and a real HTTP origin.
 // The crash test SIGKILLs the agent in the middle of a fetch: after the restart the origin is asked only for the
 // bytes that were not yet verified and durable.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -155,6 +155,37 @@ describe("fetch tasks over MQTT", () => {
     const list = await result<ListResult>("task.list");
     expect(list.tasks).toEqual([]);
     expect(list.stats).toMatchObject({ queued: 0, running: 0, done: 1, failed: 0 });
+  });
+
+  it("a hot box holds its fetch tasks (the thermal pause) and runs them once it has cooled", async () => {
+    // The sim board's thermal zone says 80 °C (pause at 75) from the restart on.
+    const zone = join(work, "data", "sim-board", "sys", "class", "thermal", "thermal_zone0");
+    mkdirSync(zone, { recursive: true });
+    writeFileSync(join(zone, "temp"), "80000\n");
+    const killed = new Promise((resolve) => agent.child.once("exit", resolve));
+    agent.child.kill("SIGKILL");
+    await killed;
+    agent = await AgentProcess.start(BIN, env(), waitFor);
+    await waitFor("throttled", () => (/thermal: throttling/.test(agent.log) ? true : undefined));
+    const data = seededBytes(200_000, 9);
+    const { id, outboard } = createOutboard(data);
+    const objectId = hex(id);
+    const source = origin.serve("hot.bin", data);
+    const outboardUrl = origin.serve("hot.bin.obao", outboard);
+    const reply = await result<{ state: string }>("task.fetch", {
+      objectId,
+      length: data.length,
+      sources: [source],
+      outboard: outboardUrl,
+    });
+    expect(reply.state).toBe("queued");
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect((await result<ListResult>("task.list")).tasks).toMatchObject([{ objectId, state: "queued" }]);
+    expect(origin.servedAt("hot.bin").requests).toBe(0);
+    // Cooled: the governor's next reading (every 10 s) lets the task run.
+    writeFileSync(join(zone, "temp"), "40000\n");
+    await waitFor("task.done", () => events().find((e) => e.type === "task.done" && e.objectId === objectId));
+    expect(origin.servedAt("hot.bin").bytes).toBe(data.length);
   });
 
   it("task.fetch, task.list and task.drop: a failed task's reason, and a dropped object deleted", async () => {

@@ -349,6 +349,9 @@ export class Fetcher {
     } finally {
       this.timeouts.clearTimeout(ticker);
       signal?.removeEventListener("abort", changed);
+      // A checkpoint the ticker started must land before the caller goes on (a reset of the partial file would
+      // otherwise see its blocks marked in again when it completes).
+      await run.checkpointing.catch(() => {});
     }
     if (run.checkpointError !== undefined) throw run.checkpointError;
     return partial.complete && !signal?.aborted;

@@ -111,6 +111,18 @@ describe("TaskQueue", () => {
     expect(await queue.fetch(o.args)).toMatchObject({ state: "done", alreadyStored: true });
   });
 
+  it("sends a source's order token with every request to it, and to no other source", async () => {
+    const queue = await openQueue();
+    const o = object("t-order", 300_000, 2);
+    const box = origin.serve("t-order-box", o.data);
+    const token = "eyJib2R5IjoieyJ2IjoxfSJ9";
+    await queue.fetch({ ...o.args, sources: [...o.args.sources, box], orders: { [box]: token } });
+    expect(await ended(o.objectId)).toMatchObject({ type: "task.done" });
+    expect(origin.servedAt("t-order-box").orders.length).toBeGreaterThan(0);
+    expect(origin.servedAt("t-order-box").orders.every((t) => t === token)).toBe(true);
+    expect(origin.servedAt("t-order").orders.every((t) => t === undefined)).toBe(true);
+  });
+
   it("runs at most `concurrency` tasks at once, the rest queued in order", async () => {
     const queue = await openQueue({ concurrency: 2 });
     const objs = [0, 1, 2].map((i) =>

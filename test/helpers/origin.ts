@@ -23,6 +23,8 @@ export interface Served {
   requests: number;
   bytes: number;
   ranges: [number, number][];
+  /** The `Sharenode-Order` header of each request (undefined when absent). */
+  orders: (string | undefined)[];
 }
 
 export class Origin {
@@ -51,7 +53,7 @@ export class Origin {
   /** Serves `data` at /<name> with `behaviour`; returns its URL. */
   serve(name: string, data: Uint8Array, behaviour: Behaviour = { kind: "good" }): string {
     this.behaviours.set(`/${name}`, { data, behaviour });
-    this.served.set(`/${name}`, { requests: 0, bytes: 0, ranges: [] });
+    this.served.set(`/${name}`, { requests: 0, bytes: 0, ranges: [], orders: [] });
     return `${this.base}/${name}`;
   }
 
@@ -77,6 +79,8 @@ export class Origin {
       return;
     }
     count.requests++;
+    const order = req.headers["sharenode-order"];
+    count.orders.push(typeof order === "string" ? order : undefined);
     const { data, behaviour } = entry;
     let start = 0;
     let end = data.length;

@@ -14,6 +14,7 @@ import { blake3 } from "../agent/kernels/blake3";
 import { createOutboard, OutboardError } from "../agent/kernels/outboard";
 import { Origin } from "./helpers/origin";
 import { seededBytes } from "./helpers/random";
+import { waitFor } from "./helpers/wait";
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 const GROUP = 16 * 1024;
@@ -242,8 +243,10 @@ describe("Fetcher", () => {
     const url = origin.serve("abort-src", o.data, { kind: "slow", bytesPerSecond: 1024 * 1024 });
     const controller = new AbortController();
     const spec = { objectId: o.objectId, length: o.data.length, sources: [url], outboard: o.outboardUrl };
-    setTimeout(() => controller.abort(), 150);
-    const result = await fetcher({ stallMs: 5000 }).fetch(spec, dir, { signal: controller.signal });
+    const running = fetcher({ stallMs: 5000 }).fetch(spec, dir, { signal: controller.signal });
+    await waitFor("some groups", () => origin.servedAt("abort-src").bytes >= 64 * 1024 || undefined);
+    controller.abort();
+    const result = await running;
     expect(!result.ok && result.code).toBe("aborted");
     expect(result.dropped).toEqual([]);
     const partial = await PartialObject.open(dir, o.objectId, o.data.length, GROUP, "groups");
@@ -253,12 +256,12 @@ describe("Fetcher", () => {
   });
 
   it("time spent in the throttle is not the source stalling", async () => {
-    const o = object("slowtake", 200_000, 22);
+    const o = object("slowtake", 100_000, 22);
     // In 16 KiB writes: the body arrives in several pieces per request.
     const url = origin.serve("slowtake-src", o.data, { kind: "slow", bytesPerSecond: 4 << 20 });
     // Each piece waits longer than the stall timeout in the throttle, as a low download rate makes it.
-    const throttle = { take: () => new Promise<void>((resolve) => setTimeout(resolve, 120)) };
-    const result = await fetcher({ throttle, stallMs: 80 }).fetch(
+    const throttle = { take: () => new Promise<void>((resolve) => setTimeout(resolve, 500)) };
+    const result = await fetcher({ throttle, stallMs: 400 }).fetch(
       { objectId: o.objectId, length: o.data.length, sources: [url], outboard: o.outboardUrl },
       dir,
     );

@@ -159,6 +159,38 @@ describe("Fetcher", () => {
     });
   }
 
+  it("follows a source's redirects (at most 3), without its order token to another origin", async () => {
+    const o = object("redir", 300_000, 23);
+    origin.serve("redir-final", o.data);
+    const hop = origin.serve("redir-hop", o.data, { kind: "redirect", to: "/redir-final" });
+    // Another origin (by port) that redirects here: the token must not follow.
+    const other = await Origin.start();
+    try {
+      const first = other.serve("redir-first", o.data, { kind: "redirect", to: hop });
+      const result = await fetcher().fetch(
+        {
+          objectId: o.objectId,
+          length: o.data.length,
+          sources: [first],
+          outboard: o.outboardUrl,
+          headersFor: (url) => (url === first ? { "sharenode-order": "tok" } : undefined),
+        },
+        dir,
+      );
+      expect((await bytesOf(result)).equals(o.data)).toBe(true);
+      expect(other.servedAt("redir-first").orders.every((t) => t === "tok")).toBe(true);
+      expect(origin.servedAt("redir-final").orders.every((t) => t === undefined)).toBe(true);
+      const loop = origin.serve("redir-loop", o.data, { kind: "redirect", to: "/redir-loop" });
+      const looped = await fetcher().fetch(
+        { objectId: o.objectId, length: o.data.length, sources: [loop], outboard: o.outboardUrl },
+        dir,
+      );
+      expect(looped.dropped).toEqual([{ url: loop, code: "http-error", reason: "HTTP 302: too many redirects" }]);
+    } finally {
+      await other.stop();
+    }
+  });
+
   it("fails not-found when every source answers 404, all-sources-failed when they fail differently", async () => {
     const o = object("gone", 100_000, 14);
     const a = origin.serve("gone-a", o.data, { kind: "not-found" });

@@ -29,7 +29,13 @@ export interface HttpGetOptions {
   agents?: { http?: http.Agent; https?: https.Agent };
   timeouts?: Timeouts;
   signal?: AbortSignal;
+  /** Redirects still followed (default 3): origins behind a CDN or object store often answer with one. */
+  redirects?: number;
 }
+
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+/** Headers that are for the first origin only: a redirect elsewhere does not get the box's order. */
+const ORIGIN_ONLY = ["sharenode-order", "sharenode-receipt", "authorization", "cookie"];
 
 export interface HttpBody {
   /** Bytes the body will carry (Content-Length, or the range's length), when known. */
@@ -110,6 +116,25 @@ export function httpGet(url: string, options: HttpGetOptions, total?: number): P
         fail(new SourceError(code, message));
       };
       if (status === 404 || status === 410) return refuse("not-found", `HTTP ${status}`);
+      const location = res.headers.location;
+      if (REDIRECTS.has(status) && location !== undefined) {
+        const left = options.redirects ?? 3;
+        if (left <= 0) return refuse("http-error", `HTTP ${status}: too many redirects`);
+        let next: URL;
+        try {
+          next = new URL(location, parsed);
+        } catch {
+          return refuse("http-error", `HTTP ${status} to a bad Location`);
+        }
+        res.resume();
+        disarm();
+        options.signal?.removeEventListener("abort", onAbort);
+        settled = true;
+        const forward = { ...options.headers };
+        if (next.origin !== parsed.origin) for (const h of ORIGIN_ONLY) delete forward[h];
+        resolve(httpGet(next.href, { ...options, headers: forward, redirects: left - 1 }, total));
+        return;
+      }
       let length: number | undefined;
       const declared = res.headers["content-length"] === undefined ? undefined : Number(res.headers["content-length"]);
       if (range) {

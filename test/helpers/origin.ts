@@ -16,6 +16,8 @@ export type Behaviour =
   /** A complete answer with the asked-for Content-Range, but only `keep` bytes of it (Content-Length says so). */
   | { kind: "short"; keep: number }
   | { kind: "not-found" }
+  /** Answers 302 to `to` (a path of this origin, or a URL). */
+  | { kind: "redirect"; to: string }
   /** Sends at most `bytesPerSecond` per answer, in 16 KiB writes. */
   | { kind: "slow"; bytesPerSecond: number };
 
@@ -81,6 +83,10 @@ export class Origin {
     count.requests++;
     const order = req.headers["sharenode-order"];
     count.orders.push(typeof order === "string" ? order : undefined);
+    if (entry.behaviour.kind === "redirect") {
+      res.writeHead(302, { location: entry.behaviour.to }).end();
+      return;
+    }
     const { data, behaviour } = entry;
     let start = 0;
     let end = data.length;

@@ -226,6 +226,16 @@ describe("Fetcher", () => {
     const result = await fetcher().fetch({ objectId, length: data.length, sources: [liar, good] }, dir);
     expect(result.dropped.map((d) => [d.url, d.code])).toEqual([[liar, "bad-data"]]);
     expect((await bytesOf(result)).equals(data)).toBe(true);
+    // The honest source first: its copy checks out, and the liar is named by the blocks it sent in the first
+    // pass, which differ from that copy (it is never asked for the whole object alone). Each source takes one
+    // piece at the start, in order: the liar's first is the object's second (bytes 65536-131071), with its bad byte.
+    const liar2 = origin.serve("liar-c", data, { kind: "corrupt", offset: 70_000 });
+    const named = await fetcher().fetch({ objectId, length: data.length, sources: [good, liar2] }, dir);
+    expect(named.dropped).toEqual([
+      { url: liar2, code: "bad-data", reason: "bytes 65536-81919 differ from the copy that hashes to the object id" },
+    ]);
+    expect((await bytesOf(named)).equals(data)).toBe(true);
+    expect(origin.servedAt("liar-c").bytes).toBeLessThan(data.length);
     // A lone liar fails the fetch with bad-data, after one download.
     const before = origin.servedAt("liar-a").bytes;
     const alone = await fetcher().fetch({ objectId, length: data.length, sources: [liar] }, dir);

@@ -5,8 +5,9 @@
 // /outboard), the outboard is first checked against the id, then every group (16 KiB by default) against the
 // outboard as it arrives: a bad group drops its source at once, and only verified groups are written to the
 // partial file. Without one (or when it does not check out), bytes are written as they come and the whole object
-// is hashed at the end; on a mismatch it is fetched again from one source at a time to find the liar. Either way
-// nothing is an object yet: the caller hands the complete, verified partial file to the store (agent/tasks).
+// is hashed at the end; on a mismatch it is fetched again from one source at a time until a copy checks out, and
+// every source that sent a block differing from that copy is named the liar. Either way nothing is an object
+// yet: the caller hands the complete, verified partial file to the store (agent/tasks).
 //
 // Scheduling: the missing blocks are cut into pieces (1 MiB by default, smaller when the object is too small to
 // give every source one) in order; each source has one Range request in flight and takes the next piece when it
@@ -171,10 +172,11 @@ export class Fetcher {
     const { partial, spec, dropped } = run;
     const signal = run.hooks.signal;
     const aborted = (): FetchResult => ({ ok: false, code: "aborted", reason: "stopped", dropped });
-    const resumed = partial.bytesIn > 0;
-    const contributors = new Set<string>();
+    // Which source sent each block in this run (blocks from an earlier run have none): on a whole-object mismatch
+    // this names every source whose blocks differ from the copy that checks out.
+    const owners: (string | undefined)[] = new Array<string | undefined>(partial.blocks);
     if (spec.length === 0 && !partial.complete) await this.putBlock(run, 0, new Uint8Array(0));
-    if (!(await this.fetchFrom(run, unique(spec.sources), contributors))) {
+    if (!(await this.fetchFrom(run, unique(spec.sources), owners))) {
       return signal?.aborted ? aborted() : this.failure(run);
     }
     // (The empty object has no group to check as it arrives: it is hashed below like a whole object.)
@@ -182,18 +184,32 @@ export class Fetcher {
     // No outboard: the whole object is checked now, and on a mismatch each source alone finds the liar.
     if (await this.wholeMatches(run)) return { ok: true, partial, verifiedBy: "whole", dropped };
     if (signal?.aborted) return aborted();
-    if (!resumed && contributors.size === 1) {
-      const [liar] = contributors;
+    const senders = new Set(owners);
+    if (senders.size === 1 && !senders.has(undefined)) {
+      // One source sent it all: no need to fetch it again to know who lied.
+      const [liar] = senders;
       this.drop(run, liar!, new SourceError("bad-data", "its bytes do not hash to the object id"));
     }
+    const suspect = await this.blockHashes(run);
     for (const url of unique(spec.sources)) {
       if (dropped.some((d) => d.url === url)) continue;
       await partial.reset();
-      if (!(await this.fetchFrom(run, [url], new Set()))) {
+      if (!(await this.fetchFrom(run, [url], []))) {
         if (signal?.aborted) return aborted();
         continue;
       }
-      if (await this.wholeMatches(run)) return { ok: true, partial, verifiedBy: "whole", dropped };
+      if (await this.wholeMatches(run)) {
+        // A copy that checks out: every source that sent a block differing from it lied.
+        const good = await this.blockHashes(run);
+        for (let b = 0; b < owners.length; b++) {
+          const owner = owners[b];
+          if (owner === undefined || equalBytes(good[b]!, suspect[b]!)) continue;
+          const { offset, length } = partial.span(b);
+          const reason = `bytes ${offset}-${offset + length - 1} differ from the copy that hashes to the object id`;
+          this.drop(run, owner, new SourceError("bad-data", reason));
+        }
+        return { ok: true, partial, verifiedBy: "whole", dropped };
+      }
       if (signal?.aborted) return aborted();
       this.drop(run, url, new SourceError("bad-data", "its copy of the object does not hash to the object id"));
     }
@@ -285,7 +301,7 @@ export class Fetcher {
   }
 
   /** Fetches every missing block from `sources` in parallel; true when the partial file is complete. */
-  private async fetchFrom(run: Run, sources: string[], contributors: Set<string>): Promise<boolean> {
+  private async fetchFrom(run: Run, sources: string[], owners: (string | undefined)[]): Promise<boolean> {
     const { partial } = run;
     const signal = run.hooks.signal;
     // Big pieces cost fewer requests; an object smaller than a piece per source is still shared by all of them.
@@ -330,7 +346,7 @@ export class Fetcher {
         }
         inFlight++;
         try {
-          await this.fetchPiece(run, url, piece, contributors);
+          await this.fetchPiece(run, url, piece, owners);
         } catch (err) {
           // What the source did not deliver goes back, first in line, for the others.
           let first = piece.first;
@@ -357,7 +373,7 @@ export class Fetcher {
     return partial.complete && !signal?.aborted;
   }
 
-  private async fetchPiece(run: Run, url: string, piece: Piece, contributors: Set<string>): Promise<void> {
+  private async fetchPiece(run: Run, url: string, piece: Piece, owners: (string | undefined)[]): Promise<void> {
     const { partial, checker, spec } = run;
     const start = partial.span(piece.first).offset;
     const last = partial.span(piece.end - 1);
@@ -389,7 +405,7 @@ export class Fetcher {
             );
           }
           await this.putBlock(run, b, block);
-          contributors.add(url);
+          owners[b] = url;
           fill = 0;
           b++;
         }
@@ -427,6 +443,15 @@ export class Fetcher {
     return run.checkpointing;
   }
 
+  /** BLAKE3 of each block of the partial file as it stands. */
+  private async blockHashes(run: Run): Promise<Uint8Array[]> {
+    const hashes: Uint8Array[] = [];
+    for await (const block of run.partial.read(run.partial.blockBytes)) hashes.push(this.kernel.hash(block));
+    // The empty object: one empty block, which read() does not yield.
+    while (hashes.length < run.partial.blocks) hashes.push(this.kernel.hash(new Uint8Array(0)));
+    return hashes;
+  }
+
   private async wholeMatches(run: Run): Promise<boolean> {
     const hasher = this.kernel.createHasher();
     for await (const piece of run.partial.read()) hasher.update(piece);
@@ -448,6 +473,10 @@ export class Fetcher {
       signal,
     };
   }
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
 }
 
 function unique(urls: readonly string[]): string[] {

@@ -15,6 +15,7 @@ import { ThermalGovernor } from "./health/thermal-governor.js";
 import { monotonicNow } from "./health/timers.js";
 import { WatchdogKeeper } from "./health/watchdog-keeper.js";
 import { loadOrCreateDeviceIdentity, type DeviceIdentity } from "./identity/device-key.js";
+import { Fetcher } from "./fetch/fetcher.js";
 import { CommandGate, type CommandHandler, CommandRefused } from "./link/command-gate.js";
 import { MqttLink } from "./link/mqtt-link.js";
 import { Outbox } from "./link/outbox.js";
@@ -29,6 +30,7 @@ import { Scrubber } from "./store/scrub.js";
 import { OrderGate } from "./serve/order-gate.js";
 import { ReceiptBook } from "./serve/receipt-book.js";
 import { ObjectServer, type ServeStats } from "./serve/server.js";
+import { TaskQueue } from "./tasks/task-queue.js";
 import { TelemetryCollector } from "./telemetry/collector.js";
 import { WorkCounters } from "./telemetry/work-counters.js";
 import type { LogHub, Logger } from "./util/log.js";
@@ -73,6 +75,9 @@ export class Agent {
   private collector!: TelemetryCollector;
   private readonly timers: NodeJS.Timeout[] = [];
   private scrubber: Scrubber | undefined;
+  /** Fetch tasks from the fleet (task.fetch); undefined while the store does not run. */
+  private tasks: TaskQueue | undefined;
+  private fetcher: Fetcher | undefined;
   /** Storage-proof counters and the last challenges answered (telemetry, `status`, the console's `proofs`). */
   private readonly proofs = new ProofLedger();
   private lastScrub: ScrubSummary | undefined;
@@ -215,9 +220,12 @@ export class Agent {
       sources: [
         { telemetryCounters: () => this.counters() },
         {
-          // Receipt lag is a state, read from the order gate at each round; the rest are counted as they happen.
+          // Receipt lag and the task queue's depth are states, read at each round; the rest are counted as they
+          // happen.
           telemetryCounters: () => {
             this.work.setReceiptLag(this.server?.stats().receiptLagBytes ?? 0);
+            const tasks = this.tasks?.stats();
+            this.work.setTasks(tasks?.queued ?? 0, tasks?.running ?? 0);
             return this.work.telemetryCounters();
           },
         },
@@ -227,6 +235,7 @@ export class Agent {
     });
     await this.collector.start();
     await this.startResources();
+    await this.startTasks();
     const telemetryMs = config.link.telemetryIntervalSeconds * 1000;
     // One early round: a box that has just started shows its numbers (fleet watch, the exporter) within seconds
     // rather than a whole interval later; a few seconds give cpu_pct ticks to measure.
@@ -268,6 +277,9 @@ export class Agent {
       this.resources?.stop();
       this.thermal?.stop();
       this.scrubber?.stop();
+      // Before the store: a task in its last step is ingesting into it.
+      await this.tasks?.stop().catch((err: Error) => this.log.warn(`tasks stop: ${err.message}`));
+      this.fetcher?.close();
       await this.collector?.stop().catch(() => {});
       // Give records in flight a moment to be acknowledged, so a restart does not send them again.
       await Promise.race([this.outbox?.idle(), new Promise((resolve) => setTimeout(resolve, 2000).unref())]).catch(
@@ -368,6 +380,8 @@ export class Agent {
     else this.scrubber?.pause();
     // Serving goes on in a thermal pause (it is I/O); only the owner's rate for the hour applies.
     this.applyServeThrottle(limits.uploadBytesPerSecond);
+    // Fetching hashes every byte: a hot box holds its tasks like its scrub (their verified groups are kept).
+    this.tasks?.setPaused(!limits.fetchAllowed);
     void this.systemd?.status(this.statusLine());
   }
 
@@ -543,6 +557,49 @@ export class Agent {
     return this.server?.stats();
   }
 
+  /**
+   * The fetch task queue, on the store's disk (partial files in `<dataDir>/fetch/`, outside the store's tmp/,
+   * which the store empties at every start) with its durable list in the state directory. Without a store there
+   * is nowhere to fetch to: the task commands say why.
+   */
+  private async startTasks(): Promise<void> {
+    const { store, dataDir, config } = this;
+    if (!store || dataDir === undefined) return;
+    // Every fetched byte waits for the owner's download rate (share.downloadBytesPerSecond and its windows).
+    this.fetcher = new Fetcher({
+      stallMs: config.tasks.stallSeconds * 1000,
+      throttle: { take: (bytes) => this.downloadLimiter.take(bytes) },
+    });
+    const tasks = new TaskQueue({
+      logPath: join(config.stateDir, "tasks.log"),
+      partialDir: join(dataDir, "fetch"),
+      store,
+      fetcher: this.fetcher,
+      concurrency: config.tasks.concurrency,
+      now: this.now,
+      event: (body) => void this.event(body),
+      log: this.deps.logs.logger("tasks"),
+      counters: this.work,
+    });
+    tasks.setPaused(!(this.resources?.limits().fetchAllowed ?? true));
+    try {
+      await tasks.start();
+      this.tasks = tasks;
+    } catch (err) {
+      this.log.error(`tasks not started: ${errorLine(err)}`);
+      await tasks.stop().catch(() => {});
+    }
+  }
+
+  /** The task queue, or the refusal the task commands answer with. */
+  private taskQueue(): TaskQueue {
+    if (this.tasks) return this.tasks;
+    throw new CommandRefused(
+      "store-unavailable",
+      this.storeRefusal ? `the store is not running: ${this.storeRefusal.reason}` : "the task queue is not running",
+    );
+  }
+
   private scheduleScrub(store: ObjectStore): void {
     const scrubLog = this.deps.logs.logger("scrub");
     const scrubber = new Scrubber(store, { bytesPerSecond: this.config.store.scrubBytesPerSecond });
@@ -674,6 +731,9 @@ export class Agent {
         return { lines: this.deps.logs.tail(lines) };
       },
       "store.challenge": (args) => challenges.answer(args),
+      "task.fetch": (args) => this.taskQueue().fetch(args),
+      "task.drop": (args) => this.taskQueue().drop(args),
+      "task.list": async () => this.taskQueue().list(),
     };
   }
 }

@@ -90,6 +90,7 @@ describe("loadConfig", () => {
         idleTimeoutSeconds: 30,
         receiptWindowBytes: 4 * 1024 * 1024,
       },
+      tasks: { concurrency: 2, stallSeconds: 30 },
       log: { level: "info" },
     });
   });
@@ -140,6 +141,7 @@ describe("loadConfig", () => {
         idleTimeoutSeconds: 30,
         receiptWindowBytes: 4 * 1024 * 1024,
       },
+      tasks: { concurrency: 4, stallSeconds: 10 },
       log: { level: "debug" },
     };
     const { config } = loadConfig(await file(full), {});

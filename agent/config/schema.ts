@@ -327,6 +327,26 @@ export const configSchema = {
         max: GiB,
         default: 4 * MiB,
         doc: "bytes an order may be sent past its client's largest receipt; a client that never signs gets this much",
+        },
+      },
+    },
+  tasks: {
+    type: "section",
+    doc: "fetch tasks from the fleet (task.fetch): agent/tasks",
+    keys: {
+      concurrency: {
+        type: "integer",
+        min: 1,
+        max: 16,
+        default: 2,
+        doc: "fetch tasks that run at once",
+      },
+      stallSeconds: {
+        type: "integer",
+        min: 1,
+        max: 600,
+        default: 30,
+        doc: "a source that sends no byte for this long is dropped",
       },
     },
   },

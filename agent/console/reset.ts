@@ -37,6 +37,7 @@ const STATE_FILES: Record<string, string> = {
   [DEVICE_KEY_FILE]: "the device key: the box gets a new key and device id at the next start",
   "outbox.log": "messages not yet delivered to the fleet",
   "nonces.log": "the record of commands already run",
+  "tasks.log": "the fetch tasks accepted from the fleet",
   [ADOPTION_STATE_NAME]: "the adoption record of the data disk",
   bdseq: "the MQTT session counter",
   [AGENT_LOCK_FILE]: "the daemon's lock file",
@@ -48,6 +49,7 @@ const STORE_ENTRIES: Record<string, string> = {
   "index.log": "the store's index",
   quarantine: "objects the scrub found corrupt",
   tmp: "unfinished ingests",
+  fetch: "fetches in progress (agent/tasks)",
   [STORE_LOCK_FILE]: "the store's lock file",
   [MARKER_NAME]: "the disk marker naming this device",
 };

@@ -254,4 +254,4 @@ if (json) {
 await (await import("./cli-bench.mjs")).main(process.argv.slice(2));
 
 const { runTsBench } = await import("./ts-bench.mjs");
-for (const name of ["store-bench", "outbox-bench", "agent-bench", "serve-bench"]) await runTsBench(name);
+for (const name of ["store-bench", "outbox-bench", "agent-bench", "serve-bench", "fetch-bench"]) await runTsBench(name);

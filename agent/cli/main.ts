@@ -1,6 +1,7 @@
 // The `sharenode` command line: one table of subcommands, help and version, and the one place that turns any
 // failure into a single line on stderr and an exit code.
 import { version } from "../../package.json";
+import { clientCommand } from "./client.js";
 import { consoleCommand } from "./console.js";
 import { disksCommand } from "./disks.js";
 import { selftestCommand } from "./selftest.js";
@@ -32,6 +33,7 @@ const commands: Record<string, Command> = {
   store: storeCommand,
   "verify-response": verifyResponseCommand,
   fleet: fleetCommand,
+  client: clientCommand,
   console: consoleCommand,
   disks: disksCommand,
   selftest: selftestCommand,

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { openOrder } from "../agent/protocol/order";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "dist/sharenode.js");
@@ -73,5 +74,95 @@ describe("sharenode client keygen", () => {
     const unknown = sharenode(["client", "frobnicate"]);
     expect(unknown.status).toBe(2);
     expectOneErrorLine(unknown.stderr, /^sharenode: client: unknown action 'frobnicate' \(expected keygen\)\n$/);
+  });
+});
+
+describe("sharenode fleet order", () => {
+  const device = "0123456789abcdef0123456789abcdef";
+  const object = "ab".repeat(32);
+  let fleetDir: string;
+  let fleetKey: string;
+  let clientKey: string;
+  beforeAll(() => {
+    fleetDir = join(work, "fleet");
+    fleetKey = sharenode(["fleet", "keygen", "--key-dir", fleetDir]).stdout.trim();
+    clientKey = sharenode(["client", "keygen", "--key-dir", join(work, "client-for-order")]).stdout.trim();
+    expect(fleetKey).toMatch(/^[0-9a-f]{64}$/);
+  });
+  const base = () => [
+    "fleet",
+    "order",
+    "--device",
+    device,
+    "--object",
+    object,
+    "--client-key",
+    clientKey,
+    "--max-bytes",
+    "5000000",
+    "--rights",
+    "label:acme/records",
+    "--ttl",
+    "3600",
+    "--key-dir",
+    fleetDir,
+  ];
+
+  it("prints one token that the box's openOrder accepts under the fleet key, with every field as given", () => {
+    const before = Date.now();
+    const r = sharenode(base());
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^[A-Za-z0-9_-]+\n$/);
+    const opened = openOrder(r.stdout.trim(), {
+      fleetPublicKey: fleetKey,
+      deviceId: device,
+      now: Date.now(),
+      objectId: object,
+    });
+    expect(opened.ok, JSON.stringify(opened)).toBe(true);
+    if (!opened.ok) return;
+    expect(opened.order).toMatchObject({ deviceId: device, objectId: object, clientKey, maxBytes: 5_000_000 });
+    expect(opened.order.rightsId).toBe("label:acme/records");
+    expect(opened.order.serial).toMatch(/^[0-9a-f]{24}$/);
+    expect(opened.order.expiresAt).toBeGreaterThanOrEqual(before + 3_600_000);
+    expect(opened.order.expiresAt).toBeLessThanOrEqual(Date.now() + 3_600_000);
+    // Signed by this fleet key and no other; each order its own serial; --serial is taken as given.
+    expect(openOrder(r.stdout.trim(), { fleetPublicKey: clientKey, deviceId: device, now: Date.now() }).ok).toBe(false);
+    const again = openOrder(sharenode(base()).stdout.trim(), { fleetPublicKey: fleetKey, deviceId: device, now: 0 });
+    expect(again.ok && again.order.serial).not.toBe(opened.order.serial);
+    const named = sharenode([...base(), "--serial", "ord-2026.0001"]);
+    const n = openOrder(named.stdout.trim(), { fleetPublicKey: fleetKey, deviceId: device, now: 0 });
+    expect(n.ok && n.order.serial).toBe("ord-2026.0001");
+  });
+
+  it.each([
+    [["--device", "XYZ"], /^sharenode: fleet order: --device must be a device id/],
+    [["--object", "ab"], /^sharenode: fleet order: --object must be an object id/],
+    [["--client-key", "zz".repeat(32)], /^sharenode: fleet order: --client-key must be the client's public key/],
+    [["--max-bytes", "0"], /^sharenode: fleet order: --max-bytes must be a whole number from 1/],
+    [["--max-bytes", "-5"], /^sharenode: fleet order: --max-bytes must be a whole number from 1/],
+    [["--max-bytes", "9007199254740993"], /^sharenode: fleet order: --max-bytes must be a whole number from 1/],
+    [["--rights", "a b"], /^sharenode: fleet order: --rights must be 1..128 characters/],
+    [["--ttl", "1.5"], /^sharenode: fleet order: --ttl must be a whole number/],
+    [["--serial", "x".repeat(65)], /^sharenode: fleet order: --serial must be 1..64 characters/],
+    [["--bogus", "1"], /^sharenode: fleet order: unknown option '--bogus'/],
+  ])("refuses %j with one line and exit 2", (override, message) => {
+    const args = base();
+    const at = args.indexOf(override[0]!);
+    if (at >= 0) args[at + 1] = override[1]!;
+    else args.push(...override);
+    const r = sharenode(args);
+    expect(r.status).toBe(2);
+    expect(r.stdout).toBe("");
+    expectOneErrorLine(r.stderr, message);
+  });
+
+  it("names a missing option", () => {
+    const args = base();
+    args.splice(args.indexOf("--rights"), 2);
+    const r = sharenode(args);
+    expect(r.status).toBe(2);
+    expectOneErrorLine(r.stderr, /^sharenode: fleet order: --rights is required\n$/);
   });
 });

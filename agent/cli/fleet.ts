@@ -7,6 +7,7 @@ import { deviceIdOf, publicKeyFromHex } from "../identity/device-key.js";
 import { DeviceTable, type DeviceRow } from "../fleet/consumer.js";
 import { FleetConnection } from "../link/fleet-connection.js";
 import { loadOrCreateFleetKey, openReply, signCommand, type Reply } from "../protocol/envelope.js";
+import { SERIAL, signOrder } from "../protocol/order.js";
 import { fleetFilter, isDeviceId, topicsFor } from "../protocol/topics.js";
 import { CliError, parseCommandArgs, usageError, type CliIo, type Command } from "./io.js";
 import { errorMessage } from "../util/errors.js";
@@ -14,6 +15,8 @@ import { errorMessage } from "../util/errors.js";
 const USAGE = `Usage: sharenode fleet keygen [--key-dir DIR]
        sharenode fleet watch --broker URL [--username U --password P] [--duration SECONDS]
        sharenode fleet send DEVICE COMMAND [--args JSON] --broker URL [--device-key HEX] [--key-dir DIR] [--timeout SECONDS]
+       sharenode fleet order --device ID --object ID --client-key HEX --max-bytes N --rights R --ttl SECONDS
+                             [--serial S] [--key-dir DIR]
 
 keygen   create (first time) the fleet's Ed25519 command key in DIR and print its public key: put it in the
          devices' config (link.fleetPublicKey, or SHARENODE_FLEET_KEY)
@@ -21,6 +24,9 @@ watch    a live table of the devices seen on the broker: online, last seen, key 
 send     sign COMMAND (ping, status, config.get, log.tail, store.challenge) for DEVICE, send it, and print the
          device's reply once its signature verifies (the device key comes from --device-key, or from the
          device's retained state record)
+order    sign an order with the fleet key: device ID may serve object ID (64 hex) to the client whose key is HEX
+         ('sharenode client keygen' prints it), up to N bytes in all, for SECONDS from now; rights holder R
+         (1..128 of A-Z a-z 0-9 . _ : / -). Prints the order's token, ready for 'sharenode get --order'
 
 Options:
   --broker URL       mqtt:// mqtts:// ws:// wss:// (or SHARENODE_BROKER)
@@ -31,6 +37,7 @@ Options:
   --device-key HEX   the device's public key (64 hex digits; 'sharenode store status' prints it)
   --timeout S        how long send waits for the reply (default 15)
   --duration S       watch for S seconds, print the table and exit (default: until Ctrl-C)
+  --serial S         the order's serial, unique in the fleet (1..64 of A-Z a-z 0-9 . _ -; default: 24 random hex)
   -h, --help         show this help
 `;
 
@@ -100,10 +107,12 @@ async function runFleet(args: string[], io: CliIo): Promise<number> {
       return watch(rest, io);
     case "send":
       return send(rest, io);
+    case "order":
+      return order(rest, io);
     case undefined:
-      throw usageError("fleet: missing action: keygen, watch or send (see 'sharenode fleet --help')");
+      throw usageError("fleet: missing action: keygen, watch, send or order (see 'sharenode fleet --help')");
     default:
-      throw usageError(`fleet: unknown action '${action}' (expected keygen, watch or send)`);
+      throw usageError(`fleet: unknown action '${action}' (expected keygen, watch, send or order)`);
   }
 }
 
@@ -271,4 +280,67 @@ async function send(args: string[], io: CliIo): Promise<number> {
   } finally {
     await conn.close();
   }
+}
+
+const HEX_64 = /^[0-9a-f]{64}$/;
+const RIGHTS = /^[A-Za-z0-9._:/-]{1,128}$/;
+
+/** A positive safe integer option, or a one-line usage error naming it. */
+function positiveInteger(command: string, name: string, value: string | undefined): number {
+  if (value === undefined) throw usageError(`${command}: --${name} is required`);
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1)
+    throw usageError(`${command}: --${name} must be a whole number from 1 to 2^53 - 1, got '${value}'`);
+  return n;
+}
+
+async function order(args: string[], io: CliIo): Promise<number> {
+  const { values } = parseCommandArgs(
+    "fleet order",
+    args,
+    {
+      device: { type: "string" },
+      object: { type: "string" },
+      "client-key": { type: "string" },
+      "max-bytes": { type: "string" },
+      rights: { type: "string" },
+      ttl: { type: "string" },
+      serial: { type: "string" },
+      "key-dir": { type: "string" },
+    },
+    false,
+  );
+  const required = (name: "device" | "object" | "client-key" | "rights"): string => {
+    const v = values[name];
+    if (v === undefined) throw usageError(`fleet order: --${name} is required`);
+    return v;
+  };
+  const deviceId = required("device");
+  if (!isDeviceId(deviceId))
+    throw usageError(`fleet order: --device must be a device id (32 lowercase hex digits), got '${deviceId}'`);
+  const objectId = required("object");
+  if (!HEX_64.test(objectId))
+    throw usageError(`fleet order: --object must be an object id (64 lowercase hex digits), got '${objectId}'`);
+  const clientKey = required("client-key");
+  if (!HEX_64.test(clientKey))
+    throw usageError(
+      `fleet order: --client-key must be the client's public key (64 lowercase hex digits, 'sharenode client keygen' prints it), got '${clientKey}'`,
+    );
+  const maxBytes = positiveInteger("fleet order", "max-bytes", values["max-bytes"]);
+  const rightsId = required("rights");
+  if (!RIGHTS.test(rightsId))
+    throw usageError(`fleet order: --rights must be 1..128 characters of A-Z a-z 0-9 . _ : / -, got '${rightsId}'`);
+  const ttl = positiveInteger("fleet order", "ttl", values.ttl);
+  const expiresAt = Date.now() + ttl * 1000;
+  if (!Number.isSafeInteger(expiresAt)) throw usageError(`fleet order: --ttl ${ttl} seconds is too far in the future`);
+  const serial = values.serial ?? randomBytes(12).toString("hex");
+  if (!SERIAL.test(serial))
+    throw usageError(`fleet order: --serial must be 1..64 characters of A-Z a-z 0-9 . _ -, got '${serial}'`);
+  const key = await loadOrCreateFleetKey(join(values["key-dir"] ?? defaultKeyDir(), "device-key.pem")).catch(
+    (err: Error) => {
+      throw new CliError(`fleet order: ${err.message}`);
+    },
+  );
+  io.stdout.write(signOrder({ serial, deviceId, objectId, clientKey, maxBytes, expiresAt, rightsId }, key) + "\n");
+  return 0;
 }

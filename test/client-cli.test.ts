@@ -1,13 +1,18 @@
 // The client and fleet-side commands of issue 11 through the built bundle (real processes, real files):
 // `client keygen`, `fleet order`, `fleet task`. `sharenode get` has its own file, client-get.test.ts.
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { createPrivateKey, createPublicKey } from "node:crypto";
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import mqtt from "mqtt";
+import { loadOrCreateDeviceIdentity, type DeviceIdentity } from "../agent/identity/device-key";
+import { openCommand, signReply, type Command } from "../agent/protocol/envelope";
 import { openOrder } from "../agent/protocol/order";
+import { topicsFor } from "../agent/protocol/topics";
+import { Broker } from "./helpers/mosquitto";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "dist/sharenode.js");
@@ -164,5 +169,160 @@ describe("sharenode fleet order", () => {
     const r = sharenode(args);
     expect(r.status).toBe(2);
     expectOneErrorLine(r.stderr, /^sharenode: fleet order: --rights is required\n$/);
+  });
+});
+
+/** `sharenode ARGS` as a child process, without blocking the test's event loop (the responder runs in it). */
+function sharenodeAsync(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("error", reject);
+    child.on("close", (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+// The agent's task handlers are the fetch branch's; until they land, a stand-in device answers on a real
+// mosquitto: it verifies each command as the device's command gate does (openCommand under the fleet key) and
+// replies signed with its own device key, so what is tested is the CLI's side of the wire.
+describe("sharenode fleet task (real mosquitto, a stand-in device)", () => {
+  let broker: Broker;
+  let device: DeviceIdentity;
+  let responder: mqtt.MqttClient;
+  let fleetDir: string;
+  let fleetKey: string;
+  const received: Command[] = [];
+
+  beforeAll(async () => {
+    broker = await Broker.start();
+    device = await loadOrCreateDeviceIdentity(join(work, "device"));
+    fleetDir = join(work, "task-fleet");
+    fleetKey = sharenode(["fleet", "keygen", "--key-dir", fleetDir]).stdout.trim();
+    const topics = topicsFor(device.deviceId);
+    responder = await mqtt.connectAsync(broker.url, { protocolVersion: 5 });
+    responder.on("message", (topic, payload, packet) => {
+      const opened = openCommand(payload, {
+        fleetPublicKey: fleetKey,
+        deviceId: device.deviceId,
+        topicCmd: topic.split("/").pop(),
+        now: Date.now(),
+      });
+      if (!opened.ok) return;
+      const { cmd, args, nonce } = opened.command;
+      received.push(opened.command);
+      const reply =
+        args.objectId === "ee".repeat(32)
+          ? signReply(
+              {
+                cmd,
+                deviceId: device.deviceId,
+                nonce,
+                ok: false,
+                error: { code: "not-found", message: "no such object" },
+              },
+              device,
+            )
+          : signReply({ cmd, deviceId: device.deviceId, nonce, ok: true, result: { accepted: cmd, args } }, device);
+      void responder.publishAsync(packet.properties?.responseTopic ?? topics.reply, Buffer.from(reply), {
+        properties: { correlationData: packet.properties?.correlationData },
+      });
+    });
+    await responder.subscribeAsync(topics.cmdFilter);
+  });
+  afterAll(async () => {
+    await responder?.endAsync();
+    await broker?.stop();
+  });
+
+  const conn = () => ["--broker", broker.url, "--key-dir", fleetDir, "--device-key", device.publicKeyHex];
+  const object = "cd".repeat(32);
+
+  it("fetch: signs task.fetch with every argument, prints the device's verified reply", async () => {
+    const r = await sharenodeAsync([
+      "fleet",
+      "task",
+      device.deviceId,
+      "fetch",
+      "--object",
+      object,
+      "--length",
+      "5000000",
+      "--source",
+      "http://127.0.0.1:1/a.bin",
+      "--source",
+      "https://origin.example/b.bin",
+      "--outboard",
+      "http://127.0.0.1:1/a.bin.obao",
+      "--pin",
+      ...conn(),
+    ]);
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    const args = {
+      objectId: object,
+      length: 5_000_000,
+      sources: ["http://127.0.0.1:1/a.bin", "https://origin.example/b.bin"],
+      outboard: "http://127.0.0.1:1/a.bin.obao",
+      pin: true,
+    };
+    expect(JSON.parse(r.stdout)).toEqual({ accepted: "task.fetch", args });
+    expect(received.at(-1)).toMatchObject({ cmd: "task.fetch", args });
+  });
+
+  it("drop and list: task.drop with the object, task.list with no arguments", async () => {
+    const drop = await sharenodeAsync(["fleet", "task", device.deviceId, "drop", "--object", object, ...conn()]);
+    expect(drop.status).toBe(0);
+    expect(JSON.parse(drop.stdout)).toEqual({ accepted: "task.drop", args: { objectId: object } });
+    const list = await sharenodeAsync(["fleet", "task", device.deviceId, "list", ...conn()]);
+    expect(list.status).toBe(0);
+    expect(JSON.parse(list.stdout)).toEqual({ accepted: "task.list", args: {} });
+    expect(received.slice(-2).map((c) => c.cmd)).toEqual(["task.drop", "task.list"]);
+  });
+
+  it("a refusal by the device is one line and exit 1", async () => {
+    const r = await sharenodeAsync(["fleet", "task", device.deviceId, "drop", "--object", "ee".repeat(32), ...conn()]);
+    expect(r.status).toBe(1);
+    expectOneErrorLine(
+      r.stderr,
+      /^sharenode: fleet task drop: task.drop refused by the device: not-found: no such object\n$/,
+    );
+  });
+
+  it.each([
+    [["fetch", "--length", "10", "--source", "http://a/"], /^sharenode: fleet task fetch: --object is required\n$/],
+    [["fetch", "--object", "AB", "--length", "1", "--source", "http://a/"], /--object must be an object id/],
+    [
+      ["fetch", "--object", "cd".repeat(32), "--source", "http://a/"],
+      /^sharenode: fleet task fetch: --length is required/,
+    ],
+    [
+      ["fetch", "--object", "cd".repeat(32), "--length", "x", "--source", "http://a/"],
+      /--length must be a whole number/,
+    ],
+    [["fetch", "--object", "cd".repeat(32), "--length", "1"], /at least one --source URL is required/],
+    [["fetch", "--object", "cd".repeat(32), "--length", "1", "--source", "ftp://a/"], /--source must be an http/],
+    [
+      ["fetch", "--object", "cd".repeat(32), "--length", "1", "--source", "http://a/", "--outboard", "x"],
+      /--outboard must be an http/,
+    ],
+    [["drop"], /^sharenode: fleet task drop: --object is required/],
+    [["drop", "--object", "cd".repeat(32), "--pin"], /^sharenode: fleet task drop: --pin does not apply to drop/],
+    [["list", "--source", "http://a/"], /^sharenode: fleet task list: --source does not apply to list/],
+    [["frob"], /^sharenode: fleet task: unknown task 'frob' \(expected fetch, drop or list\)/],
+  ])("refuses %j before connecting: one line, exit 2", (rest, message) => {
+    // No broker option: a refusal that came after connecting would complain about the broker instead.
+    const r = sharenode(["fleet", "task", "0123456789abcdef0123456789abcdef", ...rest]);
+    expect(r.status).toBe(2);
+    expectOneErrorLine(r.stderr, message);
+  });
+
+  it("refuses a bad DEVICE and a missing task", () => {
+    expectOneErrorLine(sharenode(["fleet", "task", "nope", "list"]).stderr, /DEVICE must be a device id/);
+    const r = sharenode(["fleet", "task", "0123456789abcdef0123456789abcdef"]);
+    expect(r.status).toBe(2);
+    expectOneErrorLine(r.stderr, /^sharenode: fleet task: expected DEVICE and fetch, drop or list, got 1 argument\n$/);
   });
 });

@@ -15,6 +15,9 @@ import { errorMessage } from "../util/errors.js";
 const USAGE = `Usage: sharenode fleet keygen [--key-dir DIR]
        sharenode fleet watch --broker URL [--username U --password P] [--duration SECONDS]
        sharenode fleet send DEVICE COMMAND [--args JSON] --broker URL [--device-key HEX] [--key-dir DIR] [--timeout SECONDS]
+       sharenode fleet task DEVICE fetch --object ID --length N --source URL... [--outboard URL] [--pin] --broker URL
+       sharenode fleet task DEVICE drop --object ID --broker URL
+       sharenode fleet task DEVICE list --broker URL
        sharenode fleet order --device ID --object ID --client-key HEX --max-bytes N --rights R --ttl SECONDS
                              [--serial S] [--key-dir DIR]
 
@@ -24,6 +27,11 @@ watch    a live table of the devices seen on the broker: online, last seen, key 
 send     sign COMMAND (ping, status, config.get, log.tail, store.challenge) for DEVICE, send it, and print the
          device's reply once its signature verifies (the device key comes from --device-key, or from the
          device's retained state record)
+task     send DEVICE a task (signed like send: task.fetch, task.drop, task.list) and print its verified reply.
+         fetch: get object ID (64 hex) of N bytes from the sources (http(s) origins or boxes'
+         /v1/objects/ID, --source once per source), verify it as it arrives (the outboard from --outboard, an
+         origin's .obao or a box's /outboard) and keep it (--pin: never evicted). drop: forget the object.
+         list: the device's tasks. Takes send's --device-key, --key-dir, --timeout and connection options
 order    sign an order with the fleet key: device ID may serve object ID (64 hex) to the client whose key is HEX
          ('sharenode client keygen' prints it), up to N bytes in all, for SECONDS from now; rights holder R
          (1..128 of A-Z a-z 0-9 . _ : / -). Prints the order's token, ready for 'sharenode get --order'
@@ -37,6 +45,11 @@ Options:
   --device-key HEX   the device's public key (64 hex digits; 'sharenode store status' prints it)
   --timeout S        how long send waits for the reply (default 15)
   --duration S       watch for S seconds, print the table and exit (default: until Ctrl-C)
+  --object ID        the object a task is about (64 lowercase hex digits)
+  --length N         the object's length in bytes (task fetch)
+  --source URL       where to fetch from (task fetch; once per source, at least one)
+  --outboard URL     where the object's outboard is (task fetch)
+  --pin              keep the fetched object from eviction (task fetch)
   --serial S         the order's serial, unique in the fleet (1..64 of A-Z a-z 0-9 . _ -; default: 24 random hex)
   -h, --help         show this help
 `;
@@ -107,12 +120,14 @@ async function runFleet(args: string[], io: CliIo): Promise<number> {
       return watch(rest, io);
     case "send":
       return send(rest, io);
+    case "task":
+      return task(rest, io);
     case "order":
       return order(rest, io);
     case undefined:
-      throw usageError("fleet: missing action: keygen, watch, send or order (see 'sharenode fleet --help')");
+      throw usageError("fleet: missing action: keygen, watch, send, task or order (see 'sharenode fleet --help')");
     default:
-      throw usageError(`fleet: unknown action '${action}' (expected keygen, watch, send or order)`);
+      throw usageError(`fleet: unknown action '${action}' (expected keygen, watch, send, task or order)`);
   }
 }
 
@@ -194,20 +209,45 @@ async function send(args: string[], io: CliIo): Promise<number> {
     if (typeof cmdArgs !== "object" || cmdArgs === null || Array.isArray(cmdArgs))
       throw usageError("fleet send: --args must be a JSON object");
   }
+  return deliver("fleet send", deviceId, cmd, cmdArgs, values, io);
+}
+
+interface DeliverOptions {
+  broker?: string;
+  username?: string;
+  password?: string;
+  "mqtt-version"?: string;
+  "device-key"?: string;
+  "key-dir"?: string;
+  timeout?: string;
+}
+
+/**
+ * Signs `cmd` for `deviceId` with the fleet key, publishes it, waits for the device's verified reply and prints
+ * its result (exit 0) or its refusal (one line, exit 1). `label` prefixes every message ("fleet send").
+ */
+async function deliver(
+  label: string,
+  deviceId: string,
+  cmd: string,
+  cmdArgs: Record<string, unknown>,
+  values: DeliverOptions,
+  io: CliIo,
+): Promise<number> {
   const timeout = seconds("timeout", values.timeout, 15);
   let deviceKey: Uint8Array | undefined;
   if (values["device-key"] !== undefined) {
     try {
       deviceKey = publicKeyFromHex(values["device-key"]);
     } catch (err) {
-      throw usageError(`fleet send: --device-key: ${errorMessage(err)}`);
+      throw usageError(`${label}: --device-key: ${errorMessage(err)}`);
     }
     if (deviceIdOf(deviceKey) !== deviceId)
-      throw usageError(`fleet send: --device-key is not the key of device ${deviceId}`);
+      throw usageError(`${label}: --device-key is not the key of device ${deviceId}`);
   }
   const key = await loadOrCreateFleetKey(join(values["key-dir"] ?? defaultKeyDir(), "device-key.pem")).catch(
     (err: Error) => {
-      throw new CliError(`fleet send: ${err.message}`);
+      throw new CliError(`${label}: ${err.message}`);
     },
   );
   const topics = topicsFor(deviceId);
@@ -246,10 +286,10 @@ async function send(args: string[], io: CliIo): Promise<number> {
       const pub =
         states.length > 0 ? (JSON.parse(states[states.length - 1]!.toString()) as { pub?: unknown }).pub : undefined;
       if (typeof pub !== "string")
-        throw usageError(`fleet send: no public key for ${deviceId} in its retained state; pass --device-key`);
+        throw usageError(`${label}: no public key for ${deviceId} in its retained state; pass --device-key`);
       deviceKey = publicKeyFromHex(pub);
       if (deviceIdOf(deviceKey) !== deviceId)
-        throw new CliError(`fleet send: the state record of ${deviceId} names a key that is not its own`);
+        throw new CliError(`${label}: the state record of ${deviceId} names a key that is not its own`);
     }
     const payload = signCommand(
       { cmd, deviceId, args: cmdArgs, nonce, exp: Date.now() + Math.max(60_000, timeout * 1000) },
@@ -268,10 +308,10 @@ async function send(args: string[], io: CliIo): Promise<number> {
       return reply !== undefined;
     };
     if (!(await waitFor(answered)) || !reply)
-      throw new CliError(`fleet send: no verified reply from ${deviceId} within ${timeout} s`);
+      throw new CliError(`${label}: no verified reply from ${deviceId} within ${timeout} s`);
     if (!reply.ok) {
       io.stderr.write(
-        `sharenode: fleet send: ${cmd} refused by the device: ${reply.error.code}: ${reply.error.message}\n`,
+        `sharenode: ${label}: ${cmd} refused by the device: ${reply.error.code}: ${reply.error.message}\n`,
       );
       return 1;
     }
@@ -343,4 +383,83 @@ async function order(args: string[], io: CliIo): Promise<number> {
   );
   io.stdout.write(signOrder({ serial, deviceId, objectId, clientKey, maxBytes, expiresAt, rightsId }, key) + "\n");
   return 0;
+}
+
+/** Sources and outboards: absolute http(s) URLs (what the device's fetcher takes), checked here so a typo fails now. */
+function httpUrl(command: string, name: string, value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw usageError(`${command}: --${name} must be an http:// or https:// URL, got '${value}'`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:")
+    throw usageError(`${command}: --${name} must be an http:// or https:// URL, got '${value}'`);
+  return value;
+}
+
+async function task(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandArgs(
+    "fleet task",
+    args,
+    {
+      ...CONNECTION,
+      "device-key": { type: "string" },
+      "key-dir": { type: "string" },
+      timeout: { type: "string" },
+      object: { type: "string" },
+      length: { type: "string" },
+      source: { type: "string", multiple: true },
+      outboard: { type: "string" },
+      pin: { type: "boolean" },
+    },
+    true,
+  );
+  if (positionals.length !== 2)
+    throw usageError(
+      `fleet task: expected DEVICE and fetch, drop or list, got ${positionals.length} argument${positionals.length === 1 ? "" : "s"}`,
+    );
+  const [deviceId, kind] = positionals as [string, string];
+  if (!isDeviceId(deviceId))
+    throw usageError(`fleet task: DEVICE must be a device id (32 lowercase hex digits), got '${deviceId}'`);
+  const label = `fleet task ${kind}`;
+  const objectId = (): string => {
+    const id = values.object;
+    if (id === undefined) throw usageError(`${label}: --object is required`);
+    if (!HEX_64.test(id))
+      throw usageError(`${label}: --object must be an object id (64 lowercase hex digits), got '${id}'`);
+    return id;
+  };
+  /** Options that belong to fetch only are refused elsewhere rather than silently ignored. */
+  const only = (allowed: string[]): void => {
+    for (const name of ["object", "length", "source", "outboard", "pin"] as const) {
+      if (values[name] !== undefined && !allowed.includes(name))
+        throw usageError(`${label}: --${name} does not apply to ${kind}`);
+    }
+  };
+  let cmdArgs: Record<string, unknown>;
+  switch (kind) {
+    case "fetch": {
+      const id = objectId();
+      // An empty object is an object too (its id is BLAKE3 of nothing).
+      const length = values.length === "0" ? 0 : positiveInteger(label, "length", values.length);
+      const sources = values.source ?? [];
+      if (sources.length === 0) throw usageError(`${label}: at least one --source URL is required`);
+      cmdArgs = { objectId: id, length, sources: sources.map((u) => httpUrl(label, "source", u)) };
+      if (values.outboard !== undefined) cmdArgs.outboard = httpUrl(label, "outboard", values.outboard);
+      if (values.pin) cmdArgs.pin = true;
+      break;
+    }
+    case "drop":
+      only(["object"]);
+      cmdArgs = { objectId: objectId() };
+      break;
+    case "list":
+      only([]);
+      cmdArgs = {};
+      break;
+    default:
+      throw usageError(`fleet task: unknown task '${kind}' (expected fetch, drop or list)`);
+  }
+  return deliver(label, deviceId, `task.${kind}`, cmdArgs, values, io);
 }

@@ -7,6 +7,7 @@ import { disksCommand } from "./disks.js";
 import { selftestCommand } from "./selftest.js";
 import { hashCommand } from "./hash.js";
 import { fleetCommand } from "./fleet.js";
+import { getCommand } from "./get.js";
 import { proofCommand } from "./proof.js";
 import { runCommand } from "./run.js";
 import { storeCommand, verifyResponseCommand } from "./store.js";
@@ -34,6 +35,7 @@ const commands: Record<string, Command> = {
   "verify-response": verifyResponseCommand,
   fleet: fleetCommand,
   client: clientCommand,
+  get: getCommand,
   console: consoleCommand,
   disks: disksCommand,
   selftest: selftestCommand,

@@ -325,7 +325,10 @@ describe("sharenode get", () => {
       expect(b.receipts.filter((s) => s.via === "header").length).toBeGreaterThan(0);
       expect(largestReceipt(b, orders[i]!)).toBe(b.objectBytes + b.outboardBytes);
       const headers = b.receipts.filter((s) => s.via === "header").map((s) => s.bytes);
-      expect(headers).toEqual([...headers].sort((x, y) => x - y));
+      // Cumulative: they grow as ranges come in (two connections may deliver them out of order; the box keeps the
+      // largest), and none claims more than the box sent.
+      expect(new Set(headers).size).toBeGreaterThan(1);
+      expect(Math.max(...headers)).toBeLessThanOrEqual(b.objectBytes + b.outboardBytes);
     });
   }, 60_000);
 

@@ -78,6 +78,8 @@ export class DownloadError extends Error {
 }
 
 const DEFAULT_RANGE = 1024 * 1024;
+/** Verified bytes waiting for their commit before workers wait too. */
+const MAX_UNCOMMITTED = 32 * 1024 * 1024;
 const LOG_VERSION = 1;
 /** Outboards are about 0.4 % of their object; this bounds what a box can make the client buffer. */
 const MAX_OUTBOARD = 64 * 1024 * 1024;
@@ -177,21 +179,49 @@ export async function download(options: DownloadOptions): Promise<DownloadResult
     }
 
     const partHandle = part;
-    let writing = Promise.resolve();
-    /** Writes verified groups, fsyncs OUT.part, then records them (serialised: one log, one file). */
-    const commit = (first: number, data: Uint8Array, box: Box): Promise<void> => {
-      const next = writing.then(async () => {
-        const offset = verifier.groupRange(first).offset;
-        await writeAll(partHandle, data, offset);
-        await partHandle.datasync();
-        const count = Math.ceil(data.length / verifier.groupBytes);
-        await log.append(encode({ g: first, n: count, s: box.serial, b: box.receipted }));
-        for (let g = first; g < first + count; g++) verified[g] = 1;
-        verifiedBytes += data.length;
+    // Verified ranges are committed in batches by one writer: their bytes written at their offsets, one fdatasync
+    // of OUT.part, then their records appended with one fsync. Downloading goes on meanwhile; a worker waits for
+    // its range's commit only when more than MAX_UNCOMMITTED bytes are waiting (bounded memory).
+    interface Pending {
+      first: number;
+      data: Uint8Array;
+      record: Uint8Array;
+    }
+    let pending: Pending[] = [];
+    let pendingBytes = 0;
+    let writer: Promise<void> | undefined;
+    let writeFailure: unknown;
+    const flush = async (): Promise<void> => {
+      while (pending.length > 0 && writeFailure === undefined) {
+        const batch = pending;
+        pending = [];
+        try {
+          for (const p of batch) await writeAll(partHandle, p.data, verifier.groupRange(p.first).offset);
+          await partHandle.datasync();
+          await log.appendMany(batch.map((p) => p.record));
+        } catch (err) {
+          writeFailure = err;
+          return;
+        }
+        for (const p of batch) {
+          const count = Math.ceil(p.data.length / verifier.groupBytes);
+          for (let g = p.first; g < p.first + count; g++) verified[g] = 1;
+          verifiedBytes += p.data.length;
+          pendingBytes -= p.data.length;
+        }
         options.onProgress?.(verifiedBytes, length);
-      });
-      writing = next.catch(() => undefined);
-      return next;
+      }
+    };
+    const commit = (first: number, data: Uint8Array, box: Box): Promise<void> => {
+      const count = Math.ceil(data.length / verifier.groupBytes);
+      pending.push({ first, data, record: encode({ g: first, n: count, s: box.serial, b: box.receipted }) });
+      pendingBytes += data.length;
+      writer ??= flush().finally(() => (writer = undefined));
+      return pendingBytes > MAX_UNCOMMITTED ? writer : Promise.resolve();
+    };
+    const drained = async (): Promise<void> => {
+      while (writer !== undefined) await writer;
+      if (writeFailure !== undefined) throw writeFailure;
     };
 
     // Ranges in flight may come back to the queue (their box failed): an idle worker waits for them to settle
@@ -245,7 +275,7 @@ export async function download(options: DownloadOptions): Promise<DownloadResult
       }
     };
     await Promise.all(boxes.flatMap((box) => Array.from({ length: perBox }, () => worker(box))));
-    await writing;
+    await drained();
 
     const missing = verified.indexOf(0);
     if (missing >= 0) {

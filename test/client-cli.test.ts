@@ -2,15 +2,15 @@
 // `client keygen`, `fleet order`, `fleet task`. `sharenode get` has its own file, client-get.test.ts.
 import { spawn, spawnSync } from "node:child_process";
 import { createPrivateKey, createPublicKey } from "node:crypto";
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import mqtt from "mqtt";
 import { loadOrCreateDeviceIdentity, type DeviceIdentity } from "../agent/identity/device-key";
-import { openCommand, signReply, type Command } from "../agent/protocol/envelope";
-import { openOrder } from "../agent/protocol/order";
+import { loadOrCreateFleetKey, openCommand, signReply, type Command } from "../agent/protocol/envelope";
+import { openOrder, signOrder } from "../agent/protocol/order";
 import { topicsFor } from "../agent/protocol/topics";
 import { Broker } from "./helpers/mosquitto";
 
@@ -272,6 +272,57 @@ describe("sharenode fleet task (real mosquitto, a stand-in device)", () => {
     expect(received.at(-1)).toMatchObject({ cmd: "task.fetch", args });
   });
 
+  it("fetch from boxes: --order FILE adds each box's object URL as a source with its token, and its outboard", async () => {
+    const file = join(work, "task.orders");
+    const key = await loadOrCreateFleetKey(join(fleetDir, "device-key.pem"));
+    const [tokenA, tokenB] = ["a", "b"].map((serial) =>
+      signOrder(
+        {
+          serial,
+          deviceId: "ab".repeat(16),
+          objectId: object,
+          clientKey: "cd".repeat(32),
+          maxBytes: 100,
+          expiresAt: Date.now() + 60_000,
+          rightsId: "r",
+        },
+        key,
+      ),
+    );
+    writeFileSync(file, `# two boxes\nhttp://10.0.0.2:8470 ${tokenA}\nhttp://10.0.0.3:8470/ ${tokenB}\n`);
+    const before = Date.now();
+    const r = await sharenodeAsync([
+      "fleet",
+      "task",
+      device.deviceId,
+      "fetch",
+      "--object",
+      object,
+      "--length",
+      "100",
+      "--source",
+      "https://origin.example/o.bin",
+      "--order",
+      file,
+      "--deadline",
+      "600",
+      ...conn(),
+    ]);
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    const box = (host: string) => `http://${host}:8470/v1/objects/${object}`;
+    const { args } = received.at(-1)!;
+    expect(args).toMatchObject({
+      objectId: object,
+      length: 100,
+      sources: ["https://origin.example/o.bin", box("10.0.0.2"), box("10.0.0.3")],
+      outboard: `${box("10.0.0.2")}/outboard`,
+      orders: { [box("10.0.0.2")]: tokenA, [box("10.0.0.3")]: tokenB, [`${box("10.0.0.2")}/outboard`]: tokenA },
+    });
+    expect(args.deadline as number).toBeGreaterThanOrEqual(before + 600_000);
+    expect(args.deadline as number).toBeLessThanOrEqual(Date.now() + 600_000);
+  });
+
   it("drop and list: task.drop with the object, task.list with no arguments", async () => {
     const drop = await sharenodeAsync(["fleet", "task", device.deviceId, "drop", "--object", object, ...conn()]);
     expect(drop.status).toBe(0);
@@ -302,13 +353,22 @@ describe("sharenode fleet task (real mosquitto, a stand-in device)", () => {
       ["fetch", "--object", "cd".repeat(32), "--length", "x", "--source", "http://a/"],
       /--length must be a whole number/,
     ],
-    [["fetch", "--object", "cd".repeat(32), "--length", "1"], /at least one --source URL is required/],
+    [["fetch", "--object", "cd".repeat(32), "--length", "1"], /at least one --source URL or --order FILE is required/],
     [["fetch", "--object", "cd".repeat(32), "--length", "1", "--source", "ftp://a/"], /--source must be an http/],
     [
       ["fetch", "--object", "cd".repeat(32), "--length", "1", "--source", "http://a/", "--outboard", "x"],
       /--outboard must be an http/,
     ],
     [["drop"], /^sharenode: fleet task drop: --object is required/],
+    [
+      ["fetch", "--object", "cd".repeat(32), "--length", "1", "--order", "/nonexistent"],
+      /--order \/nonexistent: No such file/,
+    ],
+    [
+      ["fetch", "--object", "cd".repeat(32), "--length", "1", "--source", "http://a/", "--deadline", "0"],
+      /--deadline must be a whole number/,
+    ],
+    [["list", "--order", "x"], /^sharenode: fleet task list: --order does not apply to list/],
     [["drop", "--object", "cd".repeat(32), "--pin"], /^sharenode: fleet task drop: --pin does not apply to drop/],
     [["list", "--source", "http://a/"], /^sharenode: fleet task list: --source does not apply to list/],
     [["frob"], /^sharenode: fleet task: unknown task 'frob' \(expected fetch, drop or list\)/],

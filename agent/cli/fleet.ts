@@ -8,14 +8,17 @@ import { DeviceTable, type DeviceRow } from "../fleet/consumer.js";
 import { FleetConnection } from "../link/fleet-connection.js";
 import { loadOrCreateFleetKey, openReply, signCommand, type Reply } from "../protocol/envelope.js";
 import { SERIAL, signOrder } from "../protocol/order.js";
+import { parseOrderFile, type BoxOrder } from "../client/orders.js";
+import { readFile } from "node:fs/promises";
 import { fleetFilter, isDeviceId, topicsFor } from "../protocol/topics.js";
-import { CliError, parseCommandArgs, usageError, type CliIo, type Command } from "./io.js";
+import { CliError, parseCommandArgs, systemErrorText, usageError, type CliIo, type Command } from "./io.js";
 import { errorMessage } from "../util/errors.js";
 
 const USAGE = `Usage: sharenode fleet keygen [--key-dir DIR]
        sharenode fleet watch --broker URL [--username U --password P] [--duration SECONDS]
        sharenode fleet send DEVICE COMMAND [--args JSON] --broker URL [--device-key HEX] [--key-dir DIR] [--timeout SECONDS]
-       sharenode fleet task DEVICE fetch --object ID --length N --source URL... [--outboard URL] [--pin] --broker URL
+       sharenode fleet task DEVICE fetch --object ID --length N --source URL... [--order FILE...] [--outboard URL]
+                            [--pin] [--deadline SECONDS] --broker URL
        sharenode fleet task DEVICE drop --object ID --broker URL
        sharenode fleet task DEVICE list --broker URL
        sharenode fleet order --device ID --object ID --client-key HEX --max-bytes N --rights R --ttl SECONDS
@@ -50,6 +53,10 @@ Options:
   --source URL       where to fetch from (task fetch; once per source, at least one)
   --outboard URL     where the object's outboard is (task fetch)
   --pin              keep the fetched object from eviction (task fetch)
+  --deadline S       the device gives the fetch up S seconds from now (task fetch)
+  --order FILE       boxes as sources (task fetch): an order file as 'sharenode get' reads it ('BOX-URL TOKEN'
+                     lines); each box's /v1/objects/ID becomes a source with its order (and its /outboard the
+                     outboard, unless --outboard is given)
   --serial S         the order's serial, unique in the fleet (1..64 of A-Z a-z 0-9 . _ -; default: 24 random hex)
   -h, --help         show this help
 `;
@@ -412,6 +419,8 @@ async function task(args: string[], io: CliIo): Promise<number> {
       source: { type: "string", multiple: true },
       outboard: { type: "string" },
       pin: { type: "boolean" },
+      deadline: { type: "string" },
+      order: { type: "string", multiple: true },
     },
     true,
   );
@@ -432,7 +441,7 @@ async function task(args: string[], io: CliIo): Promise<number> {
   };
   /** Options that belong to fetch only are refused elsewhere rather than silently ignored. */
   const only = (allowed: string[]): void => {
-    for (const name of ["object", "length", "source", "outboard", "pin"] as const) {
+    for (const name of ["object", "length", "source", "outboard", "pin", "deadline", "order"] as const) {
       if (values[name] !== undefined && !allowed.includes(name))
         throw usageError(`${label}: --${name} does not apply to ${kind}`);
     }
@@ -443,11 +452,41 @@ async function task(args: string[], io: CliIo): Promise<number> {
       const id = objectId();
       // An empty object is an object too (its id is BLAKE3 of nothing).
       const length = values.length === "0" ? 0 : positiveInteger(label, "length", values.length);
-      const sources = values.source ?? [];
-      if (sources.length === 0) throw usageError(`${label}: at least one --source URL is required`);
-      cmdArgs = { objectId: id, length, sources: sources.map((u) => httpUrl(label, "source", u)) };
-      if (values.outboard !== undefined) cmdArgs.outboard = httpUrl(label, "outboard", values.outboard);
+      const sources = (values.source ?? []).map((u) => httpUrl(label, "source", u));
+      // Boxes as sources: each order file line `BASE TOKEN` adds the box's object URL, with its token to show it
+      // (and its /outboard, when no --outboard is given).
+      const orders: Record<string, string> = {};
+      let outboard = values.outboard === undefined ? undefined : httpUrl(label, "outboard", values.outboard);
+      for (const file of values.order ?? []) {
+        let text: string;
+        try {
+          text = await readFile(file, "utf8");
+        } catch (err) {
+          throw usageError(`${label}: --order ${file}: ${systemErrorText(err) ?? errorMessage(err)}`);
+        }
+        let boxes: BoxOrder[];
+        try {
+          boxes = parseOrderFile(text, file, undefined);
+        } catch (err) {
+          throw usageError(`${label}: ${errorMessage(err)}`);
+        }
+        for (const { url, token } of boxes) {
+          const source = `${url}/v1/objects/${id}`;
+          sources.push(source);
+          orders[source] = token;
+          if (outboard === undefined) {
+            outboard = `${source}/outboard`;
+            orders[outboard] = token;
+          }
+        }
+      }
+      if (sources.length === 0) throw usageError(`${label}: at least one --source URL or --order FILE is required`);
+      cmdArgs = { objectId: id, length, sources };
+      if (outboard !== undefined) cmdArgs.outboard = outboard;
       if (values.pin) cmdArgs.pin = true;
+      if (values.deadline !== undefined)
+        cmdArgs.deadline = Date.now() + positiveInteger(label, "deadline", values.deadline) * 1000;
+      if (Object.keys(orders).length > 0) cmdArgs.orders = orders;
       break;
     }
     case "drop":

@@ -3,7 +3,8 @@
 //   dist/sharenode.js  the device bundle: the CLI and the daemon in one file that needs no node_modules (mqtt.js
 //                      and its dependencies, node-disk-info's df parser inside), minified: every KB is stored on the
 //                      box's eMMC (twice: two release slots) and parsed by a slow CPU at every start.
-//   dist/index.js, dist/fleet.js  the library and the fleet side, with types; their dependencies stay packages.
+//   dist/index.js, dist/fleet.js, dist/client.js  the library, the fleet side and the downloader (sharenode/client),
+//                      with types; their dependencies stay packages.
 import { fileURLToPath } from "node:url";
 import { defineConfig } from "tsup";
 
@@ -43,7 +44,7 @@ export default defineConfig([
   },
   {
     ...common,
-    entry: { index: "agent/index.ts", fleet: "agent/fleet/index.ts" },
-    dts: { entry: { index: "agent/index.ts", fleet: "agent/fleet/index.ts" } },
+    entry: { index: "agent/index.ts", fleet: "agent/fleet/index.ts", client: "agent/client/index.ts" },
+    dts: { entry: { index: "agent/index.ts", fleet: "agent/fleet/index.ts", client: "agent/client/index.ts" } },
   },
 ]);

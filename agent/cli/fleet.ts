@@ -7,13 +7,22 @@ import { deviceIdOf, publicKeyFromHex } from "../identity/device-key.js";
 import { DeviceTable, type DeviceRow } from "../fleet/consumer.js";
 import { FleetConnection } from "../link/fleet-connection.js";
 import { loadOrCreateFleetKey, openReply, signCommand, type Reply } from "../protocol/envelope.js";
+import { SERIAL, signOrder } from "../protocol/order.js";
+import { parseOrderFile, type BoxOrder } from "../client/orders.js";
+import { readFile } from "node:fs/promises";
 import { fleetFilter, isDeviceId, topicsFor } from "../protocol/topics.js";
-import { CliError, parseCommandArgs, usageError, type CliIo, type Command } from "./io.js";
+import { CliError, parseCommandArgs, systemErrorText, usageError, type CliIo, type Command } from "./io.js";
 import { errorMessage } from "../util/errors.js";
 
 const USAGE = `Usage: sharenode fleet keygen [--key-dir DIR]
        sharenode fleet watch --broker URL [--username U --password P] [--duration SECONDS]
        sharenode fleet send DEVICE COMMAND [--args JSON] --broker URL [--device-key HEX] [--key-dir DIR] [--timeout SECONDS]
+       sharenode fleet task DEVICE fetch --object ID --length N --source URL... [--order FILE...] [--outboard URL]
+                            [--pin] [--deadline SECONDS] --broker URL
+       sharenode fleet task DEVICE drop --object ID --broker URL
+       sharenode fleet task DEVICE list --broker URL
+       sharenode fleet order --device ID --object ID --client-key HEX --max-bytes N --rights R --ttl SECONDS
+                             [--serial S] [--key-dir DIR]
 
 keygen   create (first time) the fleet's Ed25519 command key in DIR and print its public key: put it in the
          devices' config (link.fleetPublicKey, or SHARENODE_FLEET_KEY)
@@ -21,6 +30,14 @@ watch    a live table of the devices seen on the broker: online, last seen, key 
 send     sign COMMAND (ping, status, config.get, log.tail, store.challenge) for DEVICE, send it, and print the
          device's reply once its signature verifies (the device key comes from --device-key, or from the
          device's retained state record)
+task     send DEVICE a task (signed like send: task.fetch, task.drop, task.list) and print its verified reply.
+         fetch: get object ID (64 hex) of N bytes from the sources (http(s) origins or boxes'
+         /v1/objects/ID, --source once per source), verify it as it arrives (the outboard from --outboard, an
+         origin's .obao or a box's /outboard) and keep it (--pin: never evicted). drop: forget the object.
+         list: the device's tasks. Takes send's --device-key, --key-dir, --timeout and connection options
+order    sign an order with the fleet key: device ID may serve object ID (64 hex) to the client whose key is HEX
+         ('sharenode client keygen' prints it), up to N bytes in all, for SECONDS from now; rights holder R
+         (1..128 of A-Z a-z 0-9 . _ : / -). Prints the order's token, ready for 'sharenode get --order'
 
 Options:
   --broker URL       mqtt:// mqtts:// ws:// wss:// (or SHARENODE_BROKER)
@@ -31,6 +48,16 @@ Options:
   --device-key HEX   the device's public key (64 hex digits; 'sharenode store status' prints it)
   --timeout S        how long send waits for the reply (default 15)
   --duration S       watch for S seconds, print the table and exit (default: until Ctrl-C)
+  --object ID        the object a task is about (64 lowercase hex digits)
+  --length N         the object's length in bytes (task fetch)
+  --source URL       where to fetch from (task fetch; once per source, at least one)
+  --outboard URL     where the object's outboard is (task fetch)
+  --pin              keep the fetched object from eviction (task fetch)
+  --deadline S       the device gives the fetch up S seconds from now (task fetch)
+  --order FILE       boxes as sources (task fetch): an order file as 'sharenode get' reads it ('BOX-URL TOKEN'
+                     lines); each box's /v1/objects/ID becomes a source with its order (and its /outboard the
+                     outboard, unless --outboard is given)
+  --serial S         the order's serial, unique in the fleet (1..64 of A-Z a-z 0-9 . _ -; default: 24 random hex)
   -h, --help         show this help
 `;
 
@@ -100,10 +127,14 @@ async function runFleet(args: string[], io: CliIo): Promise<number> {
       return watch(rest, io);
     case "send":
       return send(rest, io);
+    case "task":
+      return task(rest, io);
+    case "order":
+      return order(rest, io);
     case undefined:
-      throw usageError("fleet: missing action: keygen, watch or send (see 'sharenode fleet --help')");
+      throw usageError("fleet: missing action: keygen, watch, send, task or order (see 'sharenode fleet --help')");
     default:
-      throw usageError(`fleet: unknown action '${action}' (expected keygen, watch or send)`);
+      throw usageError(`fleet: unknown action '${action}' (expected keygen, watch, send, task or order)`);
   }
 }
 
@@ -185,20 +216,45 @@ async function send(args: string[], io: CliIo): Promise<number> {
     if (typeof cmdArgs !== "object" || cmdArgs === null || Array.isArray(cmdArgs))
       throw usageError("fleet send: --args must be a JSON object");
   }
+  return deliver("fleet send", deviceId, cmd, cmdArgs, values, io);
+}
+
+interface DeliverOptions {
+  broker?: string;
+  username?: string;
+  password?: string;
+  "mqtt-version"?: string;
+  "device-key"?: string;
+  "key-dir"?: string;
+  timeout?: string;
+}
+
+/**
+ * Signs `cmd` for `deviceId` with the fleet key, publishes it, waits for the device's verified reply and prints
+ * its result (exit 0) or its refusal (one line, exit 1). `label` prefixes every message ("fleet send").
+ */
+async function deliver(
+  label: string,
+  deviceId: string,
+  cmd: string,
+  cmdArgs: Record<string, unknown>,
+  values: DeliverOptions,
+  io: CliIo,
+): Promise<number> {
   const timeout = seconds("timeout", values.timeout, 15);
   let deviceKey: Uint8Array | undefined;
   if (values["device-key"] !== undefined) {
     try {
       deviceKey = publicKeyFromHex(values["device-key"]);
     } catch (err) {
-      throw usageError(`fleet send: --device-key: ${errorMessage(err)}`);
+      throw usageError(`${label}: --device-key: ${errorMessage(err)}`);
     }
     if (deviceIdOf(deviceKey) !== deviceId)
-      throw usageError(`fleet send: --device-key is not the key of device ${deviceId}`);
+      throw usageError(`${label}: --device-key is not the key of device ${deviceId}`);
   }
   const key = await loadOrCreateFleetKey(join(values["key-dir"] ?? defaultKeyDir(), "device-key.pem")).catch(
     (err: Error) => {
-      throw new CliError(`fleet send: ${err.message}`);
+      throw new CliError(`${label}: ${err.message}`);
     },
   );
   const topics = topicsFor(deviceId);
@@ -237,10 +293,10 @@ async function send(args: string[], io: CliIo): Promise<number> {
       const pub =
         states.length > 0 ? (JSON.parse(states[states.length - 1]!.toString()) as { pub?: unknown }).pub : undefined;
       if (typeof pub !== "string")
-        throw usageError(`fleet send: no public key for ${deviceId} in its retained state; pass --device-key`);
+        throw usageError(`${label}: no public key for ${deviceId} in its retained state; pass --device-key`);
       deviceKey = publicKeyFromHex(pub);
       if (deviceIdOf(deviceKey) !== deviceId)
-        throw new CliError(`fleet send: the state record of ${deviceId} names a key that is not its own`);
+        throw new CliError(`${label}: the state record of ${deviceId} names a key that is not its own`);
     }
     const payload = signCommand(
       { cmd, deviceId, args: cmdArgs, nonce, exp: Date.now() + Math.max(60_000, timeout * 1000) },
@@ -259,10 +315,10 @@ async function send(args: string[], io: CliIo): Promise<number> {
       return reply !== undefined;
     };
     if (!(await waitFor(answered)) || !reply)
-      throw new CliError(`fleet send: no verified reply from ${deviceId} within ${timeout} s`);
+      throw new CliError(`${label}: no verified reply from ${deviceId} within ${timeout} s`);
     if (!reply.ok) {
       io.stderr.write(
-        `sharenode: fleet send: ${cmd} refused by the device: ${reply.error.code}: ${reply.error.message}\n`,
+        `sharenode: ${label}: ${cmd} refused by the device: ${reply.error.code}: ${reply.error.message}\n`,
       );
       return 1;
     }
@@ -271,4 +327,178 @@ async function send(args: string[], io: CliIo): Promise<number> {
   } finally {
     await conn.close();
   }
+}
+
+const HEX_64 = /^[0-9a-f]{64}$/;
+const RIGHTS = /^[A-Za-z0-9._:/-]{1,128}$/;
+
+/** A positive safe integer option, or a one-line usage error naming it. */
+function positiveInteger(command: string, name: string, value: string | undefined): number {
+  if (value === undefined) throw usageError(`${command}: --${name} is required`);
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1)
+    throw usageError(`${command}: --${name} must be a whole number from 1 to 2^53 - 1, got '${value}'`);
+  return n;
+}
+
+async function order(args: string[], io: CliIo): Promise<number> {
+  const { values } = parseCommandArgs(
+    "fleet order",
+    args,
+    {
+      device: { type: "string" },
+      object: { type: "string" },
+      "client-key": { type: "string" },
+      "max-bytes": { type: "string" },
+      rights: { type: "string" },
+      ttl: { type: "string" },
+      serial: { type: "string" },
+      "key-dir": { type: "string" },
+    },
+    false,
+  );
+  const required = (name: "device" | "object" | "client-key" | "rights"): string => {
+    const v = values[name];
+    if (v === undefined) throw usageError(`fleet order: --${name} is required`);
+    return v;
+  };
+  const deviceId = required("device");
+  if (!isDeviceId(deviceId))
+    throw usageError(`fleet order: --device must be a device id (32 lowercase hex digits), got '${deviceId}'`);
+  const objectId = required("object");
+  if (!HEX_64.test(objectId))
+    throw usageError(`fleet order: --object must be an object id (64 lowercase hex digits), got '${objectId}'`);
+  const clientKey = required("client-key");
+  if (!HEX_64.test(clientKey))
+    throw usageError(
+      `fleet order: --client-key must be the client's public key (64 lowercase hex digits, 'sharenode client keygen' prints it), got '${clientKey}'`,
+    );
+  const maxBytes = positiveInteger("fleet order", "max-bytes", values["max-bytes"]);
+  const rightsId = required("rights");
+  if (!RIGHTS.test(rightsId))
+    throw usageError(`fleet order: --rights must be 1..128 characters of A-Z a-z 0-9 . _ : / -, got '${rightsId}'`);
+  const ttl = positiveInteger("fleet order", "ttl", values.ttl);
+  const expiresAt = Date.now() + ttl * 1000;
+  if (!Number.isSafeInteger(expiresAt)) throw usageError(`fleet order: --ttl ${ttl} seconds is too far in the future`);
+  const serial = values.serial ?? randomBytes(12).toString("hex");
+  if (!SERIAL.test(serial))
+    throw usageError(`fleet order: --serial must be 1..64 characters of A-Z a-z 0-9 . _ -, got '${serial}'`);
+  const key = await loadOrCreateFleetKey(join(values["key-dir"] ?? defaultKeyDir(), "device-key.pem")).catch(
+    (err: Error) => {
+      throw new CliError(`fleet order: ${err.message}`);
+    },
+  );
+  io.stdout.write(signOrder({ serial, deviceId, objectId, clientKey, maxBytes, expiresAt, rightsId }, key) + "\n");
+  return 0;
+}
+
+/** Sources and outboards: absolute http(s) URLs (what the device's fetcher takes), checked here so a typo fails now. */
+function httpUrl(command: string, name: string, value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw usageError(`${command}: --${name} must be an http:// or https:// URL, got '${value}'`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:")
+    throw usageError(`${command}: --${name} must be an http:// or https:// URL, got '${value}'`);
+  return value;
+}
+
+async function task(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandArgs(
+    "fleet task",
+    args,
+    {
+      ...CONNECTION,
+      "device-key": { type: "string" },
+      "key-dir": { type: "string" },
+      timeout: { type: "string" },
+      object: { type: "string" },
+      length: { type: "string" },
+      source: { type: "string", multiple: true },
+      outboard: { type: "string" },
+      pin: { type: "boolean" },
+      deadline: { type: "string" },
+      order: { type: "string", multiple: true },
+    },
+    true,
+  );
+  if (positionals.length !== 2)
+    throw usageError(
+      `fleet task: expected DEVICE and fetch, drop or list, got ${positionals.length} argument${positionals.length === 1 ? "" : "s"}`,
+    );
+  const [deviceId, kind] = positionals as [string, string];
+  if (!isDeviceId(deviceId))
+    throw usageError(`fleet task: DEVICE must be a device id (32 lowercase hex digits), got '${deviceId}'`);
+  const label = `fleet task ${kind}`;
+  const objectId = (): string => {
+    const id = values.object;
+    if (id === undefined) throw usageError(`${label}: --object is required`);
+    if (!HEX_64.test(id))
+      throw usageError(`${label}: --object must be an object id (64 lowercase hex digits), got '${id}'`);
+    return id;
+  };
+  /** Options that belong to fetch only are refused elsewhere rather than silently ignored. */
+  const only = (allowed: string[]): void => {
+    for (const name of ["object", "length", "source", "outboard", "pin", "deadline", "order"] as const) {
+      if (values[name] !== undefined && !allowed.includes(name))
+        throw usageError(`${label}: --${name} does not apply to ${kind}`);
+    }
+  };
+  let cmdArgs: Record<string, unknown>;
+  switch (kind) {
+    case "fetch": {
+      const id = objectId();
+      // An empty object is an object too (its id is BLAKE3 of nothing).
+      const length = values.length === "0" ? 0 : positiveInteger(label, "length", values.length);
+      const sources = (values.source ?? []).map((u) => httpUrl(label, "source", u));
+      // Boxes as sources: each order file line `BASE TOKEN` adds the box's object URL, with its token to show it
+      // (and its /outboard, when no --outboard is given).
+      const orders: Record<string, string> = {};
+      let outboard = values.outboard === undefined ? undefined : httpUrl(label, "outboard", values.outboard);
+      for (const file of values.order ?? []) {
+        let text: string;
+        try {
+          text = await readFile(file, "utf8");
+        } catch (err) {
+          throw usageError(`${label}: --order ${file}: ${systemErrorText(err) ?? errorMessage(err)}`);
+        }
+        let boxes: BoxOrder[];
+        try {
+          boxes = parseOrderFile(text, file, undefined);
+        } catch (err) {
+          throw usageError(`${label}: ${errorMessage(err)}`);
+        }
+        for (const { url, token } of boxes) {
+          const source = `${url}/v1/objects/${id}`;
+          sources.push(source);
+          orders[source] = token;
+          if (outboard === undefined) {
+            outboard = `${source}/outboard`;
+            orders[outboard] = token;
+          }
+        }
+      }
+      if (sources.length === 0) throw usageError(`${label}: at least one --source URL or --order FILE is required`);
+      cmdArgs = { objectId: id, length, sources };
+      if (outboard !== undefined) cmdArgs.outboard = outboard;
+      if (values.pin) cmdArgs.pin = true;
+      if (values.deadline !== undefined)
+        cmdArgs.deadline = Date.now() + positiveInteger(label, "deadline", values.deadline) * 1000;
+      if (Object.keys(orders).length > 0) cmdArgs.orders = orders;
+      break;
+    }
+    case "drop":
+      only(["object"]);
+      cmdArgs = { objectId: objectId() };
+      break;
+    case "list":
+      only([]);
+      cmdArgs = {};
+      break;
+    default:
+      throw usageError(`fleet task: unknown task '${kind}' (expected fetch, drop or list)`);
+  }
+  return deliver(label, deviceId, `task.${kind}`, cmdArgs, values, io);
 }

@@ -1,11 +1,13 @@
 // The `sharenode` command line: one table of subcommands, help and version, and the one place that turns any
 // failure into a single line on stderr and an exit code.
 import { version } from "../../package.json";
+import { clientCommand } from "./client.js";
 import { consoleCommand } from "./console.js";
 import { disksCommand } from "./disks.js";
 import { selftestCommand } from "./selftest.js";
 import { hashCommand } from "./hash.js";
 import { fleetCommand } from "./fleet.js";
+import { getCommand } from "./get.js";
 import { proofCommand } from "./proof.js";
 import { runCommand } from "./run.js";
 import { storeCommand, verifyResponseCommand } from "./store.js";
@@ -32,6 +34,8 @@ const commands: Record<string, Command> = {
   store: storeCommand,
   "verify-response": verifyResponseCommand,
   fleet: fleetCommand,
+  client: clientCommand,
+  get: getCommand,
   console: consoleCommand,
   disks: disksCommand,
   selftest: selftestCommand,

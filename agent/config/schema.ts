@@ -327,9 +327,9 @@ export const configSchema = {
         max: GiB,
         default: 4 * MiB,
         doc: "bytes an order may be sent past its client's largest receipt; a client that never signs gets this much",
-        },
       },
     },
+  },
   tasks: {
     type: "section",
     doc: "fetch tasks from the fleet (task.fetch): agent/tasks",

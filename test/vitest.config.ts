@@ -8,6 +8,9 @@ export default defineConfig({
     allowOnly: false,
     // The Debian tools the tests use: installed (as root) or named before any test runs (test/setup/).
     globalSetup: ["test/setup/debian-tools.mjs"],
+    // Agents the tests start (and their children, which inherit this) serve on a free loopback port: the default
+    // 8470 on every address would make concurrent test agents fight for one port (all but one "not serving").
+    env: { SHARENODE_SERVE_BIND: "127.0.0.1", SHARENODE_SERVE_PORT: "0" },
     testTimeout: 60_000,
     hookTimeout: 60_000,
   },

@@ -119,7 +119,8 @@ describe("the agent's health wiring", () => {
       const t = await waitFor("telemetry", () => telemetry.find((m) => m.deviceId === agent.deviceId));
       expect(t.body.throttled).toBe(1);
       // The byte-rate limiters follow the governor (hot: serving at a quarter of a 100 Mbit/s port, no download
-      // limit set); what serving and the tasks report reaches the published telemetry.
+      // limit set); what serving and the tasks count reaches the published telemetry, and the states (receipt lag,
+      // tasks queued and running) are read from the server and the queue at each round: nothing open here.
       expect([agent.uploadLimiter.rate, agent.downloadLimiter.rate]).toEqual([3_125_000, null]);
       agent.work.served(1_234);
       agent.work.request();
@@ -127,15 +128,16 @@ describe("the agent's health wiring", () => {
       agent.work.setReceiptLag(77);
       agent.work.setTasks(3, 1);
       agent.work.taskFailed();
+      expect(agent.serveStats()).toMatchObject({ receiptLagBytes: 0 });
       const w = await waitFor("telemetry with the work counters", () =>
         telemetry.find((m) => m.deviceId === agent.deviceId && m.body.served_bytes === 1_234),
       );
       expect(w.body).toMatchObject({
         requests: 1,
         orders_refused: 1,
-        receipt_lag_bytes: 77,
-        tasks_queued: 3,
-        tasks_running: 1,
+        receipt_lag_bytes: 0,
+        tasks_queued: 0,
+        tasks_running: 0,
         tasks_failed: 1,
       });
 

@@ -31,6 +31,8 @@ export const DEBIAN_TOOLS = {
   socat: ["socat", "pty pairs for the serial console; a notify socket that records datagrams"],
   shellcheck: ["shellcheck", "the install scripts linted"],
   openssl: ["openssl", "throwaway CAs for the mqtts tests"],
+  curl: ["curl", "a stock client against the box's server: ranges, HEAD, 416, orders"],
+  nginx: ["nginx", "the box's Range answers compared with nginx's for the same file"],
   setpriv: ["util-linux", "permission tests run as an unprivileged user"],
   "qemu-arm-static": ["qemu-user-static", "the ARM check: official Node ARM builds under emulation"],
 };

@@ -199,3 +199,57 @@ export function httpGet(url: string, options: HttpGetOptions, total?: number): P
     req.end();
   });
 }
+
+/**
+ * POSTs a small text body (a receipt to a box's /v1/receipts) and resolves with the answer's status once its body
+ * is read and thrown away. No redirects: the body is for this origin only. Rejects with a SourceError on a stall,
+ * an abort or a broken connection.
+ */
+export function httpPost(
+  url: string,
+  body: string,
+  options: Pick<HttpGetOptions, "headers" | "stallMs" | "agents" | "timeouts" | "signal">,
+): Promise<number> {
+  const timeouts = options.timeouts ?? realTimeouts;
+  return new Promise<number>((resolve, reject) => {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      reject(new SourceError("http-error", `not a URL: ${JSON.stringify(url.slice(0, 100))}`));
+      return;
+    }
+    const secure = parsed.protocol === "https:";
+    let status = 0;
+    let done = false;
+    const finish = (err?: SourceError): void => {
+      if (done) return;
+      done = true;
+      timeouts.clearTimeout(timer);
+      options.signal?.removeEventListener("abort", onAbort);
+      if (err) {
+        req.destroy();
+        reject(err);
+      } else resolve(status);
+    };
+    const onAbort = (): void => finish(new SourceError("connection", "aborted"));
+    const timer = timeouts.setTimeout(
+      () => finish(new SourceError("stalled", `no answer for ${options.stallMs} ms`)),
+      options.stallMs,
+    );
+    const req = (secure ? https : http).request(parsed, {
+      method: "POST",
+      headers: { ...options.headers, "content-type": "text/plain", "content-length": String(Buffer.byteLength(body)) },
+      agent: secure ? options.agents?.https : options.agents?.http,
+    });
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    req.on("error", (err) => finish(new SourceError("connection", errorLine(err))));
+    req.on("response", (res) => {
+      status = res.statusCode ?? 0;
+      res.on("error", (err) => finish(new SourceError("connection", errorLine(err))));
+      res.on("end", () => finish());
+      res.resume();
+    });
+    req.end(body);
+  });
+}

@@ -18,16 +18,17 @@ export interface ReceiptKeys {
   fleetPublicKey: string;
 }
 
-/** The order of a task's source, checked; a one-line reason when it cannot be used. */
-export function checkOrder(token: string, objectId: string, keys: ReceiptKeys): Order | string {
+/** The order of a task's source `url`, checked; a one-line reason (under 200 characters) when it cannot be used. */
+export function checkOrder(url: string, token: string, objectId: string, keys: ReceiptKeys): Order | string {
   const read = readOrder(token, keys.fleetPublicKey);
-  if (!read.ok) return read.reason;
+  if (!read.ok) return `the order for ${JSON.stringify(url.slice(0, 80))}: ${read.reason}`;
   const { order } = read;
-  if (order.objectId !== objectId) return `order ${order.serial} is for object ${order.objectId}, not ${objectId}`;
+  if (order.objectId !== objectId)
+    return `order ${order.serial} is for object ${order.objectId.slice(0, 16)}..., not this task's`;
   if (order.clientKey !== keys.clientKey.publicKeyHex)
     return (
-      `order ${order.serial} is for client key ${order.clientKey}, not this box's ${keys.clientKey.publicKeyHex} ` +
-      `(sign it with --client-key set to the fetching box's public key)`
+      `order ${order.serial} is for client key ${order.clientKey.slice(0, 16)}..., not this box's: ` +
+      `sign it with --client-key ${keys.clientKey.publicKeyHex}`
     );
   return order;
 }
@@ -46,7 +47,7 @@ export function receiptSigner(
   const byUrl = new Map<string, Order>();
   const bySerial = new Map<string, Order>();
   for (const [url, token] of Object.entries(orders)) {
-    const order = checkOrder(token, objectId, keys);
+    const order = checkOrder(url, token, objectId, keys);
     if (typeof order === "string") {
       skipped(url, order);
       continue;

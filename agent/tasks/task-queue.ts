@@ -471,9 +471,8 @@ export class TaskQueue {
       for (const [url, token] of Object.entries(orders)) {
         if (typeof token !== "string" || token.length > MAX_URL || !/^[A-Za-z0-9_-]+$/.test(token))
           throw new CommandRefused("bad-args", `orders[${JSON.stringify(url.slice(0, 80))}] must be an order token`);
-        const order = this.options.receipts && checkOrder(token, objectId, this.options.receipts);
-        if (typeof order === "string")
-          throw new CommandRefused("bad-args", `orders[${JSON.stringify(url.slice(0, 80))}]: ${order}`);
+        const order = this.options.receipts && checkOrder(url, token, objectId, this.options.receipts);
+        if (typeof order === "string") throw new CommandRefused("bad-args", order);
       }
     }
     return {

@@ -450,7 +450,9 @@ describe("a box as a source: receipts", () => {
     // Without receipts: the box stops at its window, and the source is dropped with the box's reason.
     const unpaid = await fetcher().fetch(unpaidBox.spec, dir);
     expect(!unpaid.ok && unpaid.code).toBe("all-sources-failed");
-    expect(unpaid.dropped).toMatchObject([{ url: unpaidBox.url, code: "http-error", reason: "HTTP 402" }]);
+    expect(unpaid.dropped).toMatchObject([
+      { url: unpaidBox.url, code: "http-error", reason: "HTTP 402 (receipt-window)" },
+    ]);
     expect(shown.length).toBeGreaterThan(1);
     expect(shown.every((s) => s.receipt === undefined)).toBe(true);
     expect(book.bytes(unpaidBox.serial)).toBe(0);

@@ -116,6 +116,9 @@ export function httpGet(url: string, options: HttpGetOptions, total?: number): P
         fail(new SourceError(code, message));
       };
       if (status === 404 || status === 410) return refuse("not-found", `HTTP ${status}`);
+      // A box says why it refused (agent/serve): "HTTP 402 (receipt-window)" tells the fleet what went wrong.
+      const refused = res.headers["sharenode-refused"];
+      const answered = `HTTP ${status}${typeof refused === "string" ? ` (${refused.slice(0, 40)})` : ""}`;
       const location = res.headers.location;
       if (REDIRECTS.has(status) && location !== undefined) {
         const left = options.redirects ?? 3;
@@ -156,13 +159,10 @@ export function httpGet(url: string, options: HttpGetOptions, total?: number): P
           }
           length = declared;
         } else {
-          return refuse(
-            "http-error",
-            status === 200 ? "answered 200 to a Range request (no ranges)" : `HTTP ${status}`,
-          );
+          return refuse("http-error", status === 200 ? "answered 200 to a Range request (no ranges)" : answered);
         }
       } else {
-        if (status !== 200) return refuse("http-error", `HTTP ${status}`);
+        if (status !== 200) return refuse("http-error", answered);
         length = declared;
       }
       arm();

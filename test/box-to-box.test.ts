@@ -4,6 +4,8 @@
 // task A fetch --order FILE` makes A fetch it from B. The object is 10 MiB, past B's 4 MiB receipt window: the task
 // ends in task.done only if A signs receipts and B takes them. B's receipts.log then holds A's receipt for the whole
 // object, which anyone checks with the order and the fleet key. An order for another client key is refused by A.
+// A SIGKILLed mid-fetch resumes after its restart and still finishes: its receipt count did not go down (had it
+// started again from 0, B would stop it at the window: every receipt below the largest B holds is worth nothing).
 import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -53,7 +55,7 @@ function run(args: string[]): Promise<{ status: number | null; stdout: string; s
 const stateDir = (name: "a" | "b") => join(work, name, "state");
 const dataDir = (name: "a" | "b") => join(work, name, "data");
 
-function env(name: "a" | "b"): NodeJS.ProcessEnv {
+function env(name: "a" | "b", extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   mkdirSync(dataDir(name), { recursive: true });
   return {
     ...process.env,
@@ -65,6 +67,7 @@ function env(name: "a" | "b"): NodeJS.ProcessEnv {
     SHARENODE_BOARD: "sim",
     SHARENODE_SERVE_BIND: "127.0.0.1",
     SHARENODE_SERVE_PORT: "0",
+    ...extra,
   };
 }
 
@@ -72,12 +75,42 @@ function env(name: "a" | "b"): NodeJS.ProcessEnv {
 const task = (device: string, args: string[]) =>
   run(["fleet", "task", device, ...args, "--broker", broker.url, "--key-dir", join(work, "fleet")]);
 
-const ended = (device: string) =>
+const ended = (device: string, id = objectId) =>
   waitFor(`task of ${device} ends`, () =>
     events.find(
-      (e) => e.device === device && e.objectId === objectId && (e.type === "task.done" || e.type === "task.failed"),
+      (e) => e.device === device && e.objectId === id && (e.type === "task.done" || e.type === "task.failed"),
     ),
   );
+
+/** B's receipts for `serial`, in the order written (each larger than the one before). */
+async function receiptsAtB(serial: string): Promise<ReceiptRecord[]> {
+  const read = await readRecordLog(join(stateDir("b"), "receipts.log"));
+  if (!read.ok) return [];
+  return read.records.map((r) => JSON.parse(r.toString("utf8")) as ReceiptRecord).filter((r) => r.serial === serial);
+}
+
+/** `sharenode fleet order`: B may serve `id` to the holder of `clientKey`. */
+const order = (id: string, clientKey: string, serial: string) =>
+  run([
+    "fleet",
+    "order",
+    "--device",
+    boxes.b!.deviceId,
+    "--object",
+    id,
+    "--client-key",
+    clientKey,
+    "--max-bytes",
+    String(64 * 1024 * 1024),
+    "--rights",
+    "label:box-to-box",
+    "--ttl",
+    "600",
+    "--serial",
+    serial,
+    "--key-dir",
+    join(work, "fleet"),
+  ]);
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), "sharenode-box-to-box-"));
@@ -128,30 +161,8 @@ it("box A fetches a 10 MiB object from box B past B's receipt window, paying in 
   expect(toB.status, toB.stderr).toBe(0);
   expect(await ended(b.deviceId)).toMatchObject({ type: "task.done" });
 
-  const order = (clientKey: string, serial: string) =>
-    run([
-      "fleet",
-      "order",
-      "--device",
-      b.deviceId,
-      "--object",
-      objectId,
-      "--client-key",
-      clientKey,
-      "--max-bytes",
-      String(64 * 1024 * 1024),
-      "--rights",
-      "label:box-to-box",
-      "--ttl",
-      "600",
-      "--serial",
-      serial,
-      "--key-dir",
-      join(work, "fleet"),
-    ]);
-
   // An order for another client (B's own key): A refuses the task, naming why, and fetches nothing.
-  const wrong = await order(b.publicKey, "b2b-wrong-key");
+  const wrong = await order(objectId, b.publicKey, "b2b-wrong-key");
   expect(wrong.status, wrong.stderr).toBe(0);
   writeFileSync(join(work, "wrong.orders"), `${bUrl} ${wrong.stdout.trim()}\n`);
   const refused = await task(a.deviceId, [
@@ -171,7 +182,7 @@ it("box A fetches a 10 MiB object from box B past B's receipt window, paying in 
   );
 
   // The fleet's order names A's device key: A fetches from B, signing receipts as it goes.
-  const good = await order(a.publicKey, "b2b-1");
+  const good = await order(objectId, a.publicKey, "b2b-1");
   expect(good.status, good.stderr).toBe(0);
   const token = good.stdout.trim();
   writeFileSync(join(work, "b.orders"), `${bUrl} ${token}\n`);
@@ -197,10 +208,7 @@ it("box A fetches a 10 MiB object from box B past B's receipt window, paying in 
 
   // B's receipt book: A's largest receipt under the order covers the object (and its outboard), signed by A's key.
   const log = await waitFor("A's receipt for the whole object in B's receipts.log", async () => {
-    const read = await readRecordLog(join(stateDir("b"), "receipts.log"));
-    if (!read.ok) return undefined;
-    const records = read.records.map((r) => JSON.parse(r.toString("utf8")) as ReceiptRecord);
-    const mine = records.filter((r) => r.serial === "b2b-1");
+    const mine = await receiptsAtB("b2b-1");
     return mine.some((r) => r.bytes >= data.length) ? mine : undefined;
   });
   const largest = log.reduce((x, y) => (y.bytes > x.bytes ? y : x));
@@ -215,4 +223,67 @@ it("box A fetches a 10 MiB object from box B past B's receipt window, paying in 
     ok: true,
     receipt: { serial: "b2b-1", bytes: largest.bytes },
   });
+}, 120_000);
+
+it("A, SIGKILLed in the middle of a fetch from B, resumes after its restart and finishes: its receipts go on", async () => {
+  const b = boxes.b!;
+  const other = new Uint8Array(seededBytes(10 * 1024 * 1024, 13));
+  const id = Buffer.from(blake3(other)).toString("hex");
+  const toB = await task(b.deviceId, [
+    "fetch",
+    "--object",
+    id,
+    "--length",
+    String(other.length),
+    "--source",
+    origin.serve("other.bin", other),
+  ]);
+  expect(toB.status, toB.stderr).toBe(0);
+  expect(await ended(b.deviceId, id)).toMatchObject({ type: "task.done" });
+  const bUrl = births.find((x) => x.device === b.deviceId && x.serve)!.serve![0]!;
+
+  // A fetches at 3 MB/s (its download limit), so the kill lands mid-fetch, after some checkpoints.
+  boxes.a!.child.kill("SIGKILL");
+  await new Promise((resolve) => boxes.a!.child.once("exit", resolve));
+  boxes.a = await AgentProcess.start(BIN, env("a", { SHARENODE_DOWNLOAD_RATE: "3000000" }), waitFor);
+  const a = boxes.a;
+  const good = await order(id, a.publicKey, "b2b-kill");
+  expect(good.status, good.stderr).toBe(0);
+  writeFileSync(join(work, "kill.orders"), `${bUrl} ${good.stdout.trim()}\n`);
+  const toA = await task(a.deviceId, [
+    "fetch",
+    "--object",
+    id,
+    "--length",
+    String(other.length),
+    "--order",
+    join(work, "kill.orders"),
+  ]);
+  expect(toA.status, toA.stderr).toBe(0);
+  await waitFor("3 MiB verified and durable at A", () =>
+    events.find(
+      (e) => e.device === a.deviceId && e.objectId === id && e.type === "task.progress" && Number(e.bytes) >= 3 << 20,
+    ),
+  );
+  const before = await receiptsAtB("b2b-kill");
+  expect(before.length).toBeGreaterThan(0);
+  a.child.kill("SIGKILL");
+  await new Promise((resolve) => a.child.once("exit", resolve));
+  expect(events.some((e) => e.device === a.deviceId && e.objectId === id && e.type === "task.done")).toBe(false);
+
+  boxes.a = await AgentProcess.start(BIN, env("a"), waitFor);
+  const end = await ended(a.deviceId, id);
+  expect(end.type, JSON.stringify(end)).toBe("task.done");
+  const stored = readFileSync(join(dataDir("a"), "objects", id.slice(0, 2), id));
+  expect(Buffer.compare(stored, Buffer.from(other))).toBe(0);
+  const after = await waitFor("A's receipt for the whole object", async () => {
+    const mine = await receiptsAtB("b2b-kill");
+    return mine.some((r) => r.bytes >= other.length) ? mine : undefined;
+  });
+  // Receipts went on from where they were before the kill, past the object's length.
+  expect(after.length).toBeGreaterThan(before.length);
+  const largest = after.at(-1)!;
+  expect(largest.bytes).toBeGreaterThan(before.at(-1)!.bytes);
+  expect(largest.clientKey).toBe(a.publicKey);
+  expect(verifyServed(largest.order, largest.receipt, fleetKey)).toMatchObject({ ok: true });
 }, 120_000);

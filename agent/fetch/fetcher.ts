@@ -486,8 +486,8 @@ export class Fetcher {
   }
 
   /**
-   * Hands each box that was not dropped its final receipt: POST {box}/v1/receipts with its order (best effort: it
-   * has the receipt shown with the last request but one, and the count is durable for a resume).
+   * Hands each box that was not dropped its final receipt: POST {box}/v1/receipts with its order. Best effort: the
+   * box holds the receipt shown with the last request, and the count is durable for a resume.
    */
   private async postReceipts(run: Run): Promise<void> {
     const { spec } = run;

@@ -580,6 +580,8 @@ export class Agent {
       event: (body) => void this.event(body),
       log: this.deps.logs.logger("tasks"),
       counters: this.work,
+      // Another box serving a task's object is paid in receipts signed with this device's key (its orders name it).
+      receipts: { clientKey: this.identity, fleetPublicKey: config.link.fleetPublicKey },
     });
     tasks.setPaused(!(this.resources?.limits().fetchAllowed ?? true));
     try {

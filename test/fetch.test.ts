@@ -2,16 +2,25 @@
 // against the outboard as it arrives, and every way a source goes wrong (a bad group, a stall, a dropped
 // connection, short content, 404) dropping that source with its reason while the good ones finish the object.
 // Without an outboard the object is checked whole, and a liar is found by fetching from one source at a time.
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+// A box as a source (agent/serve's real ObjectServer and OrderGate, in process) is paid in receipts: a fetch past
+// its receipt window finishes only with them, and a resumed fetch never signs less than the run before it.
+import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { GroupChecker, OutboardMismatch } from "../agent/fetch/group-check";
-import { Fetcher, type FetchResult, type FetcherOptions } from "../agent/fetch/fetcher";
+import { Fetcher, type FetchResult, type FetcherOptions, type ReceiptSigner } from "../agent/fetch/fetcher";
 import { PartialObject } from "../agent/fetch/partial";
+import { type DeviceIdentity, loadOrCreateDeviceIdentity } from "../agent/identity/device-key";
 import { blake3 } from "../agent/kernels/blake3";
 import { createOutboard, OutboardError } from "../agent/kernels/outboard";
+import { signOrder } from "../agent/protocol/order";
+import { openReceipt, signReceipt, verifyServed } from "../agent/protocol/receipt";
+import { OrderGate } from "../agent/serve/order-gate";
+import { ReceiptBook } from "../agent/serve/receipt-book";
+import { ObjectServer } from "../agent/serve/server";
+import { ObjectStore } from "../agent/store/object-store";
 import { Origin } from "./helpers/origin";
 import { seededBytes } from "./helpers/random";
 import { waitFor } from "./helpers/wait";
@@ -322,5 +331,211 @@ describe("Fetcher", () => {
     );
     expect((await bytesOf(result)).equals(o.data)).toBe(true);
     expect(taken).toBe(o.data.length);
+  });
+});
+
+describe("a box as a source: receipts", () => {
+  const WINDOW = 256 * 1024;
+  const DEVICE = "0123456789abcdef0123456789abcdef";
+  let boxDir = "";
+  let fleet: DeviceIdentity;
+  let client: DeviceIdentity;
+  let store: ObjectStore;
+  let book: ReceiptBook;
+  let server: ObjectServer;
+  let base = "";
+  let serials = 0;
+  /** What the box saw: the receipt header of each request (undefined when none), and each POSTed receipt. */
+  const shown: { url: string; receipt: string | undefined }[] = [];
+  const posted: string[] = [];
+
+  beforeAll(async () => {
+    boxDir = mkdtempSync(join(tmpdir(), "sharenode-fetch-box-"));
+    [fleet, client] = await Promise.all(["fleet", "client"].map((n) => loadOrCreateDeviceIdentity(join(boxDir, n))));
+    store = new ObjectStore({ dataDir: join(boxDir, "data"), quota: { bytes: 1 << 30 }, reserveBytes: 0 });
+    await store.start();
+    book = new ReceiptBook(join(boxDir, "receipts.log"));
+    await book.start();
+    const gate = new OrderGate({ fleetPublicKey: fleet.publicKeyHex, deviceId: DEVICE, book, windowBytes: WINDOW });
+    server = new ObjectServer({
+      store,
+      bind: "127.0.0.1",
+      port: 0,
+      gate: {
+        open: (req, id) => {
+          const r = req.headers["sharenode-receipt"];
+          shown.push({ url: req.url ?? "", receipt: typeof r === "string" ? r : undefined });
+          return gate.open(req, id);
+        },
+        receipt: (req, body) => {
+          posted.push(body);
+          return gate.receipt(req, body);
+        },
+      },
+    });
+    await server.start();
+    base = `http://127.0.0.1:${server.port}`;
+  });
+  afterAll(async () => {
+    await server?.stop();
+    await book?.stop();
+    await store?.stop();
+    if (boxDir) rmSync(boxDir, { recursive: true, force: true });
+  });
+  beforeEach(() => {
+    shown.length = 0;
+    posted.length = 0;
+  });
+
+  /** An object the box stores, and an order for it naming `clientKey` (a new serial for each call). */
+  async function boxObject(length: number, seed: number, clientKey = client.publicKeyHex) {
+    const data = seededBytes(length, seed);
+    const { object: stored } = await store.ingest(
+      (async function* () {
+        yield data;
+      })(),
+    );
+    const objectId = stored.id;
+    const serial = `f-${++serials}`;
+    const token = signOrder(
+      {
+        serial,
+        deviceId: DEVICE,
+        objectId,
+        clientKey,
+        maxBytes: 1 << 30,
+        expiresAt: Date.now() + 600_000,
+        rightsId: "rights:test",
+      },
+      fleet,
+    );
+    const url = `${base}/v1/objects/${objectId}`;
+    const orders: Record<string, string> = { [url]: token, [`${url}/outboard`]: token };
+    return {
+      data,
+      objectId,
+      serial,
+      url,
+      spec: {
+        objectId,
+        length,
+        sources: [url],
+        outboard: `${url}/outboard`,
+        headersFor: (u: string) => (orders[u] ? { "sharenode-order": orders[u] } : undefined),
+      },
+    };
+  }
+
+  /** Receipts for the box's URLs, signed with the client key; `signed` lists every count signed. */
+  function signer(box: { url: string; serial: string }, signed: number[] = []): ReceiptSigner {
+    return {
+      serialOf: (u) => (u.startsWith(box.url) ? box.serial : undefined),
+      sign: (serial, bytes) => {
+        signed.push(bytes);
+        return signReceipt({ serial, bytes }, client);
+      },
+    };
+  }
+
+  const counts = () =>
+    shown.map((s) => {
+      if (s.receipt === undefined) return 0;
+      const opened = openReceipt(s.receipt, { clientKey: client.publicKeyHex });
+      if (!opened.ok) throw new Error(opened.reason);
+      return opened.receipt.bytes;
+    });
+
+  it("a fetch past the box's receipt window finishes only when it signs receipts", async () => {
+    const unpaidBox = await boxObject(1024 * 1024 + 777, 31);
+    // Without receipts: the box stops at its window, and the source is dropped with the box's reason.
+    const unpaid = await fetcher().fetch(unpaidBox.spec, dir);
+    expect(!unpaid.ok && unpaid.code).toBe("all-sources-failed");
+    expect(unpaid.dropped).toMatchObject([
+      { url: unpaidBox.url, code: "http-error", reason: "HTTP 402 (receipt-window)" },
+    ]);
+    expect(shown.length).toBeGreaterThan(1);
+    expect(shown.every((s) => s.receipt === undefined)).toBe(true);
+    expect(book.bytes(unpaidBox.serial)).toBe(0);
+    await PartialObject.removeFiles(PartialObject.pathsFor(dir, unpaidBox.objectId));
+
+    // The same object under a new order, with receipts.
+    const box = await boxObject(1024 * 1024 + 777, 31);
+    const outboardLength = statSync(store.outboardPath(box.objectId)).size;
+    shown.length = 0;
+    const signed: number[] = [];
+    const paid = await fetcher().fetch({ ...box.spec, receipts: signer(box, signed) }, dir);
+    expect((await bytesOf(paid)).equals(box.data)).toBe(true);
+    expect(paid.dropped).toEqual([]);
+    // Every request after the first carries a receipt, never smaller than the one before.
+    const seen = counts();
+    expect(seen.slice(1).every((b) => b > 0)).toBe(true);
+    for (let i = 1; i < seen.length; i++) expect(seen[i]).toBeGreaterThanOrEqual(seen[i - 1]!);
+    // The final receipt, POSTed, covers the whole object and its outboard: what the box sent, no more.
+    expect(posted).toHaveLength(1);
+    const last = openReceipt(posted[0]!, { clientKey: client.publicKeyHex, serial: box.serial });
+    expect(last.ok && last.receipt.bytes).toBe(Math.max(...signed));
+    expect(book.bytes(box.serial)).toBeGreaterThanOrEqual(box.data.length);
+    expect(book.bytes(box.serial)).toBe(box.data.length + outboardLength);
+    const record = book.get(box.serial)!;
+    expect(verifyServed(record.order, record.receipt, fleet.publicKeyHex)).toMatchObject({ ok: true });
+  });
+
+  it("a resumed fetch never signs less than the run before it showed the box", async () => {
+    const box = await boxObject(1024 * 1024, 32);
+    const controller = new AbortController();
+    const signedFirst: number[] = [];
+    const first = await fetcher({ checkpointBytes: 64 * 1024 }).fetch(
+      { ...box.spec, receipts: signer(box, signedFirst) },
+      dir,
+      { signal: controller.signal, onCheckpoint: (p) => p.bytesDurable >= 400 * 1024 && controller.abort() },
+    );
+    expect(!first.ok && first.code).toBe("aborted");
+    const before = counts();
+    const lastShown = Math.max(...before);
+    expect(lastShown).toBeGreaterThan(0);
+    expect(posted).toEqual([]);
+
+    shown.length = 0;
+    const signedSecond: number[] = [];
+    const second = await fetcher().fetch({ ...box.spec, receipts: signer(box, signedSecond) }, dir);
+    expect((await bytesOf(second)).equals(box.data)).toBe(true);
+    expect(Math.min(...signedSecond)).toBeGreaterThanOrEqual(lastShown);
+    expect(Math.min(...signedSecond)).toBeGreaterThanOrEqual(Math.max(...signedFirst));
+    const after = counts().filter((b) => b > 0);
+    expect(Math.min(...after)).toBeGreaterThanOrEqual(lastShown);
+    // Bytes taken again after the abort are receipted again (the box sent them again): at least the object.
+    expect(book.bytes(box.serial)).toBeGreaterThanOrEqual(box.data.length);
+  });
+
+  it("plain origins get neither an order nor a receipt", async () => {
+    const box = await boxObject(600_000, 33);
+    const originUrl = origin.serve("receipts-origin", box.data);
+    const result = await fetcher().fetch({ ...box.spec, sources: [box.url, originUrl], receipts: signer(box) }, dir);
+    expect((await bytesOf(result)).equals(box.data)).toBe(true);
+    expect(origin.servedAt("receipts-origin").requests).toBeGreaterThan(0);
+    expect(origin.servedAt("receipts-origin").orders.every((t) => t === undefined)).toBe(true);
+    expect(origin.servedAt("receipts-origin").receipts.every((t) => t === undefined)).toBe(true);
+    expect(counts().some((b) => b > 0)).toBe(true);
+  });
+});
+
+describe("PartialObject receipt counts", () => {
+  it("survive a reopen, a fresh start (another mode) and a reset; a smaller count is not written", async () => {
+    const id = "ab".repeat(32);
+    const a = await PartialObject.open(dir, id, 100_000, GROUP, "groups");
+    await a.noteReceipted("s1", 5000);
+    await a.noteReceipted("s1", 3000);
+    await a.noteReceipted("s2", 7);
+    await a.close();
+    const b = await PartialObject.open(dir, id, 100_000, GROUP, "groups");
+    expect([b.receipted("s1"), b.receipted("s2"), b.receipted("s3")]).toEqual([5000, 7, 0]);
+    await b.close();
+    const c = await PartialObject.open(dir, id, 100_000, GROUP, "whole");
+    expect(c.receipted("s1")).toBe(5000);
+    await c.reset();
+    await c.close();
+    const d = await PartialObject.open(dir, id, 100_000, GROUP, "whole");
+    expect([d.receipted("s1"), d.receipted("s2")]).toEqual([5000, 7]);
+    await d.remove();
   });
 });

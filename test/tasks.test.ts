@@ -1,14 +1,18 @@
 // The task queue with its real parts: a real object store on a temp directory, the real fetcher, and a real
 // node:http origin. Events in order, concurrency, durability across a restart of the queue, pause, deadline,
-// no-space, drop, and refusals of bad arguments.
+// no-space, drop, and refusals of bad arguments. With this box's key (receipts), a task's orders are checked when it
+// is accepted, and one accepted before that check with another client key gets no receipts and one warning.
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { RecordLog } from "../agent/durable/record-log";
 import { Fetcher } from "../agent/fetch/fetcher";
+import { type DeviceIdentity, loadOrCreateDeviceIdentity } from "../agent/identity/device-key";
 import { createOutboard } from "../agent/kernels/outboard";
 import { CommandRefused } from "../agent/link/command-gate";
+import { signOrder } from "../agent/protocol/order";
 import { ObjectStore } from "../agent/store/object-store";
 import { MAX_TASKS, TaskQueue, type TaskQueueOptions } from "../agent/tasks/task-queue";
 import { Origin } from "./helpers/origin";
@@ -291,5 +295,80 @@ describe("TaskQueue", () => {
     }
     await expect(queue.drop({ objectId: "nope" })).rejects.toMatchObject({ code: "bad-args" });
     expect(events).toEqual([]);
+  });
+
+  describe("orders, with this box's key", () => {
+    let fleet: DeviceIdentity;
+    let me: DeviceIdentity;
+    let other: DeviceIdentity;
+    beforeEach(async () => {
+      [fleet, me, other] = await Promise.all(
+        ["fleet", "me", "other"].map((n) => loadOrCreateDeviceIdentity(join(dir, "keys", n))),
+      );
+    });
+    const order = (objectId: string, clientKey: string, signer: DeviceIdentity = fleet) =>
+      signOrder(
+        {
+          serial: "s-1",
+          deviceId: "0123456789abcdef0123456789abcdef",
+          objectId,
+          clientKey,
+          maxBytes: 1 << 30,
+          expiresAt: Date.now() + 600_000,
+          rightsId: "rights:test",
+        },
+        signer,
+      );
+    const withKeys = () => openQueue({ receipts: { clientKey: me, fleetPublicKey: fleet.publicKeyHex } });
+
+    it("refuses a forged order, another object's and another client's (bad-args); takes a good one", async () => {
+      const queue = await withKeys();
+      const o = object("t-orders", 1000, 81);
+      const box = o.args.sources[0]!;
+      const cases: [string, RegExp][] = [
+        [order(o.objectId, me.publicKeyHex, other), /signature/],
+        [order("ab".repeat(32), me.publicKeyHex), /^order s-1 is for object abababababababab\.\.\., not this task's$/],
+        [
+          order(o.objectId, other.publicKeyHex),
+          new RegExp(
+            `^order s-1 is for client key ${other.publicKeyHex.slice(0, 16)}\\.\\.\\., not this box's: ` +
+              `sign it with --client-key ${me.publicKeyHex}$`,
+          ),
+        ],
+      ];
+      for (const [token, message] of cases) {
+        const err = await queue.fetch({ ...o.args, orders: { [box]: token } }).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(CommandRefused);
+        expect((err as CommandRefused).code).toBe("bad-args");
+        expect((err as CommandRefused).message).toMatch(message);
+      }
+      expect(events).toEqual([]);
+      await queue.fetch({ ...o.args, orders: { [box]: order(o.objectId, me.publicKeyHex) } });
+      expect(await ended(o.objectId)).toMatchObject({ type: "task.done" });
+    });
+
+    it("a task accepted before its orders were checked, for another client key: no receipts, one warning", async () => {
+      const o = object("t-old-order", 300_000, 82);
+      const box = o.args.sources[0]!;
+      const token = order(o.objectId, other.publicKeyHex);
+      const { log } = await RecordLog.open(join(dir, "tasks.log"));
+      const spec = { ...o.args, pin: false, orders: { [box]: token }, acceptedAt: Date.now() };
+      await log.append(Buffer.from(JSON.stringify({ o: "add", task: spec })));
+      await log.close();
+      const warnings: string[] = [];
+      await openQueue({
+        receipts: { clientKey: me, fleetPublicKey: fleet.publicKeyHex },
+        log: { info: () => {}, warn: (line: string) => warnings.push(line), error: () => {} },
+      });
+      expect(await ended(o.objectId)).toMatchObject({ type: "task.done" });
+      expect(warnings).toEqual([
+        expect.stringMatching(
+          new RegExp(`^task ${o.objectId}: no receipts under 1 order\\(s\\): ${box}: order s-1 is for client key`),
+        ),
+      ]);
+      const served = origin.servedAt("t-old-order");
+      expect(served.orders.every((t) => t === token)).toBe(true);
+      expect(served.receipts.every((r) => r === undefined)).toBe(true);
+    });
   });
 });

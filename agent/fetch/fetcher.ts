@@ -12,6 +12,15 @@
 // Scheduling: the missing blocks are cut into pieces (1 MiB by default, smaller when the object is too small to
 // give every source one) in order; each source has one Range request in flight and takes the next piece when it
 // is done. A dropped source's unfinished piece goes back to the front of the queue for the others.
+//
+// Receipts: a box serves under an order and stops at its receipt window (agent/serve/order-gate.ts) unless the
+// fetcher pays in receipts, as `sharenode get` does (agent/client/download.ts). For each source the caller's
+// ReceiptSigner names an order serial for, the fetcher counts the bytes it took under that serial (the outboard
+// once it checked out; each group that checked out; in whole mode, each block that arrived) and shows the box a
+// receipt of that count with every later request to it (`Sharenode-Receipt`), then POSTs the final one to the
+// box's /v1/receipts. A bad group is never counted. The count is written to the partial's log (partial.ts, "rc")
+// before a receipt carrying it leaves: a resumed fetch starts from it, so no receipt is ever smaller than one the
+// box was shown. The fetcher holds no key: the caller signs.
 import { readFile } from "node:fs/promises";
 import http from "node:http";
 import https from "node:https";
@@ -21,7 +30,7 @@ import { fromHex, toHex } from "../util/hex.js";
 import { errorLine } from "../util/errors.js";
 import { realTimeouts, type Timeouts } from "../util/timeouts.js";
 import { GroupChecker, OutboardMismatch } from "./group-check.js";
-import { httpGet, SourceError, type SourceCode } from "./http-get.js";
+import { httpGet, httpPost, SourceError, type SourceCode } from "./http-get.js";
 import { PartialObject } from "./partial.js";
 
 /** Where bytes arrive, before anything else happens to them: the download rate limit's hook. */
@@ -41,6 +50,16 @@ export interface FetchSpec {
   outboard?: string;
   /** Extra request headers for a URL (a box's source wants its order: `Sharenode-Order`). */
   headersFor?: (url: string) => Record<string, string> | undefined;
+  /** Receipts for the sources that are boxes (absent: none are sent). */
+  receipts?: ReceiptSigner;
+}
+
+/** The caller's side of receipts (agent/protocol/receipt.ts): which URLs are under which order, and the key. */
+export interface ReceiptSigner {
+  /** The serial of the order `url` is fetched under (a box's object or outboard URL); undefined: no receipts. */
+  serialOf(url: string): string | undefined;
+  /** A receipt token: `bytes` taken under order `serial` so far. */
+  sign(serial: string, bytes: number): string;
 }
 
 export interface DroppedSource {
@@ -92,6 +111,10 @@ interface Run {
   checkpointing: Promise<void>;
   checkpointError: unknown;
   lastCheckpoint: number;
+  /** Bytes taken under each order serial (receipts), from the partial's durable count on. */
+  taken: Map<string, number>;
+  /** The last receipt signed per serial: a request that has nothing new to receipt shows it again. */
+  signed: Map<string, { bytes: number; token: string }>;
 }
 
 export class Fetcher {
@@ -147,7 +170,6 @@ export class Fetcher {
       checker?.groupBytes ?? WHOLE_MODE_BLOCK,
       checker ? "groups" : "whole",
     );
-    if (fresh) await partial.saveOutboard(fresh);
     const run: Run = {
       partial,
       checker,
@@ -157,10 +179,19 @@ export class Fetcher {
       checkpointing: Promise.resolve(),
       checkpointError: undefined,
       lastCheckpoint: this.now(),
+      taken: new Map(),
+      signed: new Map(),
     };
     let result: FetchResult | undefined;
     try {
+      if (fresh) {
+        await partial.saveOutboard(fresh);
+        // The box's outboard counts as bytes taken, durably now: a resume reuses the saved outboard.
+        const serial = this.took(run, spec.outboard!, fresh.length);
+        if (serial !== undefined) await partial.noteReceipted(serial, this.takenOf(run, serial));
+      }
       result = await this.fetchInto(run);
+      if (result.ok) await this.postReceipts(run);
       return result;
     } finally {
       await this.checkpoint(run, true).catch(() => {});
@@ -380,7 +411,7 @@ export class Fetcher {
     const end = last.offset + last.length;
     const body = await httpGet(
       url,
-      { ...this.getOptions(spec.headersFor?.(url), run.hooks.signal), range: { start, end } },
+      { ...this.getOptions(await this.headersFor(run, url), run.hooks.signal), range: { start, end } },
       spec.length,
     );
     const buf = new Uint8Array(partial.blockBytes);
@@ -404,6 +435,8 @@ export class Fetcher {
               `group ${b} (bytes ${offset}-${offset + length - 1}) does not match the outboard`,
             );
           }
+          // Counted as it is taken, before it is written: a checkpoint's count then covers every block it names.
+          this.took(run, url, want);
           await this.putBlock(run, b, block);
           owners[b] = url;
           fill = 0;
@@ -421,6 +454,61 @@ export class Fetcher {
     }
   }
 
+  /** Counts `bytes` taken from `url` under its order, if it has one; returns the order's serial. */
+  private took(run: Run, url: string, bytes: number): string | undefined {
+    const serial = run.spec.receipts?.serialOf(url);
+    if (serial !== undefined) run.taken.set(serial, this.takenOf(run, serial) + bytes);
+    return serial;
+  }
+
+  private takenOf(run: Run, serial: string): number {
+    return run.taken.get(serial) ?? run.partial.receipted(serial);
+  }
+
+  /** The headers of a request to `url`: the caller's (its order), and for a box the receipt of all taken so far. */
+  private async headersFor(run: Run, url: string): Promise<Record<string, string> | undefined> {
+    const headers = run.spec.headersFor?.(url);
+    const serial = run.spec.receipts?.serialOf(url);
+    const token = serial === undefined ? undefined : await this.receipt(run, serial);
+    return token === undefined ? headers : { ...headers, "sharenode-receipt": token };
+  }
+
+  /** A receipt of the bytes taken under `serial` (undefined when none), its count made durable before it is out. */
+  private async receipt(run: Run, serial: string): Promise<string | undefined> {
+    const bytes = this.takenOf(run, serial);
+    if (bytes === 0) return undefined;
+    await run.partial.noteReceipted(serial, bytes);
+    const last = run.signed.get(serial);
+    if (last !== undefined && last.bytes >= bytes) return last.token;
+    const token = run.spec.receipts!.sign(serial, bytes);
+    run.signed.set(serial, { bytes, token });
+    return token;
+  }
+
+  /**
+   * Hands each box that was not dropped its final receipt: POST {box}/v1/receipts with its order. Best effort: the
+   * box holds the receipt shown with the last request, and the count is durable for a resume.
+   */
+  private async postReceipts(run: Run): Promise<void> {
+    const { spec } = run;
+    if (!spec.receipts) return;
+    const posted = new Set<string>();
+    for (const url of unique([...spec.sources, ...(spec.outboard === undefined ? [] : [spec.outboard])])) {
+      const serial = spec.receipts.serialOf(url);
+      const target = receiptsUrl(url);
+      if (serial === undefined || target === undefined || posted.has(serial)) continue;
+      if (run.dropped.some((d) => d.url === url)) continue;
+      posted.add(serial);
+      try {
+        const token = await this.receipt(run, serial);
+        if (token !== undefined)
+          await httpPost(target, token, this.getOptions(spec.headersFor?.(url), run.hooks.signal));
+      } catch {
+        // Best effort: the object is in either way.
+      }
+    }
+  }
+
   /** Writes a block that checked out (or, in whole mode, arrived). */
   private async putBlock(run: Run, b: number, bytes: Uint8Array): Promise<void> {
     await run.partial.put(b, bytes);
@@ -432,7 +520,7 @@ export class Fetcher {
     run.checkpointing = run.checkpointing.then(async () => {
       if (!final && run.partial.bytesIn === run.partial.bytesDurable) return;
       try {
-        const added = await run.partial.checkpoint();
+        const added = await run.partial.checkpoint(run.taken);
         run.lastCheckpoint = this.now();
         if (added > 0) run.hooks.onCheckpoint?.(run.partial);
       } catch (err) {
@@ -477,6 +565,18 @@ export class Fetcher {
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+/** A box's receipts endpoint, from its object URL (`{box}/v1/objects/{id}`, or its `/outboard`). */
+function receiptsUrl(url: string): string | undefined {
+  try {
+    const u = new URL(url);
+    const at = u.pathname.lastIndexOf("/v1/objects/");
+    if (at < 0) return undefined;
+    return `${u.origin}${u.pathname.slice(0, at)}/v1/receipts`;
+  } catch {
+    return undefined;
+  }
 }
 
 function unique(urls: readonly string[]): string[] {

@@ -116,6 +116,9 @@ export function httpGet(url: string, options: HttpGetOptions, total?: number): P
         fail(new SourceError(code, message));
       };
       if (status === 404 || status === 410) return refuse("not-found", `HTTP ${status}`);
+      // A box says why it refused (agent/serve): "HTTP 402 (receipt-window)" tells the fleet what went wrong.
+      const refused = res.headers["sharenode-refused"];
+      const answered = `HTTP ${status}${typeof refused === "string" ? ` (${refused.slice(0, 40)})` : ""}`;
       const location = res.headers.location;
       if (REDIRECTS.has(status) && location !== undefined) {
         const left = options.redirects ?? 3;
@@ -156,13 +159,10 @@ export function httpGet(url: string, options: HttpGetOptions, total?: number): P
           }
           length = declared;
         } else {
-          return refuse(
-            "http-error",
-            status === 200 ? "answered 200 to a Range request (no ranges)" : `HTTP ${status}`,
-          );
+          return refuse("http-error", status === 200 ? "answered 200 to a Range request (no ranges)" : answered);
         }
       } else {
-        if (status !== 200) return refuse("http-error", `HTTP ${status}`);
+        if (status !== 200) return refuse("http-error", answered);
         length = declared;
       }
       arm();
@@ -197,5 +197,59 @@ export function httpGet(url: string, options: HttpGetOptions, total?: number): P
     });
     arm();
     req.end();
+  });
+}
+
+/**
+ * POSTs a small text body (a receipt to a box's /v1/receipts) and resolves with the answer's status once its body
+ * is read and thrown away. No redirects: the body is for this origin only. Rejects with a SourceError on a stall,
+ * an abort or a broken connection.
+ */
+export function httpPost(
+  url: string,
+  body: string,
+  options: Pick<HttpGetOptions, "headers" | "stallMs" | "agents" | "timeouts" | "signal">,
+): Promise<number> {
+  const timeouts = options.timeouts ?? realTimeouts;
+  return new Promise<number>((resolve, reject) => {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      reject(new SourceError("http-error", `not a URL: ${JSON.stringify(url.slice(0, 100))}`));
+      return;
+    }
+    const secure = parsed.protocol === "https:";
+    let status = 0;
+    let done = false;
+    const finish = (err?: SourceError): void => {
+      if (done) return;
+      done = true;
+      timeouts.clearTimeout(timer);
+      options.signal?.removeEventListener("abort", onAbort);
+      if (err) {
+        req.destroy();
+        reject(err);
+      } else resolve(status);
+    };
+    const onAbort = (): void => finish(new SourceError("connection", "aborted"));
+    const timer = timeouts.setTimeout(
+      () => finish(new SourceError("stalled", `no answer for ${options.stallMs} ms`)),
+      options.stallMs,
+    );
+    const req = (secure ? https : http).request(parsed, {
+      method: "POST",
+      headers: { ...options.headers, "content-type": "text/plain", "content-length": String(Buffer.byteLength(body)) },
+      agent: secure ? options.agents?.https : options.agents?.http,
+    });
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    req.on("error", (err) => finish(new SourceError("connection", errorLine(err))));
+    req.on("response", (res) => {
+      status = res.statusCode ?? 0;
+      res.on("error", (err) => finish(new SourceError("connection", errorLine(err))));
+      res.on("end", () => finish());
+      res.resume();
+    });
+    req.end(body);
   });
 }

@@ -9,6 +9,9 @@
 //   <id>.log     a record log (agent/durable/record-log.ts) of JSON records:
 //                {"k":"meta","block":B,"mode":"groups"|"whole","length":L}, first; then
 //                {"k":"in","r":[[first,end],...]}: blocks [first, end) are in (block indices, end exclusive)
+//                {"k":"rc","s":SERIAL,"b":BYTES}: the receipt count of a box's order (fetcher.ts, "Receipts"):
+//                bytes taken so far under order SERIAL; the largest per serial counts. Written before a receipt
+//                with that count leaves the box, and kept across a fresh start and a reset: it never goes down.
 //
 // In "groups" mode a block is a group that checked out against the outboard: verified. In "whole" mode (no
 // outboard) a block only arrived: the whole object is checked at the end. A checkpoint fsyncs the .part file
@@ -37,6 +40,8 @@ export class PartialObject {
   private haveCount = 0;
   private durableCount = 0;
   private closed = false;
+  /** Receipt counts by order serial, as durable in the log. */
+  private readonly receipts = new Map<string, number>();
 
   private constructor(
     readonly objectId: string,
@@ -77,16 +82,26 @@ export class PartialObject {
     const records = opened.records.map((r) => JSON.parse(Buffer.from(r).toString("utf8")) as Record<string, unknown>);
     const meta = records[0] as Partial<Meta> | undefined;
     const same = meta?.k === "meta" && meta.block === blockBytes && meta.mode === mode && meta.length === length;
+    const receipts = new Map<string, number>();
+    for (const rec of records) {
+      if (rec.k === "rc" && typeof rec.s === "string" && typeof rec.b === "number")
+        receipts.set(rec.s, Math.max(receipts.get(rec.s) ?? 0, rec.b));
+    }
     if (!same) {
-      // A fresh start: the old bytes are dropped with their account.
+      // A fresh start: the old bytes are dropped with their account, but not the receipt counts (the boxes did
+      // send those bytes, and a receipt must never go down).
       await rm(paths.part, { force: true });
-      await opened.log.rewrite([encode({ k: "meta", block: blockBytes, mode, length } satisfies Meta)]);
+      await opened.log.rewrite([
+        encode({ k: "meta", block: blockBytes, mode, length } satisfies Meta),
+        ...receiptRecords(receipts),
+      ]);
     }
     const fh = await open(paths.part, "a+").then(async (h) => {
       await h.close();
       return open(paths.part, "r+");
     });
     const partial = new PartialObject(objectId, length, blockBytes, mode, paths, fh, opened.log);
+    for (const [serial, bytes] of receipts) partial.receipts.set(serial, bytes);
     if (same) {
       for (const rec of records.slice(1)) {
         if (rec.k !== "in" || !Array.isArray(rec.r)) continue;
@@ -135,8 +150,12 @@ export class PartialObject {
     }
   }
 
-  /** Makes every block in so far durable: fsync the bytes, then one record naming them. Returns the bytes added. */
-  async checkpoint(): Promise<number> {
+  /**
+   * Makes every block in so far durable: fsync the bytes, then one record naming them. Returns the bytes added.
+   * `receipts` (counts by order serial, read now, with the blocks) are written first, in the same append: a block
+   * named durable is never missing from the durable count of the bytes taken.
+   */
+  async checkpoint(receipts?: ReadonlyMap<string, number>): Promise<number> {
     const ranges: [number, number][] = [];
     for (let b = 0; b < this.have.length; b++) {
       if (this.have[b] === 1 && this.durable[b] === 0) {
@@ -145,21 +164,40 @@ export class PartialObject {
         else ranges.push([b, b + 1]);
       }
     }
-    if (ranges.length === 0) return 0;
+    const counts = [...(receipts ?? [])].filter(([serial, bytes]) => bytes > this.receipted(serial));
+    if (ranges.length === 0 && counts.length === 0) return 0;
     const before = this.bytesDurable;
-    await this.fh.datasync();
-    await this.log.append(encode({ k: "in", r: ranges }));
+    if (ranges.length > 0) await this.fh.datasync();
+    const records = counts.map(([s, b]) => encode({ k: "rc", s, b }));
+    if (ranges.length > 0) records.push(encode({ k: "in", r: ranges }));
+    await this.log.appendMany(records);
+    for (const [serial, bytes] of counts) if (bytes > this.receipted(serial)) this.receipts.set(serial, bytes);
     for (const [first, end] of ranges) for (let b = first; b < end; b++) this.markDurable(b);
     return this.bytesDurable - before;
   }
 
-  /** Forgets every block (a whole-mode object that did not hash to its id is fetched again). */
+  /** Forgets every block (a whole-mode object that did not hash to its id is fetched again); receipt counts stay. */
   async reset(): Promise<void> {
     this.have.fill(0);
     this.durable.fill(0);
     this.haveCount = 0;
     this.durableCount = 0;
-    await this.log.rewrite([encode({ k: "meta", block: this.blockBytes, mode: this.mode, length: this.length })]);
+    await this.log.rewrite([
+      encode({ k: "meta", block: this.blockBytes, mode: this.mode, length: this.length }),
+      ...receiptRecords(this.receipts),
+    ]);
+  }
+
+  /** The durable receipt count of order `serial` (0 when none). */
+  receipted(serial: string): number {
+    return this.receipts.get(serial) ?? 0;
+  }
+
+  /** Makes `bytes` the receipt count of order `serial`, durably (a smaller count than the durable one is a no-op). */
+  async noteReceipted(serial: string, bytes: number): Promise<void> {
+    if (bytes <= this.receipted(serial)) return;
+    await this.log.append(encode({ k: "rc", s: serial, b: bytes }));
+    if (bytes > this.receipted(serial)) this.receipts.set(serial, bytes);
   }
 
   /** The bytes as they stand, in pieces, for hashing or for the store's ingest. */
@@ -221,6 +259,10 @@ export class PartialObject {
     const last = bits.length - 1;
     return bits[last] === 1 ? (count - 1) * this.blockBytes + this.span(last).length : count * this.blockBytes;
   }
+}
+
+function receiptRecords(receipts: Map<string, number>): Uint8Array[] {
+  return [...receipts].map(([s, b]) => encode({ k: "rc", s, b }));
 }
 
 function encode(record: object): Uint8Array {

@@ -26,6 +26,7 @@ import { errorLine } from "../util/errors.js";
 import { isPlainObject } from "../util/guards.js";
 import type { Logger } from "../util/log.js";
 import { realTimeouts, type Timeouts } from "../util/timeouts.js";
+import { checkOrder, receiptSigner, type ReceiptKeys } from "./box-orders.js";
 
 export const MAX_SOURCES = 16;
 /** Live tasks at most: more is a fleet gone wrong, and task.list must fit in a reply (1 MiB). */
@@ -111,6 +112,11 @@ export interface TaskQueueOptions {
   progressEveryMs?: number;
   /** The agent's work counters (telemetry's tasks_failed); queued and running are read from stats(). */
   counters?: Pick<TaskCounters, "taskFailed">;
+  /**
+   * This box's key and the fleet's: a task's orders are checked when it is accepted, and boxes serving under them
+   * are paid in receipts (box-orders.ts). Absent: orders are only passed on, and no receipt is signed.
+   */
+  receipts?: ReceiptKeys;
 }
 
 interface Task {
@@ -291,6 +297,13 @@ export class TaskQueue {
       return this.fail(task, "expired", "the deadline passed before the fetch finished");
     const room = await this.room(spec.length);
     if (room !== undefined) return this.fail(task, "no-space", room);
+    const keys = this.options.receipts;
+    const skipped: string[] = [];
+    const receipts =
+      keys && receiptSigner(spec.orders, spec.objectId, keys, (url, why) => skipped.push(`${url}: ${why}`));
+    // Only a task accepted before its orders were checked can get here: its boxes will stop at their windows.
+    if (skipped.length > 0)
+      this.options.log?.warn(`task ${spec.objectId}: no receipts under ${skipped.length} order(s): ${skipped[0]}`);
     const result = await this.options.fetcher.fetch(
       {
         objectId: spec.objectId,
@@ -298,6 +311,7 @@ export class TaskQueue {
         sources: spec.sources,
         outboard: spec.outboard,
         headersFor: (url) => (spec.orders?.[url] ? { "sharenode-order": spec.orders[url] } : undefined),
+        receipts,
       },
       partialDir,
       { signal, onCheckpoint: (p) => this.progress(task, p.bytesDurable) },
@@ -457,6 +471,8 @@ export class TaskQueue {
       for (const [url, token] of Object.entries(orders)) {
         if (typeof token !== "string" || token.length > MAX_URL || !/^[A-Za-z0-9_-]+$/.test(token))
           throw new CommandRefused("bad-args", `orders[${JSON.stringify(url.slice(0, 80))}] must be an order token`);
+        const order = this.options.receipts && checkOrder(url, token, objectId, this.options.receipts);
+        if (typeof order === "string") throw new CommandRefused("bad-args", order);
       }
     }
     return {

@@ -27,6 +27,8 @@ export interface Served {
   ranges: [number, number][];
   /** The `Sharenode-Order` header of each request (undefined when absent). */
   orders: (string | undefined)[];
+  /** The `Sharenode-Receipt` header of each request (undefined when absent). */
+  receipts: (string | undefined)[];
 }
 
 export class Origin {
@@ -55,7 +57,7 @@ export class Origin {
   /** Serves `data` at /<name> with `behaviour`; returns its URL. */
   serve(name: string, data: Uint8Array, behaviour: Behaviour = { kind: "good" }): string {
     this.behaviours.set(`/${name}`, { data, behaviour });
-    this.served.set(`/${name}`, { requests: 0, bytes: 0, ranges: [], orders: [] });
+    this.served.set(`/${name}`, { requests: 0, bytes: 0, ranges: [], orders: [], receipts: [] });
     return `${this.base}/${name}`;
   }
 
@@ -83,6 +85,8 @@ export class Origin {
     count.requests++;
     const order = req.headers["sharenode-order"];
     count.orders.push(typeof order === "string" ? order : undefined);
+    const receipt = req.headers["sharenode-receipt"];
+    count.receipts.push(typeof receipt === "string" ? receipt : undefined);
     if (entry.behaviour.kind === "redirect") {
       res.writeHead(302, { location: entry.behaviour.to }).end();
       return;

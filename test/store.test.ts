@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { RecordLog } from "../agent/durable/record-log";
 import { blake3 } from "../agent/kernels/blake3";
+import { createOutboard } from "../agent/kernels/outboard";
 import { encodeRecord } from "../agent/store/index-log";
 import { MAX_OBJECT_LEN, ObjectStore, StoreError, type StoreConfig } from "../agent/store/object-store";
 import { Scrubber } from "../agent/store/scrub";
@@ -274,6 +275,72 @@ describe("restart and crash repair", () => {
     expect(filesUnder("tmp")).toEqual([]);
     expect(messages.some((m) => m.includes("kept object"))).toBe(true);
     expect(messages.some((m) => m.includes("rolled back"))).toBe(true);
+  });
+});
+
+describe("adopt (a file already verified on the data disk, moved in)", () => {
+  /** A verified fetch's file as agent/fetch leaves it: on the data disk, outside tmp/. */
+  function fetched(data: Uint8Array, name = "x.part"): string {
+    mkdirSync(join(dir, "fetch"), { recursive: true });
+    const path = join(dir, "fetch", name);
+    writeFileSync(path, data);
+    return path;
+  }
+
+  it("moves the file into place under its id with its outboard: the same object ingest makes, a proof checks", async () => {
+    const store = await open();
+    const data = bytes(300_000, 90);
+    const { outboard } = createOutboard(data);
+    const path = fetched(data);
+    const { object, created } = await store.adopt(path, { outboard, pin: true });
+    expect([created, object.id, object.length, object.pinned]).toEqual([true, hex(blake3(data)), 300_000, true]);
+    expect(existsSync(path)).toBe(false);
+    expect(Buffer.from(readFileSync(store.objectPath(object.id))).equals(Buffer.from(data))).toBe(true);
+    expect(Buffer.from(readFileSync(store.outboardPath(object.id))).equals(Buffer.from(outboard))).toBe(true);
+    expect((await new Scrubber(store, { bytesPerSecond: 1e12 }).runOnce()).corrupt).toEqual([]);
+    // Kept across a restart like an ingested object.
+    await store.stop();
+    const again = await open();
+    expect(again.get(object.id)).toMatchObject({ length: 300_000, pinned: true });
+    // A second copy of an object already stored is dropped, the object kept.
+    const dup = fetched(data, "dup.part");
+    expect((await again.adopt(dup, { outboard })).created).toBe(false);
+    expect(existsSync(dup)).toBe(false);
+  });
+
+  it("refuses an outboard of another group size, or a file of another length, leaving the file where it was", async () => {
+    const store = await open();
+    const data = bytes(100_000, 91);
+    const path = fetched(data);
+    const coarse = createOutboard(data, 5).outboard;
+    expect(await store.adopt(path, { outboard: coarse }).catch((e) => e)).toMatchObject({ code: "bad-outboard" });
+    expect(await store.adopt(path, { outboard: new Uint8Array(10) }).catch((e) => e)).toMatchObject({
+      code: "bad-outboard",
+    });
+    const other = createOutboard(bytes(100_001, 91)).outboard;
+    const err = await store.adopt(path, { outboard: other }).catch((e) => e);
+    expect(err).toMatchObject({ code: "truncated" });
+    expect(err.message).toMatch(/has 100000 bytes, the outboard 100001/);
+    expect(existsSync(path)).toBe(true);
+    expect(store.list()).toEqual([]);
+  });
+
+  it("makes room like ingest, and refuses with quota (the file deleted) when nothing can be evicted", async () => {
+    const store = await open({ quota: { bytes: 2 * 40_960 + 2 * 4096 } });
+    await store.ingest(pieces(bytes(40_000, 92)), { pin: true });
+    const old = await store.ingest(pieces(bytes(40_000, 93)));
+    const data = bytes(40_000, 94);
+    const made = await store.adopt(fetched(data), { outboard: createOutboard(data).outboard });
+    expect(store.has(old.object.id)).toBe(false);
+    expect(store.has(made.object.id)).toBe(true);
+    await store.pin(made.object.id, true);
+    const more = bytes(40_000, 95);
+    const path = fetched(more, "more.part");
+    expect(await store.adopt(path, { outboard: createOutboard(more).outboard }).catch((e) => e)).toMatchObject({
+      code: "quota",
+    });
+    expect(existsSync(path)).toBe(false);
+    expect(store.list()).toHaveLength(2);
   });
 });
 

@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { RecordLog } from "../agent/durable/record-log";
 import { Fetcher } from "../agent/fetch/fetcher";
 import { type DeviceIdentity, loadOrCreateDeviceIdentity } from "../agent/identity/device-key";
@@ -113,6 +113,41 @@ describe("TaskQueue", () => {
     expect(list.stats).toEqual({ queued: 0, running: 0, done: 1, failed: 0 });
     // The same task again: the object is already stored.
     expect(await queue.fetch(o.args)).toMatchObject({ state: "done", alreadyStored: true });
+  });
+
+  it("moves the verified file into the store (adopt), with or without an outboard; another group size is ingested", async () => {
+    const queue = await openQueue();
+    const adopt = vi.spyOn(store, "adopt");
+    const ingest = vi.spyOn(store, "ingest");
+    // Groups mode: the outboard the groups were checked against goes with the file.
+    const groups = object("t-adopt-groups", 300_000, 5);
+    await queue.fetch(groups.args);
+    expect(await ended(groups.objectId)).toMatchObject({ type: "task.done", verifiedBy: "groups" });
+    // Whole mode: the outboard built while hashing the whole file.
+    const whole = object("t-adopt-whole", 300_000, 6);
+    await queue.fetch({ ...whole.args, outboard: undefined });
+    expect(await ended(whole.objectId)).toMatchObject({ type: "task.done", verifiedBy: "whole" });
+    expect(adopt).toHaveBeenCalledTimes(2);
+    expect(ingest).not.toHaveBeenCalled();
+    for (const o of [groups, whole]) {
+      expect(readFileSync(store.objectPath(o.objectId)).equals(o.data)).toBe(true);
+      expect(readFileSync(store.outboardPath(o.objectId)).equals(createOutboard(o.data).outboard)).toBe(true);
+    }
+    // An outboard with groups of 32 chunks checks the fetch, but the store keeps 16: it is ingested (hashed again).
+    const data = seededBytes(300_000, 7);
+    const coarse = createOutboard(data, 5);
+    const objectId = hex(coarse.id);
+    const sources = [origin.serve("t-coarse", data)];
+    await queue.fetch({
+      objectId,
+      length: data.length,
+      sources,
+      outboard: origin.serve("t-coarse.obao", coarse.outboard),
+    });
+    expect(await ended(objectId)).toMatchObject({ type: "task.done", verifiedBy: "groups" });
+    expect(ingest).toHaveBeenCalledTimes(1);
+    expect(readFileSync(store.outboardPath(objectId)).equals(createOutboard(data).outboard)).toBe(true);
+    expect(readdirSync(join(dir, "data", "fetch"))).toEqual([]);
   });
 
   it("sends a source's order token with every request to it, and to no other source", async () => {

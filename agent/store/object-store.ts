@@ -17,7 +17,13 @@ import { constants as fsConstants } from "node:fs";
 import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { CHUNK_LEN } from "../kernels/blake3.js";
-import { OutboardBuilder, outboardLength, parseOutboard, type Outboard } from "../kernels/outboard.js";
+import {
+  DEFAULT_GROUP_LOG,
+  OutboardBuilder,
+  outboardLength,
+  parseOutboard,
+  type Outboard,
+} from "../kernels/outboard.js";
 import { fromHex, toHex } from "../util/hex.js";
 import { fsyncDir, removeStaleTemps, writeAll, writeFileAtomic } from "../durable/atomic.js";
 import { LockedError, PidLock, STORE_LOCK_FILE } from "../durable/pid-lock.js";
@@ -36,7 +42,7 @@ const ID_HEX = /^[0-9a-f]{64}$/;
 export class StoreError extends Error {
   constructor(
     message: string,
-    /** Machine-readable reason: not-found, bad-id, hash-mismatch, too-large, quota, truncated, disk-full, locked, closed, io */
+    /** Machine-readable reason: not-found, bad-id, bad-outboard, hash-mismatch, too-large, quota, truncated, disk-full, locked, closed, io */
     readonly code: string,
   ) {
     super(message);
@@ -352,6 +358,69 @@ export class ObjectStore extends EventEmitter<StoreEvents> {
         throw err;
       }
       await this.place(id, length, result.outboard, tmpPath, options.pin ?? false);
+      return { object: this.get(id)!, created: true };
+    });
+  }
+
+  /**
+   * Takes in a complete file whose bytes the caller has already verified against `outboard`, an outboard itself
+   * checked against the id: agent/fetch checks every group of a fetched object as it arrives (or builds the
+   * outboard while hashing the whole object at the end). The file is fsynced and renamed into place, so a fetched
+   * object is written and hashed once, not copied and hashed again as ingest would: on a box's USB 2.0 disk the
+   * copy costs as much as the fetch's own writes. The file must be on the data disk (rename within one filesystem),
+   * outside tmp/ (emptied at start); it is consumed: moved into place, or deleted when refused after the checks
+   * below. The outboard must have the store's group size (DEFAULT_GROUP_LOG: proofs read one 16 KiB group);
+   * callers with another fall back to ingest. Its id and length are checked, and the file's size; its bytes are not
+   * read again: the scrub finds any that rot later.
+   */
+  async adopt(
+    path: string,
+    options: { outboard: Uint8Array; pin?: boolean },
+  ): Promise<{ object: StoredObject; created: boolean }> {
+    this.assertOpen();
+    let outboard: Outboard;
+    try {
+      outboard = parseOutboard(options.outboard);
+    } catch (err) {
+      throw new StoreError(`adopt: the outboard does not parse: ${errorMessage(err)}`, "bad-outboard");
+    }
+    if (outboard.groupLog !== DEFAULT_GROUP_LOG) {
+      throw new StoreError(
+        `adopt: the outboard has groups of 2^${outboard.groupLog} chunks, the store keeps 2^${DEFAULT_GROUP_LOG}`,
+        "bad-outboard",
+      );
+    }
+    const { length } = outboard;
+    const id = toHex(outboard.id);
+    if (length > MAX_OBJECT_LEN)
+      throw new StoreError(`object of ${length} bytes is over the ${MAX_OBJECT_LEN}-byte limit`, "too-large");
+    try {
+      const fh = await open(path, fsConstants.O_RDONLY);
+      try {
+        const { size } = await fh.stat();
+        if (size !== length)
+          throw new StoreError(`adopt: ${path} has ${size} bytes, the outboard ${length}`, "truncated");
+        // The caller's writes are durable before the rename makes them an object.
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      throw asStoreError(err, "adopt");
+    }
+    return this.exclusive(id, async () => {
+      if (this.live.has(id)) {
+        await unlink(path).catch(() => {});
+        return { object: this.get(id)!, created: false };
+      }
+      try {
+        // The bytes are on this disk already: the free space statfs reports has them taken out.
+        await this.makeRoom(footprint(length, this.blockSize), roundUp(length, this.blockSize));
+      } catch (err) {
+        await unlink(path).catch(() => {});
+        throw err;
+      }
+      await this.place(id, length, options.outboard, path, options.pin ?? false);
       return { object: this.get(id)!, created: true };
     });
   }

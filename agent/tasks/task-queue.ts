@@ -6,8 +6,9 @@
 //   record log), removed (an "end" record) only when the task is done, failed or dropped. A power cut loses no
 //   accepted task; a restart runs the live ones again, and each resumes from the groups its partial file had
 //   made durable (agent/fetch/partial.ts).
-// - No unverified byte becomes an object: the store ingests only a partial file the fetcher reports complete and
-//   verified, and the ingest checks the id once more.
+// - No unverified byte becomes an object: the store takes only a partial file the fetcher reports complete and
+//   verified. It is moved in (ObjectStore.adopt: no second write or hash) with the outboard it was checked against
+//   or built with; an outboard of another group size than the store's goes by ingest, which hashes it once more.
 // - At most `concurrency` tasks run at once. While paused (the box is too hot: hashing is CPU work) running tasks
 //   stop at their next byte, keeping their verified groups, and nothing starts until the pause ends.
 // - Room is checked before a byte is fetched (quota, reserve and what eviction could free, as the store counts
@@ -20,6 +21,7 @@ import { RecordLog } from "../durable/record-log.js";
 import { CommandRefused } from "../link/command-gate.js";
 import type { DroppedSource, FetchHooks, FetchResult, FetchSpec } from "../fetch/fetcher.js";
 import { PartialObject } from "../fetch/partial.js";
+import { DEFAULT_GROUP_LOG, parseOutboard } from "../kernels/outboard.js";
 import { footprint, MAX_OBJECT_LEN, type StoredObject } from "../store/object-store.js";
 import type { TaskCounters } from "../telemetry/work-counters.js";
 import { errorLine } from "../util/errors.js";
@@ -87,6 +89,11 @@ export interface TaskStore {
   ingest(
     source: AsyncIterable<Uint8Array>,
     options: { expectedId?: string; declaredLength?: number; pin?: boolean },
+  ): Promise<{ object: StoredObject; created: boolean }>;
+  /** A verified file on the data disk moved in whole (ObjectStore.adopt); absent: every object goes by ingest. */
+  adopt?(
+    path: string,
+    options: { outboard: Uint8Array; pin?: boolean },
   ): Promise<{ object: StoredObject; created: boolean }>;
 }
 
@@ -324,11 +331,7 @@ export class TaskQueue {
       return;
     }
     try {
-      await store.ingest(result.partial.read(), {
-        expectedId: spec.objectId,
-        declaredLength: spec.length,
-        pin: spec.pin,
-      });
+      await this.handOver(result.partial, result.outboard, spec);
     } catch (err) {
       await result.partial.remove().catch(() => {});
       const code = (err as { code?: unknown }).code;
@@ -354,6 +357,21 @@ export class TaskQueue {
       verifiedBy: result.verifiedBy,
       ...(result.dropped.length > 0 ? { dropped: result.dropped } : {}),
     });
+  }
+
+  /**
+   * The verified partial file becomes an object: moved into the store (adopt: no second write or hash) when its
+   * outboard has the store's group size, else copied in by ingest, which hashes it once more.
+   */
+  private async handOver(partial: PartialObject, outboard: Uint8Array, spec: TaskSpec): Promise<void> {
+    const { store } = this.options;
+    if (store.adopt && outboardGroupLog(outboard) === DEFAULT_GROUP_LOG) {
+      // The file is renamed, not read: it must be closed first (a FUSE disk may refuse to move an open file).
+      await partial.close();
+      await store.adopt(partial.paths.part, { outboard, pin: spec.pin });
+      return;
+    }
+    await store.ingest(partial.read(), { expectedId: spec.objectId, declaredLength: spec.length, pin: spec.pin });
   }
 
   /** Why the object cannot fit even after evicting every unpinned object; undefined when it can. */
@@ -530,4 +548,13 @@ function cut(text: string, max: number): string {
 
 function encode(record: object): Uint8Array {
   return Buffer.from(JSON.stringify(record), "utf8");
+}
+
+/** The group size of an outboard (2^groupLog chunks), or undefined when it does not parse. */
+function outboardGroupLog(outboard: Uint8Array): number | undefined {
+  try {
+    return parseOutboard(outboard).groupLog;
+  } catch {
+    return undefined;
+  }
 }

@@ -153,7 +153,7 @@ export async function main(args: string[]): Promise<void> {
     }
     const names = Object.keys(candidates);
     const rates: Record<string, number[]> = Object.fromEntries([...names, PLAIN_UNSYNCED].map((n) => [n, []]));
-    const rounds = quick ? 3 : 9;
+    const rounds = quick ? 3 : 15;
     const seed = Number(process.env.BENCH_SEED ?? Date.now() % 2 ** 31);
     const next = prng(seed);
     // Round -1 is an untimed warm-up (page cache, JIT, the kernels).

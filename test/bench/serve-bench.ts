@@ -4,8 +4,9 @@
 // the cost of orders, metering and receipts shows as the gap between it and ours. And the box's verified-streaming
 // slices of the same spans (wasm/README.md format), against its plain answers of them.
 // Each server runs in its own process: one Node process against one nginx worker (sendfile on).
-// wrk's request timeout is the run's length (its default of 2 s cut off whole-object answers when the machine was
-// busy): a request that takes longer than a whole run is counted and printed as a timeout, not a crash; the p99
+// wrk's request timeout is the run's length: with its default of 2 s, 64 whole 4 MiB answers at once on this
+// loaded 2-core machine left a few requests of every Node server (the box's too) unanswered in time and the bench
+// failed. A request that takes longer than a whole run is counted and printed as a timeout, not a crash; the p99
 // latency is printed beside it.
 // Run by `npm run bench` (test/bench/run.mjs through ts-bench.mjs), or alone:
 //   node test/bench/ts-bench.mjs serve-bench [--quick] [--json]
@@ -90,9 +91,8 @@ http {
 /**
  * The floor: node:http, a cached fd per object, no checks at all. A range of up to a piece (256 KiB, the box's
  * piece) is one fs.read and one end(); a larger answer is read and written a piece at a time, each piece when the
- * socket has taken the last. (Reading a whole 4 MiB object into one buffer and handing it to the socket at once,
- * as this server first did, queued 64 x 4 MiB in the process and starved some connections past wrk's 2 s timeout:
- * that is no floor, only a slower server.)
+ * socket has taken the last, as the box does: one piece per connection in memory, not a whole 4 MiB object (this
+ * server first read each object whole and handed it to the socket at once, 256 MiB queued for 64 connections).
  */
 const MINIMAL_SERVER = `
 const http = require("node:http"), fs = require("node:fs"), path = require("node:path");

@@ -4,7 +4,7 @@
 // order, so machine noise and turbo clocks hit each of them alike. Figures are medians; ratios are medians of
 // the per-round ratios. Benchmarks the built bundle (dist/), i.e. what ships. Targets come from issues 2 and 10;
 // a missed target is reported, not hidden. Then the CLI against b3sum and sha256sum (cli-bench.mjs), and the
-// TypeScript benches (store, outbox, daemon).
+// TypeScript benches (store, outbox, daemon, serving, the client, fetch).
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -254,4 +254,6 @@ if (json) {
 await (await import("./cli-bench.mjs")).main(process.argv.slice(2));
 
 const { runTsBench } = await import("./ts-bench.mjs");
-for (const name of ["store-bench", "outbox-bench", "agent-bench", "serve-bench", "fetch-bench"]) await runTsBench(name);
+for (const name of ["store-bench", "outbox-bench", "agent-bench", "serve-bench", "client-bench", "fetch-bench"]) {
+  await runTsBench(name);
+}

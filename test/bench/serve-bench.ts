@@ -1,48 +1,49 @@
 // Serving (issue 11): the box's HTTP server against Debian's nginx serving the same files, one load generator
 // (wrk: 1 thread, 64 connections) for both, whole 4 MiB objects and 64 KiB ranges, rounds in shuffled order,
-// medians. Also a minimal node:http range server (one fs.read per request, no checks): the floor of what one Node
-// process does here, so that the cost of orders, metering and receipts shows as the gap between it and ours.
+// medians. Also a minimal node:http range server (no checks): the floor of what one Node process does here, so that
+// the cost of orders, metering and receipts shows as the gap between it and ours. And the box's verified-streaming
+// slices of the same spans (wasm/README.md format), against its plain answers of them.
 // Each server runs in its own process: one Node process against one nginx worker (sendfile on).
+// wrk's request timeout is the run's length: with its default of 2 s, 64 whole 4 MiB answers at once on this
+// loaded 2-core machine left a few requests of every Node server (the box's too) unanswered in time and the bench
+// failed. A request that takes longer than a whole run is counted and printed as a timeout, not a crash; the p99
+// latency is printed beside it.
 // Run by `npm run bench` (test/bench/run.mjs through ts-bench.mjs), or alone:
 //   node test/bench/ts-bench.mjs serve-bench [--quick] [--json]
 // Needs nginx and wrk (Debian: nginx, wrk); says which is missing.
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, Socket } from "node:net";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { blake3 } from "../../agent/kernels/blake3";
+import { createOutboard } from "../../agent/kernels/outboard";
 import { toHex } from "../../agent/util/hex";
 import { loadOrCreateDeviceIdentity } from "../../agent/identity/device-key";
 import { signOrder } from "../../agent/protocol/order";
-import { OrderGate } from "../../agent/serve/order-gate";
-import { ReceiptBook } from "../../agent/serve/receipt-book";
-import { ObjectServer } from "../../agent/serve/server";
 import { prng, shuffled } from "../helpers/prng.mjs";
+import { freePort, median, startBox, stopChild, waitForPort, type Server } from "./box-server";
 
 const OBJECT_BYTES = 4 << 20;
 const RANGE_BYTES = 64 << 10;
 const OBJECTS = 16;
 const CONNECTIONS = 64;
+/** The box's device id in the bench (any will do: the orders name it). */
+const BENCH_DEVICE = "5e7e".repeat(8);
 
-export interface Server {
-  name: string;
-  port: number;
-  stop(): Promise<void>;
-}
-
-/** What a server under test is given: the objects (id -> path of its bytes) and a port. */
-export interface ServeFixture {
+/** The objects every server serves: the same files (nginx's root is work/www). */
+interface ServeFixture {
   work: string;
   ids: string[];
-  pathOf(id: string): string;
+  objectsDir: string;
+  outboardsDir: string;
 }
 
-const median = (v: number[]) => {
-  const s = [...v].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
+/** One measured line: a server, the headers its requests carry, plain answers or verified slices. */
+interface Candidate {
+  name: string;
+  server: Server;
+  headers: Map<string, string>;
+  slice: boolean;
+}
 
 function need(tool: string, debianPackage: string): void {
   const r = spawnSync(tool, ["-v"], { stdio: "ignore" });
@@ -50,45 +51,6 @@ function need(tool: string, debianPackage: string): void {
     throw new Error(
       `serve-bench: ${tool} is missing (Debian package ${debianPackage}: apt-get install ${debianPackage})`,
     );
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitForPort(port: number, child: ChildProcess, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`serve-bench: ${what} exited with ${child.exitCode}`);
-    const up = await new Promise<boolean>((resolve) => {
-      const socket = new Socket();
-      socket.once("connect", () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.once("error", () => resolve(false));
-      socket.connect(port, "127.0.0.1");
-    });
-    if (up) return;
-    if (Date.now() > deadline) throw new Error(`serve-bench: ${what} did not listen on ${port}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    child.once("exit", () => resolve());
-    child.kill("SIGTERM");
-    setTimeout(() => child.kill("SIGKILL"), 3000).unref();
-  });
 }
 
 async function startNginx(f: ServeFixture): Promise<Server> {
@@ -126,10 +88,15 @@ http {
   return { name: "nginx (1 worker, sendfile)", port, stop: () => stopChild(child) };
 }
 
-/** The floor: node:http, a cached fd per object, one fs.read per request into one buffer, no checks at all. */
+/**
+ * The floor: node:http, a cached fd per object, no checks at all. A range of up to a piece (256 KiB, the box's
+ * piece) is one fs.read and one end(); a larger answer is read and written a piece at a time, each piece when the
+ * socket has taken the last, as the box does: one piece per connection in memory, not a whole 4 MiB object (this
+ * server first read each object whole and handed it to the socket at once, 256 MiB queued for 64 connections).
+ */
 const MINIMAL_SERVER = `
 const http = require("node:http"), fs = require("node:fs"), path = require("node:path");
-const dir = process.argv[1], port = Number(process.argv[2]), fds = new Map();
+const dir = process.argv[1], port = Number(process.argv[2]), fds = new Map(), PIECE = 256 * 1024;
 http.createServer((req, res) => {
   const id = req.url.slice("/v1/objects/".length);
   let fd = fds.get(id);
@@ -138,20 +105,31 @@ http.createServer((req, res) => {
   let start = 0, end = size - 1, status = 200;
   const m = /^bytes=(\\d+)-(\\d+)$/.exec(req.headers.range || "");
   if (m) { start = Number(m[1]); end = Math.min(Number(m[2]), size - 1); status = 206; }
-  const buf = Buffer.allocUnsafe(end - start + 1);
-  fs.read(fd, buf, 0, buf.length, start, (err) => {
-    if (err) { res.statusCode = 500; return res.end(); }
-    const headers = { "content-length": buf.length, "content-type": "application/octet-stream" };
-    if (status === 206) headers["content-range"] = "bytes " + start + "-" + end + "/" + size;
-    res.writeHead(status, headers);
-    res.end(buf);
-  });
+  let pos = start;
+  const next = () => {
+    const want = Math.min(PIECE, end + 1 - pos);
+    const buf = Buffer.allocUnsafe(want);
+    fs.read(fd, buf, 0, want, pos, (err, got) => {
+      if (res.destroyed) return;
+      if (err || got !== want) { if (pos === start) { res.statusCode = 500; return res.end(); } return res.destroy(); }
+      if (pos === start) {
+        const headers = { "content-length": end - start + 1, "content-type": "application/octet-stream" };
+        if (status === 206) headers["content-range"] = "bytes " + start + "-" + end + "/" + size;
+        res.writeHead(status, headers);
+      }
+      pos += got;
+      if (pos > end) res.end(buf);
+      else if (res.write(buf)) next();
+      else res.once("drain", next);
+    });
+  };
+  next();
 }).listen(port, "127.0.0.1");
 `;
 
 async function startMinimal(f: ServeFixture): Promise<Server> {
   const port = await freePort();
-  const child = spawn(process.execPath, ["-e", MINIMAL_SERVER, join(f.work, "www", "v1", "objects"), String(port)], {
+  const child = spawn(process.execPath, ["-e", MINIMAL_SERVER, f.objectsDir, String(port)], {
     stdio: ["ignore", "ignore", "inherit"],
   });
   await waitForPort(port, child, "the minimal node:http server");
@@ -161,57 +139,98 @@ async function startMinimal(f: ServeFixture): Promise<Server> {
 interface Load {
   requestsPerSecond: number;
   bytesPerSecond: number;
+  /** Requests not answered within wrk's timeout (the run's length). */
+  timeouts: number;
+  /** wrk's 99th percentile latency, ms. */
+  p99Ms: number;
 }
 
-/** One wrk run: random objects, whole or a random aligned range; per-object headers (orders) when given. */
-function wrk(port: number, seconds: number, rangeBytes: number, f: ServeFixture, headers: Map<string, string>): Load {
-  const script = join(f.work, `wrk-${rangeBytes}.lua`);
+const LATENCY_UNITS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000 };
+
+/**
+ * One wrk run: random objects, whole (span 0) or a random aligned span of that many bytes; plain answers (Range)
+ * or the box's verified slices of the same bytes; per-object headers (orders) when given.
+ */
+function wrk(port: number, seconds: number, span: number, f: ServeFixture, c: Candidate): Load {
+  const script = join(f.work, `wrk-${span}-${c.slice ? "slice" : "plain"}.lua`);
   const ids = f.ids.map((id) => `"${id}"`).join(",");
-  const perId = f.ids.map((id) => `["${id}"]="${headers.get(id) ?? ""}"`).join(",");
+  const perId = f.ids.map((id) => `["${id}"]="${c.headers.get(id) ?? ""}"`).join(",");
   writeFileSync(
     script,
     `local ids = {${ids}}
 local orders = {${perId}}
-local range = ${rangeBytes}
-local slots = ${OBJECT_BYTES} / math.max(range, 1)
+local span = ${span}
+local slice = ${c.slice}
+local slots = ${OBJECT_BYTES} / math.max(span, 1)
 request = function()
   local id = ids[math.random(#ids)]
   local h = {}
   if orders[id] ~= "" then h["Sharenode-Order"] = orders[id] end
-  if range > 0 then
-    local off = math.random(0, slots - 1) * range
-    h["Range"] = "bytes=" .. off .. "-" .. (off + range - 1)
+  local off, len = 0, ${OBJECT_BYTES}
+  if span > 0 then off, len = math.random(0, slots - 1) * span, span end
+  if slice then
+    return wrk.format("GET", "/v1/objects/" .. id .. "/slice?start=" .. off .. "&end=" .. (off + len), h)
   end
+  if span > 0 then h["Range"] = "bytes=" .. off .. "-" .. (off + len - 1) end
   return wrk.format("GET", "/v1/objects/" .. id, h)
 end
 `,
   );
-  const r = spawnSync("wrk", ["-t1", `-c${CONNECTIONS}`, `-d${seconds}s`, "-s", script, `http://127.0.0.1:${port}/`], {
-    encoding: "utf8",
-  });
+  const r = spawnSync(
+    "wrk",
+    [
+      "-t1",
+      `-c${CONNECTIONS}`,
+      `-d${seconds}s`,
+      `--timeout`,
+      `${seconds}s`,
+      "--latency",
+      "-s",
+      script,
+      `http://127.0.0.1:${port}/`,
+    ],
+    { encoding: "utf8" },
+  );
   if (r.status !== 0) throw new Error(`serve-bench: wrk exited ${r.status}: ${r.stderr.trim()}`);
   const bad = /Non-2xx or 3xx responses: (\d+)/.exec(r.stdout);
   if (bad) throw new Error(`serve-bench: ${bad[1]} answers were not 2xx on port ${port}:\n${r.stdout}`);
-  const errors = /Socket errors: (.*)/.exec(r.stdout);
-  if (errors) throw new Error(`serve-bench: wrk socket errors on port ${port}: ${errors[1]}`);
+  let timeouts = 0;
+  const errors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(r.stdout);
+  if (errors) {
+    // A timeout is a figure (a server too slow for some connection); a broken connection is a failure.
+    if (errors[1] !== "0" || errors[2] !== "0" || errors[3] !== "0")
+      throw new Error(`serve-bench: wrk socket errors on port ${port}: ${errors[0]}`);
+    timeouts = Number(errors[4]);
+  }
   const rps = /Requests\/sec:\s+([\d.]+)/.exec(r.stdout);
   const transferred = /(\d+) requests in ([\d.]+)s, ([\d.]+)([KMG]?B) read/.exec(r.stdout);
-  if (!rps || !transferred) throw new Error(`serve-bench: cannot read wrk's output:\n${r.stdout}`);
+  const p99 = /^\s+99%\s+([\d.]+)(us|ms|s|m)\s*$/m.exec(r.stdout);
+  if (!rps || !transferred || !p99) throw new Error(`serve-bench: cannot read wrk's output:\n${r.stdout}`);
   const unit = { B: 1, KB: 1024, MB: 1024 ** 2, GB: 1024 ** 3 }[transferred[4]!]!;
   return {
     requestsPerSecond: Number(rps[1]),
     bytesPerSecond: (Number(transferred[3]) * unit) / Number(transferred[2]),
+    timeouts,
+    p99Ms: Number(p99[1]) * LATENCY_UNITS[p99[2]!]!,
   };
 }
 
-export interface ServeBenchOptions {
-  quick: boolean;
-  json: boolean;
-  /** More servers to measure against nginx (sharenode's own), with the headers each request of an object needs. */
-  extra?: Array<{ start(f: ServeFixture): Promise<Server>; headers(f: ServeFixture): Map<string, string> }>;
+interface Row {
+  what: string;
+  name: string;
+  rps: number;
+  mbps: number;
+  /** Requests/s against nginx's in the same round, median. */
+  ratio: number;
+  /** Verified slices only: requests/s against the box's plain answers of the same spans, same round, median. */
+  ratioToPlain?: number;
+  timeouts: number;
+  p99Ms: number;
 }
 
-export async function serveBench(options: ServeBenchOptions): Promise<void> {
+export async function main(args: string[]): Promise<void> {
+  const quick = args.includes("--quick");
+  const json = args.includes("--json");
   need("nginx", "nginx");
   need("wrk", "wrk");
   const work = mkdtempSync(join(process.env.TMPDIR ?? "/tmp", "sharenode-bench-serve-"));
@@ -220,133 +239,142 @@ export async function serveBench(options: ServeBenchOptions): Promise<void> {
   const servers: Server[] = [];
   try {
     const objectsDir = join(work, "www", "v1", "objects");
+    const outboardsDir = join(work, "outboards");
     mkdirSync(objectsDir, { recursive: true });
+    mkdirSync(outboardsDir);
     const ids: string[] = [];
     for (let i = 0; i < OBJECTS; i++) {
       const data = randomBytes(OBJECT_BYTES);
-      const id = toHex(blake3(data));
-      writeFileSync(join(objectsDir, id), data);
-      ids.push(id);
+      const { id, outboard } = createOutboard(data);
+      const hex = toHex(id);
+      writeFileSync(join(objectsDir, hex), data);
+      writeFileSync(join(outboardsDir, `${hex}.obao`), outboard);
+      ids.push(hex);
     }
-    const fixture: ServeFixture = { work, ids, pathOf: (id) => join(objectsDir, id) };
-    const candidates: Array<{ server: Server; headers: Map<string, string> }> = [];
-    candidates.push({ server: await startNginx(fixture), headers: new Map() });
-    candidates.push({ server: await startMinimal(fixture), headers: new Map() });
-    for (const extra of options.extra ?? []) {
-      candidates.push({ server: await extra.start(fixture), headers: extra.headers(fixture) });
-    }
-    servers.push(...candidates.map((c) => c.server));
+    const f: ServeFixture = { work, ids, objectsDir, outboardsDir };
 
-    const seconds = options.quick ? 2 : 5;
-    const rounds = options.quick ? 1 : 3;
+    // The box: order check and metering on (every request carries its object's order), rate limit off. A stock
+    // load generator signs no receipts, so the orders' budget and the box's receipt window are set larger than the
+    // run (2^50 bytes); receipt handling is measured by client-bench, where the client signs them.
+    const fleet = await loadOrCreateDeviceIdentity(join(work, "fleet"));
+    const client = await loadOrCreateDeviceIdentity(join(work, "client"));
+    const orders = new Map(
+      ids.map((id, i) => [
+        id,
+        signOrder(
+          {
+            serial: `bench-${i}`,
+            deviceId: BENCH_DEVICE,
+            objectId: id,
+            clientKey: client.publicKeyHex,
+            maxBytes: 2 ** 50,
+            expiresAt: Date.now() + 3600_000,
+            rightsId: "bench",
+          },
+          fleet,
+        ),
+      ]),
+    );
+
+    const nginx = await startNginx(f);
+    servers.push(nginx);
+    const minimal = await startMinimal(f);
+    servers.push(minimal);
+    const box = await startBox(
+      {
+        stateDir: work,
+        objects: ids.map((id) => ({
+          id,
+          length: OBJECT_BYTES,
+          path: join(objectsDir, id),
+          outboardPath: join(outboardsDir, `${id}.obao`),
+        })),
+        fleetPublicKey: fleet.publicKeyHex,
+        deviceId: BENCH_DEVICE,
+        windowBytes: 2 ** 50,
+      },
+      "sharenode serve (orders, metering)",
+    );
+    servers.push(box);
+    const none = new Map<string, string>();
+    const candidates: Candidate[] = [
+      { name: nginx.name, server: nginx, headers: none, slice: false },
+      { name: minimal.name, server: minimal, headers: none, slice: false },
+      { name: box.name, server: box, headers: orders, slice: false },
+      { name: "sharenode serve, verified slices", server: box, headers: orders, slice: true },
+    ];
+    const [nginxLine, , boxLine, sliceLine] = candidates;
+
+    const seconds = quick ? 2 : 5;
+    const rounds = quick ? 1 : 3;
     const seed = Number(process.env.BENCH_SEED ?? Date.now() % 2 ** 31);
     const next = prng(seed);
+    const spans = [0, RANGE_BYTES];
     const results = new Map<string, Load[]>();
-    for (const range of [0, RANGE_BYTES]) {
-      // One untimed warm-up per server: page cache, JIT, connection pools.
-      for (const c of candidates) wrk(c.server.port, 1, range, fixture, c.headers);
+    const key = (span: number, c: Candidate) => `${span}|${c.name}`;
+    for (const span of spans) {
+      // One untimed warm-up per line: page cache, JIT, connection pools, the box's group-tree cache.
+      for (const c of candidates) wrk(c.server.port, 1, span, f, c);
       for (let r = 0; r < rounds; r++) {
         for (const c of shuffled(candidates, next)) {
-          const key = `${range}|${c.server.name}`;
-          results.set(key, [...(results.get(key) ?? []), wrk(c.server.port, seconds, range, fixture, c.headers)]);
+          results.set(key(span, c), [...(results.get(key(span, c)) ?? []), wrk(c.server.port, seconds, span, f, c)]);
         }
       }
     }
-    const rows = [];
-    for (const range of [0, RANGE_BYTES]) {
-      const base = results.get(`${range}|${candidates[0]!.server.name}`)!;
+    const perRound = (a: Load[], b: Load[]) => median(a.map((l, i) => l.requestsPerSecond / b[i]!.requestsPerSecond));
+    const rows: Row[] = [];
+    const targets: Array<{ what: string; value: number; goal: number; met: boolean }> = [];
+    for (const span of spans) {
+      const what = span ? "64 KiB ranges" : "whole 4 MiB objects";
+      const base = results.get(key(span, nginxLine!))!;
       for (const c of candidates) {
-        const loads = results.get(`${range}|${c.server.name}`)!;
-        const rps = median(loads.map((l) => l.requestsPerSecond));
-        const mbps = median(loads.map((l) => l.bytesPerSecond)) / 1e6;
-        const ratio = median(loads.map((l, i) => l.requestsPerSecond / base[i]!.requestsPerSecond));
-        rows.push({ what: range ? "64 KiB ranges" : "whole 4 MiB objects", server: c.server.name, rps, mbps, ratio });
+        const loads = results.get(key(span, c))!;
+        rows.push({
+          what,
+          name: c.name,
+          rps: median(loads.map((l) => l.requestsPerSecond)),
+          mbps: median(loads.map((l) => l.bytesPerSecond)) / 1e6,
+          ratio: perRound(loads, base),
+          ratioToPlain: c.slice ? perRound(loads, results.get(key(span, boxLine!))!) : undefined,
+          timeouts: loads.reduce((sum, l) => sum + l.timeouts, 0),
+          p99Ms: median(loads.map((l) => l.p99Ms)),
+        });
       }
+      const boxRatio = perRound(results.get(key(span, boxLine!))!, base);
+      const goal = span ? 0.6 : 1.0;
+      targets.push({ what: `serving ${what} vs nginx`, value: boxRatio, goal, met: boxRatio >= goal });
+      const sliceRatio = perRound(results.get(key(span, sliceLine!))!, results.get(key(span, boxLine!))!);
+      targets.push({
+        what: `verified slices vs plain, ${what}`,
+        value: sliceRatio,
+        goal: 0.7,
+        met: sliceRatio >= 0.7,
+      });
     }
-    if (options.json) {
-      console.log(JSON.stringify({ seed, connections: CONNECTIONS, seconds, rounds, rows }, null, 2));
+    if (json) {
+      console.log(JSON.stringify({ seed, connections: CONNECTIONS, seconds, rounds, rows, targets }, null, 2));
       return;
     }
     console.log(
-      `\nserving over loopback: wrk 1 thread, ${CONNECTIONS} connections, ${seconds} s x ${rounds} rounds in shuffled order (seed ${seed}), medians; ratio = requests/s against nginx in the same round`,
+      `\nserving over loopback: wrk 1 thread, ${CONNECTIONS} connections, ${seconds} s x ${rounds} rounds in shuffled order (seed ${seed}), medians;\n` +
+        `ratio = requests/s against nginx in the same round; MB/s on the wire (a slice carries its proof too); ` +
+        `timeouts: requests over ${seconds} s, all rounds`,
     );
     for (const row of rows) {
+      const plain = row.ratioToPlain === undefined ? "" : ` (${row.ratioToPlain.toFixed(2)}x plain)`;
       console.log(
-        `  ${row.what.padEnd(20)} ${row.server.padEnd(36)} ${row.rps.toFixed(0).padStart(8)} req/s ${row.mbps.toFixed(0).padStart(6)} MB/s ${row.ratio.toFixed(2).padStart(6)}x`,
+        `  ${row.what.padEnd(20)} ${row.name.padEnd(36)} ${row.rps.toFixed(0).padStart(8)} req/s ` +
+          `${row.mbps.toFixed(0).padStart(6)} MB/s ${row.ratio.toFixed(2).padStart(6)}x ` +
+          `p99 ${row.p99Ms.toFixed(0).padStart(5)} ms ${String(row.timeouts).padStart(3)} timeouts${plain}`,
       );
     }
+    console.log("\ntargets (issue 11)");
+    for (const t of targets)
+      console.log(
+        `  ${t.met ? "met   " : "MISSED"} ${t.what.padEnd(44)} ${t.value.toFixed(2).padStart(8)}x (target >= ${t.goal.toFixed(1)}x)`,
+      );
   } finally {
     for (const s of servers) await s.stop();
     rmSync(work, { recursive: true, force: true });
-  }
-}
-
-/** The box's device id in the bench (any will do: the orders name it). */
-const BENCH_DEVICE = "5e7e".repeat(8);
-
-/**
- * The box's own server (agent/serve) in a child process: this bundle run again with SERVE_BENCH_CHILD set. Order
- * check and metering on (every request carries its object's order), rate limit off. A stock load generator signs
- * no receipts, so the orders' budget and the box's receipt window are set larger than the run (2^50 bytes).
- */
-async function startBox(f: ServeFixture, fleetPublicKey: string): Promise<Server> {
-  const port = await freePort();
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.url)], {
-    env: { ...process.env, SERVE_BENCH_CHILD: JSON.stringify({ work: f.work, ids: f.ids, port, fleetPublicKey }) },
-    stdio: ["ignore", "ignore", "inherit"],
-  });
-  await waitForPort(port, child, "the box's server");
-  return { name: "sharenode serve (orders, metering)", port, stop: () => stopChild(child) };
-}
-
-async function boxChild(spec: { work: string; ids: string[]; port: number; fleetPublicKey: string }): Promise<void> {
-  const objects = join(spec.work, "www", "v1", "objects");
-  const known = new Set(spec.ids);
-  const book = new ReceiptBook(join(spec.work, "receipts.log"));
-  await book.start();
-  const server = new ObjectServer({
-    store: {
-      locate: (id) =>
-        known.has(id) ? { length: OBJECT_BYTES, path: join(objects, id), outboardPath: join(objects, id) } : undefined,
-    },
-    bind: "127.0.0.1",
-    port: spec.port,
-    limits: { maxConnections: 1024, maxConnectionsPerAddress: 1024 },
-    gate: new OrderGate({ fleetPublicKey: spec.fleetPublicKey, deviceId: BENCH_DEVICE, book, windowBytes: 2 ** 50 }),
-  });
-  await server.start();
-}
-
-if (process.env.SERVE_BENCH_CHILD) await boxChild(JSON.parse(process.env.SERVE_BENCH_CHILD));
-
-export async function main(args: string[]): Promise<void> {
-  const keys = mkdtempSync(join(process.env.TMPDIR ?? "/tmp", "sharenode-bench-fleet-"));
-  try {
-    const fleet = await loadOrCreateDeviceIdentity(keys);
-    const client = await loadOrCreateDeviceIdentity(join(keys, "client"));
-    const box = {
-      start: (f: ServeFixture) => startBox(f, fleet.publicKeyHex),
-      headers: (f: ServeFixture) =>
-        new Map(
-          f.ids.map((id, i) => [
-            id,
-            signOrder(
-              {
-                serial: `bench-${i}`,
-                deviceId: BENCH_DEVICE,
-                objectId: id,
-                clientKey: client.publicKeyHex,
-                maxBytes: 2 ** 50,
-                expiresAt: Date.now() + 3600_000,
-                rightsId: "bench",
-              },
-              fleet,
-            ),
-          ]),
-        ),
-    };
-    await serveBench({ quick: args.includes("--quick"), json: args.includes("--json"), extra: [box] });
-  } finally {
-    rmSync(keys, { recursive: true, force: true });
   }
 }

@@ -13,6 +13,8 @@ import { ObjectServer } from "../../agent/serve/server";
 export interface Server {
   name: string;
   port: number;
+  /** The server's process (its RSS is read from /proc), when it runs in a child of its own. */
+  pid?: number;
   stop(): Promise<void>;
 }
 
@@ -81,15 +83,18 @@ export function stopChild(child: ChildProcess): Promise<void> {
 /** Starts the box's server in a child process on a free loopback port. */
 export async function startBox(spec: BoxSpec, name: string): Promise<Server> {
   const port = await freePort();
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.url)], {
+  // --expose-gc: serve-costs asks for a collection (SIGUSR2) before it reads the RSS, so that garbage not yet
+  // collected is not counted as memory a connection holds.
+  const child = spawn(process.execPath, ["--expose-gc", fileURLToPath(import.meta.url)], {
     env: { ...process.env, BENCH_BOX_CHILD: JSON.stringify({ ...spec, port }) },
     stdio: ["ignore", "ignore", "inherit"],
   });
   await waitForPort(port, child, "the box's server");
-  return { name, port, stop: () => stopChild(child) };
+  return { name, port, pid: child.pid, stop: () => stopChild(child) };
 }
 
 async function boxChild(spec: BoxSpec & { port: number }): Promise<void> {
+  process.on("SIGUSR2", () => (globalThis as { gc?: () => void }).gc?.());
   const objects = new Map(spec.objects.map((o) => [o.id, o]));
   const book = new ReceiptBook(join(spec.stateDir, "receipts.log"));
   await book.start();

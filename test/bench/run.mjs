@@ -254,6 +254,14 @@ if (json) {
 await (await import("./cli-bench.mjs")).main(process.argv.slice(2));
 
 const { runTsBench } = await import("./ts-bench.mjs");
-for (const name of ["store-bench", "outbox-bench", "agent-bench", "serve-bench", "client-bench", "fetch-bench"]) {
+for (const name of [
+  "store-bench",
+  "outbox-bench",
+  "agent-bench",
+  "serve-bench",
+  "serve-costs",
+  "client-bench",
+  "fetch-bench",
+]) {
   await runTsBench(name);
 }

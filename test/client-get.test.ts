@@ -63,6 +63,8 @@ interface Behaviour {
   stallAfter?: number;
   /** Wait this long before each object response. */
   delayMs?: number;
+  /** Send object bytes in pieces of this size, one event-loop turn apart (chunks that split groups). */
+  pieceBytes?: number;
 }
 
 interface ReceiptSeen {
@@ -190,6 +192,15 @@ class TestBox {
       return;
     }
     this.objectBytes += body.length;
+    const { pieceBytes } = this.behaviour;
+    if (pieceBytes !== undefined) {
+      for (let i = 0; i < body.length && !res.destroyed; i += pieceBytes) {
+        res.write(body.subarray(i, i + pieceBytes));
+        await new Promise((r) => setImmediate(r));
+      }
+      res.end();
+      return;
+    }
     res.end(body);
   }
 }
@@ -353,6 +364,28 @@ describe("sharenode get", () => {
       liar.ranges.some((rg) => Number(rg.split("-")[0]) <= 1_000_000 && Number(rg.split("-")[1]) >= 1_000_000),
     ).toBe(true);
     expect(largestReceipt(liar, orders[0]!)).toBeLessThan(liar.objectBytes + liar.outboardBytes);
+  }, 60_000);
+
+  it("checks groups split across the socket's chunks; a liar's verified groups before its lie are kept", async () => {
+    // The liar is listed first, so its workers take the first ranges; its 5000-byte pieces never align with groups.
+    const liar = await box({ lieAt: 2 * GROUP + 7000, pieceBytes: 5000 });
+    const good = await box({ delayMs: 30, pieceBytes: 3001 });
+    const orders = [orderFor(liar, big.id), orderFor(good, big.id)];
+    const out = join(work, "pieces.out");
+    const file = orderFile("pieces.orders", [
+      [liar, orders[0]!],
+      [good, orders[1]!],
+    ]);
+    const r = await sharenode(getArgs(big.id, out, [file], ["--range", String(4 * GROUP)]));
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toBe(
+      `sharenode: get: dropped ${liar.url}: sent bad data: group 2 (bytes ${2 * GROUP}-${3 * GROUP - 1})\n`,
+    );
+    expect(readFileSync(out).equals(Buffer.from(big.data))).toBe(true);
+    expect(liar.ranges[0]).toBe(`0-${4 * GROUP - 1}`);
+    // Groups 0 and 1 came from the liar, verified: the good box is asked for the rest of that range only.
+    expect(good.ranges).toContain(`${2 * GROUP}-${4 * GROUP - 1}`);
+    expect(good.ranges.some((rg) => rg.startsWith("0-"))).toBe(false);
   }, 60_000);
 
   it("when every box lies: exit 1, one line per drop and one for the failure; OUT never appears", async () => {

@@ -25,7 +25,7 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { open, rename, rm, stat, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
-import { fsyncDir, writeAll } from "../durable/atomic.js";
+import { fsyncDir } from "../durable/atomic.js";
 import { RecordLog } from "../durable/record-log.js";
 import type { Signer } from "../protocol/envelope.js";
 import { signReceipt } from "../protocol/receipt.js";
@@ -184,7 +184,9 @@ export async function download(options: DownloadOptions): Promise<DownloadResult
     // its range's commit only when more than MAX_UNCOMMITTED bytes are waiting (bounded memory).
     interface Pending {
       first: number;
-      data: Uint8Array;
+      /** The range's verified bytes as the socket delivered them (no copy), written with one writev. */
+      parts: Uint8Array[];
+      bytes: number;
       record: Uint8Array;
     }
     let pending: Pending[] = [];
@@ -196,7 +198,7 @@ export async function download(options: DownloadOptions): Promise<DownloadResult
         const batch = pending;
         pending = [];
         try {
-          for (const p of batch) await writeAll(partHandle, p.data, verifier.groupRange(p.first).offset);
+          for (const p of batch) await writevAll(partHandle, p.parts, verifier.groupRange(p.first).offset);
           await partHandle.datasync();
           await log.appendMany(batch.map((p) => p.record));
         } catch (err) {
@@ -204,18 +206,18 @@ export async function download(options: DownloadOptions): Promise<DownloadResult
           return;
         }
         for (const p of batch) {
-          const count = Math.ceil(p.data.length / verifier.groupBytes);
+          const count = Math.ceil(p.bytes / verifier.groupBytes);
           for (let g = p.first; g < p.first + count; g++) verified[g] = 1;
-          verifiedBytes += p.data.length;
-          pendingBytes -= p.data.length;
+          verifiedBytes += p.bytes;
+          pendingBytes -= p.bytes;
         }
         options.onProgress?.(verifiedBytes, length);
       }
     };
-    const commit = (first: number, data: Uint8Array, box: Box): Promise<void> => {
-      const count = Math.ceil(data.length / verifier.groupBytes);
-      pending.push({ first, data, record: encode({ g: first, n: count, s: box.serial, b: box.receipted }) });
-      pendingBytes += data.length;
+    const commit = (first: number, parts: Uint8Array[], bytes: number, box: Box): Promise<void> => {
+      const count = Math.ceil(bytes / verifier.groupBytes);
+      pending.push({ first, parts, bytes, record: encode({ g: first, n: count, s: box.serial, b: box.receipted }) });
+      pendingBytes += bytes;
       writer ??= flush().finally(() => (writer = undefined));
       return pendingBytes > MAX_UNCOMMITTED ? writer : Promise.resolve();
     };
@@ -262,13 +264,13 @@ export async function download(options: DownloadOptions): Promise<DownloadResult
       box.requested += end - offset;
       const got = await fetchRange(box, objectId, offset, end, verifier, first, stallMs);
       // The verified prefix is kept whatever happened after it.
-      if (got.data.length > 0) {
-        box.receipted += got.data.length;
+      if (got.bytes > 0) {
+        box.receipted += got.bytes;
         box.receipt = signReceipt({ serial: box.serial, bytes: box.receipted }, clientKey);
-        await commit(first, got.data, box);
+        await commit(first, got.parts, got.bytes, box);
       }
       if (got.fault !== undefined) {
-        const doneGroups = got.data.length / verifier.groupBytes;
+        const doneGroups = got.bytes / verifier.groupBytes;
         queue.unshift([first + doneGroups, count - doneGroups]);
         drop(box, got.fault);
         return;
@@ -495,9 +497,19 @@ async function fetchOutboard(
   throw new DownloadError(`no box gave an outboard that checks against ${objectId} (${reasons})`);
 }
 
+/** A range's verified prefix: views of the socket's chunks (whole groups from the range's first on), and why the
+ * box failed when it did. */
+interface RangeResult {
+  parts: Uint8Array[];
+  bytes: number;
+  fault?: string;
+}
+
 /**
- * Bytes [offset, end) of the object from one box, checked group by group as they arrive. Returns the verified
- * prefix (whole groups from `first` on) and, when the box failed, why.
+ * Bytes [offset, end) of the object from one box, checked group by group as they arrive. The socket's chunks are
+ * kept as they come (Node hands each read a buffer of its own) and written from there: no copy of the range is
+ * assembled. A group inside one chunk is hashed from it; only a group split across chunks is gathered into a
+ * 16 KiB scratch first.
  */
 async function fetchRange(
   box: Box,
@@ -507,61 +519,104 @@ async function fetchRange(
   verifier: GroupVerifier,
   first: number,
   stallMs: number,
-): Promise<{ data: Uint8Array; fault?: string }> {
+): Promise<RangeResult> {
   const size = end - offset;
-  const data = new Uint8Array(size);
+  const chunks: Uint8Array[] = [];
   let filled = 0;
   let checked = 0;
   let group = first;
-  const verifiedPrefix = () => data.subarray(0, checked);
+  const verifiedPrefix = (fault: string): RangeResult => ({ parts: prefix(chunks, checked), bytes: checked, fault });
   let answer: Answer;
   try {
     answer = await requestBox(box, `/v1/objects/${objectId}`, { Range: `bytes=${offset}-${end - 1}` }, stallMs);
   } catch (err) {
-    return { data: verifiedPrefix(), fault: err instanceof BoxFault ? err.message : errorMessage(err) };
+    return verifiedPrefix(err instanceof BoxFault ? err.message : errorMessage(err));
   }
   const { res } = answer;
   const wholeObject = offset === 0 && end === verifier.length;
   if (!(res.statusCode === 206 || (res.statusCode === 200 && wholeObject))) {
-    return { data: verifiedPrefix(), fault: await refusal(res, `range ${offset}-${end - 1} refused`) };
+    return verifiedPrefix(await refusal(res, `range ${offset}-${end - 1} refused`));
   }
   if (res.statusCode === 206) {
     const contentRange = res.headers["content-range"];
     if (contentRange !== `bytes ${offset}-${end - 1}/${verifier.length}`) {
       answer.abort("wrong Content-Range");
-      return {
-        data: verifiedPrefix(),
-        fault: `answered range ${offset}-${end - 1} with Content-Range ${JSON.stringify(contentRange ?? null)}`,
-      };
+      return verifiedPrefix(
+        `answered range ${offset}-${end - 1} with Content-Range ${JSON.stringify(contentRange ?? null)}`,
+      );
     }
   }
+  const scratch = new Uint8Array(verifier.groupBytes);
+  let gathered = 0;
   try {
     for await (const bytes of answer.body()) {
       if (filled + bytes.length > size) {
         answer.abort("too much data");
-        return { data: verifiedPrefix(), fault: `sent more than the ${size} bytes of range ${offset}-${end - 1}` };
+        return verifiedPrefix(`sent more than the ${size} bytes of range ${offset}-${end - 1}`);
       }
-      data.set(bytes, filled);
+      chunks.push(bytes);
       filled += bytes.length;
       // Check every group that is complete now: a lie is found one group after it is told.
-      for (;;) {
+      let at = 0;
+      while (at < bytes.length) {
         const { length } = verifier.groupRange(group);
-        if (filled - checked < length || checked >= size) break;
-        if (!verifier.check(group, data.subarray(checked, checked + length))) {
+        let whole: Uint8Array;
+        if (gathered === 0 && bytes.length - at >= length) {
+          whole = bytes.subarray(at, at + length);
+          at += length;
+        } else {
+          const take = Math.min(length - gathered, bytes.length - at);
+          scratch.set(bytes.subarray(at, at + take), gathered);
+          gathered += take;
+          at += take;
+          if (gathered < length) break;
+          whole = scratch.subarray(0, length);
+          gathered = 0;
+        }
+        if (!verifier.check(group, whole)) {
           answer.abort("bad data");
-          const at = offset + checked;
-          return { data: verifiedPrefix(), fault: `sent bad data: group ${group} (bytes ${at}-${at + length - 1})` };
+          const from = offset + checked;
+          return verifiedPrefix(`sent bad data: group ${group} (bytes ${from}-${from + length - 1})`);
         }
         checked += length;
         group++;
       }
     }
   } catch (err) {
-    return { data: verifiedPrefix(), fault: answer.stalled() ?? `connection failed: ${errorMessage(err)}` };
+    return verifiedPrefix(answer.stalled() ?? `connection failed: ${errorMessage(err)}`);
   }
   answer.done();
-  if (checked < size) return { data: verifiedPrefix(), fault: `sent short content: ${filled} of ${size} bytes` };
-  return { data };
+  if (checked < size) return verifiedPrefix(`sent short content: ${filled} of ${size} bytes`);
+  return { parts: chunks, bytes: checked };
+}
+
+/** The first `bytes` bytes of `chunks`, as views. */
+function prefix(chunks: Uint8Array[], bytes: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const chunk of chunks) {
+    if (bytes <= 0) break;
+    out.push(chunk.length <= bytes ? chunk : chunk.subarray(0, bytes));
+    bytes -= chunk.length;
+  }
+  return out;
+}
+
+/** Writes `parts` back to back from `position`: one pwritev per call, again from where a short write stopped. */
+async function writevAll(fh: FileHandle, parts: Uint8Array[], position: number): Promise<void> {
+  let rest = parts.filter((p) => p.length > 0);
+  while (rest.length > 0) {
+    // Linux takes at most IOV_MAX (1024) buffers per call.
+    const batch = rest.slice(0, 1024);
+    let { bytesWritten } = await fh.writev(batch, position);
+    if (bytesWritten <= 0) throw new Error(`write returned ${bytesWritten} bytes`);
+    position += bytesWritten;
+    let i = 0;
+    while (i < batch.length && bytesWritten >= batch[i]!.length) bytesWritten -= batch[i++]!.length;
+    rest = [
+      ...(bytesWritten > 0 ? [batch[i]!.subarray(bytesWritten)] : []),
+      ...rest.slice(i + (bytesWritten > 0 ? 1 : 0)),
+    ];
+  }
 }
 
 /** Hands the box its final receipt (best effort: it also has the last one shown with a request). */

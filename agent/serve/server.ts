@@ -19,7 +19,7 @@ import { parseOutboard, type Outboard } from "../kernels/outboard.js";
 import type { ServeCounters } from "../telemetry/work-counters.js";
 import { errnoCode, errorLine } from "../util/errors.js";
 import { parseRange } from "./http-range.js";
-import { groupItemsFromTree, groupTree, planSlice, type SlicePlan } from "./slice.js";
+import { groupItemsFromTree, groupTree, planSlice, type SlicePart, type SlicePlan } from "./slice.js";
 
 /** What the server reads objects through: agent/store/object-store.ts's ObjectStore.locate. */
 export interface ObjectSource {
@@ -564,62 +564,70 @@ export class ObjectServer {
     }
   }
 
-  /** Writes a slice's proof as its groups are read and hashed; returns the bytes written. */
+  /**
+   * Writes a slice's proof as its groups are read and hashed; returns the bytes written. Each answer piece (about
+   * PIECE_BYTES of proof) is built in one fresh buffer and written once: outboard nodes, cached group parents and
+   * chunk bytes copied in as runs, read from the file a batch of groups at a time into one reused buffer. No buffer
+   * per group or chunk (the allocations and the collector cost more than the copying); one piece is in memory at a
+   * time, the next built only when the socket has taken the last.
+   */
   private async streamSlice(res: ServerResponse, fd: number, id: string, plan: SlicePlan): Promise<number> {
     const throttle = this.options.throttle;
     let closed = false;
     res.once("close", () => (closed = true));
-    let pending: Uint8Array[] = [];
-    let pendingBytes = 0;
-    let written = 0;
-    const flush = async (last: boolean) => {
-      const pieces = pending;
-      const bytes = pendingBytes;
-      pending = [];
-      pendingBytes = 0;
-      if (throttle) await throttle(bytes);
-      if (closed) return;
-      written += bytes;
-      this.counters.bytesServed += bytes;
-      this.options.counters?.served(bytes);
-      // Corked: the pieces (outboard nodes, group items) leave in one writev, not copied into one buffer first.
-      res.cork();
-      let room = true;
-      for (const piece of pieces) room = res.write(piece);
-      if (last) return void res.end();
-      res.uncork();
-      if (!room) await drained(res);
-    };
-    // Groups are read in batches of up to PIECE_BYTES: the touched groups are contiguous in the file.
-    const groups = plan.parts.filter((p) => p.kind === "group");
-    const lastByte = groups.length ? groups[groups.length - 1]!.offset + groups[groups.length - 1]!.length : 0;
-    let batch: Buffer = Buffer.alloc(0);
+    const parts = plan.parts;
+    const size = (p: SlicePart) => (p.kind === "copy" ? p.bytes.length : p.itemsLength);
+    // The touched groups are contiguous in the file: read in batches of up to PIECE_BYTES (at least one group).
+    let firstByte = -1;
+    let lastByte = 0;
+    let groupBytes = 0;
+    for (const p of parts) {
+      if (p.kind !== "group") continue;
+      if (firstByte < 0) firstByte = p.offset;
+      lastByte = p.offset + p.length;
+      groupBytes = Math.max(groupBytes, p.length);
+    }
+    const read = Buffer.allocUnsafe(Math.min(Math.max(PIECE_BYTES, groupBytes), lastByte - Math.max(firstByte, 0)));
     let batchAt = 0;
-    for (const part of plan.parts) {
-      if (closed) break;
-      if (part.kind === "copy") {
-        pending.push(part.bytes);
-        pendingBytes += part.bytes.length;
-      } else {
-        if (part.offset < batchAt || part.offset + part.length > batchAt + batch.length) {
-          batchAt = part.offset;
-          batch = await readExactly(fd, Math.min(Math.max(PIECE_BYTES, part.length), lastByte - batchAt), batchAt);
+    let batchLength = 0;
+    let written = 0;
+    let i = 0;
+    while (i < parts.length && !closed) {
+      let pieceLength = 0;
+      let j = i;
+      while (j < parts.length && pieceLength < PIECE_BYTES) pieceLength += size(parts[j++]!);
+      const out = Buffer.allocUnsafeSlow(pieceLength);
+      let at = 0;
+      for (; i < j; i++) {
+        const part = parts[i]!;
+        if (part.kind === "copy") {
+          out.set(part.bytes, at);
+          at += part.bytes.length;
+          continue;
         }
-        const data = batch.subarray(part.offset - batchAt, part.offset - batchAt + part.length);
+        if (part.offset < batchAt || part.offset + part.length > batchAt + batchLength) {
+          batchAt = part.offset;
+          batchLength = Math.min(read.length, lastByte - batchAt);
+          await readInto(fd, read, batchLength, batchAt);
+        }
+        const data = read.subarray(part.offset - batchAt, part.offset - batchAt + part.length);
         const key = `${id}:${part.first}`;
         let tree = this.groupTrees.get(key);
         if (!tree) {
           tree = groupTree(part.first, part.n, data);
           this.groupTrees.set(key, tree);
         }
-        const items = Buffer.allocUnsafe(part.itemsLength);
-        groupItemsFromTree(part, plan.target, data, tree, items);
-        pending.push(items);
-        pendingBytes += items.length;
+        groupItemsFromTree(part, plan.target, data, tree, out, at);
+        at += part.itemsLength;
       }
-      if (pendingBytes >= PIECE_BYTES) await flush(false);
+      if (throttle) await throttle(pieceLength);
+      if (closed) break;
+      written += pieceLength;
+      this.counters.bytesServed += pieceLength;
+      this.options.counters?.served(pieceLength);
+      if (i === parts.length) res.end(out);
+      else if (!res.write(out)) await drained(res);
     }
-    if (!closed) await flush(true);
     return written;
   }
 }
@@ -741,8 +749,8 @@ function drained(res: ServerResponse): Promise<void> {
   });
 }
 
-function readExactly(fd: number, length: number, position: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
+/** Reads length bytes at position into the start of buf. */
+function readInto(fd: number, buf: Buffer, length: number, position: number): Promise<void> {
   return new Promise((resolve, reject) => {
     let got = 0;
     const more = () =>
@@ -751,7 +759,7 @@ function readExactly(fd: number, length: number, position: number): Promise<Buff
         if (n === 0) return reject(new Error(`object file is shorter than its index says (${position + got})`));
         got += n;
         if (got < length) more();
-        else resolve(buf);
+        else resolve();
       });
     more();
   });

@@ -85,7 +85,9 @@ export async function startBox(spec: BoxSpec, name: string): Promise<Server> {
   const port = await freePort();
   // --expose-gc: serve-costs asks for a collection (SIGUSR2) before it reads the RSS, so that garbage not yet
   // collected is not counted as memory a connection holds.
-  const child = spawn(process.execPath, ["--expose-gc", fileURLToPath(import.meta.url)], {
+  // BENCH_BOX_NODE_ARGS: extra node options for the box alone, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+  const extra = (process.env.BENCH_BOX_NODE_ARGS ?? "").split(" ").filter(Boolean);
+  const child = spawn(process.execPath, [...extra, "--expose-gc", fileURLToPath(import.meta.url)], {
     env: { ...process.env, BENCH_BOX_CHILD: JSON.stringify({ ...spec, port }) },
     stdio: ["ignore", "ignore", "inherit"],
   });
@@ -95,6 +97,8 @@ export async function startBox(spec: BoxSpec, name: string): Promise<Server> {
 
 async function boxChild(spec: BoxSpec & { port: number }): Promise<void> {
   process.on("SIGUSR2", () => (globalThis as { gc?: () => void }).gc?.());
+  // A clean exit on SIGTERM, so that a profile asked for with NODE_OPTIONS=--cpu-prof is written.
+  process.on("SIGTERM", () => process.exit(0));
   const objects = new Map(spec.objects.map((o) => [o.id, o]));
   const book = new ReceiptBook(join(spec.stateDir, "receipts.log"));
   await book.start();

@@ -37,6 +37,11 @@ export const DEBIAN_TOOLS = {
   "qemu-arm-static": ["qemu-user-static", "the ARM check: official Node ARM builds under emulation"],
 };
 
+/** What `npm run bench` needs on top (package.json `prebench` runs this file with --bench). */
+export const BENCH_TOOLS = {
+  wrk: ["wrk", "serve-bench's load generator, the same for nginx and the box's server"],
+};
+
 // Tools in sbin directories are found even when PATH lacks them (a non-root shell's PATH often does).
 const SEARCH_EXTRA = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 
@@ -54,9 +59,9 @@ function onPath(tool, path) {
 }
 
 /** The Debian packages whose tools are missing, each named once, in a stable order. */
-export function missingPackages(path = process.env.PATH ?? "") {
+export function missingPackages(path = process.env.PATH ?? "", tools = DEBIAN_TOOLS) {
   const packages = new Set();
-  for (const [tool, [pkg]] of Object.entries(DEBIAN_TOOLS)) if (!onPath(tool, path)) packages.add(pkg);
+  for (const [tool, [pkg]] of Object.entries(tools)) if (!onPath(tool, path)) packages.add(pkg);
   return [...packages].sort();
 }
 
@@ -68,8 +73,8 @@ function installCommand(packages) {
  * Makes sure every tool is there. Returns normally when it is (installing first when it can); throws an Error
  * whose message is the one line to show otherwise.
  */
-export function ensureDebianTools({ log = (line) => process.stderr.write(`${line}\n`) } = {}) {
-  const missing = missingPackages();
+export function ensureDebianTools({ log = (line) => process.stderr.write(`${line}\n`), tools = DEBIAN_TOOLS } = {}) {
+  const missing = missingPackages(process.env.PATH ?? "", tools);
   if (missing.length === 0) return;
   const isRoot = process.getuid?.() === 0;
   const hasApt = onPath("apt-get", process.env.PATH ?? "");
@@ -93,7 +98,7 @@ export function ensureDebianTools({ log = (line) => process.stderr.write(`${line
       throw new Error(`apt-get ${args[0]} failed (${why}); run: apt-get update && ${installCommand(missing)}`);
     }
   }
-  const still = missingPackages();
+  const still = missingPackages(process.env.PATH ?? "", tools);
   if (still.length > 0) throw new Error(`still missing after apt-get install: ${still.join(" ")}`);
 }
 
@@ -104,7 +109,8 @@ export default function setup() {
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
   try {
-    ensureDebianTools();
+    const bench = process.argv.includes("--bench");
+    ensureDebianTools({ tools: bench ? { ...DEBIAN_TOOLS, ...BENCH_TOOLS } : DEBIAN_TOOLS });
   } catch (err) {
     process.stderr.write(`test setup: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);

@@ -230,6 +230,34 @@ describe("TaskQueue", () => {
     expect(origin.servedAt("t-nospace").bytes).toBe(0);
   });
 
+  it("counts a running fetch's whole length as taken: a second pinned object that cannot fit beside it waits, then fails no-space without fetching a byte", async () => {
+    await store.stop();
+    store = await openStore(1_000_000);
+    const queue = await openQueue({ concurrency: 2 });
+    const first = object("t-room-a", 600_000, 42, { kind: "slow", bytesPerSecond: 1_000_000 });
+    const second = object("t-room-b", 600_000, 43);
+    let secondBytesWhenFirstEnded = -1;
+    events = new Proxy(events, {
+      get(target, key, receiver) {
+        if (key === "push")
+          return (e: Record<string, unknown>) => {
+            if (e.objectId === first.objectId && e.type === "task.done")
+              secondBytesWhenFirstEnded = origin.servedAt("t-room-b").bytes;
+            return target.push(e);
+          };
+        return Reflect.get(target, key, receiver) as unknown;
+      },
+    });
+    await queue.fetch({ ...first.args, pin: true });
+    await queue.fetch({ ...second.args, pin: true });
+    expect(await ended(first.objectId)).toMatchObject({ type: "task.done" });
+    const failed = await ended(second.objectId);
+    expect(failed).toMatchObject({ type: "task.failed", code: "no-space" });
+    expect(secondBytesWhenFirstEnded).toBe(0);
+    expect(origin.servedAt("t-room-b").bytes).toBe(0);
+    expect(store.has(first.objectId)).toBe(true);
+  });
+
   it("fails expired when the deadline passes mid-fetch; refuses a deadline already past", async () => {
     const queue = await openQueue();
     const o = object("t-late", 1024 * 1024, 50, { kind: "slow", bytesPerSecond: 512 * 1024 });

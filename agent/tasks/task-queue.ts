@@ -12,7 +12,9 @@
 // - At most `concurrency` tasks run at once. While paused (the box is too hot: hashing is CPU work) running tasks
 //   stop at their next byte, keeping their verified groups, and nothing starts until the pause ends.
 // - Room is checked before a byte is fetched (quota, reserve and what eviction could free, as the store counts
-//   them) and again by the store's ingest, which evicts least recently used unpinned objects: `no-space` either way.
+//   them, with the whole length of every other running fetch counted as taken: partial files are not in the
+//   store's count) and again by the store's ingest, which evicts least recently used unpinned objects: `no-space`
+//   either way. A task that fits only without the other running fetches waits for one of them to end.
 //
 // tasks.log records (JSON): {"o":"add","task":{objectId,length,sources,outboard?,pin,deadline?,orders?,acceptedAt}}
 // and {"o":"end","objectId":...}. Compacted at start when ended records outnumber the live ones.
@@ -132,6 +134,8 @@ interface Task {
   bytesDone: number;
   controller?: AbortController;
   running?: Promise<void>;
+  /** Its room was found and is held: other tasks count its whole length as taken until its run ends. */
+  holdsRoom?: boolean;
   deadlineTimer?: unknown;
   lastProgressAt: number;
   lastProgressTenth: number;
@@ -291,6 +295,7 @@ export class TaskQueue {
         .finally(() => {
           task.controller = undefined;
           task.running = undefined;
+          task.holdsRoom = false;
           if (task.state === "running") task.state = "queued";
           this.pump();
         });
@@ -302,8 +307,22 @@ export class TaskQueue {
     const { store, partialDir } = this.options;
     if (spec.deadline !== undefined && this.now() >= spec.deadline)
       return this.fail(task, "expired", "the deadline passed before the fetch finished");
-    const room = await this.room(spec.length);
-    if (room !== undefined) return this.fail(task, "no-space", room);
+    // Room is held for every running fetch: its partial file grows to the whole length before the store counts
+    // it, so two fetches that each fit alone could otherwise take the disk past the quota (or the reserve) at once.
+    // One that fits only once the others' objects are counted waits for one of them to end, then looks again.
+    for (;;) {
+      const room = await this.room(task);
+      if (room.fits) break;
+      const holders = [...this.tasks.values()].filter((t) => t !== task && t.holdsRoom && t.running !== undefined);
+      if (!room.fitsAlone || holders.length === 0) return this.fail(task, "no-space", room.reason);
+      if (signal.aborted) return;
+      await Promise.race([
+        ...holders.map((t) => t.running!.catch(() => {})),
+        new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true })),
+      ]);
+      if (signal.aborted) return;
+    }
+    task.holdsRoom = true;
     const keys = this.options.receipts;
     const skipped: string[] = [];
     const receipts =
@@ -374,18 +393,29 @@ export class TaskQueue {
     await store.ingest(partial.read(), { expectedId: spec.objectId, declaredLength: spec.length, pin: spec.pin });
   }
 
-  /** Why the object cannot fit even after evicting every unpinned object; undefined when it can. */
-  private async room(length: number): Promise<string | undefined> {
+  /**
+   * Whether the task's object fits after evicting every unpinned object, with the whole lengths of the running
+   * fetches that hold room counted as taken (fits), and without them (fitsAlone); the reason when it does not fit.
+   */
+  private async room(task: Task): Promise<{ fits: boolean; fitsAlone: boolean; reason: string }> {
     const { store } = this.options;
     const { usedBytes, quotaBytes } = await store.status();
     // 4096: the usual block size; the store's ingest makes the exact check (and the eviction) anyway.
-    const need = footprint(length, 4096);
+    const need = footprint(task.spec.length, 4096);
     const evictable = store
       .list()
       .filter((o) => !o.pinned)
       .reduce((sum, o) => sum + footprint(o.length, 4096), 0);
-    if (usedBytes - evictable + need <= quotaBytes) return undefined;
-    return `no room for ${need} more bytes: ${usedBytes} of ${quotaBytes} bytes used and ${evictable} evictable`;
+    let held = 0;
+    for (const t of this.tasks.values()) if (t !== task && t.holdsRoom) held += footprint(t.spec.length, 4096);
+    const base = usedBytes - evictable + need;
+    return {
+      fits: base + held <= quotaBytes,
+      fitsAlone: base <= quotaBytes,
+      reason:
+        `no room for ${need} more bytes: ${usedBytes} of ${quotaBytes} bytes used and ${evictable} evictable` +
+        (held > 0 ? `, ${held} held by running fetches` : ""),
+    };
   }
 
   private progress(task: Task, bytes: number): void {

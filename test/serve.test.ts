@@ -3,6 +3,7 @@
 // slowloris cut off, the connection caps, 200 connections at once.
 import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { get } from "node:http";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -51,8 +52,10 @@ afterAll(async () => {
 });
 
 /** curl -i: status, headers (lower-case names) and body bytes. */
+let curls = 0;
 async function curl(args: string[]): Promise<{ status: number; headers: Record<string, string>; body: Buffer }> {
-  const out = join(dir, "curl.out");
+  // A file of its own per call: calls may run at once.
+  const out = join(dir, `curl-${curls++}.out`);
   const { stdout } = await run("curl", ["-s", "-D", "-", "-o", out, ...args], { encoding: "buffer" });
   const lines = stdout.toString("latin1").split("\r\n");
   const status = Number(lines[0]!.split(" ")[1]);
@@ -205,6 +208,36 @@ describe("paths", () => {
       expect(r.body.length, `${s}-${e}`).toBe(expected.length);
       expect(Buffer.compare(r.body, Buffer.from(expected)), `${s}-${e} byte for byte`).toBe(0);
     }
+  });
+  it("serves many slices at once to clients that stall, each byte for byte (an answer buffer is reused only once its socket is done with it)", async () => {
+    // Each client stops reading for a while, so the server's writes stay unfinished (the kernel holds the bytes
+    // still to go in the buffer itself) while other answers are built: reusing a buffer too early shows here.
+    // 16 MiB: more than the kernel's socket buffers on loopback take while the client does not read.
+    const data = seededBytes(16 * 1024 * 1024 + 5, 799);
+    const { id } = (await store.ingest(once(data))).object;
+    const L = data.length;
+    const spans: [number, number][] = Array.from({ length: 8 }, (_, i) => [i * 100_003, L - i * 77_001]);
+    const answers = await Promise.all(
+      spans.map(
+        ([s, e]) =>
+          new Promise<Buffer>((resolve, reject) => {
+            get(`${base}/v1/objects/${id}/slice?start=${s}&end=${e}`, (res) => {
+              const parts: Buffer[] = [];
+              res.on("data", (d: Buffer) => parts.push(d));
+              res.on("end", () => resolve(Buffer.concat(parts)));
+              res.on("error", reject);
+              res.pause();
+              setTimeout(() => res.resume(), 400);
+            }).on("error", reject);
+          }),
+      ),
+    );
+    spans.forEach(([s, e], i) => {
+      const first = Math.floor(s / 1024);
+      const expected = makeProofFromData(data, first, Math.ceil(e / 1024) - first);
+      expect(answers[i]!.length, `${s}-${e}`).toBe(expected.length);
+      expect(Buffer.compare(answers[i]!, Buffer.from(expected)), `${s}-${e} byte for byte`).toBe(0);
+    });
   });
 });
 

@@ -19,6 +19,7 @@ import { parseOutboard, type Outboard } from "../kernels/outboard.js";
 import type { ServeCounters } from "../telemetry/work-counters.js";
 import { errnoCode, errorLine } from "../util/errors.js";
 import { parseRange } from "./http-range.js";
+import { PiecePool } from "./piece-pool.js";
 import { groupItemsFromTree, groupTree, planSlice, type SlicePart, type SlicePlan } from "./slice.js";
 
 /** What the server reads objects through: agent/store/object-store.ts's ObjectStore.locate. */
@@ -129,6 +130,10 @@ const OUTBOARD_CACHE_ENTRIES = 64;
  * derived from the object's bytes, which never change under its id, so an entry never goes stale.
  */
 const GROUP_TREE_CACHE_BYTES = 8 * 1024 * 1024;
+/** Room past PIECE_BYTES in a slice's answer buffer: the piece ends with a whole group's items (16 KiB + 960 B). */
+const SLICE_PIECE_SLACK = 32 * 1024;
+/** Slice buffers kept for reuse while unused: about 9 MiB at most. */
+const SLICE_BUFFERS_KEPT = 32;
 /** The receipts endpoint's body: a receipt token (at most 512 characters) and some slack. */
 const MAX_RECEIPT_BODY = 1024;
 const BUSY_RESPONSE =
@@ -143,6 +148,8 @@ export class ObjectServer {
   private readonly fds = new FdCache();
   /** Groups' inner trees (slice.ts groupTree), so a group is hashed once, not on every slice that touches it. */
   private readonly groupTrees = new ByteBoundedMap(GROUP_TREE_CACHE_BYTES);
+  /** Slices' read and answer buffers (a piece plus the group items that end it). */
+  private readonly pieces = new PiecePool(PIECE_BYTES + SLICE_PIECE_SLACK, SLICE_BUFFERS_KEPT);
   private open = 0;
   private readonly counters: ServeStats = {
     requests: 0,
@@ -587,7 +594,7 @@ export class ObjectServer {
       lastByte = p.offset + p.length;
       groupBytes = Math.max(groupBytes, p.length);
     }
-    const read = Buffer.allocUnsafe(Math.min(Math.max(PIECE_BYTES, groupBytes), lastByte - Math.max(firstByte, 0)));
+    const read = this.pieces.take(Math.min(Math.max(PIECE_BYTES, groupBytes), lastByte - Math.max(firstByte, 0)));
     let batchAt = 0;
     let batchLength = 0;
     let written = 0;
@@ -596,7 +603,7 @@ export class ObjectServer {
       let pieceLength = 0;
       let j = i;
       while (j < parts.length && pieceLength < PIECE_BYTES) pieceLength += size(parts[j++]!);
-      const out = Buffer.allocUnsafeSlow(pieceLength);
+      const out = this.pieces.take(pieceLength);
       let at = 0;
       for (; i < j; i++) {
         const part = parts[i]!;
@@ -625,9 +632,15 @@ export class ObjectServer {
       written += pieceLength;
       this.counters.bytesServed += pieceLength;
       this.options.counters?.served(pieceLength);
-      if (i === parts.length) res.end(out);
-      else if (!res.write(out)) await drained(res);
+      // The socket has the piece until the write's callback; only then may the buffer be written again.
+      const giveBack = (err?: Error | null) => {
+        if (!err) this.pieces.give(out);
+      };
+      if (i === parts.length) res.end(out, giveBack);
+      else if (!res.write(out, giveBack)) await drained(res);
     }
+    // No read is in flight any more (each was awaited).
+    this.pieces.give(read);
     return written;
   }
 }

@@ -5,7 +5,7 @@
 import { type Blake3Kernel, blake3Kernel, CHUNK_LEN } from "../kernels/blake3.js";
 import { OUTBOARD_HEADER_LEN, type Outboard } from "../kernels/outboard.js";
 import { emitFromData, ProofWriter } from "../kernels/proof.js";
-import { chunkCount, itemsLength, leftChunks, proofTarget, type Target } from "../kernels/tree.js";
+import { chunkCount, leftChunks, proofTarget, type Target } from "../kernels/tree.js";
 
 /** A piece of the proof: bytes copied from the outboard, or the items of one group computed from its bytes. */
 export type SlicePart =
@@ -58,7 +58,7 @@ export function planSlice(outboard: Outboard, start: number, end: number): Slice
         n,
         offset,
         length: Math.min(n * CHUNK_LEN, length - offset),
-        itemsLength: itemsLength(target, first, n),
+        itemsLength: groupLayout(target, first, n, Math.min(n * CHUNK_LEN, length - offset)).itemsLength,
         root: groups === 1,
       });
     } else copy(outboard.tailOffset, bytes.length);
@@ -109,10 +109,62 @@ export function groupTree(
   return out;
 }
 
+/** Where one group's proof items come from, in output order: runs of its tree (groupTree) and of its bytes. */
+export interface GroupLayout {
+  /** Triples: source (TREE_RUN or DATA_RUN), from, to (byte offsets within that source). */
+  runs: Int32Array;
+  itemsLength: number;
+}
+const TREE_RUN = 0;
+const DATA_RUN = 1;
+/**
+ * Layouts by the shape of a group's coverage. A slice's inner groups are all covered whole, so nearly every group
+ * of every slice finds the same entry; only a slice's two edge groups may need a walk of their own.
+ */
+const layouts = new Map<string, GroupLayout>();
+const MAX_LAYOUTS = 1024;
+
+/**
+ * The layout of the proof items of the group of n chunks at `first` (dataLength bytes) for `target`: the same walk
+ * as groupItems, recorded as copy runs instead of done, and kept. Pieces that lie next to each other in their
+ * source (consecutive parents in pre-order, sibling chunks) are one run: half the copies of a piecewise walk.
+ */
+export function groupLayout(target: Target, first: number, n: number, dataLength: number): GroupLayout {
+  const lo = Math.max(target.start, first) - first;
+  const hi = Math.min(target.end, first + n) - first;
+  const tail = target.tail >= first && target.tail < first + n ? target.tail - first : -1;
+  const key = lo < hi ? `${n}:${dataLength}:${lo}:${hi}:${tail}` : `${n}:${dataLength}:-:${tail}`;
+  const known = layouts.get(key);
+  if (known) return known;
+  const runs: number[] = [];
+  const take = (source: number, from: number, to: number): void => {
+    const last = runs.length - 3;
+    if (last >= 0 && runs[last] === source && runs[last + 2] === from) runs[last + 2] = to;
+    else runs.push(source, from, to);
+  };
+  const walk = (f: number, m: number, index: number): void => {
+    if (m === 1) {
+      const start = (f - first) * CHUNK_LEN;
+      return take(DATA_RUN, start, Math.min(start + CHUNK_LEN, dataLength));
+    }
+    take(TREE_RUN, 64 * index, 64 * index + 64);
+    const left = leftChunks(m);
+    if (target.overlaps(f, left)) walk(f, left, index + 1);
+    // Pre-order: the left subtree of `left` chunks holds left - 1 parents.
+    if (target.overlaps(f + left, m - left)) walk(f + left, m - left, index + left);
+  };
+  walk(first, n, 0);
+  let length = 0;
+  for (let k = 0; k < runs.length; k += 3) length += runs[k + 2]! - runs[k + 1]!;
+  const layout = { runs: Int32Array.from(runs), itemsLength: length };
+  if (layouts.size >= MAX_LAYOUTS) layouts.clear();
+  layouts.set(key, layout);
+  return layout;
+}
+
 /**
  * groupItems without hashing: the group's parents copied from its groupTree, the chunks from its bytes, written
- * into out at outOffset (so a batch of groups fills one answer buffer). Pieces that lie next to each other in their
- * source (consecutive parents in pre-order, sibling chunks) are copied as one run: half the copies of a piecewise walk.
+ * into out at outOffset (so a batch of groups fills one answer buffer), run by run as groupLayout says.
  */
 export function groupItemsFromTree(
   part: Extract<SlicePart, { kind: "group" }>,
@@ -122,35 +174,13 @@ export function groupItemsFromTree(
   out: Uint8Array,
   outOffset = 0,
 ): void {
+  const { runs, itemsLength } = groupLayout(target, part.first, part.n, data.length);
+  if (itemsLength !== part.itemsLength) throw new Error("slice group items length mismatch (internal error)");
   let at = outOffset;
-  let src: Uint8Array | undefined;
-  let from = 0;
-  let to = 0;
-  const take = (s: Uint8Array, f: number, t: number): void => {
-    if (s === src && f === to) {
-      to = t;
-      return;
-    }
-    if (src) {
-      out.set(src.subarray(from, to), at);
-      at += to - from;
-    }
-    src = s;
-    from = f;
-    to = t;
-  };
-  const walk = (f: number, m: number, index: number): void => {
-    if (m === 1) {
-      const start = (f - part.first) * CHUNK_LEN;
-      return take(data, start, Math.min(start + CHUNK_LEN, data.length));
-    }
-    take(tree, 64 * index, 64 * index + 64);
-    const left = leftChunks(m);
-    if (target.overlaps(f, left)) walk(f, left, index + 1);
-    // Pre-order: the left subtree of `left` chunks holds left - 1 parents.
-    if (target.overlaps(f + left, m - left)) walk(f + left, m - left, index + left);
-  };
-  walk(part.first, part.n, 0);
-  take(out, -1, -1); // flushes the last run
-  if (at - outOffset !== part.itemsLength) throw new Error("slice group items length mismatch (internal error)");
+  for (let k = 0; k < runs.length; k += 3) {
+    const from = runs[k + 1]!;
+    const to = runs[k + 2]!;
+    out.set((runs[k] === TREE_RUN ? tree : data).subarray(from, to), at);
+    at += to - from;
+  }
 }

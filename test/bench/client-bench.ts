@@ -10,8 +10,10 @@
 // (same runs), and for reference curl: one connection, the whole object in one GET, no fsync.
 // A plain download signs no receipts, so the box's receipt window is set larger than the run (2^50 bytes); the
 // client signs and sends its receipts all the same (the box checks each one and makes it durable before it
-// answers), so their cost is in the verified figure. Every download is checked byte for byte afterwards (untimed).
-// Rounds run the three in a fresh random order each; medians; the ratio is the median of per-round ratios.
+// answers), so their cost is in the verified figure. A third line is the plain download signing receipts as the
+// client does (after every range, shown with the next request, POSTed at the end): the ratio to it is the cost of
+// verification alone, the receipts being on both sides. Every download is checked byte for byte afterwards
+// (untimed). Rounds run the candidates in a fresh random order each; medians; the ratio is the median of per-round ratios.
 // Run by `npm run bench` (test/bench/run.mjs through ts-bench.mjs), or alone:
 //   node test/bench/ts-bench.mjs client-bench [--quick] [--json]
 import { spawnSync } from "node:child_process";
@@ -20,10 +22,11 @@ import { open } from "node:fs/promises";
 import http from "node:http";
 import { join } from "node:path";
 import { download } from "../../agent/client/download";
-import { loadOrCreateClientKey } from "../../agent/client/key";
+import { type ClientKey, loadOrCreateClientKey } from "../../agent/client/key";
 import { loadOrCreateDeviceIdentity } from "../../agent/identity/device-key";
 import { createOutboard } from "../../agent/kernels/outboard";
 import { signOrder } from "../../agent/protocol/order";
+import { signReceipt } from "../../agent/protocol/receipt";
 import { toHex } from "../../agent/util/hex";
 import { prng, seededBytes, shuffled } from "../helpers/prng.mjs";
 import { median, startBox } from "./box-server";
@@ -36,14 +39,25 @@ const BENCH_DEVICE = "c11e".repeat(8);
 const VERIFIED = "verified (sharenode/client download)";
 const PLAIN = "unverified (node:http, same ranges and connections)";
 const PLAIN_UNSYNCED = "unverified (the same, without its final fsync)";
+const PLAIN_RECEIPTS = "unverified, signing receipts as the client does";
 
 /**
  * The unverified download: the same ranges over the same number of connections, each written once, one fsync.
  * Returns performance.now() when every byte was written, before the fsync.
  */
-async function plainDownload(url: string, objectId: string, token: string, out: string): Promise<number> {
+async function plainDownload(
+  url: string,
+  objectId: string,
+  token: string,
+  out: string,
+  receipts?: { serial: string; key: ClientKey },
+): Promise<number> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: CONNECTIONS });
   const file = await open(out, "w");
+  // With receipts: the cumulative bytes received, signed after every range and shown with the next request, as
+  // download() does (the box makes each larger one durable before it answers), then POSTed once at the end.
+  let received = 0;
+  let receipt: string | undefined;
   try {
     let next = 0;
     const worker = async () => {
@@ -54,7 +68,14 @@ async function plainDownload(url: string, objectId: string, token: string, out: 
         const data = await new Promise<Buffer>((resolve, reject) => {
           const req = http.get(
             `${url}/v1/objects/${objectId}`,
-            { agent, headers: { "Sharenode-Order": token, Range: `bytes=${offset}-${end - 1}` } },
+            {
+              agent,
+              headers: {
+                "Sharenode-Order": token,
+                Range: `bytes=${offset}-${end - 1}`,
+                ...(receipt !== undefined ? { "Sharenode-Receipt": receipt } : {}),
+              },
+            },
             (res) => {
               if (res.statusCode !== 206) {
                 res.resume();
@@ -74,10 +95,15 @@ async function plainDownload(url: string, objectId: string, token: string, out: 
           );
           req.on("error", reject);
         });
+        if (receipts) {
+          received += data.length;
+          receipt = signReceipt({ serial: receipts.serial, bytes: received }, receipts.key);
+        }
         await file.write(data, 0, data.length, offset);
       }
     };
     await Promise.all(Array.from({ length: CONNECTIONS }, worker));
+    if (receipt !== undefined) await postReceipt(url, token, receipt);
     const written = performance.now();
     await file.sync();
     return written;
@@ -85,6 +111,25 @@ async function plainDownload(url: string, objectId: string, token: string, out: 
     await file.close();
     agent.destroy();
   }
+}
+
+function postReceipt(url: string, token: string, receipt: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      `${url}/v1/receipts`,
+      { method: "POST", headers: { "Sharenode-Order": token, "Content-Type": "text/plain" } },
+      (res) => {
+        res.resume();
+        res.on("end", () =>
+          res.statusCode === 204 || res.statusCode === 200
+            ? resolve()
+            : reject(new Error(`client-bench: receipt POST: HTTP ${res.statusCode}`)),
+        );
+      },
+    );
+    req.on("error", reject);
+    req.end(receipt);
+  });
 }
 
 function curlDownload(url: string, objectId: string, token: string, out: string): void {
@@ -147,6 +192,10 @@ export async function main(args: string[]): Promise<void> {
       [PLAIN]: async () => {
         written = await plainDownload(url, objectId, order(), out);
       },
+      [PLAIN_RECEIPTS]: async () => {
+        const token = order();
+        await plainDownload(url, objectId, token, out, { serial: `client-bench-${serial - 1}`, key: clientKey });
+      },
     };
     if (hasCurl) {
       candidates["unverified (curl, 1 connection, no fsync)"] = async () => curlDownload(url, objectId, order(), out);
@@ -177,6 +226,7 @@ export async function main(args: string[]): Promise<void> {
       unit: "MB/s",
     }));
     rows.push({ name: "verified / unverified without its fsync", value: ratioTo(PLAIN_UNSYNCED), unit: "x" });
+    rows.push({ name: "verified / unverified signing receipts", value: ratioTo(PLAIN_RECEIPTS), unit: "x" });
     const receiptLog = statSync(join(work, "box", "receipts.log")).size;
     const targets = [
       { what: "client verified vs unverified download", value: ratio, goal: ">= 0.8x", met: ratio >= 0.8 },

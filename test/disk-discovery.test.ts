@@ -568,6 +568,9 @@ describe('store.dataDir "auto": USB-ness from a fake sysfs, the disks real', () 
         SHARENODE_DATA: "auto",
         SHARENODE_BOARD: "sim",
         SHARENODE_FLEET_KEY: "3b".repeat(32),
+        // Any free port: other test files' agents serve at the same time.
+        SHARENODE_SERVE_BIND: "127.0.0.1",
+        SHARENODE_SERVE_PORT: "0",
       });
       const lines: string[] = [];
       const agent = new Agent(config, {

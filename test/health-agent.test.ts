@@ -39,6 +39,9 @@ function env(dir: string, extra: Record<string, string> = {}): Record<string, st
     SHARENODE_FLEET_KEY: FLEET_KEY,
     SHARENODE_ALLOW_SYSTEM_DISK: "true",
     SHARENODE_TELEMETRY_INTERVAL: "1",
+    // Any free port: other test files' agents serve at the same time.
+    SHARENODE_SERVE_BIND: "127.0.0.1",
+    SHARENODE_SERVE_PORT: "0",
     ...extra,
   };
 }

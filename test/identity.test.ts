@@ -16,6 +16,7 @@ import {
   DeviceKeyError,
   deviceIdOf,
   loadOrCreateDeviceIdentity,
+  loadOrCreateSigningKey,
   publicKeyFromHex,
   verifySignature,
 } from "../agent/identity/device-key";
@@ -222,6 +223,37 @@ describe("device key file", () => {
     await writeFile(join(dir, "unrelated.tmp"), "keep me");
     await loadOrCreateDeviceIdentity(dir);
     expect((await readdir(dir)).sort()).toEqual([DEVICE_KEY_FILE, "unrelated.tmp"]);
+  });
+});
+
+describe("signing keys for other roles (the fleet's, a downloader's)", () => {
+  it("sign with the key file's key, show only the public half, and wrap key file problems in the caller's error", async () => {
+    const dir = await freshDir();
+    const key = await loadOrCreateSigningKey(dir, "TestKey", (m, cause) => new RangeError(m, { cause }));
+    const { publicRaw, seed } = await keyFileFacts(dir);
+    expect(key.publicKey).toEqual(publicRaw);
+    expect(key.publicKeyHex).toBe(toHex(publicRaw));
+    const message = new TextEncoder().encode("role key");
+    expect(verifySignature(publicRaw, message, key.sign(message))).toBe(true);
+    expect(Object.isFrozen(key)).toBe(true);
+    const shown = [JSON.stringify(key), String(key), inspect(key, { showHidden: true, depth: 5 })].join("\n");
+    expect(JSON.parse(JSON.stringify(key))).toEqual({ publicKeyHex: toHex(publicRaw) });
+    expect(String(key)).toBe(`TestKey(${toHex(publicRaw)})`);
+    expect(shown).not.toContain(seed.toString("hex"));
+    expect(shown).not.toContain(seed.toString("base64url"));
+    const open = await freshDir();
+    await writeFile(join(open, DEVICE_KEY_FILE), (await readFile(join(dir, DEVICE_KEY_FILE))).toString(), {
+      mode: 0o644,
+    });
+    await chmod(join(open, DEVICE_KEY_FILE), 0o644);
+    const err: unknown = await loadOrCreateSigningKey(
+      open,
+      "TestKey",
+      (m, cause) => new RangeError(m, { cause }),
+    ).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RangeError);
+    expect(errorMessage(err)).toMatch(/^test key: /);
+    expect((err as Error).cause).toBeInstanceOf(DeviceKeyError);
   });
 });
 

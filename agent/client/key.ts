@@ -4,7 +4,7 @@
 // when group or others may read it; the private half lives only behind sign() and is never printed.
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { DeviceKeyError, loadOrCreateDeviceIdentity } from "../identity/device-key.js";
+import { loadOrCreateSigningKey } from "../identity/device-key.js";
 
 export interface ClientKey {
   /** The raw 32-byte public key (a copy on every read): what orders name as `clientKey`. */
@@ -25,24 +25,5 @@ export function defaultClientKeyDir(): string {
 
 /** Loads the client key from `<dir>/device-key.pem`, creating it (and dir, 0700) on first use. */
 export async function loadOrCreateClientKey(dir: string): Promise<ClientKey> {
-  let identity: Awaited<ReturnType<typeof loadOrCreateDeviceIdentity>>;
-  try {
-    identity = await loadOrCreateDeviceIdentity(dir);
-  } catch (err) {
-    if (err instanceof DeviceKeyError) throw new ClientKeyError(`client key: ${err.message}`, { cause: err });
-    throw err;
-  }
-  const { publicKeyHex } = identity;
-  const key: ClientKey = {
-    get publicKey() {
-      return identity.publicKey;
-    },
-    publicKeyHex,
-    sign: (message: Uint8Array) => identity.sign(message),
-  };
-  Object.defineProperties(key, {
-    toJSON: { value: () => ({ publicKeyHex }) },
-    toString: { value: () => `ClientKey(${publicKeyHex})` },
-  });
-  return Object.freeze(key);
+  return loadOrCreateSigningKey(dir, "ClientKey", (message, cause) => new ClientKeyError(message, { cause }));
 }

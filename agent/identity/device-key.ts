@@ -231,3 +231,46 @@ function identityFrom(privateKey: KeyObject): DeviceIdentity {
   });
   return Object.freeze(identity);
 }
+
+/** A key that signs and shows only its public half. */
+export interface SigningKey {
+  /** The raw 32-byte public key (a copy on every read). */
+  readonly publicKey: Uint8Array;
+  /** The same, 64 lowercase hex digits. */
+  readonly publicKeyHex: string;
+  sign(message: Uint8Array): Uint8Array;
+}
+
+/**
+ * The key in `<dir>/device-key.pem` (created on first use, as the device key is) as a SigningKey for another role
+ * (the fleet's key, a downloader's key). Frozen, and JSON.stringify or String() of it show the public key only
+ * (`${label}(hex)`), so logging the object never prints the private half. A key file problem is thrown as
+ * `wrap("<label lowercase> key: <reason>")` (the caller's own error class).
+ */
+export async function loadOrCreateSigningKey(
+  dir: string,
+  label: string,
+  wrap: (message: string, cause: unknown) => Error,
+): Promise<SigningKey> {
+  let identity: DeviceIdentity;
+  try {
+    identity = await loadOrCreateDeviceIdentity(dir);
+  } catch (err) {
+    if (err instanceof DeviceKeyError)
+      throw wrap(`${label.replace(/Key$/, "").toLowerCase()} key: ${err.message}`, err);
+    throw err;
+  }
+  const { publicKeyHex } = identity;
+  const key: SigningKey = {
+    get publicKey() {
+      return identity.publicKey;
+    },
+    publicKeyHex,
+    sign: (message: Uint8Array) => identity.sign(message),
+  };
+  Object.defineProperties(key, {
+    toJSON: { value: () => ({ publicKeyHex }) },
+    toString: { value: () => `${label}(${publicKeyHex})` },
+  });
+  return Object.freeze(key);
+}

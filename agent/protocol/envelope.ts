@@ -18,9 +18,8 @@ import { randomBytes } from "node:crypto";
 import { basename, dirname } from "node:path";
 import {
   DEVICE_KEY_FILE,
-  DeviceKeyError,
   deviceIdOf,
-  loadOrCreateDeviceIdentity,
+  loadOrCreateSigningKey,
   PUBLIC_KEY_BYTES,
   publicKeyFromHex,
   SIGNATURE_BYTES,
@@ -499,26 +498,7 @@ export async function loadOrCreateFleetKey(path: string): Promise<FleetKey> {
       `fleet key ${path}: the key file must be named ${DEVICE_KEY_FILE} (agent/identity loads keys only under that name)`,
     );
   }
-  let identity: Awaited<ReturnType<typeof loadOrCreateDeviceIdentity>>;
-  try {
-    identity = await loadOrCreateDeviceIdentity(dirname(path));
-  } catch (err) {
-    if (err instanceof DeviceKeyError) throw new FleetKeyError(`fleet key: ${err.message}`, { cause: err });
-    throw err;
-  }
-  const { publicKeyHex } = identity;
-  const key: FleetKey = {
-    get publicKey() {
-      return identity.publicKey;
-    },
-    publicKeyHex,
-    sign: (message: Uint8Array) => identity.sign(message),
-  };
-  Object.defineProperties(key, {
-    toJSON: { value: () => ({ publicKeyHex }) },
-    toString: { value: () => `FleetKey(${publicKeyHex})` },
-  });
-  return Object.freeze(key);
+  return loadOrCreateSigningKey(dirname(path), "FleetKey", (message, cause) => new FleetKeyError(message, { cause }));
 }
 
 export { describeValue } from "../util/describe.js";

@@ -1,0 +1,306 @@
+// The work ledger on the box: records appended to a hash chain (record.ts) in CRC-framed logs (agent/durable), and
+// the signed statements (statement.ts) that close each window over them.
+//
+// Files, in the ledger's directory:
+//   records-000001.log, records-000002.log, ...  record segments; only the last is appended to. A new segment is
+//                                                begun after a statement once the current one passes SEGMENT_BYTES,
+//                                                so a statement's records always lie in one segment.
+//   statements.log                               one record per statement: {"segment": N, "envelope": "<JSON>"}
+//
+// Durability: append() resolves once its record is fsynced (concurrent appends share one write and one fsync: the
+// record log's group commit), so an acknowledged record survives a power cut; a torn tail is cut off at open. A
+// statement is durable before closeWindow() resolves; records appended while it is being made belong to the next.
+// A record that is whole (its CRC holds) but breaks the chain is not repaired: open() reports it in `problems`,
+// appending goes on after the last record, and every later check (the fleet's, `sharenode ledger verify`) sees it.
+import { mkdir, readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { RecordLog, readRecordLog } from "../durable/record-log.js";
+import { errorLine } from "../util/errors.js";
+import type { Signer } from "../protocol/envelope.js";
+import { merklePath } from "./merkle.js";
+import { decodeRecord, encodeRecord, GENESIS_PREV, recordHash, type LedgerRecord, type Work } from "./record.js";
+import { buildStatement, signStatement, statementHash, type StatementBody } from "./statement.js";
+
+/** A segment past this many bytes is followed by a new one after the next statement. */
+export const SEGMENT_BYTES = 8 * 1024 * 1024;
+const STATEMENTS_FILE = "statements.log";
+const SEGMENT = /^records-(\d{6})\.log$/;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export const segmentName = (n: number): string => `records-${String(n).padStart(6, "0")}.log`;
+
+export interface LedgerOptions {
+  dir: string;
+  deviceId: string;
+  now?: () => number;
+  /** For tests: a smaller segment size. */
+  segmentBytes?: number;
+}
+
+export interface KeptStatement {
+  /** The signed envelope's bytes (as sent and as hashed into the next statement's prevStatement). */
+  envelope: Uint8Array;
+  statement: StatementBody;
+  segment: number;
+}
+
+export interface HashedRecord {
+  record: LedgerRecord;
+  hash: string;
+}
+
+export interface OpenedLedger {
+  ledger: Ledger;
+  /** Bytes cut off torn tails (the records log's and the statements log's), when any. */
+  recovered: string[];
+  /** Whole records or statements that do not fit the chain: evidence of tampering or a bug, one line each. */
+  problems: string[];
+}
+
+export class Ledger {
+  private records: RecordLog;
+  private segment: number;
+  /** Records since the last statement, with their hashes, in seq order (durable ones only). */
+  private open: HashedRecord[] = [];
+  private nextSeq: number;
+  private head: string;
+  private readonly kept: KeptStatement[];
+  private pending = new Set<Promise<unknown>>();
+  private readonly now: () => number;
+  private readonly segmentBytes: number;
+
+  private constructor(
+    private readonly options: LedgerOptions,
+    private readonly statementsLog: RecordLog,
+    records: RecordLog,
+    segment: number,
+    state: { open: HashedRecord[]; nextSeq: number; head: string; kept: KeptStatement[] },
+  ) {
+    this.records = records;
+    this.segment = segment;
+    this.open = state.open;
+    this.nextSeq = state.nextSeq;
+    this.head = state.head;
+    this.kept = state.kept;
+    this.now = options.now ?? Date.now;
+    this.segmentBytes = options.segmentBytes ?? SEGMENT_BYTES;
+  }
+
+  static async open(options: LedgerOptions): Promise<OpenedLedger> {
+    const { dir } = options;
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const recovered: string[] = [];
+    const problems: string[] = [];
+    const st = await RecordLog.open(join(dir, STATEMENTS_FILE), { mode: 0o600 });
+    if (st.recovery)
+      recovered.push(`${STATEMENTS_FILE}: ${st.recovery.droppedBytes} bytes cut (${st.recovery.reason})`);
+    const kept: KeptStatement[] = [];
+    let prevStatement = GENESIS_PREV;
+    for (const raw of st.records) {
+      const entry = parseStatementEntry(raw);
+      if (typeof entry === "string") {
+        problems.push(`statement ${kept.length}: ${entry}`);
+        continue;
+      }
+      if (entry.statement.prevStatement !== prevStatement)
+        problems.push(`statement ${kept.length} does not follow the one before it (prevStatement differs)`);
+      prevStatement = statementHash(entry.envelope);
+      kept.push(entry);
+    }
+    const segments = (await readdir(dir))
+      .map((f) => SEGMENT.exec(f))
+      .flatMap((m) => (m ? [Number(m[1])] : []))
+      .sort((a, b) => a - b);
+    const segment = segments.at(-1) ?? 1;
+    let records: RecordLog;
+    try {
+      const opened = await RecordLog.open(join(dir, segmentName(segment)), { mode: 0o600 });
+      records = opened.log;
+      if (opened.recovery)
+        recovered.push(
+          `${segmentName(segment)}: ${opened.recovery.droppedBytes} bytes cut (${opened.recovery.reason})`,
+        );
+      const last = kept.at(-1);
+      // Where the chain stood at the last statement: the records after it are the open window's.
+      let head = last?.statement.chainHead ?? GENESIS_PREV;
+      let nextSeq = last ? last.statement.lastSeq + 1 : 0;
+      const open: HashedRecord[] = [];
+      for (const raw of opened.records) {
+        const record = decodeRecord(raw);
+        if (typeof record === "string") {
+          problems.push(`${segmentName(segment)}: a whole record that is not a ledger record (${record})`);
+          continue;
+        }
+        const hash = recordHash(raw);
+        if (last && last.segment === segment && record.seq <= last.statement.lastSeq) continue;
+        if (record.seq !== nextSeq) problems.push(`record ${record.seq} where ${nextSeq} was due`);
+        if (record.prev !== head) problems.push(`record ${record.seq} does not follow the one before it`);
+        open.push({ record, hash });
+        head = hash;
+        nextSeq = record.seq + 1;
+      }
+      const ledger = new Ledger(options, st.log, records, segment, { open, nextSeq, head, kept });
+      return { ledger, recovered, problems };
+    } catch (err) {
+      await st.log.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  /** The next record's seq and the chain's head (the last record's hash). */
+  get chain(): { nextSeq: number; head: string } {
+    return { nextSeq: this.nextSeq, head: this.head };
+  }
+
+  /** The statements kept, oldest first. */
+  statements(): readonly KeptStatement[] {
+    return this.kept;
+  }
+
+  /** Records appended since the last statement (durable ones). */
+  openRecords(): readonly HashedRecord[] {
+    return this.open;
+  }
+
+  /**
+   * Appends one record of work; resolves with its seq and hash once it is durable. Records are chained in the order
+   * of the calls; concurrent calls share one fsync.
+   */
+  append(work: Work): Promise<HashedRecord> {
+    const record = { ...work, v: 1, seq: this.nextSeq, at: this.now(), prev: this.head } as LedgerRecord;
+    const payload = encodeRecord(record);
+    const hash = recordHash(payload);
+    this.nextSeq++;
+    this.head = hash;
+    const entry = { record, hash };
+    const done = this.records.append(payload).then(() => {
+      this.open.push(entry);
+      this.open.sort((a, b) => a.record.seq - b.record.seq);
+      return entry;
+    });
+    this.track(done);
+    return done;
+  }
+
+  /**
+   * Closes a window: a statement over every record appended (and durable) since the last one, signed with the
+   * device key and made durable. Resolves with it; its envelope is what goes out as an event.
+   */
+  async closeWindow(
+    window: { start: number; seconds: number },
+    signer: Signer,
+    clockSynced: boolean,
+  ): Promise<KeptStatement> {
+    // Appends already issued are part of this window: wait for them.
+    await Promise.allSettled([...this.pending]);
+    const covered = this.open;
+    const last = this.kept.at(-1);
+    const firstSeq = last ? last.statement.lastSeq + 1 : 0;
+    const upTo = covered.findIndex((r, i) => r.record.seq !== firstSeq + i);
+    const records = upTo < 0 ? covered : covered.slice(0, upTo);
+    const statement = buildStatement({
+      deviceId: this.options.deviceId,
+      window,
+      records,
+      firstSeq,
+      headBefore: last?.statement.chainHead ?? GENESIS_PREV,
+      prevStatement: last ? statementHash(last.envelope) : GENESIS_PREV,
+      clockSynced,
+    });
+    const envelope = signStatement(statement, signer);
+    const kept: KeptStatement = { envelope, statement, segment: this.segment };
+    await this.statementsLog.append(
+      encoder.encode(JSON.stringify({ segment: this.segment, envelope: decoder.decode(envelope) })),
+    );
+    this.kept.push(kept);
+    this.open = this.open.slice(records.length);
+    if (this.records.size > this.segmentBytes && this.open.length === 0 && this.pending.size === 0) {
+      await this.rotate();
+    }
+    return kept;
+  }
+
+  /**
+   * The records a kept statement covers, each with its Merkle path to the statement's recordsRoot, a page at a
+   * time (page size `pageSize`).
+   */
+  async recordsOf(
+    statementIndex: number,
+    page = 0,
+    pageSize = 100,
+  ): Promise<{
+    statement: KeptStatement;
+    records: (HashedRecord & { index: number; path: string[] })[];
+    pages: number;
+  }> {
+    const kept = this.kept[statementIndex];
+    if (!kept) throw new RangeError(`no statement ${statementIndex} (${this.kept.length} kept)`);
+    const { firstSeq, count } = kept.statement;
+    const all = await this.readSegment(kept.segment, firstSeq, count);
+    const hashes = all.map((r) => r.hash);
+    const pages = Math.max(1, Math.ceil(count / pageSize));
+    const from = page * pageSize;
+    const records = all.slice(from, from + pageSize).map((r, i) => ({
+      ...r,
+      index: from + i,
+      path: merklePath(hashes, from + i),
+    }));
+    return { statement: kept, records, pages };
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.pending]);
+    await this.records.close();
+    await this.statementsLog.close();
+  }
+
+  private track(p: Promise<unknown>): void {
+    this.pending.add(p);
+    const drop = () => this.pending.delete(p);
+    p.then(drop, drop);
+  }
+
+  private async readSegment(segment: number, firstSeq: number, count: number): Promise<HashedRecord[]> {
+    const path = join(this.options.dir, segmentName(segment));
+    const read = await readRecordLog(path);
+    if (!read.ok) throw new Error(read.reason);
+    const out: HashedRecord[] = [];
+    for (const raw of read.records) {
+      const record = decodeRecord(raw);
+      if (typeof record === "string") continue;
+      if (record.seq >= firstSeq && record.seq < firstSeq + count) out.push({ record, hash: recordHash(raw) });
+    }
+    if (out.length !== count)
+      throw new Error(`${segmentName(segment)} holds ${out.length} of the statement's ${count} records`);
+    return out;
+  }
+
+  private async rotate(): Promise<void> {
+    const next = this.segment + 1;
+    const opened = await RecordLog.open(join(this.options.dir, segmentName(next)), { mode: 0o600 });
+    await this.records.close().catch((err) => {
+      throw new Error(`closing ${segmentName(this.segment)}: ${errorLine(err)}`);
+    });
+    this.records = opened.log;
+    this.segment = next;
+  }
+}
+
+function parseStatementEntry(raw: Uint8Array): KeptStatement | string {
+  let value: unknown;
+  try {
+    value = JSON.parse(decoder.decode(raw)) as unknown;
+  } catch {
+    return "not JSON";
+  }
+  const v = value as { segment?: unknown; envelope?: unknown };
+  if (typeof v.segment !== "number" || typeof v.envelope !== "string") return "not a statement entry";
+  const envelope = encoder.encode(v.envelope);
+  try {
+    const body = JSON.parse((JSON.parse(v.envelope) as { body: string }).body) as StatementBody;
+    return { envelope, statement: body, segment: v.segment };
+  } catch {
+    return "its envelope is not JSON";
+  }
+}

@@ -31,6 +31,8 @@ import { OrderGate } from "./serve/order-gate.js";
 import { ReceiptBook } from "./serve/receipt-book.js";
 import { ObjectServer, type ServeStats } from "./serve/server.js";
 import { TaskQueue } from "./tasks/task-queue.js";
+import { Ledger } from "./ledger/ledger.js";
+import { LedgerKeeper } from "./ledger/keeper.js";
 import { TelemetryCollector } from "./telemetry/collector.js";
 import { WorkCounters } from "./telemetry/work-counters.js";
 import type { LogHub, Logger } from "./util/log.js";
@@ -58,6 +60,12 @@ interface StoreRefusal {
   code: string;
   reason: string;
 }
+
+/**
+ * Before this the clock is taken as unset (boxes without a battery-backed clock boot in 1970 until NTP answers):
+ * statements say clockSynced false. A clock that looks set is not proof that NTP set it.
+ */
+const CLOCK_SET_AFTER = Date.UTC(2026, 0, 1);
 
 export class Agent {
   private readonly log: Logger;
@@ -100,6 +108,8 @@ export class Agent {
   // --- serving (agent/serve): the HTTP server, its order gate and the receipt book ---
   private server: ObjectServer | undefined;
   private receipts: ReceiptBook | undefined;
+  private ledger: Ledger | undefined;
+  private ledgerKeeper: LedgerKeeper | undefined;
   /** Monotonic start of the telemetry round in flight, if one is. */
   private telemetryRoundSince: number | undefined;
 
@@ -236,6 +246,7 @@ export class Agent {
     await this.collector.start();
     await this.startResources();
     await this.startTasks();
+    await this.startLedger();
     const telemetryMs = config.link.telemetryIntervalSeconds * 1000;
     // One early round: a box that has just started shows its numbers (fleet watch, the exporter) within seconds
     // rather than a whole interval later; a few seconds give cpu_pct ticks to measure.
@@ -279,6 +290,8 @@ export class Agent {
       this.scrubber?.stop();
       // Before the store: a task in its last step is ingesting into it.
       await this.tasks?.stop().catch((err: Error) => this.log.warn(`tasks stop: ${err.message}`));
+      await this.ledgerKeeper?.stop().catch(() => {});
+      await this.ledger?.close().catch((err: Error) => this.log.warn(`ledger close: ${err.message}`));
       this.fetcher?.close();
       await this.collector?.stop().catch(() => {});
       // Give records in flight a moment to be acknowledged, so a restart does not send them again.
@@ -577,7 +590,11 @@ export class Agent {
       fetcher: this.fetcher,
       concurrency: config.tasks.concurrency,
       now: this.now,
-      event: (body) => void this.event(body),
+      event: (body) => {
+        if (body.type === "task.done" && typeof body.objectId === "string" && typeof body.length === "number")
+          this.ledgerKeeper?.fetched(body.objectId, body.length);
+        void this.event(body);
+      },
       log: this.deps.logs.logger("tasks"),
       counters: this.work,
       // Another box serving a task's object is paid in receipts signed with this device's key (its orders name it).
@@ -591,6 +608,46 @@ export class Agent {
       this.log.error(`tasks not started: ${errorLine(err)}`);
       await tasks.stop().catch(() => {});
     }
+  }
+
+  /**
+   * The work ledger (<stateDir>/ledger): proofs and fetches as they happen, served bytes (from the receipt book) and
+   * held bytes (from the store) at each window's end, then the window's statement, signed and sent as an event.
+   */
+  private async startLedger(): Promise<void> {
+    const { config } = this;
+    const log = this.deps.logs.logger("ledger");
+    try {
+      const opened = await Ledger.open({ dir: join(config.stateDir, "ledger"), deviceId: this.identity.deviceId });
+      for (const line of opened.recovered) log.warn(`recovered: ${line}`);
+      for (const line of opened.problems) log.error(`ledger problem: ${line}`);
+      this.ledger = opened.ledger;
+    } catch (err) {
+      log.error(`no ledger: ${errorLine(err)}`);
+      return;
+    }
+    this.ledgerKeeper = new LedgerKeeper({
+      ledger: this.ledger,
+      windowSeconds: config.ledger.windowSeconds,
+      signer: this.identity,
+      now: this.now,
+      clockSynced: () => this.now() >= CLOCK_SET_AFTER,
+      receipts: () => this.receipts?.all() ?? [],
+      objects: () => this.store?.list() ?? [],
+      onStatement: (kept) => {
+        const { statement } = kept;
+        log.info(
+          `statement for ${new Date(statement.window.start).toISOString()}: records ${statement.firstSeq}..${statement.lastSeq}`,
+        );
+        void this.event({
+          type: "ledger.statement",
+          window: statement.window,
+          statement: new TextDecoder().decode(kept.envelope),
+        });
+      },
+      warn: (line) => log.warn(line),
+    });
+    this.ledgerKeeper.start();
   }
 
   /** The task queue, or the refusal the task commands answer with. */
@@ -720,6 +777,7 @@ export class Agent {
       signer: this.identity,
       now: this.now,
       ledger: this.proofs,
+      onAnswered: (outcome) => this.ledgerKeeper?.proof(outcome),
     });
     return {
       ping: async () => ({ pong: true, ts: this.now() }),

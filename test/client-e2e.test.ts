@@ -12,6 +12,8 @@ import { fileURLToPath } from "node:url";
 import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { blake3 } from "../agent/kernels/blake3";
+import { outboardLength } from "../agent/kernels/outboard";
+import { openStatement } from "../agent/ledger/statement";
 import { AgentProcess } from "./helpers/agent-process";
 import { Broker } from "./helpers/mosquitto";
 import { Origin } from "./helpers/origin";
@@ -78,6 +80,8 @@ beforeAll(async () => {
     SHARENODE_SERVE_PORT: "0",
     SHARENODE_UPLOAD_RATE: String(UPLOAD_RATE),
     SHARENODE_TELEMETRY_INTERVAL: "2",
+    // Statements every 10 s (the shortest window the config takes).
+    SHARENODE_LEDGER_WINDOW: "10",
   };
   agent = await AgentProcess.start(BIN, env, waiter);
 }, 90_000);
@@ -168,4 +172,24 @@ it("fleet task fetch, fleet order, get: fetched from an origin, served verified 
   expect(counted.orders_refused).toBe(0);
   expect(counted.tasks_failed).toBe(0);
   console.log(`get of ${data.length} bytes from the agent (upload limit ${UPLOAD_RATE} B/s): ${ms.toFixed(0)} ms`);
+
+  // The work ledger: each window's statement comes as a ledger.statement event, signed by the device; together
+  // they claim the fetched object, and the bytes served exactly as the client's receipts cover them (the outboard
+  // and every byte of the object), all under the order's rightsId.
+  const statements = () =>
+    events
+      .filter((e) => e.type === "ledger.statement")
+      .map((e) => openStatement(new TextEncoder().encode(e.statement as string), Buffer.from(agent!.publicKey, "hex")));
+  const sum = (key: "serveBytes" | "fetchBytes") =>
+    statements().reduce((total, s) => total + (s.ok ? BigInt(s.statement.totals[key]) : 0n), 0n);
+  const receipted = BigInt(data.length + outboardLength(data.length));
+  await waitFor("statements claiming the bytes served", () => sum("serveBytes") >= receipted);
+  expect(statements().every((s) => s.ok)).toBe(true);
+  expect(sum("serveBytes")).toBe(receipted);
+  expect(sum("fetchBytes")).toBe(BigInt(data.length));
+  const rights = statements().reduce((t, s) => t + BigInt((s.ok && s.statement.rights["label:e2e"]) || "0"), 0n);
+  expect(rights).toBe(receipted);
+  // Chained: each statement names the one before it.
+  const opened = statements().flatMap((s) => (s.ok ? [s.statement] : []));
+  for (let i = 1; i < opened.length; i++) expect(opened[i]!.firstSeq).toBe(opened[i - 1]!.lastSeq + 1);
 }, 90_000);

@@ -91,6 +91,7 @@ describe("loadConfig", () => {
         receiptWindowBytes: 4 * 1024 * 1024,
       },
       tasks: { concurrency: 2, stallSeconds: 30 },
+      ledger: { windowSeconds: 3600 },
       log: { level: "info" },
     });
   });

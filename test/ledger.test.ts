@@ -10,7 +10,8 @@ import { build } from "esbuild";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RecordLog } from "../agent/durable/record-log";
 import { type DeviceIdentity, loadOrCreateDeviceIdentity } from "../agent/identity/device-key";
-import { Ledger } from "../agent/ledger/ledger";
+import { type KeptReceipt, LedgerKeeper } from "../agent/ledger/keeper";
+import { type KeptStatement, Ledger } from "../agent/ledger/ledger";
 import { merklePath, merkleRoot, verifyMerklePath } from "../agent/ledger/merkle";
 import { encodeRecord, recordHash, type LedgerRecord } from "../agent/ledger/record";
 import { openStatement } from "../agent/ledger/statement";
@@ -381,5 +382,77 @@ describe("records", () => {
     expect(() =>
       encodeRecord({ ...base, kind: "fetch", objectId: OBJECT, bytes: "1", extra: 1 } as unknown as LedgerRecord),
     ).toThrow("fetch record has an unknown field extra");
+  });
+});
+
+describe("the keeper (the agent's wiring)", () => {
+  it("claims each order's receipted bytes once, held bytes per window for the time held, proofs and fetches as they come", async () => {
+    const dir = fresh();
+    const { ledger } = await Ledger.open({ dir, deviceId: device.deviceId });
+    let now = 3_600_000 * 10 + 1_000; // 1 s into a window of an hour
+    const receipts: KeptReceipt[] = [];
+    const sent: KeptStatement[] = [];
+    const keeper = new LedgerKeeper({
+      ledger,
+      windowSeconds: 3600,
+      signer: device,
+      now: () => now,
+      clockSynced: () => true,
+      receipts: () => receipts,
+      objects: () => [
+        { id: OBJECT, length: 1000, addedAt: 0 },
+        { id: "ef".repeat(32), length: 50, addedAt: 3_600_000 * 10 + 1_800_000 }, // half of the window
+      ],
+      onStatement: (kept) => sent.push(kept),
+      warn: (line) => {
+        throw new Error(line);
+      },
+    });
+    const start = keeper.windowStart(now);
+    const served = (bytes: number) => ({
+      serial: "k-1",
+      bytes,
+      receipt: signReceipt({ serial: "k-1", bytes }, client),
+      order: order("k-1", "label-k"),
+      objectId: OBJECT,
+      rightsId: "label-k",
+    });
+    receipts.push(served(4000));
+    keeper.proof({ objectId: OBJECT, nonce: "ab".repeat(32), ok: true, ms: 5 });
+    keeper.fetched(OBJECT, 1000);
+    now = start + 3_600_000 + 50;
+    await keeper.closeWindow(start);
+    receipts[0] = served(6500);
+    now += 3_600_000;
+    await keeper.closeWindow(start + 3_600_000);
+    await keeper.closeWindow(start + 7_200_000); // nothing new served: no second claim of the same receipt
+    await keeper.stop();
+    expect(sent.map((s) => s.statement.totals)).toEqual([
+      {
+        serveBytes: "4000",
+        storeByteSeconds: String(1000 * 3600 + 50 * 1800),
+        proofsPassed: "1",
+        proofsFailed: "0",
+        fetchBytes: "1000",
+      },
+      {
+        serveBytes: "2500",
+        storeByteSeconds: String(1050 * 3600),
+        proofsPassed: "0",
+        proofsFailed: "0",
+        fetchBytes: "0",
+      },
+      { serveBytes: "0", storeByteSeconds: String(1050 * 3600), proofsPassed: "0", proofsFailed: "0", fetchBytes: "0" },
+    ]);
+    expect(sent[0]!.statement.rights).toEqual({ "label-k": "4000" });
+    await ledger.close();
+    expect(await verifyLedger(dir, device.publicKey, fleet.publicKeyHex)).toMatchObject({
+      ok: true,
+      receiptsChecked: 2,
+    });
+    // Reopened, the ledger still knows what it claimed per order: the same receipt is not claimed again.
+    const again = await Ledger.open({ dir, deviceId: device.deviceId });
+    expect(again.ledger.servedBytes("k-1")).toBe(6500n);
+    await again.ledger.close();
   });
 });

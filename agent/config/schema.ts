@@ -350,6 +350,20 @@ export const configSchema = {
       },
     },
   },
+  ledger: {
+    type: "section",
+    doc: "the work ledger and its signed statements (agent/ledger)",
+    keys: {
+      windowSeconds: {
+        type: "integer",
+        min: 10,
+        max: 86400,
+        default: 3600,
+        env: "SHARENODE_LEDGER_WINDOW",
+        doc: "length of a statement's window, aligned to UTC (an hour; shorter for tests and small fleets)",
+      },
+    },
+  },
   log: {
     type: "section",
     doc: "logging",

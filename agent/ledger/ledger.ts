@@ -67,6 +67,8 @@ export class Ledger {
   private head: string;
   private readonly kept: KeptStatement[];
   private pending = new Set<Promise<unknown>>();
+  /** Serve bytes claimed per order serial over the whole ledger (what a receipt's new bytes are counted from). */
+  private readonly served: Map<string, bigint>;
   private readonly now: () => number;
   private readonly segmentBytes: number;
 
@@ -75,7 +77,13 @@ export class Ledger {
     private readonly statementsLog: RecordLog,
     records: RecordLog,
     segment: number,
-    state: { open: HashedRecord[]; nextSeq: number; head: string; kept: KeptStatement[] },
+    state: {
+      open: HashedRecord[];
+      nextSeq: number;
+      head: string;
+      kept: KeptStatement[];
+      served: Map<string, bigint>;
+    },
   ) {
     this.records = records;
     this.segment = segment;
@@ -83,6 +91,7 @@ export class Ledger {
     this.nextSeq = state.nextSeq;
     this.head = state.head;
     this.kept = state.kept;
+    this.served = state.served;
     this.now = options.now ?? Date.now;
     this.segmentBytes = options.segmentBytes ?? SEGMENT_BYTES;
   }
@@ -140,7 +149,28 @@ export class Ledger {
         head = hash;
         nextSeq = record.seq + 1;
       }
-      const ledger = new Ledger(options, st.log, records, segment, { open, nextSeq, head, kept });
+      // Serve bytes per order over every segment: read once at start (older segments are read, never opened).
+      const served = new Map<string, bigint>();
+      const addServed = (r: LedgerRecord) => {
+        if (r.kind === "serve") served.set(r.serial, (served.get(r.serial) ?? 0n) + BigInt(r.bytes));
+      };
+      for (const n of segments) {
+        if (n === segment) continue;
+        const older = await readRecordLog(join(dir, segmentName(n)));
+        if (!older.ok) {
+          problems.push(older.reason);
+          continue;
+        }
+        for (const raw of older.records) {
+          const r = decodeRecord(raw);
+          if (typeof r !== "string") addServed(r);
+        }
+      }
+      for (const raw of opened.records) {
+        const r = decodeRecord(raw);
+        if (typeof r !== "string") addServed(r);
+      }
+      const ledger = new Ledger(options, st.log, records, segment, { open, nextSeq, head, kept, served });
       return { ledger, recovered, problems };
     } catch (err) {
       await st.log.close().catch(() => {});
@@ -158,6 +188,11 @@ export class Ledger {
     return this.kept;
   }
 
+  /** Serve bytes the ledger holds for an order serial (appended records count once issued). */
+  servedBytes(serial: string): bigint {
+    return this.served.get(serial) ?? 0n;
+  }
+
   /** Records appended since the last statement (durable ones). */
   openRecords(): readonly HashedRecord[] {
     return this.open;
@@ -173,6 +208,8 @@ export class Ledger {
     const hash = recordHash(payload);
     this.nextSeq++;
     this.head = hash;
+    if (record.kind === "serve")
+      this.served.set(record.serial, (this.served.get(record.serial) ?? 0n) + BigInt(record.bytes));
     const entry = { record, hash };
     const done = this.records.append(payload).then(() => {
       this.open.push(entry);

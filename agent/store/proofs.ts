@@ -77,6 +77,8 @@ export interface ChallengeResponderOptions {
   /** Epoch ms: the ledger's times, and the response's elapsedMs and signedAt. */
   now: () => number;
   ledger: ProofLedger;
+  /** Each challenge answered or failed on an object (the work ledger's proof records). */
+  onAnswered?(outcome: { objectId: string; nonce: string; ok: boolean; ms: number }): void;
 }
 
 /** Answers `store.challenge` commands and records each answer in the ledger. */
@@ -98,8 +100,17 @@ export class ChallengeResponder {
     } catch (err) {
       throw new ProofRefused("bad-args", errorLine(err));
     }
+    const started = now();
+    const answered = (ok: boolean) =>
+      this.options.onAnswered?.({
+        objectId: challenge.objectId,
+        nonce: challenge.nonce,
+        ok,
+        ms: Math.max(0, now() - started),
+      });
     const failed = (code: string, message: string) => {
       ledger.record({ ts: now(), objectId: challenge.objectId, ok: false, code, message });
+      answered(false);
       return new ProofRefused(code, message);
     };
     let object;
@@ -111,6 +122,7 @@ export class ChallengeResponder {
     try {
       const response = await answerChallenge(challenge, object, this.options.signer, now);
       ledger.record({ ts: now(), objectId: challenge.objectId, ok: true });
+      answered(true);
       return response;
     } catch (err) {
       throw failed("challenge-failed", errorLine(err));

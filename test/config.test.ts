@@ -143,6 +143,7 @@ describe("loadConfig", () => {
         receiptWindowBytes: 4 * 1024 * 1024,
       },
       tasks: { concurrency: 4, stallSeconds: 10 },
+      ledger: { windowSeconds: 600 },
       log: { level: "debug" },
     };
     const { config } = loadConfig(await file(full), {});

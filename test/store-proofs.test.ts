@@ -35,6 +35,7 @@ async function setUp(options: { withStore?: boolean } = {}) {
     })(),
   );
   const ledger = new ProofLedger();
+  const answered: Array<{ objectId: string; nonce: string; ok: boolean; ms: number }> = [];
   let clock = NOW;
   const responder = new ChallengeResponder({
     store: () => (options.withStore === false ? undefined : store),
@@ -42,14 +43,17 @@ async function setUp(options: { withStore?: boolean } = {}) {
     signer: identity,
     now: () => (clock += 5),
     ledger,
+    onAnswered: (outcome) => answered.push(outcome),
   });
-  return { identity, object, data, ledger, responder };
+  return { identity, object, data, ledger, responder, answered };
 }
 
 describe("ChallengeResponder", () => {
   it("answers a challenge with a signed response that verifies against the device key, and records it", async () => {
-    const { identity, object, data, ledger, responder } = await setUp();
+    const { identity, object, data, ledger, responder, answered } = await setUp();
     const response = await responder.answer({ objectId: object.id, nonce, count: 4 });
+    // The work ledger's proof record: the nonce, and the signed response's own time.
+    expect(answered).toEqual([{ objectId: object.id, nonce, ok: true, ms: 5 }]);
     const verdict = verifyStorageResponse(response, {
       objectId: object.id,
       length: data.length,

@@ -77,7 +77,7 @@ export interface ChallengeResponderOptions {
   /** Epoch ms: the ledger's times, and the response's elapsedMs and signedAt. */
   now: () => number;
   ledger: ProofLedger;
-  /** Each challenge answered or failed on an object (the work ledger's proof records). */
+  /** Each challenge answered or failed on an object (the work ledger's proof records; ms: the response's elapsedMs). */
   onAnswered?(outcome: { objectId: string; nonce: string; ok: boolean; ms: number }): void;
 }
 
@@ -100,17 +100,12 @@ export class ChallengeResponder {
     } catch (err) {
       throw new ProofRefused("bad-args", errorLine(err));
     }
-    const started = now();
-    const answered = (ok: boolean) =>
-      this.options.onAnswered?.({
-        objectId: challenge.objectId,
-        nonce: challenge.nonce,
-        ok,
-        ms: Math.max(0, now() - started),
-      });
+    // The time taken is the signed response's own elapsedMs (0 for a failure, which has no response).
+    const answered = (ok: boolean, ms: number) =>
+      this.options.onAnswered?.({ objectId: challenge.objectId, nonce: challenge.nonce, ok, ms });
     const failed = (code: string, message: string) => {
       ledger.record({ ts: now(), objectId: challenge.objectId, ok: false, code, message });
-      answered(false);
+      answered(false, 0);
       return new ProofRefused(code, message);
     };
     let object;
@@ -122,7 +117,7 @@ export class ChallengeResponder {
     try {
       const response = await answerChallenge(challenge, object, this.options.signer, now);
       ledger.record({ ts: now(), objectId: challenge.objectId, ok: true });
-      answered(true);
+      answered(true, response.elapsedMs);
       return response;
     } catch (err) {
       throw failed("challenge-failed", errorLine(err));

@@ -8,10 +8,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { build } from "esbuild";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Broker, freePort } from "./helpers/mosquitto";
 import { waitFor } from "./helpers/wait";
+import { bundleFixture } from "./helpers/child";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "dist/sharenode.js");
@@ -44,14 +44,7 @@ beforeAll(async () => {
   requireTool("stty", ["--version"], "coreutils");
   work = mkdtempSync(join(tmpdir(), "sharenode-console-"));
   child = join(work, "console-child.mjs");
-  await build({
-    entryPoints: [fileURLToPath(new URL("./fixtures/console-child.ts", import.meta.url))],
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    outfile: child,
-    logLevel: "error",
+  await bundleFixture("console-child.ts", child, {
     // The fixture brings its own commands: never the real ones (esbuild drops the unused loader anyway).
     external: ["../console/commands.js"],
   });

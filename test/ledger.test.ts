@@ -5,8 +5,6 @@ import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { build } from "esbuild";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RecordLog } from "../agent/durable/record-log";
 import { type DeviceIdentity, loadOrCreateDeviceIdentity } from "../agent/identity/device-key";
@@ -18,6 +16,7 @@ import { openStatement } from "../agent/ledger/statement";
 import { verifyLedger } from "../agent/ledger/verify";
 import { signOrder } from "../agent/protocol/order";
 import { signReceipt } from "../agent/protocol/receipt";
+import { bundleFixture } from "./helpers/child";
 
 let root = "";
 let device: DeviceIdentity;
@@ -226,15 +225,7 @@ describe("power cuts", () => {
 
   it("keeps every acknowledged record and statement of a process SIGKILLed while appending (5 kills)", async () => {
     const child = join(root, "ledger-crash-child.mjs");
-    await build({
-      entryPoints: [fileURLToPath(new URL("./fixtures/ledger-crash-child.ts", import.meta.url))],
-      bundle: true,
-      platform: "node",
-      format: "esm",
-      target: "node20",
-      outfile: child,
-      logLevel: "error",
-    });
+    await bundleFixture("ledger-crash-child.ts", child);
     const dir = fresh();
     const keyDir = join(root, "device");
     let acked = -1;

@@ -19,15 +19,13 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { build } from "esbuild";
 import { connectAsync } from "mqtt";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { RecordLog } from "../agent/durable/record-log";
 import { MqttLink } from "../agent/link/mqtt-link";
 import { Outbox, toRanges, type OutboxOptions, type OutboxPublisher } from "../agent/link/outbox";
 import { Broker } from "./helpers/mosquitto";
-import { spawnLineChild, type LineChild } from "./helpers/child";
+import { spawnLineChild, type LineChild, bundleFixture } from "./helpers/child";
 import { waitFor } from "./helpers/wait";
 import { errorMessage } from "../agent/util/errors";
 
@@ -38,14 +36,7 @@ const cleanups: (() => Promise<void> | void)[] = [];
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), "sharenode-outbox-"));
   child = join(work, "link-child.mjs");
-  await build({
-    entryPoints: [fileURLToPath(new URL("./fixtures/link-child.ts", import.meta.url))],
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    outfile: child,
-    logLevel: "error",
+  await bundleFixture("link-child.ts", child, {
     banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
   });
 });

@@ -5,9 +5,7 @@ import { execFile, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { build } from "esbuild";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type DeviceIdentity, loadOrCreateDeviceIdentity } from "../agent/identity/device-key";
 import { signOrder, type OrderInput } from "../agent/protocol/order";
@@ -17,6 +15,7 @@ import { ReceiptBook } from "../agent/serve/receipt-book";
 import { ObjectServer } from "../agent/serve/server";
 import { ObjectStore } from "../agent/store/object-store";
 import { seededBytes } from "./helpers/random";
+import { bundleFixture } from "./helpers/child";
 
 const run = promisify(execFile);
 const WINDOW = 256 * 1024;
@@ -217,15 +216,7 @@ describe("receipts", () => {
 
   it("keeps every acknowledged receipt across SIGKILLs, and reopens with the largest", async () => {
     const child = join(dir, "receipt-child.mjs");
-    await build({
-      entryPoints: [fileURLToPath(new URL("./fixtures/receipt-crash-child.ts", import.meta.url))],
-      bundle: true,
-      platform: "node",
-      format: "esm",
-      target: "node20",
-      outfile: child,
-      logLevel: "error",
-    });
+    await bundleFixture("receipt-crash-child.ts", child);
     const path = join(dir, "crash-receipts.log");
     let acked = 0;
     let totalAcks = 0;

@@ -6,11 +6,10 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, rmSync, statfsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { build } from "esbuild";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { outboardLength } from "../agent/kernels/outboard";
 import { ObjectStore } from "../agent/store/object-store";
+import { bundleFixture } from "./helpers/child";
 
 const TRIALS = 25;
 let work = "";
@@ -19,15 +18,7 @@ let child = "";
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), "sharenode-store-crash-"));
   child = join(work, "child.mjs");
-  await build({
-    entryPoints: [fileURLToPath(new URL("./fixtures/store-crash-child.ts", import.meta.url))],
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    outfile: child,
-    logLevel: "error",
-  });
+  await bundleFixture("store-crash-child.ts", child);
 });
 
 afterAll(() => {

@@ -1,6 +1,8 @@
 // A node child process whose stdout the test reads line by line (the crash tests' children print what they
 // acknowledged), killed with SIGKILL at cleanup if it still runs.
 import { spawn, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { build, type BuildOptions } from "esbuild";
 
 export interface LineChild {
   proc: ChildProcess;
@@ -43,4 +45,23 @@ export function spawnLineChild(
     }
   });
   return { proc, lines, exited };
+}
+
+/**
+ * Bundles test/fixtures/NAME (a TypeScript child for a crash or pty test) into one ESM file at `outfile`, as the
+ * crash tests run their children: node alone, no TypeScript loader. `extra` adds esbuild options (externals, a
+ * banner).
+ */
+export async function bundleFixture(name: string, outfile: string, extra: BuildOptions = {}): Promise<string> {
+  await build({
+    entryPoints: [fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url))],
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    outfile,
+    logLevel: "error",
+    ...extra,
+  });
+  return outfile;
 }

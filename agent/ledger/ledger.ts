@@ -212,8 +212,10 @@ export class Ledger {
       this.served.set(record.serial, (this.served.get(record.serial) ?? 0n) + BigInt(record.bytes));
     const entry = { record, hash };
     const done = this.records.append(payload).then(() => {
-      this.open.push(entry);
-      this.open.sort((a, b) => a.record.seq - b.record.seq);
+      // The log resolves appends in the order they were made, so this is nearly always the end.
+      let at = this.open.length;
+      while (at > 0 && this.open[at - 1]!.record.seq > record.seq) at--;
+      this.open.splice(at, 0, entry);
       return entry;
     });
     this.track(done);

@@ -33,6 +33,7 @@ import { ObjectServer, type ServeStats } from "./serve/server.js";
 import { TaskQueue } from "./tasks/task-queue.js";
 import { Ledger } from "./ledger/ledger.js";
 import { LedgerKeeper } from "./ledger/keeper.js";
+import { ledgerReceipts, ledgerRecords } from "./ledger/audit.js";
 import { TelemetryCollector } from "./telemetry/collector.js";
 import { WorkCounters } from "./telemetry/work-counters.js";
 import type { LogHub, Logger } from "./util/log.js";
@@ -650,6 +651,12 @@ export class Agent {
     this.ledgerKeeper.start();
   }
 
+  /** The ledger, or the refusal the ledger commands answer with. */
+  private ledgerOrRefuse(): Ledger {
+    if (this.ledger) return this.ledger;
+    throw new CommandRefused("ledger-unavailable", "the work ledger could not be opened (see the agent's log)");
+  }
+
   /** The task queue, or the refusal the task commands answer with. */
   private taskQueue(): TaskQueue {
     if (this.tasks) return this.tasks;
@@ -794,6 +801,8 @@ export class Agent {
       "task.fetch": (args) => this.taskQueue().fetch(args),
       "task.drop": (args) => this.taskQueue().drop(args),
       "task.list": async () => this.taskQueue().list(),
+      "ledger.records": (args) => ledgerRecords(this.ledgerOrRefuse(), args),
+      "ledger.receipts": (args) => ledgerReceipts(this.ledgerOrRefuse(), args),
     };
   }
 }

@@ -13,7 +13,9 @@ import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { blake3 } from "../agent/kernels/blake3";
 import { outboardLength } from "../agent/kernels/outboard";
+import { verifyMerklePath } from "../agent/ledger/merkle";
 import { openStatement } from "../agent/ledger/statement";
+import { verifyServed } from "../agent/protocol/receipt";
 import { AgentProcess } from "./helpers/agent-process";
 import { Broker } from "./helpers/mosquitto";
 import { Origin } from "./helpers/origin";
@@ -192,4 +194,47 @@ it("fleet task fetch, fleet order, get: fetched from an origin, served verified 
   // Chained: each statement names the one before it.
   const opened = statements().flatMap((s) => (s.ok ? [s.statement] : []));
   for (let i = 1; i < opened.length; i++) expect(opened[i]!.firstSeq).toBe(opened[i - 1]!.lastSeq + 1);
+
+  // Audit by the fleet: the records of the window that claimed the serving, each proven into the signed root, and
+  // the client's receipt behind the order's total.
+  const servedIn = opened.find((s) => BigInt(s.totals.serveBytes) > 0n)!;
+  const send = (cmd: string, args: Record<string, unknown>) =>
+    run([
+      "fleet",
+      "send",
+      agent!.deviceId,
+      cmd,
+      "--args",
+      JSON.stringify(args),
+      "--broker",
+      broker.url,
+      "--key-dir",
+      join(work, "fleet"),
+    ]);
+  const audit = await send("ledger.records", { window: servedIn.window.start });
+  expect(audit.status, audit.stderr).toBe(0);
+  const page = JSON.parse(audit.stdout) as {
+    statement: string;
+    pages: number;
+    records: Array<{ index: number; hash: string; path: string[]; record: { kind: string; serial?: string } }>;
+  };
+  expect(page.records.length).toBe(Math.min(servedIn.count, 100));
+  for (const r of page.records)
+    expect(verifyMerklePath(r.hash, r.index, servedIn.count, r.path, servedIn.recordsRoot)).toBe(true);
+  const serial = page.records.find((r) => r.record.kind === "serve")!.record.serial!;
+  const receipts = await send("ledger.receipts", { serial });
+  expect(receipts.status, receipts.stderr).toBe(0);
+  const claimed = JSON.parse(receipts.stdout) as {
+    claimedBytes: string;
+    records: Array<{ record: { receipt: string; order: string } }>;
+  };
+  expect(claimed.claimedBytes).toBe(receipted.toString());
+  const last = claimed.records.at(-1)!.record;
+  expect(verifyServed(last.order, last.receipt, fleetKey)).toMatchObject({
+    ok: true,
+    receipt: { bytes: Number(receipted) },
+  });
+  const missing = await send("ledger.records", { window: 1 });
+  expect(missing.status).toBe(1);
+  expect(missing.stderr).toMatch(/ledger.records refused by the device: not-found: no statement for the window/);
 }, 90_000);

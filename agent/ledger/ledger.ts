@@ -288,6 +288,34 @@ export class Ledger {
     return { statement: kept, records, pages };
   }
 
+  /** The kept statements of the window that starts at `start` (epoch ms), by index. */
+  statementsOf(start: number): number[] {
+    const found: number[] = [];
+    this.kept.forEach((k, i) => {
+      if (k.statement.window.start === start) found.push(i);
+    });
+    return found;
+  }
+
+  /** Every serve record of an order serial, over every segment (read from the files; for audits, not hot paths). */
+  async serveRecords(serial: string): Promise<HashedRecord[]> {
+    const out: HashedRecord[] = [];
+    const segments = (await readdir(this.options.dir))
+      .map((f) => SEGMENT.exec(f))
+      .flatMap((m) => (m ? [Number(m[1])] : []))
+      .sort((a, b) => a - b);
+    for (const n of segments) {
+      const read = await readRecordLog(join(this.options.dir, segmentName(n)));
+      if (!read.ok) throw new Error(read.reason);
+      for (const raw of read.records) {
+        const record = decodeRecord(raw);
+        if (typeof record !== "string" && record.kind === "serve" && record.serial === serial)
+          out.push({ record, hash: recordHash(raw) });
+      }
+    }
+    return out;
+  }
+
   async close(): Promise<void> {
     await Promise.allSettled([...this.pending]);
     await this.records.close();

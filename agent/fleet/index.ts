@@ -15,3 +15,17 @@ export { signCommand, openReply, loadOrCreateFleetKey, type FleetKey, type Reply
 export { verifyStorageResponse, challengeIndices, type StorageProofResponse } from "../protocol/storage-proof.js";
 export { deviceIdOf, publicKeyFromHex, verifySignature } from "../identity/device-key.js";
 export { FleetConnection, type FleetConnectionOptions, type FleetMessage } from "../link/fleet-connection.js";
+export {
+  settle,
+  signSettlement,
+  openSettlement,
+  settlementHash,
+  type PriceTable,
+  type SettlementInputs,
+  type SettlementBody,
+  type SettlementLine,
+  type Rejection,
+} from "../ledger/settle.js";
+export { openStatement, statementHash, type StatementBody } from "../ledger/statement.js";
+export { verifyMerklePath } from "../ledger/merkle.js";
+export { verifyLedger } from "../ledger/verify.js";

@@ -1,0 +1,357 @@
+// Settlement: the fleet's side of the ledger, a library function over plain inputs (statements with their records,
+// the fleet's device registry, assignments and challenge outcomes, a price table) that checks what each device
+// claims and prices what holds up, line by line, each rejection with its reason. The result per device and window
+// is signed by the fleet key and sent back to the device (`ledger.settlement`), so the owner sees both sides.
+//
+// Money and units are bigint; prices are integer base units: per byte served, per byte-hour held (byte-seconds
+// x price / 3600, rounded down), per proof. A later reference scheduler keeps the same inputs in a database and
+// calls the same function.
+import { blake3 } from "../kernels/blake3.js";
+import { fieldsDefect, openEnvelope, sealEnvelope, type Signer } from "../protocol/envelope.js";
+import { verifyServed } from "../protocol/receipt.js";
+import { describeType } from "../util/describe.js";
+import { isPlainObject } from "../util/guards.js";
+import { toHex } from "../util/hex.js";
+import { encodeRecord, recordHash, type LedgerRecord } from "./record.js";
+import { buildStatement, openStatement, statementHash, type StatementBody } from "./statement.js";
+
+export const SETTLEMENT_DOMAIN = "sharenode settlement v1\n";
+const SETTLEMENT_DOMAIN_BYTES = new TextEncoder().encode(SETTLEMENT_DOMAIN);
+export const MAX_SETTLEMENT_BYTES = 4 * 1024 * 1024;
+
+export interface PriceTable {
+  perByteServed: bigint;
+  perByteHourStored: bigint;
+  perProof: bigint;
+}
+
+export interface SettlementInputs {
+  fleetPublicKey: Uint8Array | string;
+  /** deviceId -> the device's raw public key (the fleet's registry). */
+  devices: ReadonlyMap<string, Uint8Array>;
+  /** Statements as the devices sent them (envelope bytes or text), each with the records it covers when known. */
+  statements: ReadonlyArray<{ envelope: Uint8Array | string; records?: readonly LedgerRecord[] }>;
+  /** deviceId -> the objects the fleet assigned to it. */
+  assignments: ReadonlyMap<string, ReadonlySet<string>>;
+  /** The fleet's own challenge outcomes. */
+  challenges: ReadonlyArray<{ deviceId: string; objectId: string; nonce: string; at: number; ok: boolean }>;
+  prices: PriceTable;
+}
+
+export type LineKind = "serve" | "store" | "proof" | "fetch";
+
+/** Why a line (or part of one) is not paid. */
+export type Rejection =
+  | "bad-order" // the order is not the fleet's, or is malformed
+  | "bad-receipt" // not signed by the order's client key, or not for the order
+  | "over-max-bytes" // the order's maxBytes passed (the receipt, or all devices' claims together)
+  | "over-receipt" // the device claims more than the client's receipt covers
+  | "order-expired" // served in a window that began after the order expired
+  | "wrong-device" // the order names another device
+  | "serial-elsewhere" // the serial is already claimed by another device
+  | "unassigned" // storage of an object the fleet did not assign to the device
+  | "no-passed-challenge" // storage with no passed challenge in the window
+  | "unknown-challenge" // a proof the fleet has no passed outcome for
+  | "statement"; // the whole statement was refused (see findings)
+
+export interface SettlementLine {
+  seq: number;
+  kind: LineKind;
+  /** The serial (serve), the object (store, fetch) or the nonce (proof). */
+  ref: string;
+  /** Units claimed: bytes, byte-seconds or 1 proof (decimal). */
+  units: string;
+  /** Units accepted and their price (decimal, base units). */
+  acceptedUnits: string;
+  amount: string;
+  rejected?: { units: string; reason: Rejection; detail: string };
+}
+
+export interface SettlementBody {
+  v: 1;
+  deviceId: string;
+  window: { start: number; seconds: number };
+  /** Hash of the statement settled (statementHash of its envelope). */
+  statement: string;
+  prices: { perByteServed: string; perByteHourStored: string; perProof: string };
+  lines: SettlementLine[];
+  totals: { amount: string; rejectedUnits: Record<LineKind, string> };
+  /** Findings about the statement itself: a bad signature, a gap or fork in the chain, records that do not match. */
+  findings: string[];
+}
+
+export interface SettlementResult {
+  settlements: SettlementBody[];
+  /** Findings that belong to no one statement (an unknown device, a statement that does not open). */
+  findings: string[];
+}
+
+/** Checks and prices every statement; pure (no I/O), deterministic for the same inputs in the same order. */
+export function settle(inputs: SettlementInputs): SettlementResult {
+  const findings: string[] = [];
+  const opened: Array<{ deviceId: string; body: StatementBody; hash: string; records?: readonly LedgerRecord[] }> = [];
+  for (const [i, s] of inputs.statements.entries()) {
+    const bytes = typeof s.envelope === "string" ? new TextEncoder().encode(s.envelope) : s.envelope;
+    const deviceId = statementDevice(bytes);
+    if (deviceId === undefined) {
+      findings.push(`statement ${i}: not a statement`);
+      continue;
+    }
+    const key = inputs.devices.get(deviceId);
+    if (!key) {
+      findings.push(`statement ${i}: unknown device ${deviceId}`);
+      continue;
+    }
+    const o = openStatement(bytes, key);
+    if (!o.ok) {
+      findings.push(`statement ${i} of ${deviceId}: ${o.reason}`);
+      continue;
+    }
+    opened.push({ deviceId, body: o.statement, hash: statementHash(bytes), records: s.records });
+  }
+
+  // Chains per device: ordered by firstSeq; a statement whose prevStatement is not its predecessor's hash is a gap,
+  // two that follow the same one are a fork.
+  const byDevice = new Map<string, typeof opened>();
+  for (const o of opened) byDevice.set(o.deviceId, [...(byDevice.get(o.deviceId) ?? []), o]);
+  const chainFindings = new Map<string, string[]>();
+  for (const [, list] of byDevice) {
+    list.sort((a, b) => a.body.firstSeq - b.body.firstSeq || a.body.window.start - b.body.window.start);
+    const seen = new Map<string, string>();
+    for (let i = 0; i < list.length; i++) {
+      const s = list[i]!;
+      const notes: string[] = [];
+      const other = seen.get(s.body.prevStatement);
+      if (other !== undefined) notes.push(`fork: statement ${other} already follows ${s.body.prevStatement}`);
+      seen.set(s.body.prevStatement, s.hash);
+      if (i > 0) {
+        const prev = list[i - 1]!;
+        if (s.body.prevStatement !== prev.hash && other === undefined)
+          notes.push(`gap: the statement this one follows (${s.body.prevStatement}) is missing`);
+      }
+      chainFindings.set(s.hash, notes);
+    }
+  }
+
+  // Claims per serial across every device and window, in input order.
+  const serialOwner = new Map<string, string>();
+  const serialClaimed = new Map<string, bigint>();
+  const passed = new Map<string, typeof inputs.challenges>();
+  for (const c of inputs.challenges) {
+    if (!c.ok) continue;
+    const k = `${c.deviceId}:${c.objectId}`;
+    passed.set(k, [...(passed.get(k) ?? []), c]);
+  }
+  const passedNonces = new Set(inputs.challenges.filter((c) => c.ok).map((c) => `${c.deviceId}:${c.nonce}`));
+
+  const settlements: SettlementBody[] = [];
+  for (const s of opened) {
+    const { body, deviceId } = s;
+    const notes = [...(chainFindings.get(s.hash) ?? [])];
+    const lines: SettlementLine[] = [];
+    const records = s.records;
+    let refuseAll: string | undefined;
+    if (!records) refuseAll = "the statement's records were not given (ledger.records)";
+    else {
+      const hashed = records.map((r) => ({ record: r, hash: recordHash(encodeRecord(r)) }));
+      const again = buildStatement({
+        deviceId,
+        window: body.window,
+        records: hashed,
+        firstSeq: body.firstSeq,
+        headBefore: records[0]?.prev ?? body.chainHead,
+        prevStatement: body.prevStatement,
+        clockSynced: body.clockSynced,
+      });
+      if (again.recordsRoot !== body.recordsRoot) refuseAll = "its records do not match its recordsRoot";
+      else if (JSON.stringify(again.totals) !== JSON.stringify(body.totals))
+        refuseAll = "its totals do not match its records";
+    }
+    if (refuseAll !== undefined) notes.push(refuseAll);
+    const windowEnd = body.window.start + body.window.seconds * 1000;
+    for (const r of records ?? []) {
+      const line = priceLine(r);
+      if (refuseAll !== undefined) {
+        lines.push(reject(line, "statement", refuseAll));
+        continue;
+      }
+      lines.push(check(line, r));
+    }
+    settlements.push(summarize(deviceId, body, s.hash, lines, notes));
+
+    function check(line: SettlementLine, r: LedgerRecord): SettlementLine {
+      switch (r.kind) {
+        case "serve": {
+          const served = verifyServed(r.order, r.receipt, inputs.fleetPublicKey);
+          if (!served.ok) {
+            const reason: Rejection =
+              served.code === "bad-order"
+                ? "bad-order"
+                : served.code === "over-max-bytes"
+                  ? "over-max-bytes"
+                  : "bad-receipt";
+            return reject(line, reason, served.reason);
+          }
+          const { order, receipt } = served;
+          if (order.serial !== r.serial) return reject(line, "bad-order", `the order's serial is ${order.serial}`);
+          if (order.deviceId !== deviceId)
+            return reject(line, "wrong-device", `order ${order.serial} is for ${order.deviceId}`);
+          const owner = serialOwner.get(order.serial);
+          if (owner !== undefined && owner !== deviceId)
+            return reject(line, "serial-elsewhere", `order ${order.serial} is already claimed by ${owner}`);
+          serialOwner.set(order.serial, deviceId);
+          if (body.window.start > order.expiresAt)
+            return reject(line, "order-expired", `order ${order.serial} expired before the window began`);
+          const before = serialClaimed.get(order.serial) ?? 0n;
+          const claim = BigInt(r.bytes);
+          const cap = BigInt(Math.min(receipt.bytes, order.maxBytes));
+          const room = cap > before ? cap - before : 0n;
+          const take = claim < room ? claim : room;
+          serialClaimed.set(order.serial, before + take);
+          if (take < claim) {
+            const why: Rejection = BigInt(receipt.bytes) <= BigInt(order.maxBytes) ? "over-receipt" : "over-max-bytes";
+            return partial(
+              line,
+              take,
+              claim - take,
+              why,
+              `${before + claim} claimed under ${order.serial}; the receipt covers ${receipt.bytes}`,
+            );
+          }
+          return line;
+        }
+        case "store": {
+          if (!inputs.assignments.get(deviceId)?.has(r.objectId))
+            return reject(line, "unassigned", `object ${r.objectId} was not assigned to ${deviceId}`);
+          const ok = (passed.get(`${deviceId}:${r.objectId}`) ?? []).some(
+            (c) => c.at >= body.window.start && c.at < windowEnd,
+          );
+          if (!ok) return reject(line, "no-passed-challenge", `no passed challenge of ${r.objectId} in the window`);
+          return line;
+        }
+        case "proof":
+          if (!r.ok) return { ...line, acceptedUnits: "0", amount: "0" };
+          if (!passedNonces.has(`${deviceId}:${r.nonce}`))
+            return reject(line, "unknown-challenge", `the fleet has no passed challenge ${r.nonce} of ${deviceId}`);
+          return line;
+        case "fetch":
+          return line;
+      }
+    }
+  }
+  return { settlements, findings };
+
+  function priceLine(r: LedgerRecord): SettlementLine {
+    const p = inputs.prices;
+    switch (r.kind) {
+      case "serve":
+        return line(r.seq, "serve", r.serial, BigInt(r.bytes), BigInt(r.bytes) * p.perByteServed);
+      case "store": {
+        const units = BigInt(r.bytes) * BigInt(r.seconds);
+        return line(r.seq, "store", r.objectId, units, (units * p.perByteHourStored) / 3600n);
+      }
+      case "proof":
+        return line(r.seq, "proof", r.nonce, 1n, r.ok ? p.perProof : 0n);
+      case "fetch":
+        return line(r.seq, "fetch", r.objectId, BigInt(r.bytes), 0n);
+    }
+  }
+
+  function partial(l: SettlementLine, take: bigint, rest: bigint, reason: Rejection, detail: string): SettlementLine {
+    const units = BigInt(l.units);
+    const amount = units === 0n ? 0n : (BigInt(l.amount) * take) / units;
+    return {
+      ...l,
+      acceptedUnits: take.toString(),
+      amount: amount.toString(),
+      rejected: { units: rest.toString(), reason, detail },
+    };
+  }
+}
+
+function line(seq: number, kind: LineKind, ref: string, units: bigint, amount: bigint): SettlementLine {
+  return { seq, kind, ref, units: units.toString(), acceptedUnits: units.toString(), amount: amount.toString() };
+}
+
+function reject(l: SettlementLine, reason: Rejection, detail: string): SettlementLine {
+  return { ...l, acceptedUnits: "0", amount: "0", rejected: { units: l.units, reason, detail } };
+}
+
+function summarize(
+  deviceId: string,
+  body: StatementBody,
+  hash: string,
+  lines: SettlementLine[],
+  findings: string[],
+): SettlementBody {
+  let amount = 0n;
+  const rejectedUnits: Record<LineKind, bigint> = { serve: 0n, store: 0n, proof: 0n, fetch: 0n };
+  for (const l of lines) {
+    amount += BigInt(l.amount);
+    if (l.rejected) rejectedUnits[l.kind] += BigInt(l.rejected.units);
+  }
+  return {
+    v: 1,
+    deviceId,
+    window: body.window,
+    statement: hash,
+    prices: { perByteServed: "", perByteHourStored: "", perProof: "" },
+    lines,
+    totals: {
+      amount: amount.toString(),
+      rejectedUnits: {
+        serve: rejectedUnits.serve.toString(),
+        store: rejectedUnits.store.toString(),
+        proof: rejectedUnits.proof.toString(),
+        fetch: rejectedUnits.fetch.toString(),
+      },
+    },
+    findings,
+  };
+}
+
+/** The deviceId a statement's body names (unverified: only to find its key). */
+function statementDevice(envelope: Uint8Array): string | undefined {
+  try {
+    const e = JSON.parse(new TextDecoder().decode(envelope)) as { body?: unknown };
+    if (typeof e.body !== "string") return undefined;
+    const b = JSON.parse(e.body) as { deviceId?: unknown };
+    return typeof b.deviceId === "string" ? b.deviceId : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Signs a settlement with the fleet key (prices filled in from the table); returns the envelope bytes. */
+export function signSettlement(body: SettlementBody, prices: PriceTable, fleetSigner: Signer): Uint8Array {
+  const filled: SettlementBody = {
+    ...body,
+    prices: {
+      perByteServed: prices.perByteServed.toString(),
+      perByteHourStored: prices.perByteHourStored.toString(),
+      perProof: prices.perProof.toString(),
+    },
+  };
+  return sealEnvelope(JSON.stringify(filled), SETTLEMENT_DOMAIN_BYTES, fleetSigner);
+}
+
+export type OpenedSettlement = { ok: true; settlement: SettlementBody } | { ok: false; reason: string };
+
+/** Checks a settlement's envelope and the fleet's signature; the body's shape at the top level. */
+export function openSettlement(payload: unknown, fleetPublicKey: Uint8Array): OpenedSettlement {
+  const o = openEnvelope(payload, MAX_SETTLEMENT_BYTES, SETTLEMENT_DOMAIN_BYTES, fleetPublicKey, "settlement", "fleet");
+  if (!o.ok) return { ok: false, reason: o.reason };
+  if (!isPlainObject(o.body)) return { ok: false, reason: `settlement body is ${describeType(o.body)}` };
+  const shape = fieldsDefect(
+    o.body,
+    ["v", "deviceId", "window", "statement", "prices", "lines", "totals", "findings"],
+    "settlement body",
+  );
+  if (shape !== undefined) return { ok: false, reason: shape };
+  return { ok: true, settlement: o.body as unknown as SettlementBody };
+}
+
+/** Hash of a settlement envelope, hex. */
+export function settlementHash(envelope: Uint8Array): string {
+  return toHex(blake3(envelope));
+}

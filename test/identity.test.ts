@@ -18,6 +18,7 @@ import {
   loadOrCreateDeviceIdentity,
   loadOrCreateSigningKey,
   publicKeyFromHex,
+  setPublicKeyCacheSize,
   verifySignature,
 } from "../agent/identity/device-key";
 import { tempPathFor } from "../agent/durable/atomic";
@@ -254,6 +255,29 @@ describe("signing keys for other roles (the fleet's, a downloader's)", () => {
     expect(err).toBeInstanceOf(RangeError);
     expect(errorMessage(err)).toMatch(/^test key: /);
     expect((err as Error).cause).toBeInstanceOf(DeviceKeyError);
+  });
+});
+
+describe("the imported-key cache", () => {
+  it("verifies the same whatever its size, and refuses a size that is not a positive integer", async () => {
+    const keys = await Promise.all(
+      [freshDir(), freshDir(), freshDir()].map(async (d) => loadOrCreateDeviceIdentity(await d)),
+    );
+    const message = new TextEncoder().encode("cache");
+    try {
+      for (const size of [1, 2, 1000]) {
+        setPublicKeyCacheSize(size);
+        for (let round = 0; round < 3; round++)
+          for (const [i, k] of keys.entries()) {
+            expect(verifySignature(k.publicKey, message, k.sign(message))).toBe(true);
+            expect(verifySignature(keys[(i + 1) % 3]!.publicKey, message, k.sign(message))).toBe(false);
+          }
+      }
+      expect(() => setPublicKeyCacheSize(0)).toThrow(/positive integer/);
+      expect(() => setPublicKeyCacheSize(1.5)).toThrow(/positive integer/);
+    } finally {
+      setPublicKeyCacheSize(256);
+    }
   });
 });
 

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type DeviceIdentity, loadOrCreateDeviceIdentity } from "../agent/identity/device-key";
 import { Ledger } from "../agent/ledger/ledger";
-import type { Work } from "../agent/ledger/record";
+import type { ServeWork, Work } from "../agent/ledger/record";
 import { openSettlement, type PriceTable, settle, type SettlementInputs, signSettlement } from "../agent/ledger/settle";
 import { signOrder } from "../agent/protocol/order";
 import { signReceipt } from "../agent/protocol/receipt";
@@ -50,7 +50,7 @@ function order(serial: string, device: DeviceIdentity, maxBytes = 1_000_000): st
   );
 }
 
-function serve(serial: string, orderToken: string, bytes: number, receipted: number): Work {
+function serve(serial: string, orderToken: string, bytes: number, receipted: number): ServeWork {
   return {
     kind: "serve",
     serial,
@@ -185,6 +185,40 @@ describe("settle", () => {
     result = settle(inputs([{ envelope: honest[0]!.envelope, records: changed }]));
     expect(result.settlements[0]!.findings).toEqual(["its records do not match its recordsRoot"]);
     expect(result.settlements[0]!.lines[0]!.rejected?.reason).toBe("statement");
+  });
+
+  it("takes an order the fleet issued from its own records, and still checks the receipt against it", async () => {
+    const token = order("k-1", a);
+    const list = await statements(a, [[serve("k-1", token, 700, 700)], [serve("k-1", token, 600, 900)]]);
+    const issued = new Map([
+      [
+        token,
+        {
+          v: 1 as const,
+          serial: "k-1",
+          deviceId: a.deviceId,
+          objectId: OBJECT,
+          clientKey: client.publicKeyHex,
+          maxBytes: 1_000_000,
+          expiresAt: 10 * HOUR,
+          rightsId: "label",
+        },
+      ],
+    ]);
+    const known = settle(inputs(list, { issuedOrders: issued })).settlements.flatMap((s) => s.lines);
+    const checked = settle(inputs(list)).settlements.flatMap((s) => s.lines);
+    expect(known).toEqual(checked);
+    expect(known.map((l) => [l.acceptedUnits, l.rejected?.reason])).toEqual([
+      ["700", undefined],
+      ["200", "over-receipt"],
+    ]);
+    // A receipt signed by someone else is refused whichever way the order was found.
+    const forged = await statements(a, [
+      [{ ...serve("k-1", token, 10, 10), receipt: signReceipt({ serial: "k-1", bytes: 10 }, b) }],
+    ]);
+    expect(settle(inputs(forged, { issuedOrders: issued })).settlements[0]!.lines[0]!.rejected?.reason).toBe(
+      "bad-receipt",
+    );
   });
 
   it("keeps amounts past 2^53 exact", async () => {

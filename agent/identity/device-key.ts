@@ -67,7 +67,18 @@ export function verifySignature(publicKeyRaw: Uint8Array, message: Uint8Array, s
  * keys; the oldest goes first.
  */
 const keyObjects = new Map<string, KeyObject>();
-const KEY_CACHE_SIZE = 256;
+let KEY_CACHE_SIZE = 256;
+
+/**
+ * How many public keys verifySignature keeps imported (256 by default, plenty for a box). A fleet service that
+ * verifies every device's statements every hour raises it to its fleet's size (about 1 KB of memory a key), so
+ * no key is imported twice.
+ */
+export function setPublicKeyCacheSize(keys: number): void {
+  if (!Number.isSafeInteger(keys) || keys < 1) throw new RangeError(`key cache size must be a positive integer`);
+  KEY_CACHE_SIZE = keys;
+  while (keyObjects.size > KEY_CACHE_SIZE) keyObjects.delete(keyObjects.keys().next().value!);
+}
 
 function publicKeyObject(raw: Uint8Array): KeyObject {
   const id = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString("hex");

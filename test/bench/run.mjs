@@ -262,6 +262,7 @@ for (const name of [
   "serve-costs",
   "client-bench",
   "fetch-bench",
+  "ledger-bench",
 ]) {
   await runTsBench(name);
 }

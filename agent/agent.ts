@@ -34,6 +34,7 @@ import { TaskQueue } from "./tasks/task-queue.js";
 import { Ledger } from "./ledger/ledger.js";
 import { LedgerKeeper } from "./ledger/keeper.js";
 import { ledgerReceipts, ledgerRecords } from "./ledger/audit.js";
+import { SettlementBook } from "./ledger/settlements.js";
 import { TelemetryCollector } from "./telemetry/collector.js";
 import { WorkCounters } from "./telemetry/work-counters.js";
 import type { LogHub, Logger } from "./util/log.js";
@@ -111,6 +112,7 @@ export class Agent {
   private receipts: ReceiptBook | undefined;
   private ledger: Ledger | undefined;
   private ledgerKeeper: LedgerKeeper | undefined;
+  private settlements: SettlementBook | undefined;
   /** Monotonic start of the telemetry round in flight, if one is. */
   private telemetryRoundSince: number | undefined;
 
@@ -293,6 +295,7 @@ export class Agent {
       await this.tasks?.stop().catch((err: Error) => this.log.warn(`tasks stop: ${err.message}`));
       await this.ledgerKeeper?.stop().catch(() => {});
       await this.ledger?.close().catch((err: Error) => this.log.warn(`ledger close: ${err.message}`));
+      await this.settlements?.stop().catch(() => {});
       this.fetcher?.close();
       await this.collector?.stop().catch(() => {});
       // Give records in flight a moment to be acknowledged, so a restart does not send them again.
@@ -623,6 +626,14 @@ export class Agent {
       for (const line of opened.recovered) log.warn(`recovered: ${line}`);
       for (const line of opened.problems) log.error(`ledger problem: ${line}`);
       this.ledger = opened.ledger;
+      const settlements = new SettlementBook(
+        join(config.stateDir, "ledger"),
+        config.link.fleetPublicKey,
+        this.identity.deviceId,
+      );
+      const { skipped } = await settlements.start();
+      if (skipped > 0) log.error(`settlements.log: ${skipped} settlement(s) that do not open under the fleet key`);
+      this.settlements = settlements;
     } catch (err) {
       log.error(`no ledger: ${errorLine(err)}`);
       return;
@@ -803,6 +814,11 @@ export class Agent {
       "task.list": async () => this.taskQueue().list(),
       "ledger.records": (args) => ledgerRecords(this.ledgerOrRefuse(), args),
       "ledger.receipts": (args) => ledgerReceipts(this.ledgerOrRefuse(), args),
+      "ledger.settlement": async (args) => {
+        const ledger = this.ledgerOrRefuse();
+        if (!this.settlements) throw new CommandRefused("ledger-unavailable", "the settlement book is not open");
+        return this.settlements.add(args, ledger);
+      },
     };
   }
 }

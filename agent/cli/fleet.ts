@@ -241,6 +241,36 @@ async function deliver(
   values: DeliverOptions,
   io: CliIo,
 ): Promise<number> {
+  const session = await deviceSession(label, deviceId, values, io);
+  try {
+    const reply = await session.ask(cmd, cmdArgs);
+    if (!reply.ok) {
+      io.stderr.write(
+        `sharenode: ${label}: ${cmd} refused by the device: ${reply.error.code}: ${reply.error.message}\n`,
+      );
+      return 1;
+    }
+    io.stdout.write(JSON.stringify(reply.result, null, 2) + "\n");
+    return 0;
+  } finally {
+    await session.close();
+  }
+}
+
+/** A connection to the broker for signed commands to one device, and its verified replies. */
+interface DeviceSession {
+  deviceKey: Uint8Array;
+  /** Signs and sends one command; resolves with the device's verified reply (throws past the timeout). */
+  ask(cmd: string, args: Record<string, unknown>): Promise<Reply>;
+  close(): Promise<void>;
+}
+
+async function deviceSession(
+  label: string,
+  deviceId: string,
+  values: DeliverOptions,
+  io: CliIo,
+): Promise<DeviceSession> {
   const timeout = seconds("timeout", values.timeout, 15);
   let deviceKey: Uint8Array | undefined;
   if (values["device-key"] !== undefined) {
@@ -263,8 +293,6 @@ async function deliver(
     const v5 = mqttVersion(values, io) === 5;
     // MQTT 3.1.1 has no response topic: the device answers on its reply topic, and the nonce pairs the reply.
     const responseTopic = v5 ? topics.replyTo(randomBytes(8).toString("hex")) : topics.reply;
-    const correlationData = randomBytes(16);
-    const nonce = randomBytes(16).toString("hex");
     const replies: Buffer[] = [];
     const states: Buffer[] = [];
     let wake: (() => void) | undefined;
@@ -274,8 +302,8 @@ async function deliver(
       wake?.();
     });
     await conn.subscribe(deviceKey ? [responseTopic] : [responseTopic, topics.state]);
-    const deadline = Date.now() + timeout * 1000;
     const waitFor = async (ready: () => boolean): Promise<boolean> => {
+      const deadline = Date.now() + timeout * 1000;
       while (!ready()) {
         const left = deadline - Date.now();
         if (left <= 0) return false;
@@ -298,34 +326,37 @@ async function deliver(
       if (deviceIdOf(deviceKey) !== deviceId)
         throw new CliError(`${label}: the state record of ${deviceId} names a key that is not its own`);
     }
-    const payload = signCommand(
-      { cmd, deviceId, args: cmdArgs, nonce, exp: Date.now() + Math.max(60_000, timeout * 1000) },
-      key,
-    );
-    await conn.publish(topics.cmd(cmd), payload, v5 ? { responseTopic, correlationData } : {});
     const devicePublicKey = deviceKey;
-    // Only a reply that verifies and carries our nonce answers us (a refused, unauthenticated command gets a
-    // reply with a null nonce: accepted too, as nothing else could have caused it on a private response topic).
-    let reply: Reply | undefined;
-    const answered = () => {
-      while (replies.length > 0) {
-        const opened = openReply(replies.shift()!, { devicePublicKey, deviceId });
-        if (opened.ok && (opened.reply.nonce === nonce || (v5 && opened.reply.nonce === null))) reply = opened.reply;
-      }
-      return reply !== undefined;
+    return {
+      deviceKey: devicePublicKey,
+      close: () => conn.close(),
+      ask: async (cmd, cmdArgs) => {
+        const nonce = randomBytes(16).toString("hex");
+        const correlationData = randomBytes(16);
+        const payload = signCommand(
+          { cmd, deviceId, args: cmdArgs, nonce, exp: Date.now() + Math.max(60_000, timeout * 1000) },
+          key,
+        );
+        await conn.publish(topics.cmd(cmd), payload, v5 ? { responseTopic, correlationData } : {});
+        // Only a reply that verifies and carries our nonce answers us (a refused, unauthenticated command gets a
+        // reply with a null nonce: accepted too, as nothing else could have caused it on a private response topic).
+        let reply: Reply | undefined;
+        const answered = () => {
+          while (replies.length > 0) {
+            const opened = openReply(replies.shift()!, { devicePublicKey, deviceId });
+            if (opened.ok && (opened.reply.nonce === nonce || (v5 && opened.reply.nonce === null)))
+              reply = opened.reply;
+          }
+          return reply !== undefined;
+        };
+        if (!(await waitFor(answered)) || !reply)
+          throw new CliError(`${label}: no verified reply from ${deviceId} within ${timeout} s`);
+        return reply;
+      },
     };
-    if (!(await waitFor(answered)) || !reply)
-      throw new CliError(`${label}: no verified reply from ${deviceId} within ${timeout} s`);
-    if (!reply.ok) {
-      io.stderr.write(
-        `sharenode: ${label}: ${cmd} refused by the device: ${reply.error.code}: ${reply.error.message}\n`,
-      );
-      return 1;
-    }
-    io.stdout.write(JSON.stringify(reply.result, null, 2) + "\n");
-    return 0;
-  } finally {
+  } catch (err) {
     await conn.close();
+    throw err;
   }
 }
 

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import { blake3 } from "../agent/kernels/blake3";
 import { outboardLength } from "../agent/kernels/outboard";
 import { verifyMerklePath } from "../agent/ledger/merkle";
+import type { SettlementBody } from "../agent/ledger/settle";
 import { openStatement } from "../agent/ledger/statement";
 import { verifyServed } from "../agent/protocol/receipt";
 import { AgentProcess } from "./helpers/agent-process";
@@ -234,6 +235,34 @@ it("fleet task fetch, fleet order, get: fetched from an origin, served verified 
     ok: true,
     receipt: { bytes: Number(receipted) },
   });
+  // Settlement by the fleet, sent back to the box: the served bytes are paid (2 base units a byte); the object is
+  // assigned but the fleet has no passed challenge of it in the window, so its storage lines are not.
+  writeFileSync(join(work, "assignments.json"), JSON.stringify({ [agent!.deviceId]: [objectId] }));
+  const settled = await run([
+    "fleet",
+    "settle",
+    agent!.deviceId,
+    "--window",
+    String(servedIn.window.start),
+    "--prices",
+    "2,3600,5",
+    "--assignments",
+    join(work, "assignments.json"),
+    "--send",
+    "--broker",
+    broker.url,
+    "--key-dir",
+    join(work, "fleet"),
+  ]);
+  expect(settled.status, settled.stderr).toBe(0);
+  const settlement = (JSON.parse(settled.stdout) as { settlement: SettlementBody }).settlement;
+  const serveLines = settlement.lines.filter((l) => l.kind === "serve");
+  expect(serveLines.reduce((t, l) => t + BigInt(l.acceptedUnits), 0n)).toBe(BigInt(servedIn.totals.serveBytes));
+  expect(serveLines.every((l) => l.rejected === undefined)).toBe(true);
+  const storeLines = settlement.lines.filter((l) => l.kind === "store");
+  expect(storeLines.length).toBeGreaterThan(0);
+  expect(storeLines.every((l) => l.rejected?.reason === "no-passed-challenge")).toBe(true);
+  expect(BigInt(settlement.totals.amount)).toBe(2n * BigInt(servedIn.totals.serveBytes));
   const missing = await send("ledger.records", { window: 1 });
   expect(missing.status).toBe(1);
   expect(missing.stderr).toMatch(/ledger.records refused by the device: not-found: no statement for the window/);

@@ -13,6 +13,9 @@ import { readFile } from "node:fs/promises";
 import { fleetFilter, isDeviceId, topicsFor } from "../protocol/topics.js";
 import { CliError, parseCommandArgs, systemErrorText, usageError, type CliIo, type Command } from "./io.js";
 import { errorMessage } from "../util/errors.js";
+import { isPlainObject } from "../util/guards.js";
+import type { LedgerRecord } from "../ledger/record.js";
+import { settle, signSettlement, type SettlementInputs } from "../ledger/settle.js";
 
 const USAGE = `Usage: sharenode fleet keygen [--key-dir DIR]
        sharenode fleet watch --broker URL [--username U --password P] [--duration SECONDS]
@@ -23,6 +26,8 @@ const USAGE = `Usage: sharenode fleet keygen [--key-dir DIR]
        sharenode fleet task DEVICE list --broker URL
        sharenode fleet order --device ID --object ID --client-key HEX --max-bytes N --rights R --ttl SECONDS
                              [--serial S] [--key-dir DIR]
+       sharenode fleet settle DEVICE --window MS --broker URL [--prices SERVED,HOUR,PROOF] [--assignments FILE]
+                              [--challenges FILE] [--send] [--key-dir DIR]
 
 keygen   create (first time) the fleet's Ed25519 command key in DIR and print its public key: put it in the
          devices' config (link.fleetPublicKey, or SHARENODE_FLEET_KEY)
@@ -38,6 +43,11 @@ task     send DEVICE a task (signed like send: task.fetch, task.drop, task.list)
 order    sign an order with the fleet key: device ID may serve object ID (64 hex) to the client whose key is HEX
          ('sharenode client keygen' prints it), up to N bytes in all, for SECONDS from now; rights holder R
          (1..128 of A-Z a-z 0-9 . _ : / -). Prints the order's token, ready for 'sharenode get --order'
+settle   settle DEVICE's statement of the window that starts at MS (epoch ms): its records come from the device
+         (ledger.records, page by page), every line is checked (orders, client receipts, assignments, the
+         fleet's challenge outcomes) and priced (--prices, base units per byte served, per byte-hour held, per
+         proof; default 1,1,1), and the settlement is printed as JSON, signed by the fleet key; --send also
+         sends it to the device (ledger.settlement), which keeps it for its owner
 
 Options:
   --broker URL       mqtt:// mqtts:// ws:// wss:// (or SHARENODE_BROKER)
@@ -57,6 +67,11 @@ Options:
   --order FILE       boxes as sources (task fetch): an order file as 'sharenode get' reads it ('BOX-URL TOKEN'
                      lines); each box's /v1/objects/ID becomes a source with its order (and its /outboard the
                      outboard, unless --outboard is given)
+  --window MS        the window to settle: its start in epoch milliseconds (settle)
+  --prices A,B,C     base units per byte served, per byte-hour held, per proof (settle; default 1,1,1)
+  --assignments FILE a JSON object: device id -> the object ids assigned to it (settle; default none)
+  --challenges FILE  a JSON array of the fleet's challenge outcomes {deviceId, objectId, nonce, at, ok} (settle)
+  --send             send the signed settlement to the device (settle)
   --serial S         the order's serial, unique in the fleet (1..64 of A-Z a-z 0-9 . _ -; default: 24 random hex)
   -h, --help         show this help
 `;
@@ -131,10 +146,14 @@ async function runFleet(args: string[], io: CliIo): Promise<number> {
       return task(rest, io);
     case "order":
       return order(rest, io);
+    case "settle":
+      return settleCommand(rest, io);
     case undefined:
-      throw usageError("fleet: missing action: keygen, watch, send, task or order (see 'sharenode fleet --help')");
+      throw usageError(
+        "fleet: missing action: keygen, watch, send, task, order or settle (see 'sharenode fleet --help')",
+      );
     default:
-      throw usageError(`fleet: unknown action '${action}' (expected keygen, watch, send, task or order)`);
+      throw usageError(`fleet: unknown action '${action}' (expected keygen, watch, send, task, order or settle)`);
   }
 }
 
@@ -357,6 +376,125 @@ async function deviceSession(
   } catch (err) {
     await conn.close();
     throw err;
+  }
+}
+
+/**
+ * `fleet settle DEVICE --window MS`: the device's statement of that window and its records (ledger.records, every
+ * page), settled (agent/ledger/settle.ts) and signed; printed, and with --send kept by the device.
+ */
+async function settleCommand(args: string[], io: CliIo): Promise<number> {
+  const label = "fleet settle";
+  const { values, positionals } = parseCommandArgs(
+    label,
+    args,
+    {
+      ...CONNECTION,
+      window: { type: "string" },
+      prices: { type: "string" },
+      assignments: { type: "string" },
+      challenges: { type: "string" },
+      send: { type: "boolean" },
+      "device-key": { type: "string" },
+      "key-dir": { type: "string" },
+      timeout: { type: "string" },
+    },
+    true,
+  );
+  if (positionals.length !== 1) throw usageError(`${label}: expected DEVICE, got ${positionals.length} arguments`);
+  const deviceId = positionals[0]!;
+  if (!isDeviceId(deviceId))
+    throw usageError(`${label}: DEVICE must be a device id (32 lowercase hex digits), got '${deviceId}'`);
+  const window = values.window === undefined ? NaN : /^\d+$/.test(values.window) ? Number(values.window) : NaN;
+  if (!Number.isSafeInteger(window)) throw usageError(`${label}: --window must be a window's start in epoch ms`);
+  const priceText = values.prices ?? "1,1,1";
+  if (!/^\d+,\d+,\d+$/.test(priceText))
+    throw usageError(
+      `${label}: --prices must be three whole numbers: served,hour,proof (base units), got '${priceText}'`,
+    );
+  const [perByteServed, perByteHourStored, perProof] = priceText.split(",").map((p) => BigInt(p)) as [
+    bigint,
+    bigint,
+    bigint,
+  ];
+  const assignments = new Map<string, Set<string>>();
+  if (values.assignments !== undefined) {
+    const parsed = await readJsonFile(label, values.assignments);
+    if (!isPlainObject(parsed)) throw usageError(`${label}: --assignments must hold a JSON object`);
+    for (const [device, ids] of Object.entries(parsed)) {
+      if (!Array.isArray(ids) || !ids.every((i) => typeof i === "string"))
+        throw usageError(`${label}: --assignments: ${device} must map to an array of object ids`);
+      assignments.set(device, new Set(ids as string[]));
+    }
+  }
+  let challenges: SettlementInputs["challenges"] = [];
+  if (values.challenges !== undefined) {
+    const parsed = await readJsonFile(label, values.challenges);
+    if (!Array.isArray(parsed)) throw usageError(`${label}: --challenges must hold a JSON array`);
+    challenges = parsed as SettlementInputs["challenges"];
+  }
+  const fleetKey = await loadOrCreateFleetKey(join(values["key-dir"] ?? defaultKeyDir(), "device-key.pem")).catch(
+    (err: Error) => {
+      throw new CliError(`${label}: ${err.message}`);
+    },
+  );
+  const session = await deviceSession(label, deviceId, values, io);
+  try {
+    let statement: string | undefined;
+    const records: LedgerRecord[] = [];
+    for (let page = 0, pages = 1; page < pages; page++) {
+      const reply = await session.ask("ledger.records", { window, page });
+      if (!reply.ok)
+        throw new CliError(`${label}: ledger.records refused: ${reply.error.code}: ${reply.error.message}`);
+      const result = reply.result as { statement: string; pages: number; records: Array<{ record: LedgerRecord }> };
+      statement = result.statement;
+      pages = result.pages;
+      records.push(...result.records.map((r) => r.record));
+    }
+    const prices = { perByteServed, perByteHourStored, perProof };
+    const result = settle({
+      fleetPublicKey: fleetKey.publicKeyHex,
+      devices: new Map([[deviceId, session.deviceKey]]),
+      statements: [{ envelope: statement!, records }],
+      assignments,
+      challenges,
+      prices,
+    });
+    if (result.findings.length > 0) throw new CliError(`${label}: ${result.findings[0]}`);
+    const body = result.settlements[0]!;
+    const envelope = signSettlement(body, prices, fleetKey);
+    const text = new TextDecoder().decode(envelope);
+    io.stdout.write(JSON.stringify({ settlement: openSettlementBody(text), envelope: text }, null, 2) + "\n");
+    if (values.send) {
+      const reply = await session.ask("ledger.settlement", { settlement: text });
+      if (!reply.ok) {
+        io.stderr.write(
+          `sharenode: ${label}: ledger.settlement refused: ${reply.error.code}: ${reply.error.message}\n`,
+        );
+        return 1;
+      }
+    }
+    return 0;
+  } finally {
+    await session.close();
+  }
+}
+
+function openSettlementBody(envelope: string): unknown {
+  return JSON.parse((JSON.parse(envelope) as { body: string }).body) as unknown;
+}
+
+async function readJsonFile(label: string, path: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (err) {
+    throw new CliError(`${label}: cannot read ${path}: ${systemErrorText(err) ?? errorMessage(err)}`);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw usageError(`${label}: ${path} is not JSON`);
   }
 }
 

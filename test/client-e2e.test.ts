@@ -263,6 +263,27 @@ it("fleet task fetch, fleet order, get: fetched from an origin, served verified 
   expect(storeLines.length).toBeGreaterThan(0);
   expect(storeLines.every((l) => l.rejected?.reason === "no-passed-challenge")).toBe(true);
   expect(BigInt(settlement.totals.amount)).toBe(2n * BigInt(servedIn.totals.serveBytes));
+  // The owner's view on the box (read from the running agent's files): the fleet's settlement beside the box's own
+  // totals, every refused line with its reason; verify on the box and on an export.
+  const state = ["--state", join(work, "state"), "--fleet-key", fleetKey];
+  const view = await run(["ledger", ...state]);
+  expect(view.status, view.stderr).toBe(0);
+  expect(view.stdout).toContain(`paid ${settlement.totals.amount} base units for 1 of`);
+  expect(view.stdout).toMatch(/store [0-9a-f]{16}\): \d+ refused, no-passed-challenge/);
+  const verified = await run(["ledger", "verify", ...state]);
+  expect(verified.stdout).toMatch(/^ok: \d+ records, \d+ statements, 1 settlements, \d+ receipts checked\n$/);
+  expect(verified.status).toBe(0);
+  const exported = join(work, "ledger-export.json");
+  expect((await run(["ledger", "export", exported, "--state", join(work, "state")])).status).toBe(0);
+  const away = await run(["ledger", "verify", "--from", exported, "--fleet-key", fleetKey]);
+  expect(away.stdout, away.stderr).toMatch(/^ok: /);
+  // The export checked under another key (as if the box's key were not the one that signed): every statement fails.
+  const other = JSON.parse(readFileSync(exported, "utf8")) as { publicKey: string };
+  other.publicKey = fleetKey;
+  writeFileSync(exported, JSON.stringify(other));
+  const forged = await run(["ledger", "verify", "--from", exported, "--fleet-key", fleetKey]);
+  expect(forged.status).toBe(1);
+  expect(forged.stdout).toMatch(/problem: statement 0: statement signature does not verify under the device key/);
   const missing = await send("ledger.records", { window: 1 });
   expect(missing.status).toBe(1);
   expect(missing.stderr).toMatch(/ledger.records refused by the device: not-found: no statement for the window/);

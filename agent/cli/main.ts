@@ -6,6 +6,7 @@ import { consoleCommand } from "./console.js";
 import { disksCommand } from "./disks.js";
 import { selftestCommand } from "./selftest.js";
 import { hashCommand } from "./hash.js";
+import { ledgerCommand } from "./ledger.js";
 import { fleetCommand } from "./fleet.js";
 import { getCommand } from "./get.js";
 import { proofCommand } from "./proof.js";
@@ -33,6 +34,7 @@ const commands: Record<string, Command> = {
   proof: proofCommand,
   store: storeCommand,
   "verify-response": verifyResponseCommand,
+  ledger: ledgerCommand,
   fleet: fleetCommand,
   client: clientCommand,
   get: getCommand,

@@ -35,6 +35,7 @@ import { Ledger } from "./ledger/ledger.js";
 import { LedgerKeeper } from "./ledger/keeper.js";
 import { ledgerReceipts, ledgerRecords } from "./ledger/audit.js";
 import { SettlementBook } from "./ledger/settlements.js";
+import { statementHash } from "./ledger/statement.js";
 import { TelemetryCollector } from "./telemetry/collector.js";
 import { WorkCounters } from "./telemetry/work-counters.js";
 import type { LogHub, Logger } from "./util/log.js";
@@ -242,6 +243,7 @@ export class Agent {
             return this.work.telemetryCounters();
           },
         },
+        { telemetryCounters: () => this.ledgerCounters() },
       ],
       temperature: () => this.board.readTemperatureC(),
       onSourceError: (err) => this.log.warn(`telemetry counter source failed: ${errorLine(err)}`),
@@ -660,6 +662,22 @@ export class Agent {
       warn: (line) => log.warn(line),
     });
     this.ledgerKeeper.start();
+  }
+
+  /**
+   * The ledger in telemetry: records the fleet has not settled yet (the open window's, and those of statements
+   * with no settlement kept), and settlement lines the fleet refused, over every settlement kept. State now.
+   */
+  private ledgerCounters(): { ledger_unsettled?: number; ledger_rejected?: number } {
+    const ledger = this.ledger;
+    if (!ledger) return {};
+    const settled = new Set(this.settlements?.all().map((k) => k.settlement.statement));
+    let unsettled = ledger.openRecords().length;
+    for (const kept of ledger.statements())
+      if (!settled.has(statementHash(kept.envelope))) unsettled += kept.statement.count;
+    let rejected = 0;
+    for (const k of this.settlements?.all() ?? []) for (const l of k.settlement.lines) if (l.rejected) rejected++;
+    return { ledger_unsettled: unsettled, ledger_rejected: rejected };
   }
 
   /** The ledger, or the refusal the ledger commands answer with. */

@@ -263,6 +263,12 @@ it("fleet task fetch, fleet order, get: fetched from an origin, served verified 
   expect(storeLines.length).toBeGreaterThan(0);
   expect(storeLines.every((l) => l.rejected?.reason === "no-passed-challenge")).toBe(true);
   expect(BigInt(settlement.totals.amount)).toBe(2n * BigInt(servedIn.totals.serveBytes));
+  // Telemetry counts the lines the fleet refused, over the settlements the box keeps.
+  const refusedLines = settlement.lines.filter((l) => l.rejected).length;
+  const counting = await waitFor("telemetry counting the refused lines", () =>
+    telemetry.find((t) => t.ledger_rejected === refusedLines),
+  );
+  expect(counting.ledger_unsettled).toBeGreaterThanOrEqual(0);
   // The owner's view on the box (read from the running agent's files): the fleet's settlement beside the box's own
   // totals, every refused line with its reason; verify on the box and on an export.
   const state = ["--state", join(work, "state"), "--fleet-key", fleetKey];

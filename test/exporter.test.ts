@@ -50,6 +50,8 @@ const TELEMETRY_A: Telemetry = {
   tasks_queued: 3,
   tasks_running: 2,
   tasks_failed: 1,
+  ledger_unsettled: 1234,
+  ledger_rejected: 3,
 };
 // A Raspberry Pi without a thermal zone the kernel exposes (temp_c absent), freshly booted.
 const TELEMETRY_B: Telemetry = {

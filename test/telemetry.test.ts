@@ -182,6 +182,7 @@ work.orderRefused();
 work.setReceiptLag(1_048_576);
 work.setTasks(4, 1);
 work.taskFailed();
+const ledgerCounters = { telemetryCounters: () => ({ ledger_unsettled: 42, ledger_rejected: 2 }) };
 
 describe("TelemetryCollector", () => {
   it("builds the whole message of a OneThing Cloud, fields in the README's order, cpu_pct from two samples", async () => {
@@ -191,7 +192,7 @@ describe("TelemetryCollector", () => {
       paths: new HostPaths(root),
       dataDir: "/mnt/sda1/sharenode",
       statfs: fakeStatfs,
-      sources: [counters, linkCounters, work],
+      sources: [counters, linkCounters, work, ledgerCounters],
       now: () => now,
     });
     await collector.start();
@@ -230,6 +231,8 @@ describe("TelemetryCollector", () => {
       tasks_queued: 4,
       tasks_running: 1,
       tasks_failed: 1,
+      ledger_unsettled: 42,
+      ledger_rejected: 2,
     });
     expect(Object.keys(t)).toEqual(TELEMETRY_FIELDS.filter((f) => f !== "seq"));
     for (const v of Object.values(t)) expect(typeof v).toBe("number");

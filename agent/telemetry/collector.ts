@@ -37,6 +37,8 @@ export const TELEMETRY_FIELDS = [
   "tasks_queued",
   "tasks_running",
   "tasks_failed",
+  "ledger_unsettled",
+  "ledger_rejected",
 ] as const;
 
 export type TelemetryField = (typeof TELEMETRY_FIELDS)[number];
@@ -61,6 +63,8 @@ export const COUNTER_FIELDS = [
   "tasks_queued",
   "tasks_running",
   "tasks_failed",
+  "ledger_unsettled",
+  "ledger_rejected",
 ] as const satisfies readonly TelemetryField[];
 
 export type CounterField = (typeof COUNTER_FIELDS)[number];

@@ -104,6 +104,28 @@ it("fleet task fetch, fleet order, get: fetched from an origin, served verified 
     serve: string[];
   };
   const box = birth.serve[0]!;
+  // The fleet keeps every statement with its records from now on (fleet collect), for settlement and royalties.
+  const collectedFile = join(work, "collected.jsonl");
+  const collector = spawn(
+    process.execPath,
+    [
+      BIN,
+      "fleet",
+      "collect",
+      "--out",
+      collectedFile,
+      "--broker",
+      broker.url,
+      "--key-dir",
+      join(work, "fleet"),
+      "--duration",
+      "80",
+    ],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let collectorErr = "";
+  collector.stderr.on("data", (d: Buffer) => (collectorErr += d.toString()));
+  const collectorExit = new Promise<number | null>((resolve) => collector.on("close", resolve));
   const source = origin.serve("object.bin", data);
   const task = await run([
     "fleet",
@@ -290,6 +312,51 @@ it("fleet task fetch, fleet order, get: fetched from an origin, served verified 
   const forged = await run(["ledger", "verify", "--from", exported, "--fleet-key", fleetKey]);
   expect(forged.status).toBe(1);
   expect(forged.stdout).toMatch(/problem: statement 0: statement signature does not verify under the device key/);
+  // The collected statements: settled offline all at once (every device, every window), and the royalties report.
+  const collected = () => {
+    try {
+      return readFileSync(collectedFile, "utf8")
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { records: Array<{ kind: string }> });
+    } catch {
+      return [];
+    }
+  };
+  await waitFor("a collected statement with the serving", () =>
+    collected().some((c) => c.records.some((r) => r.kind === "serve")),
+  );
+  collector.kill("SIGTERM");
+  expect(await collectorExit, collectorErr).toBe(0);
+  const offline = await run([
+    "fleet",
+    "settle",
+    "--from",
+    collectedFile,
+    "--prices",
+    "2,3600,5",
+    "--key-dir",
+    join(work, "fleet"),
+  ]);
+  expect(offline.status, offline.stderr).toBe(0);
+  const offlineServe = offline.stdout
+    .split("\n")
+    .filter(Boolean)
+    .flatMap((l) => (JSON.parse(l) as { settlement: SettlementBody }).settlement.lines)
+    .filter((l) => l.kind === "serve");
+  expect(offlineServe.every((l) => l.rejected === undefined)).toBe(true);
+  expect(offlineServe.reduce((t, l) => t + BigInt(l.acceptedUnits), 0n)).toBe(receipted);
+  const royalties = await run([
+    "fleet",
+    "royalties",
+    "--collected",
+    collectedFile,
+    "--csv",
+    "--key-dir",
+    join(work, "fleet"),
+  ]);
+  expect(royalties.status, royalties.stderr).toBe(0);
+  expect(royalties.stdout).toBe(`rightsId,bytes,devices,orders,verifiedOrders\nlabel:e2e,${receipted},1,1,1\n`);
   const missing = await send("ledger.records", { window: 1 });
   expect(missing.status).toBe(1);
   expect(missing.stderr).toMatch(/ledger.records refused by the device: not-found: no statement for the window/);

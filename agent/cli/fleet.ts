@@ -13,9 +13,7 @@ import { readFile } from "node:fs/promises";
 import { fleetFilter, isDeviceId, topicsFor } from "../protocol/topics.js";
 import { CliError, parseCommandArgs, systemErrorText, usageError, type CliIo, type Command } from "./io.js";
 import { errorMessage } from "../util/errors.js";
-import { isPlainObject } from "../util/guards.js";
-import type { LedgerRecord } from "../ledger/record.js";
-import { settle, signSettlement, type SettlementInputs } from "../ledger/settle.js";
+import { collectCommand, royaltiesCommand, settleCommand } from "./fleet-ledger.js";
 
 const USAGE = `Usage: sharenode fleet keygen [--key-dir DIR]
        sharenode fleet watch --broker URL [--username U --password P] [--duration SECONDS]
@@ -28,6 +26,10 @@ const USAGE = `Usage: sharenode fleet keygen [--key-dir DIR]
                              [--serial S] [--key-dir DIR]
        sharenode fleet settle DEVICE --window MS --broker URL [--prices SERVED,HOUR,PROOF] [--assignments FILE]
                               [--challenges FILE] [--send] [--key-dir DIR]
+       sharenode fleet settle --from FILE [--window MS] [--prices ...] [--assignments FILE] [--challenges FILE]
+                              [--send --broker URL]
+       sharenode fleet collect --out FILE --broker URL [--count N] [--duration SECONDS]
+       sharenode fleet royalties --collected FILE [--from MS] [--to MS] [--csv]
 
 keygen   create (first time) the fleet's Ed25519 command key in DIR and print its public key: put it in the
          devices' config (link.fleetPublicKey, or SHARENODE_FLEET_KEY)
@@ -46,8 +48,16 @@ order    sign an order with the fleet key: device ID may serve object ID (64 hex
 settle   settle DEVICE's statement of the window that starts at MS (epoch ms): its records come from the device
          (ledger.records, page by page), every line is checked (orders, client receipts, assignments, the
          fleet's challenge outcomes) and priced (--prices, base units per byte served, per byte-hour held, per
-         proof; default 1,1,1), and the settlement is printed as JSON, signed by the fleet key; --send also
-         sends it to the device (ledger.settlement), which keeps it for its owner
+         proof; default 1,1,1), and the settlement is printed as a JSON line, signed by the fleet key; --send
+         also sends it to the device (ledger.settlement), which keeps it for its owner. --from FILE settles
+         every statement a 'fleet collect' kept (one window with --window), all devices at once: the chain of
+         each device's statements and an order claimed on two devices are checked across them
+collect  keep every ledger.statement the boxes send, checked under each box's key (its retained state record),
+         with its records (asked with ledger.records), as JSON lines appended to FILE; until --count
+         statements, --duration seconds, or Ctrl-C
+royalties  per rightsId: bytes served in the windows starting in [--from, --to) (epoch ms), the devices, the
+         orders, and each order's latest client receipt as evidence (verified under the fleet key); JSON, or a
+         CSV summary for people
 
 Options:
   --broker URL       mqtt:// mqtts:// ws:// wss:// (or SHARENODE_BROKER)
@@ -72,6 +82,12 @@ Options:
   --assignments FILE a JSON object: device id -> the object ids assigned to it (settle; default none)
   --challenges FILE  a JSON array of the fleet's challenge outcomes {deviceId, objectId, nonce, at, ok} (settle)
   --send             send the signed settlement to the device (settle)
+  --from FILE | MS   settle: a file 'fleet collect' wrote; royalties: the first window's start (epoch ms)
+  --to MS            royalties: windows starting before this (epoch ms)
+  --out FILE         where fleet collect appends (JSON lines, fsynced)
+  --count N          collect N statements, then exit
+  --collected FILE   what fleet collect wrote (royalties)
+  --csv              a CSV summary (royalties)
   --serial S         the order's serial, unique in the fleet (1..64 of A-Z a-z 0-9 . _ -; default: 24 random hex)
   -h, --help         show this help
 `;
@@ -82,18 +98,18 @@ export const fleetCommand: Command = {
   run: runFleet,
 };
 
-const CONNECTION = {
+export const CONNECTION = {
   broker: { type: "string" },
   username: { type: "string" },
   password: { type: "string" },
   "mqtt-version": { type: "string" },
 } as const;
 
-function defaultKeyDir(): string {
+export function defaultKeyDir(): string {
   return join(homedir(), ".config", "sharenode-fleet");
 }
 
-function seconds(name: string, value: string | undefined, fallback: number): number {
+export function seconds(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   if (!/^\d+(\.\d+)?$/.test(value) || Number(value) <= 0)
     throw usageError(`fleet: --${name} must be a positive number of seconds, got '${value}'`);
@@ -106,7 +122,7 @@ function mqttVersion(values: { "mqtt-version"?: string }, io: CliIo): 5 | 4 {
   return v === "5" ? 5 : 4;
 }
 
-async function connect(
+export async function connect(
   values: { broker?: string; username?: string; password?: string; "mqtt-version"?: string },
   io: CliIo,
 ): Promise<FleetConnection> {
@@ -148,12 +164,18 @@ async function runFleet(args: string[], io: CliIo): Promise<number> {
       return order(rest, io);
     case "settle":
       return settleCommand(rest, io);
+    case "collect":
+      return collectCommand(rest, io);
+    case "royalties":
+      return royaltiesCommand(rest, io);
     case undefined:
       throw usageError(
-        "fleet: missing action: keygen, watch, send, task, order or settle (see 'sharenode fleet --help')",
+        "fleet: missing action: keygen, watch, send, task, order, settle, collect or royalties (see 'sharenode fleet --help')",
       );
     default:
-      throw usageError(`fleet: unknown action '${action}' (expected keygen, watch, send, task, order or settle)`);
+      throw usageError(
+        `fleet: unknown action '${action}' (expected keygen, watch, send, task, order, settle, collect or royalties)`,
+      );
   }
 }
 
@@ -238,7 +260,7 @@ async function send(args: string[], io: CliIo): Promise<number> {
   return deliver("fleet send", deviceId, cmd, cmdArgs, values, io);
 }
 
-interface DeliverOptions {
+export interface DeliverOptions {
   broker?: string;
   username?: string;
   password?: string;
@@ -277,14 +299,14 @@ async function deliver(
 }
 
 /** A connection to the broker for signed commands to one device, and its verified replies. */
-interface DeviceSession {
+export interface DeviceSession {
   deviceKey: Uint8Array;
   /** Signs and sends one command; resolves with the device's verified reply (throws past the timeout). */
   ask(cmd: string, args: Record<string, unknown>): Promise<Reply>;
   close(): Promise<void>;
 }
 
-async function deviceSession(
+export async function deviceSession(
   label: string,
   deviceId: string,
   values: DeliverOptions,
@@ -376,125 +398,6 @@ async function deviceSession(
   } catch (err) {
     await conn.close();
     throw err;
-  }
-}
-
-/**
- * `fleet settle DEVICE --window MS`: the device's statement of that window and its records (ledger.records, every
- * page), settled (agent/ledger/settle.ts) and signed; printed, and with --send kept by the device.
- */
-async function settleCommand(args: string[], io: CliIo): Promise<number> {
-  const label = "fleet settle";
-  const { values, positionals } = parseCommandArgs(
-    label,
-    args,
-    {
-      ...CONNECTION,
-      window: { type: "string" },
-      prices: { type: "string" },
-      assignments: { type: "string" },
-      challenges: { type: "string" },
-      send: { type: "boolean" },
-      "device-key": { type: "string" },
-      "key-dir": { type: "string" },
-      timeout: { type: "string" },
-    },
-    true,
-  );
-  if (positionals.length !== 1) throw usageError(`${label}: expected DEVICE, got ${positionals.length} arguments`);
-  const deviceId = positionals[0]!;
-  if (!isDeviceId(deviceId))
-    throw usageError(`${label}: DEVICE must be a device id (32 lowercase hex digits), got '${deviceId}'`);
-  const window = values.window === undefined ? NaN : /^\d+$/.test(values.window) ? Number(values.window) : NaN;
-  if (!Number.isSafeInteger(window)) throw usageError(`${label}: --window must be a window's start in epoch ms`);
-  const priceText = values.prices ?? "1,1,1";
-  if (!/^\d+,\d+,\d+$/.test(priceText))
-    throw usageError(
-      `${label}: --prices must be three whole numbers: served,hour,proof (base units), got '${priceText}'`,
-    );
-  const [perByteServed, perByteHourStored, perProof] = priceText.split(",").map((p) => BigInt(p)) as [
-    bigint,
-    bigint,
-    bigint,
-  ];
-  const assignments = new Map<string, Set<string>>();
-  if (values.assignments !== undefined) {
-    const parsed = await readJsonFile(label, values.assignments);
-    if (!isPlainObject(parsed)) throw usageError(`${label}: --assignments must hold a JSON object`);
-    for (const [device, ids] of Object.entries(parsed)) {
-      if (!Array.isArray(ids) || !ids.every((i) => typeof i === "string"))
-        throw usageError(`${label}: --assignments: ${device} must map to an array of object ids`);
-      assignments.set(device, new Set(ids as string[]));
-    }
-  }
-  let challenges: SettlementInputs["challenges"] = [];
-  if (values.challenges !== undefined) {
-    const parsed = await readJsonFile(label, values.challenges);
-    if (!Array.isArray(parsed)) throw usageError(`${label}: --challenges must hold a JSON array`);
-    challenges = parsed as SettlementInputs["challenges"];
-  }
-  const fleetKey = await loadOrCreateFleetKey(join(values["key-dir"] ?? defaultKeyDir(), "device-key.pem")).catch(
-    (err: Error) => {
-      throw new CliError(`${label}: ${err.message}`);
-    },
-  );
-  const session = await deviceSession(label, deviceId, values, io);
-  try {
-    let statement: string | undefined;
-    const records: LedgerRecord[] = [];
-    for (let page = 0, pages = 1; page < pages; page++) {
-      const reply = await session.ask("ledger.records", { window, page });
-      if (!reply.ok)
-        throw new CliError(`${label}: ledger.records refused: ${reply.error.code}: ${reply.error.message}`);
-      const result = reply.result as { statement: string; pages: number; records: Array<{ record: LedgerRecord }> };
-      statement = result.statement;
-      pages = result.pages;
-      records.push(...result.records.map((r) => r.record));
-    }
-    const prices = { perByteServed, perByteHourStored, perProof };
-    const result = settle({
-      fleetPublicKey: fleetKey.publicKeyHex,
-      devices: new Map([[deviceId, session.deviceKey]]),
-      statements: [{ envelope: statement!, records }],
-      assignments,
-      challenges,
-      prices,
-    });
-    if (result.findings.length > 0) throw new CliError(`${label}: ${result.findings[0]}`);
-    const body = result.settlements[0]!;
-    const envelope = signSettlement(body, prices, fleetKey);
-    const text = new TextDecoder().decode(envelope);
-    io.stdout.write(JSON.stringify({ settlement: openSettlementBody(text), envelope: text }, null, 2) + "\n");
-    if (values.send) {
-      const reply = await session.ask("ledger.settlement", { settlement: text });
-      if (!reply.ok) {
-        io.stderr.write(
-          `sharenode: ${label}: ledger.settlement refused: ${reply.error.code}: ${reply.error.message}\n`,
-        );
-        return 1;
-      }
-    }
-    return 0;
-  } finally {
-    await session.close();
-  }
-}
-
-function openSettlementBody(envelope: string): unknown {
-  return JSON.parse((JSON.parse(envelope) as { body: string }).body) as unknown;
-}
-
-async function readJsonFile(label: string, path: string): Promise<unknown> {
-  let text: string;
-  try {
-    text = await readFile(path, "utf8");
-  } catch (err) {
-    throw new CliError(`${label}: cannot read ${path}: ${systemErrorText(err) ?? errorMessage(err)}`);
-  }
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    throw usageError(`${label}: ${path} is not JSON`);
   }
 }
 

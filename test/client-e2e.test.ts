@@ -298,6 +298,20 @@ it("fleet task fetch, fleet order, get: fetched from an origin, served verified 
   expect(view.status, view.stderr).toBe(0);
   expect(view.stdout).toContain(`paid ${settlement.totals.amount} base units for 1 of`);
   expect(view.stdout).toMatch(/store [0-9a-f]{16}\): \d+ refused, no-passed-challenge/);
+  // The same view on the serial console (its config from the environment, as on a box).
+  const onConsole = spawnSync(process.execPath, [BIN, "console"], {
+    input: "ledger\n",
+    encoding: "utf8",
+    env: {
+      ...process.env,
+      SHARENODE_STATE: join(work, "state"),
+      SHARENODE_DATA: join(work, "data"),
+      SHARENODE_FLEET_KEY: fleetKey,
+      SHARENODE_BROKER: broker.url,
+    },
+  });
+  expect(onConsole.status, onConsole.stderr).toBe(0);
+  expect(onConsole.stdout).toContain(`paid ${settlement.totals.amount} base units for 1 of`);
   const verified = await run(["ledger", "verify", ...state]);
   expect(verified.stdout).toMatch(/^ok: \d+ records, \d+ statements, 1 settlements, \d+ receipts checked\n$/);
   expect(verified.status).toBe(0);

@@ -274,6 +274,12 @@ afterAll(async () => {
 // ---------------------------------------------------------------------------------------------------------------
 
 describe("console commands without a daemon", () => {
+  it("ledger without a ledger yet says so in one line", async () => {
+    const box = await makeBox();
+    const c = await open(box);
+    expect(await run(c, "ledger")).toMatch(/^(no ledger in .* yet|no device key yet .*)\n$/);
+  });
+
   it("has every command, each with a summary; the banner names the device and says the daemon is not running", async () => {
     const box = await makeBox();
     const c = await open(box);
@@ -288,6 +294,7 @@ describe("console commands without a daemon", () => {
       "temp",
       "log",
       "proofs",
+      "ledger",
       "selftest",
       "reboot",
       "factory-reset",

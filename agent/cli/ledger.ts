@@ -9,10 +9,9 @@ import { join } from "node:path";
 import { writeFileAtomic } from "../durable/atomic.js";
 import { readRecordLog } from "../durable/record-log.js";
 import { DEVICE_KEY_FILE, loadOrCreateDeviceIdentity, publicKeyFromHex } from "../identity/device-key.js";
-import { openSettlement, type SettlementBody } from "../ledger/settle.js";
-import { openStatement, statementHash, type StatementBody } from "../ledger/statement.js";
+import { openSettlement } from "../ledger/settle.js";
+import { readLedgerWindows, renderLedgerWindows } from "../console/ledger-view.js";
 import { verifyLedger } from "../ledger/verify.js";
-import { table } from "../console/format.js";
 import { errorMessage } from "../util/errors.js";
 import { CliError, parseCommandArgs, usageError, type CliIo, type Command } from "./io.js";
 
@@ -101,43 +100,6 @@ async function runLedger(args: string[], io: CliIo): Promise<number> {
   return show(join(stateDir, "ledger"), stateDir, fleetKey, from, to, values.json === true, io);
 }
 
-interface Side {
-  statement: StatementBody;
-  hash: string;
-  settlement?: SettlementBody;
-}
-
-async function readSides(dir: string, devicePublicKey: Uint8Array, fleetKey: Uint8Array | undefined): Promise<Side[]> {
-  const statements = await readRecordLog(join(dir, "statements.log"));
-  if (!statements.ok) throw new CliError(`ledger: ${statements.reason}`);
-  const sides: Side[] = [];
-  for (const raw of statements.records) {
-    const envelope = new TextEncoder().encode(
-      (JSON.parse(new TextDecoder().decode(raw)) as { envelope: string }).envelope,
-    );
-    const opened = openStatement(envelope, devicePublicKey);
-    if (opened.ok) sides.push({ statement: opened.statement, hash: statementHash(envelope) });
-  }
-  const settlements = await readRecordLog(join(dir, "settlements.log"));
-  if (settlements.ok) {
-    for (const raw of settlements.records) {
-      // Without the fleet key the settlement is shown unverified (verify checks it).
-      const body = fleetKey
-        ? openSettlement(raw, fleetKey)
-        : {
-            ok: true as const,
-            settlement: JSON.parse(
-              (JSON.parse(new TextDecoder().decode(raw)) as { body: string }).body,
-            ) as SettlementBody,
-          };
-      if (!body.ok) continue;
-      const side = sides.find((s) => s.hash === body.settlement.statement);
-      if (side) side.settlement = body.settlement;
-    }
-  }
-  return sides;
-}
-
 async function devicePublicKey(stateDir: string): Promise<Uint8Array> {
   if (!existsSync(join(stateDir, DEVICE_KEY_FILE)))
     throw new CliError(`ledger: no device key in ${stateDir} (is this the agent's state directory? --state DIR)`);
@@ -157,56 +119,15 @@ async function show(
   json: boolean,
   io: CliIo,
 ): Promise<number> {
-  const key = await devicePublicKey(stateDir);
-  const sides = (await readSides(dir, key, fleetKey)).filter(
-    (s) => s.statement.window.start >= from && s.statement.window.start < to,
-  );
+  const read = await readLedgerWindows(dir, await devicePublicKey(stateDir), fleetKey);
+  if (!read.ok) throw new CliError(`ledger: ${read.reason}`);
+  const windows = read.windows.filter((s) => s.statement.window.start >= from && s.statement.window.start < to);
   if (json) {
-    io.stdout.write(
-      JSON.stringify(
-        { windows: sides.map((s) => ({ statement: s.statement, settlement: s.settlement ?? null })) },
-        null,
-        2,
-      ) + "\n",
-    );
+    const out = { windows: windows.map((s) => ({ statement: s.statement, settlement: s.settlement ?? null })) };
+    io.stdout.write(JSON.stringify(out, null, 2) + "\n");
     return 0;
   }
-  if (sides.length === 0) {
-    io.stdout.write("no statements in that period\n");
-    return 0;
-  }
-  const rows = sides.map((s) => {
-    const t = s.statement.totals;
-    const paid = s.settlement ? s.settlement.totals.amount : "not settled";
-    const refused = s.settlement ? s.settlement.lines.filter((l) => l.rejected).length : 0;
-    return [
-      new Date(s.statement.window.start).toISOString().replace(".000Z", "Z"),
-      String(s.statement.count),
-      t.serveBytes,
-      (BigInt(t.storeByteSeconds) / 3600n).toString(),
-      `${t.proofsPassed}/${BigInt(t.proofsPassed) + BigInt(t.proofsFailed)}`,
-      t.fetchBytes,
-      paid,
-      String(refused),
-    ];
-  });
-  io.stdout.write(
-    table(["window (UTC)", "records", "served B", "held B-h", "proofs ok", "fetched B", "paid", "refused"], rows) +
-      "\n",
-  );
-  let total = 0n;
-  for (const s of sides) if (s.settlement) total += BigInt(s.settlement.totals.amount);
-  const settled = sides.filter((s) => s.settlement).length;
-  io.stdout.write(`paid ${total} base units for ${settled} of ${sides.length} windows\n`);
-  for (const s of sides) {
-    for (const l of s.settlement?.lines ?? []) {
-      if (!l.rejected) continue;
-      io.stdout.write(
-        `  ${new Date(s.statement.window.start).toISOString()} record ${l.seq} (${l.kind} ${l.ref.slice(0, 16)}): ` +
-          `${l.rejected.units} refused, ${l.rejected.reason}: ${l.rejected.detail}\n`,
-      );
-    }
-  }
+  io.stdout.write(renderLedgerWindows(windows));
   return 0;
 }
 
@@ -238,7 +159,8 @@ async function verify(
     const check = await verifyLedger(dir, key, fleetKey);
     const problems = [...check.problems];
     // Settlements: the fleet's signature, and each settles a statement of this box.
-    const statements = await readSides(dir, key, undefined);
+    const read = await readLedgerWindows(dir, key, undefined);
+    const statements = read.ok ? read.windows : [];
     const settlements = await readRecordLog(join(dir, "settlements.log"));
     let settled = 0;
     if (settlements.ok) {

@@ -15,6 +15,7 @@ import { boardCommand } from "./commands/board.js";
 import { daemonLine } from "./commands/common.js";
 import { disksCommand } from "./commands/disks.js";
 import { factoryResetCommand } from "./commands/factory-reset.js";
+import { ledgerCommand } from "./commands/ledger.js";
 import { linkCommand } from "./commands/link.js";
 import { logCommand } from "./commands/log.js";
 import { netCommand } from "./commands/net.js";
@@ -53,6 +54,7 @@ export async function createConsoleCommands(options: ConsoleCommandsOptions): Pr
     tempCommand(ctx),
     logCommand(ctx),
     proofsCommand(ctx),
+    ledgerCommand(ctx),
     selftestCommand(selftestSteps(ctx)),
     rebootCommand(ctx),
     factoryResetCommand(ctx),

@@ -35,6 +35,7 @@ import { Ledger } from "./ledger/ledger.js";
 import { LedgerKeeper } from "./ledger/keeper.js";
 import { ledgerReceipts, ledgerRecords } from "./ledger/audit.js";
 import { SettlementBook } from "./ledger/settlements.js";
+import { clockSynced } from "../board/clock.js";
 import { statementHash } from "./ledger/statement.js";
 import { TelemetryCollector } from "./telemetry/collector.js";
 import { WorkCounters } from "./telemetry/work-counters.js";
@@ -63,12 +64,6 @@ interface StoreRefusal {
   code: string;
   reason: string;
 }
-
-/**
- * Before this the clock is taken as unset (boxes without a battery-backed clock boot in 1970 until NTP answers):
- * statements say clockSynced false. A clock that looks set is not proof that NTP set it.
- */
-const CLOCK_SET_AFTER = Date.UTC(2026, 0, 1);
 
 export class Agent {
   private readonly log: Logger;
@@ -645,7 +640,7 @@ export class Agent {
       windowSeconds: config.ledger.windowSeconds,
       signer: this.identity,
       now: this.now,
-      clockSynced: () => this.now() >= CLOCK_SET_AFTER,
+      clockSynced: () => clockSynced(this.hostPaths, this.now()),
       receipts: () => this.receipts?.all() ?? [],
       objects: () => this.store?.list() ?? [],
       onStatement: (kept) => {

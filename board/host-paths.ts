@@ -1,4 +1,4 @@
-// The one owner of every /proc, /sys, /dev (and /etc) path the agent reads. Everything resolves under `root`, so tests
+// The one owner of every /proc, /sys, /dev (and /etc, /run) path the agent reads. Everything resolves under `root`, so tests
 // point a HostPaths at a fake tree in a temporary directory and the rest of the agent never spells a host path.
 // Readers of kernel nodes answer `undefined` for a node that is missing or unreadable: sysfs differs between the
 // 3.10 Amlogic kernels and current ones, and a missing attribute must never take the agent down.
@@ -27,6 +27,11 @@ export class HostPaths {
   /** Host configuration the kernel does not own but the console reports (resolv.conf). */
   etc(...parts: string[]): string {
     return join(this.root, "etc", ...parts);
+  }
+
+  /** Runtime state other daemons publish (systemd-timesyncd's "synchronized" flag). */
+  run(...parts: string[]): string {
+    return join(this.root, "run", ...parts);
   }
 
   /** A path under the root as the host spells it: `<root>/sys/devices/x` -> `/sys/devices/x`. */

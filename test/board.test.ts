@@ -11,6 +11,7 @@ import { openBoard, type Board } from "../board/board";
 import { HostPaths } from "../board/host-paths";
 import { parseTriggers, RATE_RETRY_DELAYS_MS, StatusLeds, type LedIo } from "../board/leds";
 import { parseTemperature } from "../board/thermal";
+import { CLOCK_SET_AFTER, clockSynced } from "../board/clock";
 
 const FIXTURES = new URL("fixtures/boards/", import.meta.url).pathname;
 const roots: string[] = [];
@@ -73,6 +74,26 @@ async function open(root: string, name = "auto"): Promise<{ board: Board; told: 
 }
 
 const ONECLOUD_LEDS = ["onecloud:red:alive", "onecloud:green:alive", "onecloud:blue:alive"];
+
+describe("clockSynced (a ledger statement's clockSynced)", () => {
+  it("follows systemd-timesyncd's flag where it runs, else whether the clock reads a date after 2026", async () => {
+    const root = await fsp.mkdtemp(join(tmpdir(), "sharenode-clock-"));
+    try {
+      const paths = new HostPaths(root);
+      const set = CLOCK_SET_AFTER + 1;
+      // No timesyncd: the date decides (a box that booted in 1970 has not been set).
+      expect(clockSynced(paths, 1000)).toBe(false);
+      expect(clockSynced(paths, set)).toBe(true);
+      // timesyncd runs but has not synchronized yet: not synced, whatever the date says.
+      await fsp.mkdir(join(root, "run/systemd/timesync"), { recursive: true });
+      expect(clockSynced(paths, set)).toBe(false);
+      await fsp.writeFile(join(root, "run/systemd/timesync/synchronized"), "");
+      expect(clockSynced(paths, set)).toBe(true);
+    } finally {
+      await fsp.rm(root, { recursive: true, force: true });
+    }
+  });
+});
 
 describe("parseTriggers", () => {
   it("finds the bracketed current trigger among the available ones", () => {

@@ -116,6 +116,15 @@ describe("settle", () => {
     const opened = openSettlement(envelope, fleet.publicKey);
     expect(opened).toMatchObject({ ok: true, settlement: { deviceId: a.deviceId, prices: { perProof: "10" } } });
     expect(openSettlement(envelope, a.publicKey)).toMatchObject({ ok: false });
+    // Tampered: a paid amount changed after signing.
+    const tampered = new TextEncoder().encode(
+      new TextDecoder().decode(envelope).replace(`\\"amount\\":\\"3000\\"`, `\\"amount\\":\\"9000\\"`),
+    );
+    expect(Buffer.compare(Buffer.from(tampered), Buffer.from(envelope))).not.toBe(0);
+    expect(openSettlement(tampered, fleet.publicKey)).toEqual({
+      ok: false,
+      reason: "settlement signature does not verify under the fleet key",
+    });
   });
 
   it("a device that inflates its receipts is paid what the receipts cover, the rest rejected over-receipt", async () => {

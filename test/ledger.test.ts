@@ -189,6 +189,39 @@ describe("the ledger", () => {
   });
 });
 
+describe("segments under load", () => {
+  it("records appended while a window closes and a new segment begins all land in the chain, none lost at reopen", async () => {
+    const dir = fresh();
+    const { ledger } = await Ledger.open({ dir, deviceId: device.deviceId, segmentBytes: 1500 });
+    const acked: number[] = [];
+    let stop = false;
+    const writer = (async () => {
+      while (!stop) {
+        const r = await ledger.append({ kind: "fetch", objectId: OBJECT, bytes: "1" });
+        acked.push(r.record.seq);
+        if (acked.length % 3 === 0) await new Promise((resolve) => setImmediate(resolve));
+      }
+    })();
+    for (let w = 0; w < 40; w++) {
+      await ledger.closeWindow({ start: w * 1000, seconds: 1 }, device, true);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    stop = true;
+    await writer;
+    await ledger.closeWindow({ start: 40_000, seconds: 1 }, device, true);
+    await ledger.close();
+    expect(readdirSync(dir).filter((f) => f.startsWith("records-")).length).toBeGreaterThan(3);
+    const reopened = await Ledger.open({ dir, deviceId: device.deviceId, segmentBytes: 1500 });
+    expect(reopened.problems).toEqual([]);
+    expect(reopened.ledger.chain.nextSeq).toBe(acked.length);
+    const covered = reopened.ledger.statements().reduce((n, s) => n + s.statement.count, 0);
+    expect(covered).toBe(acked.length);
+    for (let i = 0; i < reopened.ledger.statements().length; i++) await reopened.ledger.recordsOf(i, 0, 1000);
+    await reopened.ledger.close();
+    expect((await verifyLedger(dir, device.publicKey)).problems).toEqual([]);
+  });
+});
+
 describe("power cuts", () => {
   it("recovers from a cut at every byte of the last records: whole records kept, the chain verifies, appending goes on", async () => {
     const dir = fresh();

@@ -3,8 +3,9 @@
 //
 // Files, in the ledger's directory:
 //   records-000001.log, records-000002.log, ...  record segments; only the last is appended to. A new segment is
-//                                                begun after a statement once the current one passes SEGMENT_BYTES,
-//                                                so a statement's records always lie in one segment.
+//                                                begun after a statement once the current one passes SEGMENT_BYTES
+//                                                (appends wait while it is); a statement's records run from the
+//                                                segment of its first record on.
 //   statements.log                               one record per statement: {"segment": N, "envelope": "<JSON>"}
 //
 // Durability: append() resolves once its record is fsynced (concurrent appends share one write and one fsync: the
@@ -48,6 +49,8 @@ export interface KeptStatement {
 export interface HashedRecord {
   record: LedgerRecord;
   hash: string;
+  /** The segment the record was written to (records of the open window only). */
+  segment?: number;
 }
 
 export interface OpenedLedger {
@@ -67,6 +70,8 @@ export class Ledger {
   private head: string;
   private readonly kept: KeptStatement[];
   private pending = new Set<Promise<unknown>>();
+  /** A new segment being begun (closeWindow): appends wait for it. */
+  private rotating: Promise<void> | undefined;
   /** Serve bytes claimed per order serial over the whole ledger (what a receipt's new bytes are counted from). */
   private readonly served: Map<string, bigint>;
   private readonly now: () => number;
@@ -122,55 +127,49 @@ export class Ledger {
       .flatMap((m) => (m ? [Number(m[1])] : []))
       .sort((a, b) => a - b);
     const segment = segments.at(-1) ?? 1;
-    let records: RecordLog;
     try {
       const opened = await RecordLog.open(join(dir, segmentName(segment)), { mode: 0o600 });
-      records = opened.log;
       if (opened.recovery)
         recovered.push(
           `${segmentName(segment)}: ${opened.recovery.droppedBytes} bytes cut (${opened.recovery.reason})`,
         );
+      // Every record, segment by segment (older segments are read, never opened): serve bytes per order over the
+      // whole ledger, and the records after the last statement (the open window, which may begin in an older
+      // segment than the current one).
       const last = kept.at(-1);
-      // Where the chain stood at the last statement: the records after it are the open window's.
       let head = last?.statement.chainHead ?? GENESIS_PREV;
       let nextSeq = last ? last.statement.lastSeq + 1 : 0;
       const open: HashedRecord[] = [];
-      for (const raw of opened.records) {
-        const record = decodeRecord(raw);
-        if (typeof record === "string") {
-          problems.push(`${segmentName(segment)}: a whole record that is not a ledger record (${record})`);
-          continue;
-        }
-        const hash = recordHash(raw);
-        if (last && last.segment === segment && record.seq <= last.statement.lastSeq) continue;
-        if (record.seq !== nextSeq) problems.push(`record ${record.seq} where ${nextSeq} was due`);
-        if (record.prev !== head) problems.push(`record ${record.seq} does not follow the one before it`);
-        open.push({ record, hash });
-        head = hash;
-        nextSeq = record.seq + 1;
-      }
-      // Serve bytes per order over every segment: read once at start (older segments are read, never opened).
       const served = new Map<string, bigint>();
-      const addServed = (r: LedgerRecord) => {
-        if (r.kind === "serve") served.set(r.serial, (served.get(r.serial) ?? 0n) + BigInt(r.bytes));
-      };
-      for (const n of segments) {
-        if (n === segment) continue;
-        const older = await readRecordLog(join(dir, segmentName(n)));
-        if (!older.ok) {
-          problems.push(older.reason);
-          continue;
+      for (const n of segments.length > 0 ? segments : [segment]) {
+        let raws: Uint8Array[];
+        if (n === segment) raws = opened.records;
+        else {
+          const older = await readRecordLog(join(dir, segmentName(n)));
+          if (!older.ok) {
+            problems.push(older.reason);
+            continue;
+          }
+          raws = older.records;
         }
-        for (const raw of older.records) {
-          const r = decodeRecord(raw);
-          if (typeof r !== "string") addServed(r);
+        for (const raw of raws) {
+          const record = decodeRecord(raw);
+          if (typeof record === "string") {
+            problems.push(`${segmentName(n)}: a whole record that is not a ledger record (${record})`);
+            continue;
+          }
+          if (record.kind === "serve")
+            served.set(record.serial, (served.get(record.serial) ?? 0n) + BigInt(record.bytes));
+          if (last && record.seq <= last.statement.lastSeq) continue;
+          const hash = recordHash(raw);
+          if (record.seq !== nextSeq) problems.push(`record ${record.seq} where ${nextSeq} was due`);
+          if (record.prev !== head) problems.push(`record ${record.seq} does not follow the one before it`);
+          open.push({ record, hash, segment: n });
+          head = hash;
+          nextSeq = record.seq + 1;
         }
       }
-      for (const raw of opened.records) {
-        const r = decodeRecord(raw);
-        if (typeof r !== "string") addServed(r);
-      }
-      const ledger = new Ledger(options, st.log, records, segment, { open, nextSeq, head, kept, served });
+      const ledger = new Ledger(options, st.log, opened.log, segment, { open, nextSeq, head, kept, served });
       return { ledger, recovered, problems };
     } catch (err) {
       await st.log.close().catch(() => {});
@@ -210,8 +209,14 @@ export class Ledger {
     this.head = hash;
     if (record.kind === "serve")
       this.served.set(record.serial, (this.served.get(record.serial) ?? 0n) + BigInt(record.bytes));
-    const entry = { record, hash };
-    const done = this.records.append(payload).then(() => {
+    // While a new segment is being begun, appends wait for it (the old one is being closed).
+    const entry: HashedRecord = { record, hash };
+    const writeNow = () => {
+      entry.segment = this.segment;
+      return this.records.append(payload);
+    };
+    const write = this.rotating ? this.rotating.then(writeNow) : writeNow();
+    const done = write.then(() => {
       // The log resolves appends in the order they were made, so this is nearly always the end.
       let at = this.open.length;
       while (at > 0 && this.open[at - 1]!.record.seq > record.seq) at--;
@@ -237,7 +242,8 @@ export class Ledger {
     const last = this.kept.at(-1);
     const firstSeq = last ? last.statement.lastSeq + 1 : 0;
     const upTo = covered.findIndex((r, i) => r.record.seq !== firstSeq + i);
-    const records = upTo < 0 ? covered : covered.slice(0, upTo);
+    // A copy: appends that become durable while the statement is written join this.open, not this statement.
+    const records = covered.slice(0, upTo < 0 ? covered.length : upTo);
     const statement = buildStatement({
       deviceId: this.options.deviceId,
       window,
@@ -248,14 +254,17 @@ export class Ledger {
       clockSynced,
     });
     const envelope = signStatement(statement, signer);
-    const kept: KeptStatement = { envelope, statement, segment: this.segment };
+    // The segment of the statement's first record: its records run from there (a new segment may begin inside).
+    const kept: KeptStatement = { envelope, statement, segment: records[0]?.segment ?? this.segment };
     await this.statementsLog.append(
-      encoder.encode(JSON.stringify({ segment: this.segment, envelope: decoder.decode(envelope) })),
+      encoder.encode(JSON.stringify({ segment: kept.segment, envelope: decoder.decode(envelope) })),
     );
     this.kept.push(kept);
     this.open = this.open.slice(records.length);
-    if (this.records.size > this.segmentBytes && this.open.length === 0 && this.pending.size === 0) {
-      await this.rotate();
+    if (this.records.size > this.segmentBytes && !this.rotating) {
+      // Set before the first await: every append from here on waits for the new segment.
+      this.rotating = this.rotate().finally(() => (this.rotating = undefined));
+      await this.rotating;
     }
     return kept;
   }
@@ -317,6 +326,7 @@ export class Ledger {
   }
 
   async close(): Promise<void> {
+    await this.rotating?.catch(() => {});
     await Promise.allSettled([...this.pending]);
     await this.records.close();
     await this.statementsLog.close();
@@ -328,18 +338,22 @@ export class Ledger {
     p.then(drop, drop);
   }
 
+  /** A statement's records: from the segment of its first record on, as far as they go. */
   private async readSegment(segment: number, firstSeq: number, count: number): Promise<HashedRecord[]> {
-    const path = join(this.options.dir, segmentName(segment));
-    const read = await readRecordLog(path);
-    if (!read.ok) throw new Error(read.reason);
     const out: HashedRecord[] = [];
-    for (const raw of read.records) {
-      const record = decodeRecord(raw);
-      if (typeof record === "string") continue;
-      if (record.seq >= firstSeq && record.seq < firstSeq + count) out.push({ record, hash: recordHash(raw) });
+    for (let n = segment; n <= this.segment && out.length < count; n++) {
+      const read = await readRecordLog(join(this.options.dir, segmentName(n)));
+      if (!read.ok) throw new Error(read.reason);
+      for (const raw of read.records) {
+        const record = decodeRecord(raw);
+        if (typeof record === "string") continue;
+        if (record.seq >= firstSeq && record.seq < firstSeq + count) out.push({ record, hash: recordHash(raw) });
+      }
     }
     if (out.length !== count)
-      throw new Error(`${segmentName(segment)} holds ${out.length} of the statement's ${count} records`);
+      throw new Error(
+        `the ledger holds ${out.length} of the statement's ${count} records (from ${segmentName(segment)})`,
+      );
     return out;
   }
 

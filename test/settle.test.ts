@@ -230,6 +230,30 @@ describe("settle", () => {
     );
   });
 
+  it("refuses a statement whose records do not form a chain, or are not records at all, without throwing", async () => {
+    const [first, second] = await statements(a, [
+      [{ kind: "fetch", objectId: OBJECT, bytes: "1" }],
+      [
+        { kind: "fetch", objectId: OBJECT, bytes: "2" },
+        { kind: "fetch", objectId: OBJECT, bytes: "3" },
+      ],
+    ]);
+    // The second window's records re-chained by the device to start from nowhere: its signed root still matches
+    // (the device signs whatever it likes), but the chain from the first window is broken.
+    const rechained = second!.records!.map((r, i) => (i === 0 ? { ...r, prev: "0".repeat(64) } : r));
+    let result = settle(inputs([first!, { envelope: second!.envelope, records: rechained }]));
+    expect(result.settlements[1]!.findings).toContain("its record 2 does not follow the one before it");
+    // A first record that does not continue the first statement's chain head.
+    const [, lone] = await statements(a, [[], [{ kind: "fetch", objectId: OBJECT, bytes: "4" }]]);
+    result = settle(inputs([first!, { envelope: lone!.envelope, records: lone!.records }]));
+    // (lone's statement follows another first statement: a gap, not a broken record chain)
+    expect(result.settlements[1]!.findings[0]).toMatch(/^gap: /);
+    const garbage = [{ ...second!.records![0]!, bytes: "1.5" }];
+    result = settle(inputs([first!, { envelope: second!.envelope, records: garbage }]));
+    expect(result.settlements[1]!.findings).toEqual(["fetch 'bytes' must be a decimal integer string"]);
+    expect(result.settlements[1]!.lines.every((l) => l.rejected?.reason === "statement")).toBe(true);
+  });
+
   it("keeps amounts past 2^53 exact", async () => {
     const big = 2 ** 53 - 1;
     const list = await statements(a, [[{ kind: "store", objectId: OBJECT, bytes: String(big), seconds: 3600 }]]);

@@ -11,9 +11,10 @@ import { fieldsDefect, openEnvelope, sealEnvelope, type Signer } from "../protoc
 import type { Order } from "../protocol/order.js";
 import { openReceipt, verifyServed, type ServedCheck } from "../protocol/receipt.js";
 import { describeType } from "../util/describe.js";
+import { errorLine } from "../util/errors.js";
 import { isPlainObject } from "../util/guards.js";
 import { toHex } from "../util/hex.js";
-import { encodeRecord, recordHash, type LedgerRecord } from "./record.js";
+import { encodeRecord, recordHash, WORK_KINDS, type LedgerRecord } from "./record.js";
 import { buildStatement, openStatement, statementHash, type StatementBody } from "./statement.js";
 
 export const SETTLEMENT_DOMAIN = "sharenode settlement v1\n";
@@ -150,6 +151,7 @@ export function settle(inputs: SettlementInputs): SettlementResult {
   }
   const passedNonces = new Set(inputs.challenges.filter((c) => c.ok).map((c) => `${c.deviceId}:${c.nonce}`));
 
+  const byHash = new Map(opened.map((o) => [o.hash, o]));
   const settlements: SettlementBody[] = [];
   for (const s of opened) {
     const { body, deviceId } = s;
@@ -159,24 +161,50 @@ export function settle(inputs: SettlementInputs): SettlementResult {
     let refuseAll: string | undefined;
     if (!records) refuseAll = "the statement's records were not given (ledger.records)";
     else {
-      const hashed = records.map((r) => ({ record: r, hash: recordHash(encodeRecord(r)) }));
-      const again = buildStatement({
-        deviceId,
-        window: body.window,
-        records: hashed,
-        firstSeq: body.firstSeq,
-        headBefore: records[0]?.prev ?? body.chainHead,
-        prevStatement: body.prevStatement,
-        clockSynced: body.clockSynced,
-      });
-      if (again.recordsRoot !== body.recordsRoot) refuseAll = "its records do not match its recordsRoot";
-      else if (JSON.stringify(again.totals) !== JSON.stringify(body.totals))
-        refuseAll = "its totals do not match its records";
+      try {
+        const hashed = records.map((r) => ({ record: r, hash: recordHash(encodeRecord(r)) }));
+        // Hash-chained: each record names the one before it, the first the previous statement's chain head.
+        for (let i = 1; i < hashed.length; i++)
+          if (hashed[i]!.record.prev !== hashed[i - 1]!.hash)
+            throw new Error(`its record ${hashed[i]!.record.seq} does not follow the one before it`);
+        const before = byHash.get(body.prevStatement)?.body.chainHead;
+        if (before !== undefined && hashed.length > 0 && hashed[0]!.record.prev !== before)
+          throw new Error("its first record does not follow the previous statement's chain head");
+        const again = buildStatement({
+          deviceId,
+          window: body.window,
+          records: hashed,
+          firstSeq: body.firstSeq,
+          headBefore: records[0]?.prev ?? body.chainHead,
+          prevStatement: body.prevStatement,
+          clockSynced: body.clockSynced,
+        });
+        if (again.recordsRoot !== body.recordsRoot) refuseAll = "its records do not match its recordsRoot";
+        else if (JSON.stringify(again.totals) !== JSON.stringify(body.totals))
+          refuseAll = "its totals do not match its records";
+      } catch (err) {
+        // A record that is not one, seqs that skip, a broken chain: the statement is not settled.
+        refuseAll = errorLine(err);
+      }
     }
     if (refuseAll !== undefined) notes.push(refuseAll);
     const windowEnd = body.window.start + body.window.seconds * 1000;
     for (const r of records ?? []) {
-      const line = priceLine(r);
+      let line: SettlementLine;
+      try {
+        line = priceLine(r);
+      } catch {
+        // Not a record (the statement is refused for it): a line of nothing, so that it still shows.
+        const kind = (WORK_KINDS as readonly string[]).includes(r.kind) ? r.kind : "fetch";
+        line = {
+          seq: Number.isSafeInteger(r.seq) ? r.seq : -1,
+          kind,
+          ref: "",
+          units: "0",
+          acceptedUnits: "0",
+          amount: "0",
+        };
+      }
       if (refuseAll !== undefined) {
         lines.push(reject(line, "statement", refuseAll));
         continue;

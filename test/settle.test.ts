@@ -103,6 +103,8 @@ describe("settle", () => {
     ]);
     const { settlements, findings } = settle(inputs(list));
     expect(findings).toEqual([]);
+    // The same statement given twice (an event delivered again) is settled once, not taken for a fork.
+    expect(settle(inputs([...list, ...list])).settlements).toEqual(settlements);
     const [s] = settlements;
     expect(s!.findings).toEqual([]);
     expect(s!.lines.map((l) => [l.kind, l.acceptedUnits, l.amount, l.rejected])).toEqual([

@@ -97,6 +97,7 @@ export interface SettlementResult {
 export function settle(inputs: SettlementInputs): SettlementResult {
   const findings: string[] = [];
   const opened: Array<{ deviceId: string; body: StatementBody; hash: string; records?: readonly LedgerRecord[] }> = [];
+  const seenHashes = new Set<string>();
   for (const [i, s] of inputs.statements.entries()) {
     const bytes = typeof s.envelope === "string" ? new TextEncoder().encode(s.envelope) : s.envelope;
     const deviceId = statementDevice(bytes);
@@ -114,13 +115,21 @@ export function settle(inputs: SettlementInputs): SettlementResult {
       findings.push(`statement ${i} of ${deviceId}: ${o.reason}`);
       continue;
     }
-    opened.push({ deviceId, body: o.statement, hash: statementHash(bytes), records: s.records });
+    const hash = statementHash(bytes);
+    // The same statement twice (an event delivered again, a file collected twice) is one statement, not a fork.
+    if (seenHashes.has(hash)) continue;
+    seenHashes.add(hash);
+    opened.push({ deviceId, body: o.statement, hash, records: s.records });
   }
 
   // Chains per device: ordered by firstSeq; a statement whose prevStatement is not its predecessor's hash is a gap,
   // two that follow the same one are a fork.
   const byDevice = new Map<string, typeof opened>();
-  for (const o of opened) byDevice.set(o.deviceId, [...(byDevice.get(o.deviceId) ?? []), o]);
+  for (const o of opened) {
+    const list = byDevice.get(o.deviceId);
+    if (list) list.push(o);
+    else byDevice.set(o.deviceId, [o]);
+  }
   const chainFindings = new Map<string, string[]>();
   for (const [, list] of byDevice) {
     list.sort((a, b) => a.body.firstSeq - b.body.firstSeq || a.body.window.start - b.body.window.start);
@@ -143,11 +152,13 @@ export function settle(inputs: SettlementInputs): SettlementResult {
   // Claims per serial across every device and window, in input order.
   const serialOwner = new Map<string, string>();
   const serialClaimed = new Map<string, bigint>();
-  const passed = new Map<string, typeof inputs.challenges>();
+  const passed = new Map<string, Array<SettlementInputs["challenges"][number]>>();
   for (const c of inputs.challenges) {
     if (!c.ok) continue;
     const k = `${c.deviceId}:${c.objectId}`;
-    passed.set(k, [...(passed.get(k) ?? []), c]);
+    const list = passed.get(k);
+    if (list) list.push(c);
+    else passed.set(k, [c]);
   }
   const passedNonces = new Set(inputs.challenges.filter((c) => c.ok).map((c) => `${c.deviceId}:${c.nonce}`));
 

@@ -195,6 +195,7 @@ export async function collectCommand(args: string[], io: CliIo): Promise<number>
   process.once("SIGTERM", stopNow);
   const timer = duration === undefined ? undefined : setTimeout(stopNow, duration * 1000);
   let collected = 0;
+  const collectedNow = new Set<string>();
   try {
     while (!stop && (count === undefined || collected < count)) {
       const next = queue.shift();
@@ -205,6 +206,7 @@ export async function collectCommand(args: string[], io: CliIo): Promise<number>
         });
         continue;
       }
+      if (collectedNow.has(next.statement)) continue; // delivered again (QoS 1)
       const pub = keys.get(next.deviceId);
       if (!pub) {
         io.stderr.write(`sharenode: ${label}: no key for ${next.deviceId} (no retained state record): skipped\n`);
@@ -230,6 +232,7 @@ export async function collectCommand(args: string[], io: CliIo): Promise<number>
         await session.close();
       }
       collected++;
+      collectedNow.add(next.statement);
       io.stdout.write(
         `collected ${next.deviceId} window ${new Date(opened.statement.window.start).toISOString()}: ${opened.statement.count} records\n`,
       );
@@ -284,7 +287,11 @@ export async function royaltiesCommand(args: string[], io: CliIo): Promise<numbe
     order: string;
   }
   const rights = new Map<string, { bytes: bigint; devices: Set<string>; orders: Map<string, OrderLine> }>();
+  const seen = new Set<string>();
   for (const c of await readCollected(label, values.collected)) {
+    // A statement collected twice (an event delivered again) counts once.
+    if (seen.has(c.statement)) continue;
+    seen.add(c.statement);
     const start = statementWindow(c.statement);
     if (start === undefined || start < from || start >= to) continue;
     for (const r of c.records) {

@@ -92,6 +92,7 @@ describe("loadConfig", () => {
       },
       tasks: { concurrency: 2, stallSeconds: 30 },
       ledger: { windowSeconds: 3600 },
+      ota: {},
       log: { level: "info" },
     });
   });
@@ -144,6 +145,7 @@ describe("loadConfig", () => {
       },
       tasks: { concurrency: 4, stallSeconds: 10 },
       ledger: { windowSeconds: 600 },
+      ota: { releasePublicKey: "ab".repeat(32) },
       log: { level: "debug" },
     };
     const { config } = loadConfig(await file(full), {});

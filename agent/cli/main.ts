@@ -10,6 +10,7 @@ import { ledgerCommand } from "./ledger.js";
 import { fleetCommand } from "./fleet.js";
 import { getCommand } from "./get.js";
 import { proofCommand } from "./proof.js";
+import { releaseCommand } from "./release.js";
 import { runCommand } from "./run.js";
 import { storeCommand, verifyResponseCommand } from "./store.js";
 import {
@@ -35,6 +36,7 @@ const commands: Record<string, Command> = {
   store: storeCommand,
   "verify-response": verifyResponseCommand,
   ledger: ledgerCommand,
+  release: releaseCommand,
   fleet: fleetCommand,
   client: clientCommand,
   get: getCommand,

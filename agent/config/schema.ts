@@ -364,6 +364,20 @@ export const configSchema = {
       },
     },
   },
+  ota: {
+    type: "section",
+    doc: "updates over the air (agent/ota)",
+    keys: {
+      releasePublicKey: {
+        type: "string",
+        pattern: /^[0-9a-fA-F]{64}$/,
+        expect: "must be 64 hex digits (the release key's Ed25519 public key: 'sharenode release keygen')",
+        lowercase: true,
+        env: "SHARENODE_RELEASE_KEY",
+        doc: "the release key's Ed25519 public key: only releases it signed are installed (not the fleet's key)",
+      },
+    },
+  },
   log: {
     type: "section",
     doc: "logging",

@@ -4,7 +4,7 @@
 // receipt; `export` writes the evidence to one file that `verify --from FILE` checks on any machine.
 import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { homedir, tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writeFileAtomic } from "../durable/atomic.js";
 import { readRecordLog } from "../durable/record-log.js";
@@ -14,6 +14,7 @@ import { readLedgerWindows, renderLedgerWindows } from "../console/ledger-view.j
 import { verifyLedger } from "../ledger/verify.js";
 import { errorMessage } from "../util/errors.js";
 import { CliError, parseCommandArgs, usageError, type CliIo, type Command } from "./io.js";
+import { defaultStateDir } from "./store.js";
 
 const USAGE = `Usage: sharenode ledger [today | window MS | month YYYY-MM] [--state DIR] [--fleet-key HEX] [--json]
        sharenode ledger verify [--state DIR | --from FILE] [--fleet-key HEX]
@@ -43,11 +44,6 @@ export const ledgerCommand: Command = {
   usage: USAGE,
   run: runLedger,
 };
-
-function defaultStateDir(env: CliIo["env"]): string {
-  if (env.SHARENODE_STATE) return env.SHARENODE_STATE;
-  return process.getuid?.() === 0 ? "/var/lib/sharenode" : join(homedir(), ".local/state/sharenode");
-}
 
 async function runLedger(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommandArgs(

@@ -69,7 +69,8 @@ interface Opened {
   identity: Awaited<ReturnType<typeof loadOrCreateDeviceIdentity>>;
 }
 
-function defaultStateDir(env: CliIo["env"]): string {
+/** The agent's state directory when --state is not given: SHARENODE_STATE, else where the daemon keeps it. */
+export function defaultStateDir(env: CliIo["env"]): string {
   if (env.SHARENODE_STATE) return env.SHARENODE_STATE;
   return process.getuid?.() === 0 ? "/var/lib/sharenode" : join(homedir(), ".local/state/sharenode");
 }

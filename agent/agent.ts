@@ -36,7 +36,6 @@ import { LedgerKeeper } from "./ledger/keeper.js";
 import { ledgerReceipts, ledgerRecords } from "./ledger/audit.js";
 import { SettlementBook } from "./ledger/settlements.js";
 import { clockSynced } from "../board/clock.js";
-import { statementHash } from "./ledger/statement.js";
 import { TelemetryCollector } from "./telemetry/collector.js";
 import { WorkCounters } from "./telemetry/work-counters.js";
 import type { LogHub, Logger } from "./util/log.js";
@@ -668,8 +667,7 @@ export class Agent {
     if (!ledger) return {};
     const settled = new Set(this.settlements?.all().map((k) => k.settlement.statement));
     let unsettled = ledger.openRecords().length;
-    for (const kept of ledger.statements())
-      if (!settled.has(statementHash(kept.envelope))) unsettled += kept.statement.count;
+    for (const kept of ledger.statements()) if (!settled.has(kept.hash)) unsettled += kept.statement.count;
     let rejected = 0;
     for (const k of this.settlements?.all() ?? []) for (const l of k.settlement.lines) if (l.rejected) rejected++;
     return { ledger_unsettled: unsettled, ledger_rejected: rejected };

@@ -44,6 +44,8 @@ export interface KeptStatement {
   envelope: Uint8Array;
   statement: StatementBody;
   segment: number;
+  /** statementHash(envelope), computed once. */
+  hash: string;
 }
 
 export interface HashedRecord {
@@ -119,7 +121,7 @@ export class Ledger {
       }
       if (entry.statement.prevStatement !== prevStatement)
         problems.push(`statement ${kept.length} does not follow the one before it (prevStatement differs)`);
-      prevStatement = statementHash(entry.envelope);
+      prevStatement = entry.hash;
       kept.push(entry);
     }
     const segments = (await readdir(dir))
@@ -250,12 +252,17 @@ export class Ledger {
       records,
       firstSeq,
       headBefore: last?.statement.chainHead ?? GENESIS_PREV,
-      prevStatement: last ? statementHash(last.envelope) : GENESIS_PREV,
+      prevStatement: last ? last.hash : GENESIS_PREV,
       clockSynced,
     });
     const envelope = signStatement(statement, signer);
     // The segment of the statement's first record: its records run from there (a new segment may begin inside).
-    const kept: KeptStatement = { envelope, statement, segment: records[0]?.segment ?? this.segment };
+    const kept: KeptStatement = {
+      envelope,
+      statement,
+      segment: records[0]?.segment ?? this.segment,
+      hash: statementHash(envelope),
+    };
     await this.statementsLog.append(
       encoder.encode(JSON.stringify({ segment: kept.segment, envelope: decoder.decode(envelope) })),
     );
@@ -380,7 +387,7 @@ function parseStatementEntry(raw: Uint8Array): KeptStatement | string {
   const envelope = encoder.encode(v.envelope);
   try {
     const body = JSON.parse((JSON.parse(v.envelope) as { body: string }).body) as StatementBody;
-    return { envelope, statement: body, segment: v.segment };
+    return { envelope, statement: body, segment: v.segment, hash: statementHash(envelope) };
   } catch {
     return "its envelope is not JSON";
   }

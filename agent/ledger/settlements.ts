@@ -6,7 +6,6 @@ import { RecordLog } from "../durable/record-log.js";
 import { publicKeyOption } from "../protocol/envelope.js";
 import type { Ledger } from "./ledger.js";
 import { openSettlement, settlementHash, type SettlementBody } from "./settle.js";
-import { statementHash } from "./statement.js";
 
 export const SETTLEMENTS_FILE = "settlements.log";
 const encoder = new TextEncoder();
@@ -79,7 +78,7 @@ export class SettlementBook {
     const s = o.settlement;
     if (s.deviceId !== this.deviceId)
       throw new SettlementRefused("wrong-device", `settlement is for ${s.deviceId}, not ${this.deviceId}`);
-    if (!ledger.statements().some((k) => statementHash(k.envelope) === s.statement))
+    if (!ledger.statements().some((k) => k.hash === s.statement))
       throw new SettlementRefused("unknown-statement", `no statement ${s.statement} on this box`);
     const hash = settlementHash(bytes);
     if (!this.kept.some((k) => k.hash === hash)) {

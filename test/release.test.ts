@@ -10,7 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { blake3 } from "../agent/kernels/blake3";
 import { parseOutboard } from "../agent/kernels/outboard";
 import { loadOrCreateDeviceIdentity } from "../agent/identity/device-key";
+import { checkOffer } from "../agent/ota/offer";
 import { manifestDefect, openManifest, signManifest } from "../agent/ota/release";
+import { OtaStateStore } from "../agent/ota/state";
 import { toHex } from "../agent/util/hex";
 import { seededBytes } from "./helpers/random";
 
@@ -149,5 +151,70 @@ describe("sharenode release", () => {
     r = cli(...common, "--build", "0", f);
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/--build must be a whole number from 1/);
+  });
+});
+
+describe("taking an offer", () => {
+  it("takes a newer signed release that fits; refuses another key, another name, an old build, one below the floor, one too big", async () => {
+    const release = await loadOrCreateDeviceIdentity(join(work, "offer-rk"));
+    const fleet = await loadOrCreateDeviceIdentity(join(work, "offer-fk"));
+    const files = [
+      { path: "sharenode.js", blake3: "ab".repeat(32), length: 600_000 },
+      { path: "launcher", blake3: "cd".repeat(32), length: 2_000 },
+    ];
+    const offer = (build: number, name = "sharenode", signer = release) =>
+      signManifest({ name, version: `1.${build}.0`, build, files }, signer);
+    const ctx = {
+      releasePublicKey: release.publicKeyHex,
+      name: "sharenode",
+      installedBuild: 10,
+      floor: 8,
+      freeBytes: 10_000_000,
+    };
+    expect(checkOffer(offer(11), ctx)).toMatchObject({ ok: true, bytes: 602_000, manifest: { build: 11 } });
+    expect(checkOffer(offer(11, "sharenode", fleet), ctx)).toMatchObject({ ok: false, code: "bad-signature" });
+    expect(checkOffer(offer(11, "other"), ctx)).toMatchObject({ ok: false, code: "wrong-name" });
+    expect(checkOffer(offer(10), ctx)).toMatchObject({
+      ok: false,
+      code: "not-newer",
+      reason: "build 10 (1.10.0) is not above the installed build 10",
+    });
+    // Rolled back to build 5 after a failed trial, the floor (8) still refuses the old builds 6 and 7.
+    expect(checkOffer(offer(7), { ...ctx, installedBuild: 5 })).toMatchObject({ ok: false, code: "below-floor" });
+    expect(checkOffer(offer(11), { ...ctx, freeBytes: 100_000 })).toMatchObject({ ok: false, code: "no-space" });
+    expect(checkOffer(new Uint8Array([1, 2, 3]), ctx)).toMatchObject({ ok: false, code: "bad-manifest" });
+  });
+});
+
+describe("the update's persisted state", () => {
+  it("moves only along downloading, installed, trial, committed or rolledback; survives a restart; the floor rises on commit only", async () => {
+    const path = join(work, "ota-state.json");
+    let t = 1000;
+    const store = new OtaStateStore(path, () => t++);
+    expect(await store.load()).toEqual({ phase: "idle", installedBuild: 0, floor: 0, at: 0 });
+    await expect(store.advance("trial")).rejects.toThrow("update state: idle cannot go to trial");
+    await store.advance("downloading", { build: 3, version: "1.3.0" });
+    await store.advance("installed");
+    // A power cut here: a new process finds the state where it was.
+    const again = new OtaStateStore(path);
+    expect(await again.load()).toMatchObject({ phase: "installed", build: 3, version: "1.3.0", floor: 0 });
+    await again.advance("trial");
+    expect(await again.advance("committed")).toMatchObject({ phase: "committed", installedBuild: 3, floor: 3 });
+    await again.advance("downloading", { build: 4, version: "1.4.0" });
+    await again.advance("installed");
+    await again.advance("trial");
+    const rolled = await again.advance("rolledback", { reason: "no broker within the gate" });
+    expect(rolled).toMatchObject({
+      phase: "rolledback",
+      installedBuild: 3,
+      floor: 3,
+      build: 4,
+      reason: "no broker within the gate",
+    });
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+    writeFileSync(path, "{not json");
+    await expect(new OtaStateStore(path).load()).rejects.toThrow(
+      /is not JSON: nothing is changed until it is repaired/,
+    );
   });
 });

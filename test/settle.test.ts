@@ -114,7 +114,7 @@ describe("settle", () => {
       ["fetch", "500", "0", undefined],
     ]);
     expect(s!.totals.amount).toBe(String(3000 + 4096 * 7200 + 10));
-    const envelope = signSettlement(s!, prices, fleet);
+    const envelope = signSettlement(s!, fleet);
     const opened = openSettlement(envelope, fleet.publicKey);
     expect(opened).toMatchObject({ ok: true, settlement: { deviceId: a.deviceId, prices: { perProof: "10" } } });
     expect(openSettlement(envelope, a.publicKey)).toMatchObject({ ok: false });

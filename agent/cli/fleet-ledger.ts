@@ -110,7 +110,7 @@ export async function settleCommand(args: string[], io: CliIo): Promise<number> 
     for (const f of result.findings) io.stderr.write(`sharenode: ${label}: ${f}\n`);
     let failed = result.findings.length > 0 ? 1 : 0;
     for (const body of result.settlements) {
-      const text = new TextDecoder().decode(signSettlement(body, prices, fleetKey));
+      const text = new TextDecoder().decode(signSettlement(body, fleetKey));
       io.stdout.write(
         JSON.stringify({
           settlement: JSON.parse((JSON.parse(text) as { body: string }).body) as unknown,

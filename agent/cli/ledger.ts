@@ -2,13 +2,13 @@
 // running): the work and the pay per window, the box's own totals beside the fleet's settlement and every line the
 // fleet refused with its reason; `verify` checks the whole chain, every statement and settlement signature and every
 // receipt; `export` writes the evidence to one file that `verify --from FILE` checks on any machine.
-import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writeFileAtomic } from "../durable/atomic.js";
 import { readRecordLog } from "../durable/record-log.js";
-import { DEVICE_KEY_FILE, loadOrCreateDeviceIdentity, publicKeyFromHex } from "../identity/device-key.js";
+import { publicKeyFromHex } from "../identity/device-key.js";
+import { readDeviceIdentity } from "../console/local-state.js";
 import { openSettlement } from "../ledger/settle.js";
 import { readLedgerWindows, renderLedgerWindows } from "../console/ledger-view.js";
 import { verifyLedger } from "../ledger/verify.js";
@@ -96,14 +96,11 @@ async function runLedger(args: string[], io: CliIo): Promise<number> {
   return show(join(stateDir, "ledger"), stateDir, fleetKey, from, to, values.json === true, io);
 }
 
-async function devicePublicKey(stateDir: string): Promise<Uint8Array> {
-  if (!existsSync(join(stateDir, DEVICE_KEY_FILE)))
-    throw new CliError(`ledger: no device key in ${stateDir} (is this the agent's state directory? --state DIR)`);
-  return (
-    await loadOrCreateDeviceIdentity(stateDir).catch((err: Error) => {
-      throw new CliError(`ledger: ${err.message}`);
-    })
-  ).publicKey;
+/** The device's id and public key, read without creating anything (the console's reader). */
+async function deviceKey(stateDir: string): Promise<{ deviceId: string; publicKey: Uint8Array }> {
+  const identity = await readDeviceIdentity(stateDir);
+  if (!identity.ok) throw new CliError(`ledger: ${identity.reason} (is this the agent's state directory? --state DIR)`);
+  return { deviceId: identity.deviceId, publicKey: publicKeyFromHex(identity.publicKeyHex) };
 }
 
 async function show(
@@ -115,7 +112,7 @@ async function show(
   json: boolean,
   io: CliIo,
 ): Promise<number> {
-  const read = await readLedgerWindows(dir, await devicePublicKey(stateDir), fleetKey);
+  const read = await readLedgerWindows(dir, (await deviceKey(stateDir)).publicKey, fleetKey);
   if (!read.ok) throw new CliError(`ledger: ${read.reason}`);
   const windows = read.windows.filter((s) => s.statement.window.start >= from && s.statement.window.start < to);
   if (json) {
@@ -150,7 +147,7 @@ async function verify(
       await writeFile(join(dir, name), Buffer.from(data, "base64"));
     }
     key = publicKeyFromHex(exported.publicKey);
-  } else key = await devicePublicKey(stateDir);
+  } else key = (await deviceKey(stateDir)).publicKey;
   try {
     const check = await verifyLedger(dir, key, fleetKey);
     const problems = [...check.problems];
@@ -183,16 +180,15 @@ async function verify(
 }
 
 async function exportLedger(stateDir: string, file: string, io: CliIo): Promise<number> {
-  const key = await devicePublicKey(stateDir);
+  const identity = await deviceKey(stateDir);
   const dir = join(stateDir, "ledger");
   const files: Record<string, string> = {};
   for (const name of (await readdir(dir)).sort()) {
     if (name.endsWith(".log")) files[name] = (await readFile(join(dir, name))).toString("base64");
   }
-  const identity = await loadOrCreateDeviceIdentity(stateDir);
   await writeFileAtomic(
     file,
-    JSON.stringify({ deviceId: identity.deviceId, publicKey: Buffer.from(key).toString("hex"), files }),
+    JSON.stringify({ deviceId: identity.deviceId, publicKey: Buffer.from(identity.publicKey).toString("hex"), files }),
   );
   io.stdout.write(`exported ${Object.keys(files).length} files of ${identity.deviceId}'s ledger to ${file}\n`);
   return 0;

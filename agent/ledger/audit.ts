@@ -1,10 +1,10 @@
 // Audit by anyone holding the device's public key: the `ledger.records` and `ledger.receipts` commands. A statement
 // names the Merkle root of its records; these answers give records with their paths, so a fleet (or an owner) can
 // sample a few and check the whole statement, and the client receipts behind an order's serve total.
+import { SERIAL } from "../protocol/order.js";
 import { isPlainObject, isUint } from "../util/guards.js";
 import type { Ledger } from "./ledger.js";
 
-const SERIAL = /^[A-Za-z0-9._-]{1,64}$/;
 /** Records per page: a serve record with its order and receipt is about 1.5 KB, so a page is well under a reply's 1 MiB. */
 export const RECORDS_PAGE = 100;
 

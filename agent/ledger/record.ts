@@ -9,12 +9,11 @@ import { blake3 } from "../kernels/blake3.js";
 import { describeType, describeValue } from "../util/describe.js";
 import { isPlainObject, isUint } from "../util/guards.js";
 import { toHex } from "../util/hex.js";
+import { RIGHTS_ID, SERIAL } from "../protocol/order.js";
 
 export const GENESIS_PREV = "0".repeat(64);
 const HEX_64 = /^[0-9a-f]{64}$/;
 const DECIMAL = /^(0|[1-9][0-9]{0,38})$/;
-const SERIAL = /^[A-Za-z0-9._-]{1,64}$/;
-const RIGHTS_ID = /^[A-Za-z0-9._:/-]{1,128}$/;
 const NONCE = /^[A-Za-z0-9_-]{1,128}$/;
 const MAX_TOKEN = 4096;
 

@@ -222,7 +222,7 @@ export function settle(inputs: SettlementInputs): SettlementResult {
       }
       lines.push(check(line, r));
     }
-    settlements.push(summarize(deviceId, body, s.hash, lines, notes));
+    settlements.push(summarize(deviceId, body, s.hash, lines, notes, inputs.prices));
 
     function check(line: SettlementLine, r: LedgerRecord): SettlementLine {
       switch (r.kind) {
@@ -343,6 +343,7 @@ function summarize(
   hash: string,
   lines: SettlementLine[],
   findings: string[],
+  prices: PriceTable,
 ): SettlementBody {
   let amount = 0n;
   const rejectedUnits: Record<LineKind, bigint> = { serve: 0n, store: 0n, proof: 0n, fetch: 0n };
@@ -355,7 +356,11 @@ function summarize(
     deviceId,
     window: body.window,
     statement: hash,
-    prices: { perByteServed: "", perByteHourStored: "", perProof: "" },
+    prices: {
+      perByteServed: prices.perByteServed.toString(),
+      perByteHourStored: prices.perByteHourStored.toString(),
+      perProof: prices.perProof.toString(),
+    },
     lines,
     totals: {
       amount: amount.toString(),
@@ -382,17 +387,9 @@ function statementDevice(envelope: Uint8Array): string | undefined {
   }
 }
 
-/** Signs a settlement with the fleet key (prices filled in from the table); returns the envelope bytes. */
-export function signSettlement(body: SettlementBody, prices: PriceTable, fleetSigner: Signer): Uint8Array {
-  const filled: SettlementBody = {
-    ...body,
-    prices: {
-      perByteServed: prices.perByteServed.toString(),
-      perByteHourStored: prices.perByteHourStored.toString(),
-      perProof: prices.perProof.toString(),
-    },
-  };
-  return sealEnvelope(JSON.stringify(filled), SETTLEMENT_DOMAIN_BYTES, fleetSigner);
+/** Signs a settlement with the fleet key; returns the envelope bytes. */
+export function signSettlement(body: SettlementBody, fleetSigner: Signer): Uint8Array {
+  return sealEnvelope(JSON.stringify(body), SETTLEMENT_DOMAIN_BYTES, fleetSigner);
 }
 
 export type OpenedSettlement = { ok: true; settlement: SettlementBody } | { ok: false; reason: string };

@@ -22,7 +22,8 @@ const ORDER_DOMAIN_BYTES = new TextEncoder().encode(ORDER_DOMAIN);
 const ORDER_FIELDS = ["v", "serial", "deviceId", "objectId", "clientKey", "maxBytes", "expiresAt", "rightsId"] as const;
 /** Serials and receipts' serials: short, printable, safe in a header, a file name and a log line. */
 export const SERIAL = /^[A-Za-z0-9._-]{1,64}$/;
-const RIGHTS_ID = /^[A-Za-z0-9._:/-]{1,128}$/;
+/** Rights holders' ids, as orders and ledger records spell them. */
+export const RIGHTS_ID = /^[A-Za-z0-9._:/-]{1,128}$/;
 const HEX_64 = /^[0-9a-f]{64}$/;
 const BASE64URL = /^[A-Za-z0-9_-]*$/;
 

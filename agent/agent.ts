@@ -1,6 +1,7 @@
 // The composition root: builds every feature from the config, wires their events, and starts and stops them in
 // order. The only place that knows all the features; they do not import each other (the store does not know
 // MQTT exists: its events reach the link's outbox through here).
+import { createReadStream } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { openBoard, type Board, type StatusPattern } from "../board/board.js";
@@ -37,6 +38,11 @@ import { ledgerReceipts, ledgerRecords } from "./ledger/audit.js";
 import { SettlementBook } from "./ledger/settlements.js";
 import { clockSynced } from "../board/clock.js";
 import { TelemetryCollector } from "./telemetry/collector.js";
+import { OtaStateStore } from "./ota/state.js";
+import { OtaUpdater, type ObjectFetch } from "./ota/updater.js";
+import type { RunningRelease } from "./ota/slots.js";
+import { blake3 } from "./kernels/blake3.js";
+import { toHex } from "./util/hex.js";
 import { WorkCounters } from "./telemetry/work-counters.js";
 import type { LogHub, Logger } from "./util/log.js";
 import { errorLine } from "./util/errors.js";
@@ -51,6 +57,13 @@ export interface AgentDeps {
   board?: Board;
   /** Where NOTIFY_SOCKET and WATCHDOG_USEC come from (default process.env). */
   env?: Record<string, string | undefined>;
+  /** The release that runs (agent/ota/slots.ts): a slot of a release tree, or none (a checkout, a test). */
+  release?: RunningRelease;
+  /**
+   * Stops the agent and exits with RESTART_EXIT_STATUS, so that the launcher starts the release `current` names
+   * (an update switched to, a rollback asked for). Absent (tests): the request is only logged.
+   */
+  restart?: (reason: string) => void;
 }
 
 /** A telemetry round (collect, then enqueue) running longer than this means a hung disk or filesystem. */
@@ -110,6 +123,12 @@ export class Agent {
   private settlements: SettlementBook | undefined;
   /** Monotonic start of the telemetry round in flight, if one is. */
   private telemetryRoundSince: number | undefined;
+  /** Updates over the air (agent/ota). */
+  private ota: OtaUpdater | undefined;
+  /** Whether the link has been up since this start: a release on trial must reach the broker. */
+  private connectedOnce = false;
+  /** Tasks fetching release files for the updater, by object id: settled by the task events. */
+  private readonly objectWaiters = new Map<string, Array<{ resolve: () => void; reject: (err: Error) => void }>>();
 
   // --- the owner's byte rates and the work counters (issue 11: limits) -----------------------------------------
   // Made in the constructor, so whatever start() builds (the server, the fetcher, the task queue) can take them;
@@ -173,6 +192,7 @@ export class Agent {
       key: await readOptional(config.link.key),
       keepaliveSeconds: config.link.keepaliveSeconds,
       version: deps.version,
+      release: { build: deps.release?.build ?? 0, slot: deps.release?.slot ?? null },
       publicKeyHex: this.identity.publicKeyHex,
       stateDir: config.stateDir,
       serveUrls: this.server?.urls(),
@@ -255,6 +275,8 @@ export class Agent {
     await this.startControl();
     await this.startSupervision();
     this.log.info("started");
+    // Last: taking up an update may restart the agent at once (a switch a power cut interrupted).
+    await this.startOta();
   }
 
   /** What the status LED shows now. */
@@ -284,6 +306,10 @@ export class Agent {
       // Serving stops before the store it reads and the receipt book it writes.
       await this.server?.stop().catch(() => {});
       await this.receipts?.stop().catch((err: Error) => this.log.warn(`receipt book stop: ${err.message}`));
+      this.ota?.stop();
+      for (const waiters of this.objectWaiters.values())
+        for (const w of waiters) w.reject(new Error("the agent is stopping"));
+      this.objectWaiters.clear();
       this.resources?.stop();
       this.thermal?.stop();
       this.scrubber?.stop();
@@ -360,6 +386,23 @@ export class Agent {
         logTail: (n) => deps.logs.tail(n),
         onLog: (listener) => deps.logs.subscribe(listener),
         proofs: () => this.proofs.snapshot(),
+        ota: (request) => {
+          const ota = this.otaOrRefuse();
+          switch (request.action) {
+            case "status":
+              return ota.status();
+            case "commit":
+              return ota.commitNow();
+            case "rollback":
+              return ota.rollbackNow("asked for at the console");
+            case "apply":
+              if (typeof request.dir !== "string" || !request.dir.startsWith("/"))
+                throw new CommandRefused("bad-args", "apply: dir must be an absolute path");
+              return ota.apply(request.dir);
+            default:
+              throw new CommandRefused("bad-args", "action: status, commit, rollback or apply");
+          }
+        },
       },
     });
     try {
@@ -400,6 +443,7 @@ export class Agent {
 
   private onLink(state: "online" | "offline"): void {
     this.linkState = state;
+    if (state === "online") this.connectedOnce = true;
     void this.refreshLed();
     void this.systemd?.status(this.statusLine());
   }
@@ -593,6 +637,8 @@ export class Agent {
       event: (body) => {
         if (body.type === "task.done" && typeof body.objectId === "string" && typeof body.length === "number")
           this.ledgerKeeper?.fetched(body.objectId, body.length);
+        if ((body.type === "task.done" || body.type === "task.failed") && typeof body.objectId === "string")
+          this.settleObjectWaiters(body.objectId, body.type === "task.done" ? undefined : body);
         void this.event(body);
       },
       log: this.deps.logs.logger("tasks"),
@@ -677,6 +723,103 @@ export class Agent {
   private ledgerOrRefuse(): Ledger {
     if (this.ledger) return this.ledger;
     throw new CommandRefused("ledger-unavailable", "the work ledger could not be opened (see the agent's log)");
+  }
+
+  /**
+   * Updates over the air: the updater takes up whatever step the last run left (agent/ota/updater.ts). A state
+   * file it cannot read costs only updates: the agent runs on and says why.
+   */
+  private async startOta(): Promise<void> {
+    const { config, deps } = this;
+    const log = deps.logs.logger("ota");
+    const release = deps.release ?? { tree: undefined, slot: undefined, build: 0, version: deps.version };
+    const updater = new OtaUpdater({
+      running: release,
+      state: new OtaStateStore(join(config.stateDir, "ota-state.json"), this.now),
+      offerPath: join(config.stateDir, "ota-offer.json"),
+      releasePublicKey: config.ota.releasePublicKey,
+      gateSeconds: config.ota.gateSeconds,
+      fetchObject: (spec) => this.fetchObject(spec),
+      ingestFile: async (path, id, length) => {
+        const store = this.storeOrRefuse();
+        await store.ingest(createReadStream(path), { expectedId: id, declaredLength: length, pin: true });
+      },
+      objectFile: (id) => this.store?.locate(id)?.path,
+      connectedOnce: () => this.connectedOnce,
+      selftest: () => this.trialSelftest(),
+      event: (body) => void this.event(body),
+      setUpdating: (active) => this.setUpdating(active),
+      restart: (reason) => {
+        log.info(`restart: ${reason}`);
+        deps.restart?.(reason);
+      },
+      log,
+      now: this.now,
+    });
+    try {
+      await updater.start();
+      this.ota = updater;
+    } catch (err) {
+      log.error(`updates unavailable: ${errorLine(err)}`);
+    }
+  }
+
+  /**
+   * The trial's selftest, in process: the hash kernels on a known answer, and the parts that failed to start in
+   * this release when nothing outside explains it (a store whose disk is there but that would not start).
+   */
+  private async trialSelftest(): Promise<string | undefined> {
+    // BLAKE3 of the empty input (the reference implementation's test vector).
+    const empty = toHex(blake3(new Uint8Array(0)));
+    if (empty !== "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262")
+      return `the BLAKE3 kernel gives ${empty} for the empty input`;
+    if (this.storeRefusal?.code === "start-failed") return `the store did not start: ${this.storeRefusal.reason}`;
+    if (this.store && !this.tasks) return "the task queue did not start";
+    if (!this.ledger) return "the work ledger did not open";
+    return undefined;
+  }
+
+  /** One release file as a pinned fetch task; settles on its task.done or task.failed event. */
+  private fetchObject(spec: ObjectFetch): Promise<void> {
+    const tasks = this.taskQueue();
+    const done = new Promise<void>((resolve, reject) => {
+      const list = this.objectWaiters.get(spec.objectId) ?? [];
+      list.push({ resolve, reject });
+      this.objectWaiters.set(spec.objectId, list);
+    });
+    return tasks.fetch({ ...spec, pin: true }).then(
+      (view) => {
+        if (view.state === "done") this.settleObjectWaiters(spec.objectId, undefined);
+        return done;
+      },
+      (err: unknown) => {
+        this.objectWaiters.delete(spec.objectId);
+        throw err;
+      },
+    );
+  }
+
+  private settleObjectWaiters(objectId: string, failed: Record<string, unknown> | undefined): void {
+    const waiters = this.objectWaiters.get(objectId);
+    if (!waiters) return;
+    this.objectWaiters.delete(objectId);
+    for (const w of waiters) {
+      if (!failed) w.resolve();
+      else
+        w.reject(
+          new CommandRefused(String(failed.code ?? "fetch-failed"), String(failed.reason ?? "the fetch failed")),
+        );
+    }
+  }
+
+  private storeOrRefuse(): ObjectStore {
+    if (this.store) return this.store;
+    throw new CommandRefused("store-unavailable", this.storeRefusal?.reason ?? "the store is not running");
+  }
+
+  private otaOrRefuse(): OtaUpdater {
+    if (this.ota) return this.ota;
+    throw new CommandRefused("ota-unavailable", "updates are not available (see the agent's log)");
   }
 
   /** The task queue, or the refusal the task commands answer with. */
@@ -766,6 +909,9 @@ export class Agent {
       outbox_bytes: this.outbox.bytes,
       reconnects: this.link.stats.reconnects,
       throttled: this.resources?.throttled ? 1 : 0,
+      // The release: its build, and its slot as a number (telemetry is numbers): 1 A, 2 B, 0 none.
+      build: this.deps.release?.build ?? 0,
+      slot: this.deps.release?.slot === "A" ? 1 : this.deps.release?.slot === "B" ? 2 : 0,
     };
   }
 
@@ -790,6 +936,7 @@ export class Agent {
         led: this.ledPattern(),
         problems: [...this.board.problems],
       },
+      ota: this.ota ? await this.ota.status() : undefined,
       health: {
         thermal: this.thermal?.state,
         limits: this.resources?.limits(),
@@ -823,6 +970,8 @@ export class Agent {
       "task.fetch": (args) => this.taskQueue().fetch(args),
       "task.drop": (args) => this.taskQueue().drop(args),
       "task.list": async () => this.taskQueue().list(),
+      "ota.offer": (args) => this.otaOrRefuse().offer(args),
+      "ota.status": () => this.otaOrRefuse().status(),
       "ledger.records": (args) => ledgerRecords(this.ledgerOrRefuse(), args),
       "ledger.receipts": (args) => ledgerReceipts(this.ledgerOrRefuse(), args),
       "ledger.settlement": async (args) => {

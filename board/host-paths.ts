@@ -2,6 +2,7 @@
 // point a HostPaths at a fake tree in a temporary directory and the rest of the agent never spells a host path.
 // Readers of kernel nodes answer `undefined` for a node that is missing or unreadable: sysfs differs between the
 // 3.10 Amlogic kernels and current ones, and a missing attribute must never take the agent down.
+import { readFileSync } from "node:fs";
 import { access, readFile, realpath } from "node:fs/promises";
 import { basename, dirname, join, relative, resolve, sep } from "node:path";
 
@@ -40,6 +41,21 @@ export class HostPaths {
     if (rel === "") return "/";
     if (rel.startsWith("..")) return path;
     return "/" + rel.split(sep).join("/");
+  }
+}
+
+/**
+ * Whether process `pid` is a zombie (exited, not yet reaped), from the state field of /proc/PID/stat (proc(5)): it
+ * still answers kill(pid, 0), yet holds no file. An orphan whose new parent does not reap (a container's PID 1)
+ * stays one. Synchronous: lock checks are. False when the file cannot be read (no /proc, or no such process).
+ */
+export function isZombie(pid: number, paths: HostPaths = new HostPaths()): boolean {
+  try {
+    const stat = readFileSync(paths.proc(String(pid), "stat"), "utf8");
+    // "PID (COMM) STATE ...": COMM may hold spaces and parentheses, so the state follows the last ')'.
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "Z";
+  } catch {
+    return false;
   }
 }
 

@@ -92,7 +92,7 @@ describe("loadConfig", () => {
       },
       tasks: { concurrency: 2, stallSeconds: 30 },
       ledger: { windowSeconds: 3600 },
-      ota: {},
+      ota: { gateSeconds: 300 },
       log: { level: "info" },
     });
   });
@@ -145,7 +145,7 @@ describe("loadConfig", () => {
       },
       tasks: { concurrency: 4, stallSeconds: 10 },
       ledger: { windowSeconds: 600 },
-      ota: { releasePublicKey: "ab".repeat(32) },
+      ota: { releasePublicKey: "ab".repeat(32), gateSeconds: 600 },
       log: { level: "debug" },
     };
     const { config } = loadConfig(await file(full), {});

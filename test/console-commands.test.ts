@@ -21,6 +21,7 @@ import { Outbox } from "../agent/link/outbox";
 import { checkDataDisk, MARKER_NAME } from "../agent/store/disk-marker";
 import { defaultReserveBytes, ObjectStore } from "../agent/store/object-store";
 import { ProofLedger } from "../agent/store/proofs";
+import { CommandRefused } from "../agent/link/command-gate";
 import { bytes } from "../agent/console/format";
 import { LogHub } from "../agent/util/log";
 import { Broker, freePort } from "./helpers/mosquitto";
@@ -35,6 +36,8 @@ afterEach(async () => {
 
 /** Every byte any command printed in this file, checked for key material at the end. */
 const allOutput: string[] = [];
+/** What the fake daemon's `ota` handler was asked. */
+const otaRequests: Record<string, unknown>[] = [];
 const keyFiles: string[] = [];
 
 const waitFor = waiter({ timeoutMs: 15_000 });
@@ -243,6 +246,22 @@ async function startDaemon(
     logTail: (n) => hub.tail(n),
     onLog: (listener) => hub.subscribe(listener),
     proofs: () => ledger.snapshot(),
+    // The updater's answers (agent/ota/updater.ts): a committed release, nothing on trial.
+    ota: async (request) => {
+      otaRequests.push(request);
+      if (request.action === "commit") throw new CommandRefused("not-on-trial", "no release is on trial here");
+      return {
+        version: "0.3.0",
+        build: 3,
+        slot: "B",
+        updatable: true,
+        phase: "committed",
+        installedBuild: 3,
+        floor: 3,
+        target: { build: 3, version: "0.3.0" },
+        gateSeconds: 300,
+      };
+    },
     ...overrides,
   };
   const server = new ControlServer({ stateDir: box.stateDir, handlers });
@@ -295,6 +314,7 @@ describe("console commands without a daemon", () => {
       "log",
       "proofs",
       "ledger",
+      "ota",
       "selftest",
       "reboot",
       "factory-reset",
@@ -657,6 +677,22 @@ describe("console commands with a running daemon (a ControlServer with fake hand
     await server.stop();
     await second;
     expect(io2.out).toMatch(/the daemon closed the connection \(did it stop\?\)\n$/);
+  });
+
+  it("ota: what runs and the update's state; commit refused in one line when nothing is on trial; apply sends a whole path", async () => {
+    const box = await makeBox();
+    await startDaemon(box);
+    const c = await open(box);
+    const out = await run(c, "ota");
+    expect(out).toMatch(/^running +0\.3\.0 \(build 3, slot B\)$/m);
+    expect(out).toMatch(/^update +committed: build 3 \(0\.3\.0\)$/m);
+    expect(out).toMatch(/^floor +builds below 3 are never installed$/m);
+    await expect(run(c, "ota", ["commit"])).rejects.toThrow(/^the daemon refused ota: no release is on trial here$/);
+    await expect(run(c, "ota", ["apply"])).rejects.toThrow(/^ota apply takes one directory$/);
+    await expect(run(c, "ota", ["upgrade"])).rejects.toThrow(/unknown action 'upgrade'/);
+    otaRequests.length = 0;
+    await run(c, "ota", ["apply", "usb/release"]);
+    expect(otaRequests).toEqual([{ op: "ota", action: "apply", dir: join(process.cwd(), "usb/release") }]);
   });
 
   it("proofs: counters and the last challenges", async () => {

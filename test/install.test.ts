@@ -31,6 +31,7 @@ const UNIT = join(DIR, "sharenode.service");
 const INIT = join(DIR, "sharenode.init");
 const CONSOLE_UNIT = join(DIR, "sharenode-console@.service");
 const RULES = join(DIR, "70-sharenode.rules");
+const LAUNCHER = join(DIR, "launcher.sh");
 // Upper case on the command line; the config keeps it in lower case, as the agent does.
 const KEY = "3B6A27BCCEB6A42D62A3A8D02A6F0D73653215771DE243A63AC048A18B59DA29";
 const BROKER = "mqtts://fleet.example.net:8883";
@@ -154,7 +155,10 @@ describe("install.sh into a temporary root", () => {
     // Relative, so the tree works wherever it is mounted (an image being built, a box).
     expect(readlinkSync(join(opt, "current"))).toBe("releases/A");
     expect(readFileSync(join(opt, "current/sharenode.js"), "utf8")).toBe(readFileSync(b1, "utf8"));
+    // Node before 20.19 loads the .js bundle as an ES module only with this beside it.
+    expect(JSON.parse(readFileSync(join(opt, "current/package.json"), "utf8"))).toEqual({ type: "module" });
     expect(readdirSync(join(opt, "releases/B"))).toEqual([]);
+    expect(mode(join(root, "usr/lib/sharenode/launcher.sh"))).toBe(0o755);
     expect(readdirSync(opt).sort()).toEqual(["current", "releases"]);
 
     const configPath = join(root, "etc/sharenode/config.json");
@@ -375,16 +379,19 @@ describe("the service definitions", () => {
     };
 
     // ExecStart names files of the layout install.sh made.
+    // The launcher runs the agent as its child (board/install/launcher.sh run AGENT ARGS...).
     const exec = one("ExecStart").split(/\s+/);
     expect(exec).toEqual([
-      "/usr/bin/node",
-      "/opt/sharenode/current/sharenode.js",
+      "/bin/sh",
+      "/usr/lib/sharenode/launcher.sh",
+      "run",
       "run",
       "--config",
       "/etc/sharenode/config.json",
     ]);
-    expect(statSync(join(root, exec[1])).isFile()).toBe(true);
-    expect(statSync(join(root, exec[4])).isFile()).toBe(true);
+    expect(mode(join(root, exec[1]))).toBe(0o755);
+    expect(readFileSync(join(root, exec[1]), "utf8")).toBe(readFileSync(join(DIR, "launcher.sh"), "utf8"));
+    expect(statSync(join(root, exec[5])).isFile()).toBe(true);
 
     // The agent speaks sd_notify through a systemd-notify child process (agent/health/sd-notify.ts): READY,
     // then WATCHDOG=1 at half of WatchdogSec. A child is not the main process, so NotifyAccess=all.
@@ -411,6 +418,8 @@ describe("the service definitions", () => {
     const config = loadConfig(join(root, "etc/sharenode/config.json"), {}).config;
     expect(writable).toContain(config.stateDir);
     expect(writable).toContain(config.store.dataDir);
+    // The release tree: the agent writes an update into the other slot and switches `current` (agent/ota).
+    expect(writable).toContain("/opt/sharenode");
     expect(one("StateDirectory")).toBe("sharenode");
     expect(`/var/lib/${one("StateDirectory")}`).toBe(config.stateDir);
 
@@ -441,7 +450,7 @@ describe("the service definitions", () => {
     writeFileSync(join(root, "usr/bin/node"), "#!/bin/sh\nexit 0\n", { mode: 0o755 });
     const unitPath = join(root, "etc/systemd/system", unit);
     const moved = readFileSync(unitPath, "utf8").replace(
-      /(?<==|\s)\/(usr\/bin|opt\/sharenode|etc\/sharenode)\//g,
+      /(?<==|\s)\/(usr\/bin|usr\/lib\/sharenode|opt\/sharenode|etc\/sharenode)\//g,
       `${root}/$1/`,
     );
     return { root, unitPath, moved };
@@ -450,7 +459,7 @@ describe("the service definitions", () => {
   it("systemd-analyze verify accepts the installed unit and its drop-in (paths moved into the temporary root)", () => {
     const { root, unitPath, moved } = installedForVerify("sharenode.service");
     expect(moved).toContain(
-      `ExecStart=${root}/usr/bin/node ${root}/opt/sharenode/current/sharenode.js run --config ${root}/etc/sharenode/config.json`,
+      `ExecStart=/bin/sh ${root}/usr/lib/sharenode/launcher.sh run run --config ${root}/etc/sharenode/config.json`,
     );
     writeFileSync(unitPath, moved);
     const r = spawnSync("systemd-analyze", ["verify", "--man=no", unitPath], { encoding: "utf8" });
@@ -458,11 +467,11 @@ describe("the service definitions", () => {
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr.split("\n").filter((l) => /sharenode|data-dir\.conf/.test(l))).toEqual([]);
 
-    // The check is real: the unit as shipped, pointed at a node that is not there, fails.
-    writeFileSync(unitPath, moved.replace(`${root}/usr/bin/node`, `${root}/usr/bin/no-node`));
+    // The check is real: the unit as shipped, pointed at a shell that is not there, fails.
+    writeFileSync(unitPath, moved.replace("ExecStart=/bin/sh", `ExecStart=${root}/bin/no-sh`));
     const bad = spawnSync("systemd-analyze", ["verify", "--man=no", unitPath], { encoding: "utf8" });
     expect(bad.status).not.toBe(0);
-    expect(bad.stderr).toMatch(/no-node is not executable/);
+    expect(bad.stderr).toMatch(/no-sh is not executable/);
   });
 
   it("sharenode-console@.service: the console on the instance's line, as root, instead of its getty, restarted", () => {
@@ -621,7 +630,7 @@ describe("the service definitions", () => {
       ]),
     );
     expect(params.get("command")).toBe(
-      "/usr/bin/node /opt/sharenode/current/sharenode.js run --config /etc/sharenode/config.json",
+      "/bin/sh /usr/lib/sharenode/launcher.sh run run --config /etc/sharenode/config.json",
     );
     expect(params.get("user")).toBe("sharenode");
     expect(params.get("respawn")).toMatch(/^\d+ \d+ 0$/);
@@ -675,15 +684,15 @@ describe("the service definitions", () => {
     expect(none.stdout + none.stderr).toBe("");
   });
 
-  it.each([SCRIPT, INIT])("sh -n %s", (file) => {
+  it.each([SCRIPT, INIT, LAUNCHER])("sh -n %s", (file) => {
     const r = spawnSync("sh", ["-n", file], { encoding: "utf8" });
     expect(r.status, r.stderr).toBe(0);
   });
 
-  it("shellcheck (POSIX sh) finds nothing in either script", () => {
+  it("shellcheck (POSIX sh) finds nothing in the scripts", () => {
     if (spawnSync("shellcheck", ["--version"]).status !== 0)
       throw new Error("shellcheck is not installed: apt-get install shellcheck");
-    const r = spawnSync("shellcheck", ["--shell=sh", "--severity=style", SCRIPT, INIT], { encoding: "utf8" });
+    const r = spawnSync("shellcheck", ["--shell=sh", "--severity=style", SCRIPT, INIT, LAUNCHER], { encoding: "utf8" });
     expect(r.status, r.stdout + r.stderr).toBe(0);
   });
 });

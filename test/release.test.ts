@@ -58,12 +58,14 @@ describe("sharenode release", () => {
       `${unit}=systemd/sharenode.service`,
     );
     expect(packed.status, packed.stderr).toBe(0);
-    expect(packed.stdout).toBe(`sharenode 1.2.3-rc.1 build 42: 2 file(s) in ${out}\n`);
+    expect(packed.stdout).toBe(`sharenode 1.2.3-rc.1 build 42: 3 file(s) in ${out}\n`);
     const opened = openManifest(readFileSync(join(out, "manifest.json")), releaseKey);
     expect(opened.ok).toBe(true);
     const m = opened.ok ? opened.manifest : undefined;
     expect(m).toMatchObject({ v: 1, name: "sharenode", version: "1.2.3-rc.1", build: 42 });
-    expect(m!.files.map((f) => f.path)).toEqual(["sharenode.js", "systemd/sharenode.service"]);
+    // package.json is added: Node before 20.19 loads the .js bundle as an ES module only with it beside.
+    expect(m!.files.map((f) => f.path)).toEqual(["sharenode.js", "systemd/sharenode.service", "package.json"]);
+    expect(readFileSync(join(out, "objects", m!.files[2]!.blake3), "utf8")).toBe('{ "type": "module" }\n');
     const id = toHex(blake3(bundleBytes));
     expect(m!.files[0]).toEqual({ path: "sharenode.js", blake3: id, length: 300_000 });
     expect(Buffer.compare(readFileSync(join(out, "objects", id)), Buffer.from(bundleBytes))).toBe(0);
@@ -71,7 +73,7 @@ describe("sharenode release", () => {
     expect(parseOutboard(readFileSync(join(out, "objects", `${id}.obao`))).length).toBe(300_000);
 
     const ok = cli("release", "verify", join(out, "manifest.json"), "--release-key", releaseKey, "--dir", out);
-    expect(ok.stdout).toBe("ok: sharenode 1.2.3-rc.1 build 42, 2 file(s)\n");
+    expect(ok.stdout).toBe("ok: sharenode 1.2.3-rc.1 build 42, 3 file(s)\n");
     expect(ok.status).toBe(0);
 
     // An object changed on the origin: named, exit 1.
@@ -80,7 +82,7 @@ describe("sharenode release", () => {
     writeFileSync(join(out, "objects", id), changed);
     const bad = cli("release", "verify", join(out, "manifest.json"), "--release-key", releaseKey, "--dir", out);
     expect(bad.stdout).toBe(
-      `problem: sharenode.js: its bytes do not hash to ${id}\n1 problem(s): sharenode 1.2.3-rc.1 build 42, 2 file(s)\n`,
+      `problem: sharenode.js: its bytes do not hash to ${id}\n1 problem(s): sharenode 1.2.3-rc.1 build 42, 3 file(s)\n`,
     );
     expect(bad.status).toBe(1);
   });

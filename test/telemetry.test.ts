@@ -182,7 +182,7 @@ work.orderRefused();
 work.setReceiptLag(1_048_576);
 work.setTasks(4, 1);
 work.taskFailed();
-const ledgerCounters = { telemetryCounters: () => ({ ledger_unsettled: 42, ledger_rejected: 2 }) };
+const ledgerCounters = { telemetryCounters: () => ({ ledger_unsettled: 42, ledger_rejected: 2, build: 7, slot: 2 }) };
 
 describe("TelemetryCollector", () => {
   it("builds the whole message of a OneThing Cloud, fields in the README's order, cpu_pct from two samples", async () => {
@@ -233,6 +233,8 @@ describe("TelemetryCollector", () => {
       tasks_failed: 1,
       ledger_unsettled: 42,
       ledger_rejected: 2,
+      build: 7,
+      slot: 2,
     });
     expect(Object.keys(t)).toEqual(TELEMETRY_FIELDS.filter((f) => f !== "seq"));
     for (const v of Object.values(t)) expect(typeof v).toBe("number");

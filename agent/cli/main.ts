@@ -11,6 +11,7 @@ import { fleetCommand } from "./fleet.js";
 import { getCommand } from "./get.js";
 import { proofCommand } from "./proof.js";
 import { releaseCommand } from "./release.js";
+import { otaCommand } from "./ota.js";
 import { runCommand } from "./run.js";
 import { storeCommand, verifyResponseCommand } from "./store.js";
 import {
@@ -37,6 +38,7 @@ const commands: Record<string, Command> = {
   "verify-response": verifyResponseCommand,
   ledger: ledgerCommand,
   release: releaseCommand,
+  ota: otaCommand,
   fleet: fleetCommand,
   client: clientCommand,
   get: getCommand,

@@ -10,7 +10,7 @@ import { writeFileAtomic } from "../durable/atomic.js";
 import { loadOrCreateSigningKey } from "../identity/device-key.js";
 import { createOutboard } from "../kernels/outboard.js";
 import { blake3 } from "../kernels/blake3.js";
-import { openManifest, releasePathDefect, signManifest, type ReleaseFile } from "../ota/release.js";
+import { openManifest, releasePathDefect, signManifest, SLOT_PACKAGE_JSON, type ReleaseFile } from "../ota/release.js";
 import { errorMessage } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
 import { CliError, parseCommandArgs, systemErrorText, usageError, type CliIo, type Command } from "./io.js";
@@ -23,7 +23,8 @@ keygen   create (first time) the release key in DIR and print its public key: pu
          (ota.releasePublicKey). It is not the fleet's command key: a stolen command key cannot ship code
 pack     sign a release of the FILEs (each installed at PATH in the slot, default its base name): writes
          DIR/manifest.json (name, semver version, build: a whole number above every earlier build) and, per
-         file, DIR/objects/<blake3> and its outboard DIR/objects/<blake3>.obao, ready for an origin to serve
+         file, DIR/objects/<blake3> and its outboard DIR/objects/<blake3>.obao, ready for an origin to serve.
+         A package.json saying "type": "module" is added unless one is given (Node < 20.19 needs it)
 verify   check MANIFEST's signature under the release key and its fields; with --dir, every file's object
          against its id and length. Prints the release and exits 0, or one line per problem and exit 1
 
@@ -101,6 +102,14 @@ async function pack(args: string[], io: CliIo): Promise<number> {
     }
     const { id, outboard } = createOutboard(data);
     files.push({ path, blake3: toHex(id), length: data.length });
+    objects.push({ id: toHex(id), data, outboard });
+  }
+  // The bundle is an ES module named .js: Node before 20.19 (20.11 is the newest armv7l build) reads a .js file as
+  // CommonJS unless a package.json beside it says otherwise. A release carries that file, as install.sh writes it.
+  if (!files.some((f) => f.path === "package.json")) {
+    const data = new TextEncoder().encode(SLOT_PACKAGE_JSON);
+    const { id, outboard } = createOutboard(data);
+    files.push({ path: "package.json", blake3: toHex(id), length: data.length });
     objects.push({ id: toHex(id), data, outboard });
   }
   const key = await releaseKey(values["key-dir"], label);

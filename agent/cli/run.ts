@@ -3,6 +3,7 @@ import { HostPaths } from "../../board/host-paths.js";
 import { version } from "../../package.json";
 import { ConfigError, loadConfig } from "../config/config.js";
 import { Agent } from "../agent.js";
+import { RESTART_EXIT_STATUS, runningRelease } from "../ota/slots.js";
 import { LogHub } from "../util/log.js";
 import { CliError, parseCommandArgs, type CliIo, type Command } from "./io.js";
 import { errorMessage } from "../util/errors.js";
@@ -13,6 +14,7 @@ Run the agent: keep and prove objects on the data disk, report over MQTT, answer
 Stops cleanly on SIGTERM or SIGINT. The config is one JSON file (agent/config/README.md lists every key);
 environment variables override it (SHARENODE_BROKER, SHARENODE_DATA, SHARENODE_STATE, SHARENODE_FLEET_KEY, ...).
 Every problem in the config is reported at once, one line each, and the agent does not start (exit 2).
+Exit status 75 asks the launcher (board/install/launcher.sh) to start it again: an update switched releases.
 
 Options:
   -c, --config FILE   the config file (default: none: defaults and the environment only)
@@ -35,8 +37,24 @@ async function runAgent(args: string[], io: CliIo): Promise<number> {
   }
   const logs = new LogHub(io.stderr, config.log.level);
   const hostPaths = new HostPaths(io.env.SHARENODE_HOST_ROOT || "/");
-  const agent = new Agent(config, { logs, version, hostPaths });
+  // Run from a slot of a release tree (/opt/sharenode/releases/A): its manifest names the version and build.
+  const release = await runningRelease(process.argv[1], version);
+  let restart: (reason: string) => void = () => {};
+  const agent = new Agent(config, {
+    logs,
+    version: release.version,
+    hostPaths,
+    release,
+    restart: (reason) => restart(reason),
+  });
   const stopped = new Promise<number>((resolve) => {
+    restart = (reason) => {
+      logs.logger("agent").info(`stopping to restart (${reason})`);
+      void agent.stop().then(
+        () => resolve(RESTART_EXIT_STATUS),
+        () => resolve(RESTART_EXIT_STATUS),
+      );
+    };
     let signals = 0;
     const onSignal = (signal: NodeJS.Signals) => {
       signals++;

@@ -376,6 +376,14 @@ export const configSchema = {
         env: "SHARENODE_RELEASE_KEY",
         doc: "the release key's Ed25519 public key: only releases it signed are installed (not the fleet's key)",
       },
+      gateSeconds: {
+        type: "integer",
+        min: 1,
+        max: 86400,
+        default: 300,
+        env: "SHARENODE_OTA_GATE",
+        doc: "how long a new release runs on trial (broker reached, selftest passed, no crash) before it commits",
+      },
     },
   },
   log: {

@@ -19,6 +19,7 @@ import { ledgerCommand } from "./commands/ledger.js";
 import { linkCommand } from "./commands/link.js";
 import { logCommand } from "./commands/log.js";
 import { netCommand } from "./commands/net.js";
+import { otaCommand } from "./commands/ota.js";
 import { proofsCommand } from "./commands/proofs.js";
 import { rebootCommand } from "./commands/reboot.js";
 import { selftestCommand, selftestSteps } from "./commands/selftest.js";
@@ -55,6 +56,7 @@ export async function createConsoleCommands(options: ConsoleCommandsOptions): Pr
     logCommand(ctx),
     proofsCommand(ctx),
     ledgerCommand(ctx),
+    otaCommand(ctx),
     selftestCommand(selftestSteps(ctx)),
     rebootCommand(ctx),
     factoryResetCommand(ctx),

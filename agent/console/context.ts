@@ -93,15 +93,17 @@ export class ConsoleContext {
   }
 
   /** One request to the daemon; { running: false } when none answers. */
-  async ask(op: string, signal?: AbortSignal): Promise<{ running: true; result: unknown } | DaemonAbsent> {
+  async ask(
+    op: string,
+    signal?: AbortSignal,
+    args: Record<string, unknown> = {},
+  ): Promise<{ running: true; result: unknown } | DaemonAbsent> {
     let answer;
     try {
-      answer = await askDaemon(
-        this.stateDir,
-        op,
-        {},
-        { connectTimeoutMs: CONNECT_TIMEOUT_MS, ...(signal ? { signal } : {}) },
-      );
+      answer = await askDaemon(this.stateDir, op, args, {
+        connectTimeoutMs: CONNECT_TIMEOUT_MS,
+        ...(signal ? { signal } : {}),
+      });
     } catch (err) {
       if (err instanceof ControlError) throw new ConsoleError(`the daemon refused ${op}: ${err.message}`);
       throw err;

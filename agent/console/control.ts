@@ -8,6 +8,8 @@
 //   {"op":"log.follow","lines":N}        {"ok":true,"result":{"lines":[the last N]}}, then {"line":"..."} per new
 //                                        log line until the client closes (N: 0..500, default 0)
 //   {"op":"proofs"}                      {"ok":true,"result":{"passed":n,"failed":n,"recent":[...]}}
+//   {"op":"ota","action":A,"dir":D}      A: status, commit, rollback, apply (D: a 'release pack' directory);
+//                                        a refusal is {"ok":false,"error":{"code":<its code>,...}}
 //   anything else                        {"ok":false,"error":{"code":"...","message":"..."}}
 //
 // Requests on one connection are answered in order. A request line over 4 KiB gets a `too-large` error and the
@@ -45,6 +47,8 @@ export interface ControlHandlers {
   /** Calls listener with every new log line; returns the unsubscribe function (LogHub.subscribe). */
   onLog(listener: (line: string) => void): () => void;
   proofs(): ProofsSnapshot | Promise<ProofsSnapshot>;
+  /** Updates (agent/ota): `{op:"ota", action: "status" | "commit" | "rollback" | "apply", dir?}`; absent: unknown-op. */
+  ota?(request: Record<string, unknown>): Promise<unknown>;
 }
 
 export class ControlError extends Error {
@@ -258,9 +262,20 @@ export class ControlServer {
         }
         case "proofs":
           return { reply: { ok: true, result: await handlers.proofs() } };
-        default:
-          return fail("unknown-op", `unknown op ${JSON.stringify(op)}: status, log.tail, log.follow, proofs`);
+        case "ota": {
+          if (!handlers.ota) break;
+          try {
+            return { reply: { ok: true, result: await handlers.ota(request as Record<string, unknown>) } };
+          } catch (err) {
+            // A refusal (not on trial, a release that does not check out) is an answer, not an internal failure.
+            const code = (err as { code?: unknown }).code;
+            if (err instanceof Error && err.name === "CommandRefused" && typeof code === "string")
+              return fail(code, errorLine(err));
+            throw err;
+          }
+        }
       }
+      return fail("unknown-op", `unknown op ${JSON.stringify(op)}: status, log.tail, log.follow, proofs, ota`);
     } catch (err) {
       const message = errorLine(err);
       this.options.onError?.(`control socket: ${String(op)} failed: ${message}`);

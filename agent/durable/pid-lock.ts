@@ -5,6 +5,7 @@
 // which process, so a person can remove the file.
 import { constants as fsConstants } from "node:fs";
 import { open, readFile, rm } from "node:fs/promises";
+import { isZombie } from "../../board/host-paths.js";
 import { errnoCode } from "../util/errors.js";
 
 export class LockedError extends Error {
@@ -22,14 +23,17 @@ export const AGENT_LOCK_FILE = "agent.lock";
 /** The store's lock in the data directory (the daemon, or `sharenode store`, holds it). */
 export const STORE_LOCK_FILE = "store.lock";
 
-/** Whether a process with this pid exists (EPERM: it does, but belongs to another user). */
+/**
+ * Whether a process with this pid exists (EPERM: it does, but belongs to another user) and is not a zombie: one
+ * killed with its parent (the launcher's process group SIGKILLed) waits to be reaped by init, holding nothing.
+ */
 export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return errnoCode(err) === "EPERM";
+    if (errnoCode(err) !== "EPERM") return false;
   }
+  return !isZombie(pid);
 }
 
 /**

@@ -74,6 +74,8 @@ export interface MqttLinkOptions extends BrokerCredentials {
   keepaliveSeconds?: number;
   /** The agent's version, announced in the state record. */
   version: string;
+  /** The release's build and slot (agent/ota/slots.ts), announced in the state record beside the version. */
+  release?: { build: number; slot: string | null };
   /** The device's public key (hex), announced in the birth: its hash is the device id, so it vouches for itself. */
   publicKeyHex?: string;
   /** The URLs the box serves objects at (agent/serve), announced in the birth as `serve`. */
@@ -441,6 +443,7 @@ export class MqttLink extends EventEmitter<LinkEvents> {
         bdSeq: conn.bdSeq,
         ts: this.now(),
         version: this.options.version,
+        ...(this.options.release ? { build: this.options.release.build, slot: this.options.release.slot } : {}),
         ...(this.options.publicKeyHex ? { pub: this.options.publicKeyHex } : {}),
         ...(this.options.serveUrls ? { serve: this.options.serveUrls } : {}),
       };

@@ -13,6 +13,8 @@ import { isPlainObject, isUint } from "../util/guards.js";
 export const RELEASE_DOMAIN = "sharenode release v1\n";
 const RELEASE_DOMAIN_BYTES = new TextEncoder().encode(RELEASE_DOMAIN);
 export const MAX_MANIFEST_BYTES = 64 * 1024;
+/** Beside the bundle in every slot: the bundle is an ES module named .js, which Node before 20.19 needs told. */
+export const SLOT_PACKAGE_JSON = '{ "type": "module" }\n';
 const MAX_FILES = 64;
 const NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 // semver 2.0.0: MAJOR.MINOR.PATCH, optional pre-release and build metadata.

@@ -26,6 +26,8 @@ export type DaemonStatus = {
   outbox: OutboxStatus;
   store: StoreRunning | StoreStopped;
   board: BoardStatus;
+  /** Updates over the air (agent/ota/updater.ts status()): the release running, the update's phase, the floor. */
+  ota?: Record<string, unknown>;
   health: HealthStatus;
 };
 

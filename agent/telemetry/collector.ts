@@ -39,6 +39,8 @@ export const TELEMETRY_FIELDS = [
   "tasks_failed",
   "ledger_unsettled",
   "ledger_rejected",
+  "build",
+  "slot",
 ] as const;
 
 export type TelemetryField = (typeof TELEMETRY_FIELDS)[number];
@@ -65,6 +67,8 @@ export const COUNTER_FIELDS = [
   "tasks_failed",
   "ledger_unsettled",
   "ledger_rejected",
+  "build",
+  "slot",
 ] as const satisfies readonly TelemetryField[];
 
 export type CounterField = (typeof COUNTER_FIELDS)[number];

@@ -8,6 +8,8 @@ set -eu
 ME=install.sh
 USER_NAME=sharenode
 OPT=/opt/sharenode
+# The launcher the service runs (launcher.sh): root's, outside the tree the agent writes, so no release replaces it.
+LAUNCHER=/usr/lib/sharenode/launcher.sh
 CONFIG=/etc/sharenode/config.json
 NODE=/usr/bin/node
 
@@ -90,7 +92,7 @@ fi
 [ -f "$bundle" ] || bad "--bundle $bundle: no such file"
 [ -r "$bundle" ] || bad "--bundle $bundle: not readable"
 [ -s "$bundle" ] || bad "--bundle $bundle: empty file"
-for f in sharenode.service sharenode-console@.service 70-sharenode.rules sharenode.init; do
+for f in sharenode.service sharenode-console@.service 70-sharenode.rules sharenode.init launcher.sh; do
 	[ -f "$here/$f" ] || die "$here/$f is missing: run install.sh from its own directory's copy (board/install/)"
 done
 
@@ -197,6 +199,9 @@ fi
 
 mkdir -p "$R$OPT/releases/A" "$R$OPT/releases/B"
 chmod 0755 "$R$OPT" "$R$OPT/releases" "$R$OPT/releases/A" "$R$OPT/releases/B"
+# The agent installs updates itself (agent/ota): the release tree is its own. The launcher, which rolls a bad
+# release back, is root's and outside it.
+if $live; then chown -R "$USER_NAME:$USER_NAME" "$OPT"; fi
 
 mkdir -p "$R/etc/sharenode"
 chmod 0750 "$R/etc/sharenode"
@@ -261,12 +266,29 @@ fi
 switched=false
 if [ -n "$active" ] && cmp -s "$bundle" "$R$OPT/releases/$active/sharenode.js"; then
 	say "the bundle is already the current release (slot $active)"
+	pkg=$R$OPT/releases/$active/package.json
+	if [ ! -f "$pkg" ]; then
+		echo '{ "type": "module" }' >"$pkg"
+		chmod 0644 "$pkg"
+		if $live; then chown "$USER_NAME:$USER_NAME" "$pkg"; fi
+		switched=true
+		say "added $pkg (Node before 20.19 needs it to load the bundle)"
+	fi
 else
 	if [ "$active" = A ]; then slot=B; else slot=A; fi
 	target=$R$OPT/releases/$slot/sharenode.js
+	# A slot is one release: what an earlier update left there (its manifest, other files) goes.
+	rm -rf "$R$OPT/releases/$slot"
+	mkdir -p "$R$OPT/releases/$slot"
+	chmod 0755 "$R$OPT/releases/$slot"
 	cp "$bundle" "$target.new"
 	chmod 0644 "$target.new"
 	mv -f "$target.new" "$target"
+	# The bundle is an ES module named .js: Node before 20.19 (20.11 is the newest armv7l build) reads it as
+	# CommonJS unless a package.json beside it says otherwise.
+	echo '{ "type": "module" }' >"$R$OPT/releases/$slot/package.json"
+	chmod 0644 "$R$OPT/releases/$slot/package.json"
+	if $live; then chown -R "$USER_NAME:$USER_NAME" "$R$OPT/releases/$slot"; fi
 	# On the disk before `current` names it: a power cut then leaves the old release or the whole new one.
 	# (A busybox too old to sync one file syncs them all.)
 	sync "$target" "$(dirname "$target")" 2>/dev/null || sync
@@ -279,6 +301,8 @@ else
 		rm -f "$R$OPT/.current.new"
 		ln -sfn "releases/$slot" "$current"
 	fi
+	# An install by hand ends any update on trial: the owner chose this release.
+	rm -f "$R$OPT/trial" "$R$OPT/rollback-request" "$R$OPT/last-exit"
 	sync "$R$OPT" 2>/dev/null || sync
 	switched=true
 	say "installed the bundle into slot $slot; $OPT/current -> releases/$slot${active:+ (slot $active keeps the previous release)}"
@@ -334,7 +358,15 @@ link() { # TARGET NAME
 	ln -s "$1" "$2"
 }
 
-service_changed=false
+# The launcher: what the service runs (it counts a new release's tries and rolls a bad one back).
+if install_file "$here/launcher.sh" "$R$LAUNCHER" 0755; then
+	launcher_changed=true
+	say "installed the launcher $R$LAUNCHER"
+else
+	launcher_changed=false
+fi
+
+service_changed=$launcher_changed
 rules_changed=false
 console_changed=false
 if $openwrt; then

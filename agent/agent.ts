@@ -240,6 +240,8 @@ export class Agent {
     });
     this.link.on("connected", () => this.onLink("online"));
     this.link.on("disconnected", () => this.onLink("offline"));
+    // Before the link: ota.status is answered from the first command on.
+    await this.startOta();
     await this.link.start();
     this.collector = new TelemetryCollector({
       paths: this.hostPaths,
@@ -276,7 +278,9 @@ export class Agent {
     await this.startSupervision();
     this.log.info("started");
     // Last: taking up an update may restart the agent at once (a switch a power cut interrupted).
-    await this.startOta();
+    await this.ota
+      ?.start()
+      .catch((err: unknown) => this.deps.logs.logger("ota").error(`update not taken up: ${errorLine(err)}`));
   }
 
   /** What the status LED shows now. */
@@ -757,7 +761,7 @@ export class Agent {
       now: this.now,
     });
     try {
-      await updater.start();
+      await updater.load();
       this.ota = updater;
     } catch (err) {
       log.error(`updates unavailable: ${errorLine(err)}`);

@@ -90,13 +90,18 @@ export class OtaUpdater {
     return this.o.running;
   }
 
+  /** Reads the update's state: status and offers are answered from here on, before start() takes anything up. */
+  async load(): Promise<void> {
+    await this.o.state.load();
+  }
+
   /**
-   * Takes up where the last run left off: resumes a download, finishes a switch a power cut interrupted, starts
+   * Takes up where the last run left off (after load()): resumes a download, finishes a switch a power cut interrupted, starts
    * the gate of a release on trial, commits one whose mark-good the power cut split, reports a rollback.
    */
   async start(): Promise<void> {
     const { running, state } = this.o;
-    const s = await state.load();
+    const s = state.current;
     const tree = running.tree;
     if (!tree || !running.slot) return;
     const rolledback = await tree.readRolledback();
@@ -309,6 +314,7 @@ export class OtaUpdater {
       if (!from) throw new CommandRefused("install-failed", `object ${f.blake3} (${f.path}) left the store`);
       return { path: f.path, from };
     });
+    this.o.log.info(`writing slot ${slot} (build ${m.build}): ${m.files.length} files, ${bytes} bytes`);
     await tree.writeSlot(slot, files, new TextEncoder().encode(offer.manifest));
     const s = await state.advance("installed");
     await unlink(this.o.offerPath).catch(() => {});

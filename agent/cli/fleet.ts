@@ -14,6 +14,7 @@ import { fleetFilter, isDeviceId, topicsFor } from "../protocol/topics.js";
 import { CliError, parseCommandArgs, systemErrorText, usageError, type CliIo, type Command } from "./io.js";
 import { errorMessage } from "../util/errors.js";
 import { collectCommand, royaltiesCommand, settleCommand } from "./fleet-ledger.js";
+import { rolloutCommand } from "./fleet-rollout.js";
 
 const USAGE = `Usage: sharenode fleet keygen [--key-dir DIR]
        sharenode fleet watch --broker URL [--username U --password P] [--duration SECONDS]
@@ -30,6 +31,8 @@ const USAGE = `Usage: sharenode fleet keygen [--key-dir DIR]
                               [--send --broker URL]
        sharenode fleet collect --out FILE --broker URL [--count N] [--duration SECONDS]
        sharenode fleet royalties --collected FILE [--from MS] [--to MS] [--csv]
+       sharenode fleet rollout --release MANIFEST --source URL... --percent P [--max-failures F] [--batch N]
+                               [--discover SECONDS] [--wait SECONDS] [--release-key HEX] --broker URL
 
 keygen   create (first time) the fleet's Ed25519 command key in DIR and print its public key: put it in the
          devices' config (link.fleetPublicKey, or SHARENODE_FLEET_KEY)
@@ -55,6 +58,11 @@ settle   settle DEVICE's statement of the window that starts at MS (epoch ms): i
 collect  keep every ledger.statement the boxes send, checked under each box's key (its retained state record),
          with its records (asked with ledger.records), as JSON lines appended to FILE; until --count
          statements, --duration seconds, or Ctrl-C
+rollout  offer a release (MANIFEST, or the directory 'sharenode release pack' wrote, served at --source) to the
+         online devices of the cohort: those whose hash(device id, build) falls below P percent (the same
+         devices stay in as P grows), --batch at a time (default 10), following their ota.* events; halts when
+         more than F percent of the cohort rolled back or failed (default 10). Prints a status table; exit 0 when
+         every online device of the cohort ended on the release
 royalties  per rightsId: bytes served in the windows starting in [--from, --to) (epoch ms), the devices, the
          orders, and each order's latest client receipt as evidence (verified under the fleet key); JSON, or a
          CSV summary for people
@@ -88,6 +96,13 @@ Options:
   --count N          collect N statements, then exit
   --collected FILE   what fleet collect wrote (royalties)
   --csv              a CSV summary (royalties)
+  --release M        rollout: the release's manifest.json, or its directory
+  --percent P        rollout: the cohort's share of the fleet (0..100)
+  --max-failures F   rollout: halt past F percent of the cohort rolled back or failed (default 10)
+  --batch N          rollout: devices offered at once (default 10)
+  --discover S       rollout: seconds to collect the devices' retained state records first (default 3)
+  --wait S           rollout: give up on devices still updating after S seconds (default 1800)
+  --release-key HEX  rollout: check the manifest's signature first
   --serial S         the order's serial, unique in the fleet (1..64 of A-Z a-z 0-9 . _ -; default: 24 random hex)
   -h, --help         show this help
 `;
@@ -168,13 +183,15 @@ async function runFleet(args: string[], io: CliIo): Promise<number> {
       return collectCommand(rest, io);
     case "royalties":
       return royaltiesCommand(rest, io);
+    case "rollout":
+      return rolloutCommand(rest, io);
     case undefined:
       throw usageError(
-        "fleet: missing action: keygen, watch, send, task, order, settle, collect or royalties (see 'sharenode fleet --help')",
+        "fleet: missing action: keygen, watch, send, task, order, settle, collect, royalties or rollout (see 'sharenode fleet --help')",
       );
     default:
       throw usageError(
-        `fleet: unknown action '${action}' (expected keygen, watch, send, task, order, settle, collect or royalties)`,
+        `fleet: unknown action '${action}' (expected keygen, watch, send, task, order, settle, collect, royalties or rollout)`,
       );
   }
 }

@@ -22,6 +22,9 @@ export interface StateRecord {
   /** Absent from a last will. */
   ts: number | null;
   version: string | null;
+  /** The release running (agent/ota): its build (0: installed by hand) and slot; null from older agents and wills. */
+  build: number | null;
+  slot: "A" | "B" | null;
 }
 
 export interface TelemetryRecord {
@@ -51,12 +54,18 @@ export function parseState(payload: Uint8Array | string): Parsed<StateRecord> {
     if (o.version !== undefined && !(typeof o.version === "string" && o.version.length > 0 && o.version.length <= 64)) {
       return `state 'version' must be a string of 1..64 characters, got ${describeValue(o.version)}`;
     }
+    if (o.build !== undefined && !isUint(o.build))
+      return `state 'build' must be a non-negative integer, got ${describeValue(o.build)}`;
+    if (o.slot !== undefined && o.slot !== null && o.slot !== "A" && o.slot !== "B")
+      return `state 'slot' must be "A", "B" or null, got ${describeValue(o.slot)}`;
     // Unknown fields are ignored: a newer agent may add some.
     return {
       state: o.state,
       bdSeq: o.bdSeq,
       ts: (o.ts as number | undefined) ?? null,
       version: (o.version as string | undefined) ?? null,
+      build: (o.build as number | undefined) ?? null,
+      slot: (o.slot as "A" | "B" | null | undefined) ?? null,
     };
   });
 }

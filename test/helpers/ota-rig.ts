@@ -50,6 +50,15 @@ export class Box {
   }
 }
 
+/** What install.sh lays out: the bundle and its package.json in slot A, no manifest (build 0), `current` -> A. */
+function layOutTree(opt: string): void {
+  mkdirSync(join(opt, "releases/A"), { recursive: true });
+  mkdirSync(join(opt, "releases/B"));
+  copyFileSync(BIN, join(opt, "releases/A/sharenode.js"));
+  writeFileSync(join(opt, "releases/A/package.json"), '{ "type": "module" }\n');
+  spawnSync("ln", ["-s", "releases/A", join(opt, "current")]);
+}
+
 export interface ReleaseFileEntry {
   path: string;
   blake3: string;
@@ -86,12 +95,7 @@ export class OtaRig {
         throw new Error(`the release tree needs a tmpfs (run as root, as CI does): ${mounted.stderr}`);
       this.tmpfs = true;
     }
-    mkdirSync(join(this.opt, "releases/A"), { recursive: true });
-    mkdirSync(join(this.opt, "releases/B"));
-    // What install.sh lays out: the bundle and its package.json in slot A, no manifest (build 0).
-    copyFileSync(BIN, join(this.opt, "releases/A/sharenode.js"));
-    writeFileSync(join(this.opt, "releases/A/package.json"), '{ "type": "module" }\n');
-    spawnSync("ln", ["-s", "releases/A", join(this.opt, "current")]);
+    layOutTree(this.opt);
     mkdirSync(join(this.work, "data"));
     this.broker = await Broker.start();
     this.origin = await Origin.start();
@@ -121,6 +125,23 @@ export class OtaRig {
       if (this.tmpfs) spawnSync("umount", [this.opt]);
       rmSync(this.work, { recursive: true, force: true });
     }
+  }
+
+  /** Another box on the same broker and origin: its own tree, state and data under `work/<name>`. */
+  async otherBox(name: string): Promise<{ box: Box; opt: string; env: NodeJS.ProcessEnv }> {
+    const home = join(this.work, name);
+    const opt = join(home, "opt");
+    layOutTree(opt);
+    mkdirSync(join(home, "data"));
+    const env = {
+      ...this.env(),
+      SHARENODE_OPT: opt,
+      SHARENODE_STATE: join(home, "state"),
+      SHARENODE_DATA: join(home, "data"),
+    };
+    const box = new Box(env);
+    await this.waitFor(`${name} connected`, () => /link: connected/.test(box.log) || undefined);
+    return { box, opt, env };
   }
 
   env(): NodeJS.ProcessEnv {
@@ -189,6 +210,18 @@ export class OtaRig {
 
   sharenode(args: string[]) {
     return spawnSync(process.execPath, [BIN, ...args], { env: this.env(), encoding: "utf8" });
+  }
+
+  /** `sharenode ARGS` without blocking this process (whose origin serves the downloads). */
+  sharenodeAsync(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+    return new Promise((resolve) => {
+      const child = spawn(process.execPath, [BIN, ...args], { env: this.env(), stdio: ["ignore", "pipe", "pipe"] });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+      child.on("close", (status) => resolve({ status, stdout, stderr }));
+    });
   }
 
   /** Packs a release of `files` (slot path -> local file) as build `build`; returns its directory. */

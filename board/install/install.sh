@@ -15,7 +15,7 @@ NODE=/usr/bin/node
 
 usage() {
 	cat <<'EOF'
-Usage: install.sh [--root DIR] [--bundle PATH] [--data-dir DIR] [--broker URL] [--fleet-key HEX]
+Usage: install.sh [--root DIR] [--bundle PATH] [--data-dir DIR] [--broker URL] [--fleet-key HEX] [--package]
 
 Install the sharenode agent: the bundle into a release slot of /opt/sharenode (then `current` switches to it),
 /etc/sharenode/config.json (only when there is none yet), the state and data directories, the user sharenode,
@@ -28,6 +28,9 @@ Options:
   --data-dir DIR    the data directory on the data disk (store.dataDir), e.g. /mnt/usb/sharenode
   --broker URL      the fleet's MQTT broker (link.url): mqtt://, mqtts://, ws:// or wss://, no user or password
   --fleet-key HEX   the fleet's Ed25519 public key (link.fleetPublicKey), 64 hex digits
+  --package         run from a package's postinst (board/package): the unit files, the udev rule, the init
+                    script and the launcher are the package's (not copied); with no config yet and no options,
+                    the rest is done and the service waits for a config instead of failing
   -h, --help        show this help
 
 --data-dir, --broker and --fleet-key are needed the first time, to write the config; later runs read the data
@@ -45,12 +48,17 @@ bad() { die "$1 (see install.sh --help)" 2; }
 
 # --- the command line: every check before the first change ---------------------------------------------------
 
-root=/ bundle='' data_dir='' broker='' fleet_key=''
+root=/ bundle='' data_dir='' broker='' fleet_key='' package=false
 while [ $# -gt 0 ]; do
 	case $1 in
 	-h | --help)
 		usage
 		exit 0
+		;;
+	--package)
+		package=true
+		shift
+		continue
 		;;
 	--root | --bundle | --data-dir | --broker | --fleet-key)
 		[ $# -ge 2 ] || bad "$1 needs a value"
@@ -143,6 +151,7 @@ if $openwrt; then state_dir=/etc/sharenode/state; else state_dir=/var/lib/sharen
 
 # An existing config is the owner's: it is kept, and it says where the data directory is.
 config_created=false
+config_deferred=false
 if [ -e "$R$CONFIG" ]; then
 	[ -f "$R$CONFIG" ] || die "$R$CONFIG exists but is not a file"
 	config_data=$(tr '\n' ' ' <"$R$CONFIG" | sed -n 's/.*"dataDir"[[:space:]]*:[[:space:]]*"\([^"\\]*\)".*/\1/p')
@@ -164,7 +173,12 @@ else
 	[ -n "$broker" ] || missing="$missing --broker"
 	[ -n "$fleet_key" ] || missing="$missing --fleet-key"
 	[ -n "$data_dir" ] || missing="$missing --data-dir"
-	[ -z "$missing" ] || bad "no config yet at $R$CONFIG: give${missing} to write one"
+	if [ -n "$missing" ]; then
+		$package || bad "no config yet at $R$CONFIG: give${missing} to write one"
+		# A package installs before anyone could give options: the config comes later, and the service with it.
+		[ "$missing" = " --broker --fleet-key --data-dir" ] || bad "no config yet at $R$CONFIG: give${missing} to write one"
+		config_deferred=true
+	fi
 fi
 
 # --- the user --------------------------------------------------------------------------------------------------
@@ -310,7 +324,9 @@ fi
 
 # --- the config (only when there is none) ----------------------------------------------------------------------
 
-if [ ! -e "$R$CONFIG" ]; then
+if $config_deferred; then
+	say "no config yet: the service starts once there is one: sh $here/install.sh --data-dir DIR --broker URL --fleet-key HEX"
+elif [ ! -e "$R$CONFIG" ]; then
 	tmp=$R$CONFIG.new
 	(
 		umask 027
@@ -358,19 +374,22 @@ link() { # TARGET NAME
 	ln -s "$1" "$2"
 }
 
-# The launcher: what the service runs (it counts a new release's tries and rolls a bad one back).
-if install_file "$here/launcher.sh" "$R$LAUNCHER" 0755; then
+# The launcher: what the service runs (it counts a new release's tries and rolls a bad one back). A package ships it.
+launcher_changed=$package
+if ! $package && install_file "$here/launcher.sh" "$R$LAUNCHER" 0755; then
 	launcher_changed=true
 	say "installed the launcher $R$LAUNCHER"
-else
-	launcher_changed=false
 fi
 
 service_changed=$launcher_changed
 rules_changed=false
 console_changed=false
+# A package's unit files, udev rule and init script are its own (/lib/systemd/system, /lib/udev/rules.d,
+# /etc/init.d from the package): only enabled here.
+sys_units=/etc/systemd/system
+$package && sys_units=/lib/systemd/system
 if $openwrt; then
-	if install_file "$here/sharenode.init" "$R/etc/init.d/sharenode" 0755; then service_changed=true; fi
+	if ! $package && install_file "$here/sharenode.init" "$R/etc/init.d/sharenode" 0755; then service_changed=true; fi
 	what=$R/etc/init.d/sharenode
 	# What `/etc/init.d/sharenode enable` does, without running the tree's rc.common.
 	start=$(sed -n 's/^START=\([0-9]*\)$/\1/p' "$here/sharenode.init")
@@ -385,8 +404,10 @@ if $openwrt; then
 	rm -f "$keep.tmp"
 else
 	unit_dir=$R/etc/systemd/system
-	if install_file "$here/sharenode.service" "$unit_dir/sharenode.service" 0644; then service_changed=true; fi
-	what=$unit_dir/sharenode.service${data_dir:+ (+ sharenode.service.d/data-dir.conf)}
+	if ! $package && install_file "$here/sharenode.service" "$unit_dir/sharenode.service" 0644; then
+		service_changed=true
+	fi
+	what=$R$sys_units/sharenode.service${data_dir:+ (+ $unit_dir/sharenode.service.d/data-dir.conf)}
 	if [ -n "$data_dir" ]; then
 		mkdir -p "$unit_dir/sharenode.service.d"
 		dropin=$unit_dir/sharenode.service.d/data-dir.conf
@@ -401,14 +422,18 @@ EOF
 		rm -f "$dropin.tmp"
 	fi
 	# What `systemctl enable` does, without a running systemd.
-	link /etc/systemd/system/sharenode.service "$unit_dir/multi-user.target.wants/sharenode.service"
+	link "$sys_units/sharenode.service" "$unit_dir/multi-user.target.wants/sharenode.service"
 fi
 if $service_changed; then say "installed $what, enabled"; else say "$what: already installed and enabled"; fi
 
 if ! $openwrt; then
 	# The status LED's sysfs files and /dev/watchdog to the group sharenode (the init script does it on OpenWrt).
 	rules=$R/etc/udev/rules.d/70-sharenode.rules
-	if install_file "$here/70-sharenode.rules" "$rules" 0644; then
+	if $package; then
+		rules_changed=true
+		rules=$R/lib/udev/rules.d/70-sharenode.rules
+		say "$rules: the package's"
+	elif install_file "$here/70-sharenode.rules" "$rules" 0644; then
 		rules_changed=true
 		say "installed $rules: the status LEDs and the hardware watchdog to the group $USER_NAME"
 	else
@@ -416,8 +441,11 @@ if ! $openwrt; then
 	fi
 
 	# The serial console: installed, not enabled (which line is the console is the board's).
-	console_unit=$unit_dir/sharenode-console@.service
-	if install_file "$here/sharenode-console@.service" "$console_unit" 0644; then
+	console_unit=$R$sys_units/sharenode-console@.service
+	if $package; then
+		console_changed=true
+		console_said="$console_unit: the package's"
+	elif install_file "$here/sharenode-console@.service" "$console_unit" 0644; then
 		console_changed=true
 		console_said="installed $console_unit"
 	else
@@ -460,6 +488,10 @@ if ! $live; then
 fi
 if ! $node_ok; then
 	say "not started: install Node >= 20 as $NODE first"
+	exit 0
+fi
+if $config_deferred; then
+	say "not started: no config yet"
 	exit 0
 fi
 # A new rule: the agent opens the LEDs and the watchdog again, now that it may write them.

@@ -35,6 +35,8 @@ export const DEBIAN_TOOLS = {
   nginx: ["nginx", "the box's Range answers compared with nginx's for the same file"],
   setpriv: ["util-linux", "permission tests run as an unprivileged user"],
   "qemu-arm-static": ["qemu-user-static", "the ARM check: official Node ARM builds under emulation"],
+  "dpkg-deb": ["dpkg", "npm run package builds the .deb"],
+  lintian: ["lintian", "the .deb checked as Debian checks packages"],
 };
 
 /** What `npm run bench` needs on top (package.json `prebench` runs this file with --bench). */

@@ -749,6 +749,9 @@ export class Agent {
         await store.ingest(createReadStream(path), { expectedId: id, declaredLength: length, pin: true });
       },
       objectFile: (id) => this.store?.locate(id)?.path,
+      unpin: async (ids) => {
+        for (const id of ids) await this.store?.pin(id, false);
+      },
       connectedOnce: () => this.connectedOnce,
       selftest: () => this.trialSelftest(),
       event: (body) => void this.event(body),

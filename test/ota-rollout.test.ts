@@ -55,6 +55,9 @@ describe("the cohort", () => {
   });
 });
 
+const idOf = (box: Box) => /device ([0-9a-f]{32})/.exec(box.log)![1]!;
+const keyOf = (box: Box) => /\(public key ([0-9a-f]{64})\)/.exec(box.log)![1]!;
+
 describe("sharenode fleet rollout, three boxes", () => {
   const rig = new OtaRig({ gateSeconds: 1 });
   const boxes: { box: Box; opt: string }[] = [];
@@ -109,5 +112,76 @@ describe("sharenode fleet rollout, three boxes", () => {
     for (const b of boxes) expect(readlinkSync(join(b.opt, "current"))).toBe("releases/B");
     const offered = new Set(rig.events().filter((e) => e.type === "ota.offered" && e.build === 3));
     expect(offered.size).toBe(1);
+  }, 120_000);
+
+  it("distribution through the boxes: a box fetches a release from another box's server, paid with orders, no origin", async () => {
+    const [first, second] = boxes as [{ box: Box; opt: string }, { box: Box; opt: string }];
+    const dir = rig.pack(4, { "sharenode.js": rig.variant(4) });
+    // The first box gets it from the origin.
+    const toFirst = await rig.sharenodeAsync([
+      "fleet",
+      "send",
+      idOf(first.box),
+      "ota.offer",
+      "--args",
+      JSON.stringify({ manifest: rig.manifest(dir), sources: [rig.publish(dir)] }),
+      "--broker",
+      rig.broker.url,
+      "--key-dir",
+      join(rig.work, "fleet"),
+    ]);
+    expect(toFirst.status, toFirst.stderr).toBe(0);
+    await rig.waitFor(
+      "build 4 committed on the first box",
+      () => rig.events().some((e) => e.type === "ota.committed" && e.build === 4) || undefined,
+    );
+    // The second gets it from the first box only: an order per file, signed by the fleet for the second box's key.
+    const serving = /serving on \S+: (http:\/\/\S+)/.exec(
+      first.box.log.slice(first.box.log.lastIndexOf("sharenode 0.4.0")),
+    )![1]!;
+    const orders: Record<string, string> = {};
+    for (const f of rig.files(dir)) {
+      const o = await rig.sharenodeAsync([
+        "fleet",
+        "order",
+        "--device",
+        idOf(first.box),
+        "--object",
+        f.blake3,
+        "--client-key",
+        keyOf(second.box),
+        "--max-bytes",
+        String(f.length),
+        "--rights",
+        "sharenode:release",
+        "--ttl",
+        "600",
+        "--key-dir",
+        join(rig.work, "fleet"),
+      ]);
+      expect(o.status, o.stderr).toBe(0);
+      orders[f.blake3] = o.stdout.trim();
+    }
+    const toSecond = await rig.sharenodeAsync([
+      "fleet",
+      "send",
+      idOf(second.box),
+      "ota.offer",
+      "--args",
+      JSON.stringify({ manifest: rig.manifest(dir), boxes: [{ url: serving, orders }] }),
+      "--broker",
+      rig.broker.url,
+      "--key-dir",
+      join(rig.work, "fleet"),
+    ]);
+    expect(toSecond.status, toSecond.stderr).toBe(0);
+    await rig.waitFor(
+      "build 4 committed on the second box",
+      () => rig.events().filter((e) => e.type === "ota.committed" && e.build === 4).length >= 2 || undefined,
+    );
+    expect(readlinkSync(join(second.opt, "current"))).toBe("releases/A");
+    // Both fetched the bundle as a task: the second from the first box, its only source.
+    const served = rig.events().filter((e) => e.type === "task.done" && e.objectId === rig.files(dir)[0]!.blake3);
+    expect(served.length).toBe(2);
   }, 120_000);
 });

@@ -146,6 +146,9 @@ describe("updates over the air under the launcher", () => {
     const status = rig.sharenode(["ota", "status"]);
     expect(status.stdout).toMatch(/running +0\.7\.0 \(build 7, slot A\)/);
     expect(status.stdout).toMatch(/update +committed: build 7/);
+    // Only the running release's files stay pinned in the store (the bad releases', build 2's: unpinned).
+    const store = (await rig.result<{ store: { pinned: number } }>("status")).store;
+    expect(store.pinned).toBe(2);
     // Not on trial any more: commit and rollback by hand are refused, in one line.
     const commit = rig.sharenode(["ota", "commit"]);
     expect(commit.status).toBe(1);
@@ -171,6 +174,8 @@ describe("updates over the air under the launcher", () => {
       const list = await rig.result<{ tasks: { objectId: string; bytesDone: number }[] }>("task.list");
       return list.tasks.find((t) => t.objectId === big.blake3)?.bytesDone === held || undefined;
     });
+    // The status LED says "updating" (nobody should pull the plug now).
+    expect((await rig.result<{ board: { led: string } }>("status")).board.led).toBe("updating");
     rig.box.kill("SIGKILL");
     await rig.box.exited;
     rig.origin.serve(`${name}/objects/${big.blake3}`, readFileSync(join(dir, "objects", big.blake3)));
@@ -180,5 +185,6 @@ describe("updates over the air under the launcher", () => {
     expect(after.bytes).toBe(big.length - held);
     expect(after.ranges[0]![0]).toBe(held);
     expect(rig.current()).toBe("releases/B");
+    expect((await rig.result<{ board: { led: string } }>("status")).board.led).toBe("online");
   }, 120_000);
 });

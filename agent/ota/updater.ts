@@ -55,6 +55,11 @@ export interface OtaUpdaterOptions {
   ingestFile(path: string, id: string, length: number): Promise<void>;
   /** The store's file of an object, or undefined when it does not hold it. */
   objectFile(id: string): string | undefined;
+  /**
+   * Lets the store evict release files again (they are pinned while fetched: a release being installed must not
+   * lose a file, and other boxes fetch the running release from this one).
+   */
+  unpin(ids: string[]): Promise<void>;
   /** Whether the link has been connected since this start. */
   connectedOnce(): boolean;
   /** The in-process selftest: undefined when it passed, else why not. */
@@ -118,6 +123,7 @@ export class OtaUpdater {
         code: rolledback.code,
         reason: rolledback.reason,
       });
+      await this.unpinLater();
       return;
     }
     if (rolledback) await tree.clearRolledback();
@@ -266,6 +272,7 @@ export class OtaUpdater {
         const s = this.o.state.current;
         this.o.event({ type: "ota.failed", build: s.build, version: s.version, code, reason });
         if (s.phase === "downloading") await this.o.state.advance("idle", { reason: `${code}: ${reason}` });
+        await this.unpinLater(await this.keptOfferFiles());
         await unlink(this.o.offerPath).catch(() => {});
       })
       .catch((err: unknown) => this.o.log.error(`update state: ${errorLine(err)}`))
@@ -273,6 +280,17 @@ export class OtaUpdater {
         this.installing = undefined;
         void this.o.setUpdating(false);
       });
+  }
+
+  /** The files of the kept offer's manifest (unchecked: only to unpin them), or none. */
+  private async keptOfferFiles(): Promise<{ blake3: string }[]> {
+    try {
+      const offer = JSON.parse(await readFile(this.o.offerPath, "utf8")) as KeptOffer;
+      const body = JSON.parse(String((JSON.parse(offer.manifest) as { body?: unknown }).body)) as Manifest;
+      return Array.isArray(body.files) ? body.files.filter((f) => typeof f.blake3 === "string") : [];
+    } catch {
+      return [];
+    }
   }
 
   private async install(): Promise<void> {
@@ -392,7 +410,9 @@ export class OtaUpdater {
   }
 
   private async finishCommit(): Promise<void> {
+    if (this.o.state.current.phase === "installed") await this.o.state.advance("trial");
     const s = await this.o.state.advance("committed");
+    await this.unpinLater();
     this.o.log.info(`build ${s.build} (${s.version}) committed; the anti-rollback floor is now ${s.floor}`);
     this.o.event({
       type: "ota.committed",
@@ -401,6 +421,24 @@ export class OtaUpdater {
       slot: this.o.running.slot,
       floor: s.floor,
     });
+  }
+
+  /**
+   * Once an update ends (committed, rolled back, failed): release files other than the running release's (the
+   * other slot's, and those of `also`, a failed offer's) may leave the store again.
+   */
+  private async unpinOthers(also: { blake3: string }[] = []): Promise<void> {
+    const { tree, slot } = this.o.running;
+    if (!tree || !slot) return;
+    const keep = new Set((await tree.slotManifest(slot))?.files.map((f) => f.blake3));
+    const others = [...((await tree.slotManifest(otherSlot(slot)))?.files ?? []), ...also].map((f) => f.blake3);
+    await this.o.unpin([...new Set(others)].filter((id) => !keep.has(id) && this.o.objectFile(id)));
+  }
+
+  private unpinLater(also: { blake3: string }[] = []): Promise<void> {
+    return this.unpinOthers(also).catch((err: unknown) =>
+      this.o.log.warn(`release files left pinned: ${errorLine(err)}`),
+    );
   }
 
   private async giveUp(reason: string): Promise<void> {

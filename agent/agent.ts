@@ -289,8 +289,8 @@ export class Agent {
   }
 
   /**
-   * Shows "updating" on the status LED while `active` (reserved for the update command, which is not written
-   * yet): it wins over every other pattern, so nobody pulls the plug during an update.
+   * Shows "updating" on the status LED while `active` (agent/ota: while a release is fetched and written): it wins
+   * over every other pattern, so nobody pulls the plug during an update.
    */
   async setUpdating(active: boolean): Promise<void> {
     this.updating = active;

@@ -107,11 +107,16 @@ describe("payload decoding", () => {
   it("parses state, birth and will", () => {
     expect(parseState(json({ state: "online", bdSeq: 3, ts: 1000, version: "0.1.0" }))).toEqual({
       ok: true,
-      value: { state: "online", bdSeq: 3, ts: 1000, version: "0.1.0" },
+      value: { state: "online", bdSeq: 3, ts: 1000, version: "0.1.0", build: null, slot: null },
+    });
+    // The release running (agent/ota): its build and slot.
+    expect(parseState(json({ state: "online", bdSeq: 4, ts: 1000, version: "0.2.0", build: 2, slot: "B" }))).toEqual({
+      ok: true,
+      value: { state: "online", bdSeq: 4, ts: 1000, version: "0.2.0", build: 2, slot: "B" },
     });
     expect(parseState('{"state":"offline","bdSeq":3}')).toEqual({
       ok: true,
-      value: { state: "offline", bdSeq: 3, ts: null, version: null },
+      value: { state: "offline", bdSeq: 3, ts: null, version: null, build: null, slot: null },
     });
     expect(parseState(json({ state: "online", bdSeq: 1, future: "field" })).ok).toBe(true);
     for (const bad of [
@@ -122,6 +127,9 @@ describe("payload decoding", () => {
       { state: "online", bdSeq: "1" },
       { state: "online", bdSeq: 1, ts: "now" },
       { state: "online", bdSeq: 1, version: 1 },
+      { state: "online", bdSeq: 1, build: -2 },
+      { state: "online", bdSeq: 1, build: "7" },
+      { state: "online", bdSeq: 1, slot: "C" },
       [1],
       null,
     ]) {

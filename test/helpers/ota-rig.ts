@@ -19,6 +19,9 @@ import { fileURLToPath } from "node:url";
 import mqtt, { type MqttClient } from "mqtt";
 import { loadOrCreateFleetKey, openReply, signCommand, type FleetKey, type Reply } from "../../agent/protocol/envelope";
 import { topicsFor } from "../../agent/protocol/topics";
+import { loadOrCreateSigningKey } from "../../agent/identity/device-key";
+import { createOutboard } from "../../agent/kernels/outboard";
+import { signManifest, SLOT_PACKAGE_JSON } from "../../agent/ota/release";
 import { Broker } from "./mosquitto";
 import { Origin, type Behaviour } from "./origin";
 import { waiter } from "./wait";
@@ -244,6 +247,29 @@ export class OtaRig {
       ...specs,
     ]);
     if (r.status !== 0) throw new Error(`release pack: ${r.stderr}`);
+    return out;
+  }
+
+  /**
+   * What pack() writes, made in this process (no node start per release): the manifest signed with the same
+   * release key, the objects with their outboards, and the package.json `release pack` adds.
+   */
+  async packHere(build: number, files: Record<string, string>): Promise<string> {
+    const out = join(this.work, "pub", `b${build}-${Math.random().toString(16).slice(2, 8)}`);
+    mkdirSync(join(out, "objects"), { recursive: true });
+    const entries: ReleaseFileEntry[] = [];
+    const add = (path: string, data: Uint8Array) => {
+      const { id, outboard } = createOutboard(data);
+      const blake3 = Buffer.from(id).toString("hex");
+      writeFileSync(join(out, "objects", blake3), data);
+      writeFileSync(join(out, "objects", `${blake3}.obao`), outboard);
+      entries.push({ path, blake3, length: data.length });
+    };
+    for (const [path, file] of Object.entries(files)) add(path, readFileSync(file));
+    add("package.json", new TextEncoder().encode(SLOT_PACKAGE_JSON));
+    const key = await loadOrCreateSigningKey(join(this.work, "release-key"), "ReleaseKey", (m) => new Error(m));
+    const envelope = signManifest({ name: "sharenode", version: `0.${build}.0`, build, files: entries }, key);
+    writeFileSync(join(out, "manifest.json"), envelope);
     return out;
   }
 

@@ -405,6 +405,8 @@ describe("the service definitions", () => {
     expect(one("User")).toBe("sharenode");
     expect(one("Group")).toBe("sharenode");
     expect(one("Restart")).toBe("on-failure");
+    // The launcher passes SIGTERM on to the agent: systemd must not send it to both (KillMode=control-group).
+    expect(one("KillMode")).toBe("mixed");
     expect(one("RestartSec")).toMatch(/^\d+s?$/);
     expect(unit.Unit.StartLimitIntervalSec).toEqual(["0"]);
     expect(one("NoNewPrivileges")).toBe("yes");

@@ -138,7 +138,7 @@ describe("updates over the air under the launcher", () => {
 
   it("sharenode ota apply DIR installs a release from local files (a USB stick), through the console socket", async () => {
     const dir = rig.pack(7, { "sharenode.js": rig.variant(7) });
-    const r = rig.sharenode(["ota", "apply", dir]);
+    const r = rig.sharenode(["ota", "apply", join(dir, "manifest.json")]);
     expect(r.stderr).toBe("");
     expect(r.stdout).toMatch(/build 7 \(0\.7\.0\) accepted/);
     await waitFor("ota.committed 7", () => rig.otaEvents(7).some((e) => e.type === "ota.committed") || undefined);
@@ -187,4 +187,28 @@ describe("updates over the air under the launcher", () => {
     expect(rig.current()).toBe("releases/B");
     expect((await rig.result<{ board: { led: string } }>("status")).board.led).toBe("online");
   }, 120_000);
+
+  it("Ctrl-C at a terminal (SIGINT to the whole process group) stops the agent cleanly, once: exit 0", async () => {
+    const box = rig.box;
+    const from = box.log.length;
+    box.kill("SIGINT");
+    expect(await box.exited).toBe(0);
+    const tail = box.log.slice(from);
+    expect(tail).toMatch(/agent: SIGINT: stopping/);
+    expect(tail).toMatch(/agent: stopped/);
+    // The launcher did not pass a second signal on (the agent would have exited at once, without its clean stop).
+    expect(tail).not.toMatch(/again/);
+    await rig.startBox();
+  });
+
+  it("SIGTERM to the launcher alone (systemd's KillMode=mixed, procd) stops the agent cleanly, once: exit 0", async () => {
+    const box = rig.box;
+    const from = box.log.length;
+    box.proc.kill("SIGTERM");
+    expect(await box.exited).toBe(0);
+    const tail = box.log.slice(from);
+    expect(tail).toMatch(/agent: SIGTERM: stopping/);
+    expect(tail).toMatch(/agent: stopped/);
+    expect(tail).not.toMatch(/again/);
+  });
 });

@@ -7,7 +7,7 @@
 // The launcher (board/install/launcher.sh) is the other half: it counts the tries of a release on trial, stops
 // one that does not commit by its deadline, and switches back. slots.ts is the files they share.
 import { readFile, stat, unlink } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { writeFileAtomic } from "../durable/atomic.js";
 import { CommandRefused } from "../link/command-gate.js";
 import type { Logger } from "../util/log.js";
@@ -167,8 +167,12 @@ export class OtaUpdater {
     return this.accept({ manifest, sources });
   }
 
-  /** `sharenode ota apply DIR` (through the console socket): a `release pack` directory on local disk. */
-  async apply(dir: string): Promise<Record<string, unknown>> {
+  /**
+   * `sharenode ota apply DIR` (through the console socket): a `release pack` directory on local disk, or the
+   * manifest.json in one.
+   */
+  async apply(path: string): Promise<Record<string, unknown>> {
+    const dir = (await stat(path).catch(() => undefined))?.isFile() ? dirname(path) : path;
     let manifest: string;
     try {
       manifest = await readFile(join(dir, "manifest.json"), "utf8");

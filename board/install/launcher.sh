@@ -145,9 +145,12 @@ watch_trial() {
 
 stopping=false
 child=''
+# SIGTERM and SIGHUP (a service manager stopping the service: systemd with KillMode=mixed and procd signal the main
+# process only) go to the agent, once: a second signal makes it exit without its clean stop. SIGINT comes from a
+# terminal, which sends it to the whole process group: the agent has it already.
 on_signal() {
 	stopping=true
-	[ -n "$child" ] && kill -TERM "$child" 2>/dev/null
+	[ -n "$child" ] && [ "$1" != INT ] && kill -TERM "$child" 2>/dev/null
 }
 
 # Runs the agent once as a child (so signals reach it and a trial can be watched); sets status.
@@ -186,7 +189,9 @@ esac
 	say "$OPT: no such directory"
 	exit 1
 }
-trap on_signal TERM INT HUP
+trap 'on_signal TERM' TERM
+trap 'on_signal HUP' HUP
+trap 'on_signal INT' INT
 while :; do
 	prepare
 	if [ -z "$(current_slot)" ]; then
@@ -196,6 +201,12 @@ while :; do
 	supervise "$@"
 	$stopping && exit "$status"
 	# A release on trial that stopped without committing: its next try, or the rollback (prepare decides).
-	if [ "$status" = "$RESTART" ] || { $on_trial && [ -f "$OPT/trial" ]; }; then continue; fi
+	if $on_trial && [ -f "$OPT/trial" ]; then continue; fi
+	# "Start me again" from a committed release: a moment's pause, so a release that asks for it at every start
+	# cannot spin the CPU.
+	if [ "$status" = "$RESTART" ]; then
+		$on_trial || sleep 1
+		continue
+	fi
 	exit "$status"
 done

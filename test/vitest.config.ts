@@ -11,6 +11,9 @@ export default defineConfig({
     // Agents the tests start (and their children, which inherit this) serve on a free loopback port: the default
     // 8470 on every address would make concurrent test agents fight for one port (all but one "not serving").
     env: { SHARENODE_SERVE_BIND: "127.0.0.1", SHARENODE_SERVE_PORT: "0" },
+    // Two test files at a time: vitest's default is one fewer than the CPUs, which is one on the 2-core machines
+    // this runs on, and most of these files wait on agents, brokers and timers rather than compute.
+    maxWorkers: 2,
     testTimeout: 60_000,
     hookTimeout: 60_000,
   },

@@ -314,7 +314,16 @@ run_target() { # in a subshell, in its own directory; prints one summary line, o
   fi
   grep -q '^PASS  broker round trip' <<<"$out" || tfail "sharenode selftest: no broker round trip"
 
-  printf '%-13s %-6s cpu=%-19s kernel=%-7s vectors ok (blake3 %s [%s], sha256 %s, proofs %s)  cli ok  selftest ok  node %s  %s\n' \
+  # 4. The bundle where install.sh puts it on a box (/opt/sharenode/releases/A, no checkout around it): Node before
+  #    20.19 loads the .js bundle as an ES module only with the package.json install.sh writes beside it.
+  mkdir box || tfail "cannot make the box's root"
+  sh "$ROOT/board/install/install.sh" --root "$PWD/box" --bundle "$ROOT/dist/sharenode.js" --data-dir /mnt/usb/sn \
+    --broker mqtt://broker.invalid --fleet-key "$(printf '%064d' 0)" >/dev/null 2>&1 || tfail "install.sh --root failed"
+  out=$(arm_node "$PWD/box/opt/sharenode/current/sharenode.js" --version 2>&1) ||
+    tfail "the installed bundle does not start: $(grep -m1 -i 'error' <<<"$out" || tail -n 1 <<<"$out")"
+  [[ $out == "sharenode "* ]] || tfail "the installed bundle's --version printed '$out'"
+
+  printf '%-13s %-6s cpu=%-19s kernel=%-7s vectors ok (blake3 %s [%s], sha256 %s, proofs %s)  cli ok  selftest ok  installed ok  node %s  %s\n' \
     "$TARGET" "${NODE_ARCH[$ARCH]}" "$CPU" "${r[kernel]}" "${r[blake3]}" "${r[builds]}" "${r[sha256]}" "${r[proofs]}" \
     "${r[node]}" "$(elapsed "$start")"
 }

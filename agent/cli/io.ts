@@ -4,6 +4,7 @@
 import type { Readable, Writable } from "node:stream";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { errnoCode, errorMessage } from "../util/errors.js";
+import type { ConsoleIo } from "../console/command-api.js";
 
 export interface CliIo {
   stdin: Readable;
@@ -223,4 +224,17 @@ function settled(out: Writable, event: "drain"): Promise<void> {
     out.on("error", done);
     out.on("close", done);
   });
+}
+
+/**
+ * A console command's io for a one-shot CLI run (`sharenode selftest`, `sharenode ota`): prints to stdout, and
+ * nobody to answer a question or press Ctrl-C.
+ */
+export function consoleIoFor(io: CliIo): ConsoleIo {
+  return {
+    print: (text) => io.stdout.write(text),
+    ask: async () => undefined,
+    signal: new AbortController().signal,
+    columns: undefined,
+  };
 }

@@ -2,7 +2,7 @@
 // update stands, commit or roll back a trial, and `apply DIR` to install a release from a USB stick through the
 // running daemon, with no network. Exit 0 done, 1 refused or failed, 2 bad usage.
 import { ConsoleError } from "../console/command-api.js";
-import { CliError, parseCommandArgs, usageError, type CliIo, type Command } from "./io.js";
+import { CliError, consoleIoFor, parseCommandArgs, usageError, type CliIo, type Command } from "./io.js";
 
 const USAGE = `Usage: sharenode ota [status | commit | rollback | apply DIR] [--config FILE]
 
@@ -37,12 +37,7 @@ async function runOta(args: string[], io: CliIo): Promise<number> {
   ]);
   const ctx = new ConsoleContext({ env: io.env, configFile: values.config });
   try {
-    await consoleOta(ctx).run([action, ...rest], {
-      print: (text) => io.stdout.write(text),
-      ask: async () => undefined,
-      signal: new AbortController().signal,
-      columns: undefined,
-    });
+    await consoleOta(ctx).run([action, ...rest], consoleIoFor(io));
     return 0;
   } catch (err) {
     if (err instanceof ConsoleError) throw new CliError(`ota: ${err.message}`);

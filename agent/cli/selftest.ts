@@ -1,7 +1,7 @@
 // `sharenode selftest`: the console's selftest (hash kernels, data disk write/read, broker round trip) for
 // scripts: the OTA pipeline runs it from a new release slot before switching to it, the ARM check runs it under
 // qemu. Exit 0 when no check failed, 1 when one did.
-import { parseCommandArgs, type CliIo, type Command } from "./io.js";
+import { consoleIoFor, parseCommandArgs, type CliIo, type Command } from "./io.js";
 
 const USAGE = `Usage: sharenode selftest [--config FILE]
 
@@ -32,12 +32,7 @@ async function runSelftest(args: string[], io: CliIo): Promise<number> {
   ]);
   const ctx = new ConsoleContext({ env: io.env, configFile: values.config });
   try {
-    const outcome = await consoleSelftest(selftestSteps(ctx)).run([], {
-      print: (text) => io.stdout.write(text),
-      ask: async () => undefined,
-      signal: new AbortController().signal,
-      columns: undefined,
-    });
+    const outcome = await consoleSelftest(selftestSteps(ctx)).run([], consoleIoFor(io));
     return outcome?.ok ? 0 : 1;
   } finally {
     await ctx.close();

@@ -1,9 +1,10 @@
 // Power cuts during updates (issue 13): the box (the launcher and its agent, one process group) is SIGKILLed 50
 // times at random points of a stream of updates: during the download, the slot's writing, the switch, the trial
-// and the commit. Each kill lands a random 0..40 ms after a step's log line (0..300 ms into the download), the
-// least-hit step that is still to come, or at a random moment. After every kill the box is started again, and every time: `current` names a whole release (every file
-// of its manifest there, of the right length), a working agent starts from it and connects, and the update's
-// state machine takes up where it was. At the end, nothing is in flight and every piece of state agrees.
+// and the commit. Each kill lands a random 0..40 ms after the log line (0..300 ms into the download) of the
+// least-hit step still to come, or, one in seven, at a random moment. After every kill the box is started again,
+// and every time: `current` names a whole release (every file of its manifest there, of the right length), a
+// working agent starts from it and connects, and the update's state machine takes up where it was. At the end,
+// nothing is in flight and every piece of state agrees.
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";

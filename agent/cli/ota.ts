@@ -10,8 +10,9 @@ Updates over the air, through the running agent (its control socket in the state
   status     the release running (version, build, slot), the update's phase, the anti-rollback floor (default)
   commit     mark the release on trial good now, without waiting for its gate
   rollback   give up the release on trial: the agent restarts into the previous release
-  apply DIR  install the release in DIR, or DIR/manifest.json (what 'sharenode release pack' wrote: the manifest and objects/),
-             checked like an offer from the fleet (the release key, newer than what runs, the floor, the space)
+  apply DIR  install the release in DIR, or DIR/manifest.json (what 'sharenode release pack' wrote: the manifest
+             and objects/), checked like an offer from the fleet (the release key, newer than what runs, the
+             floor, the space)
 
 Options:
   -c, --config FILE   the agent's config file (for its state directory)

@@ -101,8 +101,9 @@ export class OtaUpdater {
   }
 
   /**
-   * Takes up where the last run left off (after load()): resumes a download, finishes a switch a power cut interrupted, starts
-   * the gate of a release on trial, commits one whose mark-good the power cut split, reports a rollback.
+   * Takes up where the last run left off (after load()): resumes a download, finishes a switch a power cut
+   * interrupted, starts the gate of a release on trial, commits one whose mark-good the power cut split, reports a
+   * rollback.
    */
   async start(): Promise<void> {
     const { running, state } = this.o;

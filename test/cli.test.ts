@@ -96,6 +96,14 @@ describe("the sharenode bundle", () => {
     ],
     [["proof", "make", "f", "--chunk", "-3"], "proof make: --chunk must be a non-negative integer, got '-3'"],
     [["hash", "-a", "-1"], "hash: unknown algorithm '-1' (expected blake3 or sha256)"],
+    [["ota", "upgrade"], "ota: unknown action 'upgrade' (status, commit, rollback or apply DIR)"],
+    [["ota", "apply"], "ota apply: give one directory"],
+    [["ota", "status", "now"], "ota status: no arguments"],
+    [["fleet", "rollout", "--release", "x", "--source", "http://o/"], "fleet rollout: --percent is required (0..100)"],
+    [
+      ["fleet", "rollout", "--release", "x", "--source", "http://o/", "--percent", "101"],
+      "fleet rollout: --percent must be a percentage from 0 to 100, got '101'",
+    ],
   ])("usage error %j: exit 2, one line on stderr, nothing on stdout", (args, message) => {
     const r = sharenode(...args);
     expect(r.status).toBe(2);

@@ -12,6 +12,7 @@ import { getCommand } from "./get.js";
 import { proofCommand } from "./proof.js";
 import { releaseCommand } from "./release.js";
 import { otaCommand } from "./ota.js";
+import { computeCommand } from "./compute.js";
 import { runCommand } from "./run.js";
 import { storeCommand, verifyResponseCommand } from "./store.js";
 import {
@@ -39,6 +40,7 @@ const commands: Record<string, Command> = {
   ledger: ledgerCommand,
   release: releaseCommand,
   ota: otaCommand,
+  compute: computeCommand,
   fleet: fleetCommand,
   client: clientCommand,
   get: getCommand,

@@ -1,0 +1,146 @@
+// The compute sandbox (issue 14, first part: agent/compute/): modules compiled here from AssemblyScript with the
+// project's compiler, run in a worker with the host API only. A good task's output and its BLAKE3 id; hostile
+// modules each contained and reported with a code (a forbidden import, an endless loop, endless allocation,
+// memory past the cap or without a maximum, oversized output, a trap), and the next task runs as before.
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import asc from "assemblyscript/asc";
+import { describe, expect, it } from "vitest";
+import { blake3 } from "../agent/kernels/blake3";
+import { checkModule, memoryLimits } from "../agent/compute/module-check";
+import { runTask, type TaskLimits } from "../agent/compute/sandbox";
+import { toHex } from "../agent/util/hex";
+
+const HOST = `
+@external("sharenode", "input_length") declare function input_length(): i32;
+@external("sharenode", "read_input") declare function read_input(ptr: usize, offset: i32, len: i32): i32;
+@external("sharenode", "write_output") declare function write_output(ptr: usize, len: i32): void;
+`;
+
+/** Compiles an AssemblyScript task (the host API declared) with a memory maximum in pages (null: none). */
+async function compile(body: string, maximumMemory: number | null = 16): Promise<Uint8Array> {
+  const r = await asc.compileString(
+    { "task.ts": HOST + body },
+    { optimizeLevel: 1, runtime: "stub", ...(maximumMemory !== null ? { maximumMemory } : {}) },
+  );
+  if (r.error || !r.binary) throw new Error(`asc: ${r.error?.message}: ${r.stderr.toString()}`);
+  return r.binary;
+}
+
+const LIMITS: TaskLimits = { cpuMs: 1000, wallMs: 5000, memoryBytes: 4 * 1024 * 1024, outputBytes: 64 * 1024 };
+
+const XOR = `
+export function run(): void {
+  const n = input_length();
+  const buf = new Uint8Array(n);
+  read_input(buf.dataStart, 0, n);
+  for (let i = 0; i < n; i++) buf[i] = buf[i] ^ 0xff;
+  write_output(buf.dataStart, n);
+}`;
+
+describe("the compute sandbox", () => {
+  it("runs a task on its input: the output, its BLAKE3 id, CPU and wall time", async () => {
+    const input = new Uint8Array(10_000).map((_, i) => i & 0xff);
+    const outcome = await runTask(await compile(XOR), input, LIMITS);
+    expect(outcome.ok, JSON.stringify(outcome)).toBe(true);
+    if (!outcome.ok) return;
+    const expected = input.map((b) => b ^ 0xff);
+    expect(Buffer.from(outcome.output).equals(Buffer.from(expected))).toBe(true);
+    expect(outcome.outputId).toBe(toHex(blake3(expected)));
+    expect(outcome.wallMs).toBeGreaterThanOrEqual(0);
+    expect(outcome.cpuMs).toBeGreaterThanOrEqual(0);
+  });
+
+  it("reads the memory limits from the binary: the declared maximum, or none", async () => {
+    expect(memoryLimits(await compile(XOR, 16))).toEqual([{ min: expect.any(Number), max: 16 }]);
+    expect(memoryLimits(await compile(XOR, null))[0]!.max).toBeUndefined();
+    expect(() => memoryLimits(new Uint8Array([1, 2, 3, 4]))).toThrow(/bad magic/);
+  });
+
+  const hostile: Array<[string, () => Promise<Uint8Array>, string]> = [
+    [
+      "imports a forbidden function (a clock)",
+      () =>
+        compile(
+          `@external("env", "now") declare function now(): f64;\nexport function run(): void { if (now() > 0) unreachable(); }`,
+        ),
+      "forbidden-import",
+    ],
+    ["loops forever", () => compile(`export function run(): void { let i = 0; while (true) { i++; } }`), "cpu-time"],
+    [
+      "allocates without end",
+      () =>
+        compile(
+          `const keep: Uint8Array[] = [];\nexport function run(): void { while (true) keep.push(new Uint8Array(65536)); }`,
+        ),
+      "trap|aborted",
+    ],
+    ["declares memory past the cap", () => compile(XOR, 1024), "memory-over-cap"],
+    ["declares no memory maximum", () => compile(XOR, null), "unbounded-memory"],
+    [
+      "writes oversized output",
+      () =>
+        compile(
+          `export function run(): void { const b = new Uint8Array(32768); for (let i = 0; i < 8; i++) write_output(b.dataStart, 32768); }`,
+        ),
+      "output-too-large",
+    ],
+    ["traps", () => compile(`export function run(): void { unreachable(); }`), "trap"],
+    [
+      "passes a pointer outside its memory",
+      () => compile(`export function run(): void { write_output(0x7ffffff0, 64); }`),
+      "trap",
+    ],
+  ];
+  for (const [what, make, code] of hostile) {
+    it(`a module that ${what} is contained and reported (${code}); the next task runs`, async () => {
+      const outcome = await runTask(await make(), new Uint8Array(16), LIMITS);
+      expect(outcome.ok).toBe(false);
+      if (outcome.ok) return;
+      expect(outcome.code).toMatch(new RegExp(`^(${code})$`));
+      expect(outcome.reason).toMatch(/^[^\n]+$/);
+      // Contained: the wall clock did not run out for a CPU-bound module, the CPU limit held it.
+      if (code === "cpu-time") expect(outcome.wallMs).toBeLessThan(LIMITS.wallMs);
+      const next = await runTask(await compile(XOR), new Uint8Array([1, 2, 3]), LIMITS);
+      expect(next.ok && Array.from(next.output)).toEqual([254, 253, 252]);
+    }, 30_000);
+  }
+
+  it("sharenode compute run: the output id and metering, exit 0; a stopped task exit 1 with its code; bad usage exit 2", async () => {
+    const bin = fileURLToPath(new URL("../dist/sharenode.js", import.meta.url));
+    const dir = mkdtempSync(join(tmpdir(), "sharenode-compute-"));
+    try {
+      writeFileSync(join(dir, "xor.wasm"), await compile(XOR));
+      writeFileSync(join(dir, "loop.wasm"), await compile(`export function run(): void { while (true) {} }`));
+      writeFileSync(join(dir, "in.bin"), new Uint8Array([0, 1, 2]));
+      const cli = (...args: string[]) =>
+        spawnSync(process.execPath, [bin, "compute", ...args], { cwd: dir, encoding: "utf8" });
+      const ok = cli("run", "xor.wasm", "--input", "in.bin", "--output", "out.bin");
+      expect(ok.stderr).toBe("");
+      expect(ok.status).toBe(0);
+      const id = toHex(blake3(new Uint8Array([255, 254, 253])));
+      expect(ok.stdout).toMatch(new RegExp(`^output ${id}\nbytes 3\ncpu_ms \\d+\nwall_ms \\d+\n$`));
+      expect(Array.from(readFileSync(join(dir, "out.bin")))).toEqual([255, 254, 253]);
+      const stopped = cli("run", "loop.wasm", "--cpu-ms", "200");
+      expect(stopped.status).toBe(1);
+      expect(stopped.stderr).toMatch(
+        /^sharenode: compute run: cpu-time: used more than 200 ms of CPU \(cpu \d+ ms, wall \d+ ms\)\n$/,
+      );
+      const bad = cli("run", "xor.wasm", "--cpu-ms", "0");
+      expect(bad.status).toBe(2);
+      expect(bad.stderr).toMatch(/--cpu-ms must be a whole number from 1/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it("refuses bytes that are not a module", () => {
+    expect(checkModule(new Uint8Array([0, 97, 115, 109, 9, 9]), 1 << 20)).toMatchObject({
+      ok: false,
+      code: "bad-module",
+    });
+  });
+});

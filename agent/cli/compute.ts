@@ -50,7 +50,7 @@ async function runCompute(args: string[], io: CliIo): Promise<number> {
     },
     true,
   );
-  if (positionals.length !== 1) throw usageError(`${label}: expected one MODULE.wasm`);
+  if (positionals.length !== 1) throw usageError(`${label}: expected one module to run (MODULE.wasm)`);
   const whole = (name: string, value: string | undefined, fallback: number): number => {
     if (value === undefined) return fallback;
     const n = /^\d+$/.test(value) ? Number(value) : NaN;

@@ -3,7 +3,15 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { DEFAULT_LIMITS, runTask } from "../compute/sandbox.js";
 import { errorMessage } from "../util/errors.js";
-import { CliError, parseCommandArgs, systemErrorText, usageError, type CliIo, type Command } from "./io.js";
+import {
+  CliError,
+  parseCommandArgs,
+  positiveInteger,
+  systemErrorText,
+  usageError,
+  type CliIo,
+  type Command,
+} from "./io.js";
 
 const USAGE = `Usage: sharenode compute run MODULE.wasm [--input FILE] [--output FILE] [--cpu-ms N] [--wall-ms N]
                              [--memory-mb N] [--output-kb N]
@@ -51,18 +59,12 @@ async function runCompute(args: string[], io: CliIo): Promise<number> {
     true,
   );
   if (positionals.length !== 1) throw usageError(`${label}: expected one module to run (MODULE.wasm)`);
-  const whole = (name: string, value: string | undefined, fallback: number): number => {
-    if (value === undefined) return fallback;
-    const n = /^\d+$/.test(value) ? Number(value) : NaN;
-    if (!Number.isSafeInteger(n) || n < 1)
-      throw usageError(`${label}: --${name} must be a whole number from 1, got '${value}'`);
-    return n;
-  };
   const limits = {
-    cpuMs: whole("cpu-ms", values["cpu-ms"], DEFAULT_LIMITS.cpuMs),
-    wallMs: whole("wall-ms", values["wall-ms"], DEFAULT_LIMITS.wallMs),
-    memoryBytes: whole("memory-mb", values["memory-mb"], DEFAULT_LIMITS.memoryBytes / 1024 / 1024) * 1024 * 1024,
-    outputBytes: whole("output-kb", values["output-kb"], DEFAULT_LIMITS.outputBytes / 1024) * 1024,
+    cpuMs: positiveInteger(label, "cpu-ms", values["cpu-ms"], DEFAULT_LIMITS.cpuMs),
+    wallMs: positiveInteger(label, "wall-ms", values["wall-ms"], DEFAULT_LIMITS.wallMs),
+    memoryBytes:
+      positiveInteger(label, "memory-mb", values["memory-mb"], DEFAULT_LIMITS.memoryBytes / 1024 / 1024) * 1024 * 1024,
+    outputBytes: positiveInteger(label, "output-kb", values["output-kb"], DEFAULT_LIMITS.outputBytes / 1024) * 1024,
   };
   const read = async (path: string): Promise<Uint8Array> => {
     try {

@@ -4,6 +4,7 @@
 // ended, the rollout halts (--max-failures), or --wait runs out. A status table at the end (and on each change, on
 // a terminal); exit 0 when every online device of the cohort ended on the release, else 1.
 import { readFile, stat } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
 import { parseEvent, parseState } from "../fleet/consumer.js";
 import { inCohort, Rollout } from "../fleet/rollout.js";
@@ -171,8 +172,4 @@ async function isDirectory(path: string): Promise<boolean> {
     (s) => s.isDirectory(),
     () => false,
   );
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

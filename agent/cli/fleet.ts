@@ -11,7 +11,15 @@ import { SERIAL, signOrder } from "../protocol/order.js";
 import { parseOrderFile, type BoxOrder } from "../client/orders.js";
 import { readFile } from "node:fs/promises";
 import { fleetFilter, isDeviceId, topicsFor } from "../protocol/topics.js";
-import { CliError, parseCommandArgs, systemErrorText, usageError, type CliIo, type Command } from "./io.js";
+import {
+  CliError,
+  parseCommandArgs,
+  positiveInteger,
+  systemErrorText,
+  usageError,
+  type CliIo,
+  type Command,
+} from "./io.js";
 import { errorMessage } from "../util/errors.js";
 import { collectCommand, royaltiesCommand, settleCommand } from "./fleet-ledger.js";
 import { rolloutCommand } from "./fleet-rollout.js";
@@ -420,15 +428,6 @@ export async function deviceSession(
 
 const HEX_64 = /^[0-9a-f]{64}$/;
 const RIGHTS = /^[A-Za-z0-9._:/-]{1,128}$/;
-
-/** A positive safe integer option, or a one-line usage error naming it. */
-function positiveInteger(command: string, name: string, value: string | undefined): number {
-  if (value === undefined) throw usageError(`${command}: --${name} is required`);
-  const n = /^\d+$/.test(value) ? Number(value) : NaN;
-  if (!Number.isSafeInteger(n) || n < 1)
-    throw usageError(`${command}: --${name} must be a whole number from 1 to 2^53 - 1, got '${value}'`);
-  return n;
-}
 
 async function order(args: string[], io: CliIo): Promise<number> {
   const { values } = parseCommandArgs(

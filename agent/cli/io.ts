@@ -238,3 +238,15 @@ export function consoleIoFor(io: CliIo): ConsoleIo {
     columns: undefined,
   };
 }
+
+/** A positive safe integer option (`fallback` when absent, else required), or a one-line usage error naming it. */
+export function positiveInteger(command: string, name: string, value: string | undefined, fallback?: number): number {
+  if (value === undefined) {
+    if (fallback !== undefined) return fallback;
+    throw usageError(`${command}: --${name} is required`);
+  }
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1)
+    throw usageError(`${command}: --${name} must be a whole number from 1 to 2^53 - 1, got '${value}'`);
+  return n;
+}

@@ -18,6 +18,7 @@ import {
   realpath,
   rename,
   rm,
+  stat,
   statfs,
   symlink,
   unlink,
@@ -112,14 +113,22 @@ export class ReleaseTree {
     }
   }
 
-  /** Bytes free for a slot on the tree's filesystem, counting what the inactive slot holds now (it is replaced). */
-  async freeBytes(slot: Slot, inSlotNow: number): Promise<number> {
+  /** Bytes a release written into `slot` may take: free on the tree's filesystem, plus what the slot holds now. */
+  async roomFor(slot: Slot): Promise<number> {
     const fs = await statfs(this.root);
-    return Number(fs.bavail) * Number(fs.bsize) + inSlotNow;
+    let inSlot = 0;
+    for (const f of (await this.slotManifest(slot))?.files ?? []) {
+      try {
+        inSlot += (await stat(join(this.slotDir(slot), f.path))).size;
+      } catch (err) {
+        if (errnoCode(err) !== "ENOENT") throw err;
+      }
+    }
+    return Number(fs.bavail) * Number(fs.bsize) + inSlot;
   }
 
   /**
-   * Writes a slot whole: the old release in it removed first (its room is what freeBytes counted on; the system
+   * Writes a slot whole: the old release in it removed first (its room is what roomFor counted on; the system
    * flash of these boxes has no room for three releases), every file copied into `releases/.<slot>.new/`, each
    * fsynced, the manifest beside them, then the directory renamed into place and the releases directory fsynced.
    * A power cut leaves no slot or the whole new one, never a part; the slot `current` names is never written.

@@ -11,11 +11,11 @@ import { dirname, join } from "node:path";
 import { writeFileAtomic } from "../durable/atomic.js";
 import { CommandRefused } from "../link/command-gate.js";
 import type { Logger } from "../util/log.js";
-import { errnoCode, errorLine } from "../util/errors.js";
+import { errorLine } from "../util/errors.js";
 import { isPlainObject } from "../util/guards.js";
 import { checkOffer } from "./offer.js";
 import type { Manifest } from "./release.js";
-import { ENTRY_FILE, otherSlot, type ReleaseTree, type RunningRelease, type Slot } from "./slots.js";
+import { ENTRY_FILE, otherSlot, type RunningRelease, type Slot } from "./slots.js";
 import type { OtaState, OtaStateStore } from "./state.js";
 
 /** The software's name in manifests: releases for another name are refused. */
@@ -233,7 +233,7 @@ export class OtaUpdater {
       name: RELEASE_NAME,
       installedBuild: Math.max(s.installedBuild, running.build),
       floor: s.floor,
-      freeBytes: await running.tree.freeBytes(inactive, await slotBytes(running.tree, inactive)),
+      freeBytes: await running.tree.roomFor(inactive),
     });
     if (!decision.ok) return this.refuse(decision.code, decision.reason, undefined);
     const m = decision.manifest;
@@ -512,17 +512,4 @@ function httpUrl(value: unknown): boolean {
   } catch {
     return false;
   }
-}
-
-async function slotBytes(tree: ReleaseTree, slot: Slot): Promise<number> {
-  const m = await tree.slotManifest(slot);
-  let sum = 0;
-  for (const f of m?.files ?? []) {
-    try {
-      sum += (await stat(join(tree.slotDir(slot), f.path))).size;
-    } catch (err) {
-      if (errnoCode(err) !== "ENOENT") throw err;
-    }
-  }
-  return sum;
 }

@@ -77,6 +77,14 @@ interface StoreRefusal {
   reason: string;
 }
 
+/** What start() throws when stop() was asked for before it finished: not a failure, a stop. */
+export class AgentStopped extends Error {
+  constructor() {
+    super("stopped before it had started");
+    this.name = "AgentStopped";
+  }
+}
+
 export class Agent {
   private readonly log: Logger;
   private readonly now: () => number;
@@ -102,6 +110,10 @@ export class Agent {
   /** The local socket the console (`sharenode console`) reads a running daemon through. */
   private control: ControlServer | undefined;
   private stopping: Promise<void> | undefined;
+  /** The start in progress or done: stop() lets it settle first, so nothing it starts outlives the stop. */
+  private starting: Promise<void> | undefined;
+  /** Set by stop(): a start still in progress gives up at its next step (AgentStopped). */
+  private stopAsked = false;
   private stateLock: PidLock | undefined;
   private board!: Board;
   private thermal: ThermalGovernor | undefined;
@@ -165,19 +177,37 @@ export class Agent {
     return this.identity.deviceId;
   }
 
-  async start(): Promise<void> {
+  /**
+   * Starts everything; once only. A stop() asked for meanwhile (a SIGTERM while a slow disk or broker holds the
+   * start) ends it at its next step with AgentStopped, and the stop then tears down what had started.
+   */
+  start(): Promise<void> {
+    this.starting ??= this.startSteps();
+    return this.starting;
+  }
+
+  /** Throws AgentStopped once stop() was asked for: between the steps of start(). */
+  private stillStarting(): void {
+    if (this.stopAsked) throw new AgentStopped();
+  }
+
+  private async startSteps(): Promise<void> {
     const { config, deps } = this;
     await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
     // One agent per state directory: two would interleave the outbox and nonce logs.
     this.stateLock = new PidLock(join(config.stateDir, AGENT_LOCK_FILE), `the agent state in ${config.stateDir}`);
     await this.stateLock.acquire();
+    this.stillStarting();
     this.identity = await loadOrCreateDeviceIdentity(config.stateDir);
     this.log.info(
       `device ${this.identity.deviceId} (public key ${this.identity.publicKeyHex}), sharenode ${deps.version}`,
     );
     await this.startBoard();
+    this.stillStarting();
     await this.startStore();
+    this.stillStarting();
     await this.startServe();
+    this.stillStarting();
     await this.refreshLed();
     const topics = topicsFor(this.identity.deviceId);
     const linkLog = deps.logs.logger("link");
@@ -206,6 +236,7 @@ export class Agent {
       log: deps.logs.logger("outbox"),
     });
     await this.outbox.start();
+    this.stillStarting();
     const cmdLog = deps.logs.logger("commands");
     this.gate = new CommandGate({
       deviceId: this.identity.deviceId,
@@ -217,6 +248,7 @@ export class Agent {
       log: cmdLog,
     });
     await this.gate.start();
+    this.stillStarting();
     const handlers = this.commandHandlers();
     this.link.onMessage(async (topic, payload, packet) => {
       const handled = await this.gate.handle(topic, payload, handlers);
@@ -242,7 +274,9 @@ export class Agent {
     this.link.on("disconnected", () => this.onLink("offline"));
     // Before the link: ota.status is answered from the first command on.
     await this.startOta();
+    this.stillStarting();
     await this.link.start();
+    this.stillStarting();
     this.collector = new TelemetryCollector({
       paths: this.hostPaths,
       dataDir: this.store ? this.dataDir : undefined,
@@ -265,9 +299,13 @@ export class Agent {
       onSourceError: (err) => this.log.warn(`telemetry counter source failed: ${errorLine(err)}`),
     });
     await this.collector.start();
+    this.stillStarting();
     await this.startResources();
+    this.stillStarting();
     await this.startTasks();
+    this.stillStarting();
     await this.startLedger();
+    this.stillStarting();
     const telemetryMs = config.link.telemetryIntervalSeconds * 1000;
     // One early round: a box that has just started shows its numbers (fleet watch, the exporter) within seconds
     // rather than a whole interval later; a few seconds give cpu_pct ticks to measure.
@@ -275,7 +313,9 @@ export class Agent {
     this.every(telemetryMs, () => this.publishTelemetry());
     if (this.store && config.store.scrubBytesPerSecond > 0) this.scheduleScrub(this.store);
     await this.startControl();
+    this.stillStarting();
     await this.startSupervision();
+    this.stillStarting();
     this.log.info("started");
     // Last: taking up an update may restart the agent at once (a switch a power cut interrupted).
     await this.ota
@@ -299,7 +339,10 @@ export class Agent {
 
   /** Stops everything in the reverse order; safe to call twice. */
   stop(): Promise<void> {
+    this.stopAsked = true;
     this.stopping ??= (async () => {
+      // A start in progress ends at its next step; whatever it had started is torn down below.
+      await this.starting?.catch(() => {});
       // First what started last: systemd hears STOPPING (no watchdog kill during a slow stop), the hardware
       // watchdog is disarmed.
       await this.systemd?.stopping().catch(() => {});

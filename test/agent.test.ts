@@ -1,7 +1,7 @@
 // The daemon as it runs on a box: `sharenode run` (the built bundle) against a real mosquitto, commanded and
 // watched from the fleet side. Announces itself, sends telemetry, answers signed commands, refuses everything
 // else with a signed error reply and keeps running, proves storage, and stops cleanly on SIGTERM.
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -296,6 +296,49 @@ describe("sharenode run", () => {
     const row = watch.stdout.split("\n").find((l) => l.startsWith(deviceId));
     expect(row, watch.stdout).toMatch(new RegExp(`^${deviceId}\\s+yes\\s`));
   }, 30_000);
+
+  // A service manager may stop the agent at any moment of its start (a slow disk, a broker that answers late). A
+  // stop during the start once left the steps after the signal running with nothing to stop them: the process never
+  // exited (a CI run's 60 s timeout in ota.test.ts).
+  it.each([
+    ["its device is known", /agent: device /],
+    ["its board is open", /board: sim/],
+    ["the link connected", /link: connected/],
+    ["it started", /agent: started/],
+  ])(
+    "SIGTERM just after %s: a clean stop, exit 0",
+    async (_step, line) => {
+      const home = mkdtempSync(join(work, "start-stop-"));
+      const child = spawn(process.execPath, [BIN, "run"], {
+        env: env({
+          SHARENODE_STATE: join(home, "state"),
+          SHARENODE_DATA: join(home, "data"),
+          SHARENODE_SERVE_PORT: "0",
+        }),
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let log = "";
+      let signalled = false;
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+      const collect = (d: Buffer) => {
+        log += d.toString();
+        if (!signalled && line.test(log)) {
+          signalled = true;
+          child.kill("SIGTERM");
+        }
+      };
+      child.stdout.on("data", collect);
+      child.stderr.on("data", collect);
+      const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+      const code = await exited;
+      clearTimeout(timer);
+      expect(signalled, log).toBe(true);
+      expect(code, log).toBe(0);
+      expect(log).toMatch(/agent: SIGTERM: stopping/);
+      expect(log).toMatch(/agent: stopped\n/);
+    },
+    30_000,
+  );
 
   it("stops cleanly on SIGTERM: publishes offline itself and exits 0; then an object added meanwhile can be challenged", async () => {
     const birth = await waitFor("the birth", () =>

@@ -2,7 +2,7 @@
 import { HostPaths } from "../../board/host-paths.js";
 import { version } from "../../package.json";
 import { ConfigError, loadConfig } from "../config/config.js";
-import { Agent } from "../agent.js";
+import { Agent, AgentStopped } from "../agent.js";
 import { RESTART_EXIT_STATUS, runningRelease } from "../ota/slots.js";
 import { LogHub } from "../util/log.js";
 import { CliError, parseCommandArgs, type CliIo, type Command } from "./io.js";
@@ -75,6 +75,8 @@ async function runAgent(args: string[], io: CliIo): Promise<number> {
   try {
     await agent.start();
   } catch (err) {
+    // A signal or a restart during the start: the stop it asked for is the exit status.
+    if (err instanceof AgentStopped) return stopped;
     await agent.stop().catch(() => {});
     throw new CliError(`run: ${errorMessage(err)}`);
   }

@@ -3,7 +3,7 @@
 // modules each contained and reported with a code (a forbidden import, an endless loop, endless allocation,
 // memory past the cap or without a maximum, oversized output, a trap), and the next task runs as before.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,6 +28,17 @@ async function compile(body: string, maximumMemory: number | null = 16): Promise
   );
   if (r.error || !r.binary) throw new Error(`asc: ${r.error?.message}: ${r.stderr.toString()}`);
   return r.binary;
+}
+
+/** This process's threads (their ids), and a thread's nice value (field 19 of its stat). */
+const threads = (): number[] => readdirSync("/proc/self/task").map(Number);
+function niceOf(tid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
+  } catch {
+    return undefined;
+  }
 }
 
 const LIMITS: TaskLimits = { cpuMs: 1000, wallMs: 5000, memoryBytes: 4 * 1024 * 1024, outputBytes: 64 * 1024 };
@@ -136,6 +147,63 @@ describe("the compute sandbox", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
+
+  it("an AssemblyScript module exporting Uint8Array_ID runs as run(input: Uint8Array): Uint8Array through @assemblyscript/loader", async () => {
+    const r = await asc.compileString(
+      {
+        "task.ts": `
+export const Uint8Array_ID = idof<Uint8Array>();
+export function run(input: Uint8Array): Uint8Array {
+  const out = new Uint8Array(input.length * 2);
+  for (let i = 0; i < input.length; i++) { out[2 * i] = input[i]; out[2 * i + 1] = <u8>(input[i] + 1); }
+  return out;
+}`,
+      },
+      // exportRuntime (the loader's __new and __pin) is an asc option its CompilerOptions type does not list.
+      { optimizeLevel: 1, runtime: "stub", exportRuntime: true, maximumMemory: 16 } as Parameters<
+        typeof asc.compileString
+      >[1],
+    );
+    if (r.error || !r.binary) throw new Error(`asc: ${r.error?.message}`);
+    const input = new Uint8Array(5000).map((_, i) => (i * 7) & 0xff);
+    const outcome = await runTask(r.binary, input, LIMITS);
+    expect(outcome.ok, JSON.stringify(outcome)).toBe(true);
+    if (!outcome.ok) return;
+    const expected = new Uint8Array(10_000);
+    input.forEach((b, i) => {
+      expected[2 * i] = b;
+      expected[2 * i + 1] = (b + 1) & 0xff;
+    });
+    expect(Buffer.from(outcome.output).equals(Buffer.from(expected))).toBe(true);
+    // The output cap holds for a returned array too.
+    const capped = await runTask(r.binary, input, { ...LIMITS, outputBytes: 9999 });
+    expect(capped).toMatchObject({ ok: false, code: "output-too-large" });
+  }, 30_000);
+
+  it("an AssemblyScript assertion's message reaches the reason (read by the loader from the module's memory)", async () => {
+    const outcome = await runTask(
+      await compile(`export function run(): void { assert(input_length() == 3, "wanted three bytes"); }`),
+      new Uint8Array(5),
+      LIMITS,
+    );
+    expect(outcome).toMatchObject({ ok: false, code: "aborted" });
+    if (!outcome.ok) expect(outcome.reason).toMatch(/^the task aborted: wanted three bytes at \d+:\d+$/);
+  });
+
+  it("runs the task's thread at the nice value asked for, and only that thread", async () => {
+    // A task that spins until stopped; its thread's nice value is read from /proc while it runs.
+    const spin = await compile(`export function run(): void { while (true) {} }`);
+    const before = new Set(threads());
+    const running = runTask(spin, new Uint8Array(0), { ...LIMITS, cpuMs: 600, wallMs: 5000 }, { nice: 15 });
+    let seen: number | undefined;
+    for (let i = 0; i < 100 && seen === undefined; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      for (const tid of threads()) if (!before.has(tid) && niceOf(tid) === 15) seen = tid;
+    }
+    expect(seen, "a new thread at nice 15").toBeDefined();
+    expect(niceOf(process.pid)).toBe(0);
+    expect(await running).toMatchObject({ ok: false, code: "cpu-time" });
+  }, 30_000);
 
   it("refuses bytes that are not a module", () => {
     expect(checkModule(new Uint8Array([0, 97, 115, 109, 9, 9]), 1 << 20)).toMatchObject({

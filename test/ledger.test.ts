@@ -444,6 +444,16 @@ describe("the keeper (the agent's wiring)", () => {
     receipts.push(served(4000));
     keeper.proof({ objectId: OBJECT, nonce: "ab".repeat(32), ok: true, ms: 5 });
     keeper.fetched(OBJECT, 1000);
+    await keeper.computed({
+      taskId: "task-1",
+      moduleId: "1a".repeat(32),
+      inputId: "2b".repeat(32),
+      outputId: "3c".repeat(32),
+      cpuMs: "1234",
+      wallMs: 1500,
+    });
+    expect(keeper.hasCompute("task-1")).toBe(true);
+    expect(keeper.hasCompute("task-2")).toBe(false);
     now = start + 3_600_000 + 50;
     await keeper.closeWindow(start);
     receipts[0] = served(6500);
@@ -458,6 +468,7 @@ describe("the keeper (the agent's wiring)", () => {
         proofsPassed: "1",
         proofsFailed: "0",
         fetchBytes: "1000",
+        computeCpuMs: "1234",
       },
       {
         serveBytes: "2500",
@@ -465,8 +476,16 @@ describe("the keeper (the agent's wiring)", () => {
         proofsPassed: "0",
         proofsFailed: "0",
         fetchBytes: "0",
+        computeCpuMs: "0",
       },
-      { serveBytes: "0", storeByteSeconds: String(1050 * 3600), proofsPassed: "0", proofsFailed: "0", fetchBytes: "0" },
+      {
+        serveBytes: "0",
+        storeByteSeconds: String(1050 * 3600),
+        proofsPassed: "0",
+        proofsFailed: "0",
+        fetchBytes: "0",
+        computeCpuMs: "0",
+      },
     ]);
     expect(sent[0]!.statement.rights).toEqual({ "label-k": "4000" });
     await ledger.close();

@@ -21,7 +21,7 @@ const USAGE = `Usage: sharenode ledger [today | window MS | month YYYY-MM] [--st
        sharenode ledger export FILE [--state DIR]
 
 The box's work ledger (STATE/ledger): for each window, what the box claims (its signed statement: bytes served,
-byte-hours held, proofs, bytes fetched) beside what the fleet settled (its signed settlement: the amount paid, and
+byte-hours held, proofs, bytes fetched, compute CPU ms) beside what the fleet settled (its signed settlement: the amount paid, and
 every line it refused with the reason). With no period: every window kept.
 
 verify   checks the chain of records, every statement (signature, chain, Merkle root, totals), every settlement

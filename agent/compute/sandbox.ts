@@ -10,12 +10,20 @@
 //                                              returns the bytes copied (0 at the end)
 //   write_output(ptr: i32, len: i32)           appends memory[ptr..ptr+len) to the output
 //   abort(code: i32)                           ends the task as failed
-// and `env.abort` (AssemblyScript's assertion hook) as abort. The module exports `memory` and `run()`.
+// and `env.abort` (AssemblyScript's assertion hook) as abort, its message read from the module's memory. The module
+// exports `memory` and `run()`.
+//
+// Modules load through @assemblyscript/loader (its source embedded: loader-source.generated.ts), which gives
+// AssemblyScript's strings and arrays across the boundary: a module that exports `Uint8Array_ID` (and its runtime,
+// asc --exportRuntime) is called as `run(input: Uint8Array): Uint8Array`, the input passed in and the output read
+// out by the loader. Plain modules are instantiated the same way (the loader adds nothing they do not export).
 import { readFile } from "node:fs/promises";
+import { setPriority } from "node:os";
 import { Worker } from "node:worker_threads";
 import { HostPaths } from "../../board/host-paths.js";
 import { blake3 } from "../kernels/blake3.js";
 import { toHex } from "../util/hex.js";
+import { AS_LOADER_SOURCE } from "./loader-source.generated.js";
 import { checkModule } from "./module-check.js";
 
 export interface TaskLimits {
@@ -39,13 +47,20 @@ export type TaskOutcome =
 /** Clock ticks per second of /proc's utime and stime: USER_HZ, 100 on every Linux these boxes run. */
 const USER_HZ = 100;
 
-// The worker: plain JavaScript (eval'd), so the one-file bundle needs no second file for it.
+// The worker: plain JavaScript (eval'd), so the one-file bundle needs no second file for it. The loader's UMD build
+// sees an "exports" object and no "define" or "module", and fills the object.
 const WORKER_SOURCE = `
+const loader = (function () {
+  const exports = {}, module = undefined, define = undefined;
+  ${AS_LOADER_SOURCE};
+  return exports.default || exports;
+})();
 const { parentPort, workerData } = require("node:worker_threads");
 const { readlinkSync } = require("node:fs");
 const { module, input, outputBytes, threadSelf } = workerData;
 parentPort.postMessage({ tid: Number(readlinkSync(threadSelf).split("/").pop()) });
 let memory;
+let loaded;
 const chunks = [];
 let written = 0;
 class TaskFailure extends Error { constructor(code, message) { super(message); this.code = code; } }
@@ -70,15 +85,35 @@ const imports = {
     abort: (code) => { throw new TaskFailure("aborted", "the task aborted (code " + code + ")"); },
   },
   env: {
-    abort: (_m, _f, line, column) => { throw new TaskFailure("aborted", "the task aborted at " + line + ":" + column); },
+    abort: (message, _file, line, column) => {
+      let text = "";
+      try { if (message && loaded) text = String(loaded.exports.__getString(message)).slice(0, 200) + " "; } catch {}
+      throw new TaskFailure("aborted", "the task aborted: " + text + "at " + line + ":" + column);
+    },
   },
 };
 try {
-  const instance = new WebAssembly.Instance(module, imports);
-  memory = instance.exports.memory;
-  if (typeof instance.exports.run !== "function" || !(memory instanceof WebAssembly.Memory))
+  loaded = loader.instantiateSync(module, imports);
+  const x = loaded.exports;
+  memory = x.memory;
+  if (typeof x.run !== "function" || !(memory instanceof WebAssembly.Memory))
     throw new TaskFailure("bad-module", "the module exports no run() or no memory");
-  instance.exports.run();
+  if (x.Uint8Array_ID !== undefined) {
+    // AssemblyScript's run(input: Uint8Array): Uint8Array, through the loader.
+    const id = x.Uint8Array_ID instanceof WebAssembly.Global ? x.Uint8Array_ID.value : x.Uint8Array_ID;
+    let result;
+    try {
+      const inputPtr = x.__pin(x.__newArray(id, input));
+      result = x.__getUint8Array(x.run(inputPtr));
+      x.__unpin(inputPtr);
+    } catch (err) {
+      if (err instanceof TaskFailure || err instanceof WebAssembly.RuntimeError) throw err;
+      throw new TaskFailure("bad-module", "run(input: Uint8Array): Uint8Array through the loader: " + String(err && err.message || err).split("\\n")[0]);
+    }
+    written += result.length;
+    if (written > outputBytes) throw new TaskFailure("output-too-large", "the output passed its cap of " + outputBytes + " bytes");
+    chunks.push(result);
+  } else x.run();
   const output = new Uint8Array(written);
   let at = 0;
   for (const c of chunks) { output.set(c, at); at += c.length; }
@@ -93,6 +128,11 @@ export interface SandboxOptions {
   paths?: HostPaths;
   /** How often the worker's CPU time is read (default 20 ms). */
   pollMs?: number;
+  /**
+   * The worker thread's nice value (Linux: setpriority on the thread's id moves that thread only), so that a task
+   * yields the CPU to serving and to the owner's own use; default: the agent's own.
+   */
+  nice?: number;
 }
 
 /** Runs `moduleBytes` on `input` within `limits`; never throws for anything the module does. */
@@ -159,6 +199,13 @@ export async function runTask(
     worker.on("message", (m: { tid?: number; ok?: boolean; output?: Uint8Array; code?: string; reason?: string }) => {
       if (m.tid !== undefined) {
         tid = m.tid;
+        if (options.nice !== undefined) {
+          try {
+            setPriority(tid, options.nice);
+          } catch {
+            // Not permitted (a lower value than the agent's needs CAP_SYS_NICE): the task runs at the agent's.
+          }
+        }
         return;
       }
       if (m.ok && m.output) {

@@ -67,13 +67,16 @@ export function renderLedgerWindows(windows: readonly LedgerWindow[]): string {
       (BigInt(t.storeByteSeconds) / 3600n).toString(),
       `${t.proofsPassed}/${BigInt(t.proofsPassed) + BigInt(t.proofsFailed)}`,
       t.fetchBytes,
+      t.computeCpuMs,
       s.settlement ? s.settlement.totals.amount : "not settled",
       String(s.settlement ? s.settlement.lines.filter((l) => l.rejected).length : 0),
     ];
   });
   let out =
-    table(["window (UTC)", "records", "served B", "held B-h", "proofs ok", "fetched B", "paid", "refused"], rows) +
-    "\n";
+    table(
+      ["window (UTC)", "records", "served B", "held B-h", "proofs ok", "fetched B", "CPU ms", "paid", "refused"],
+      rows,
+    ) + "\n";
   let total = 0n;
   for (const s of windows) if (s.settlement) total += BigInt(s.settlement.totals.amount);
   const settled = windows.filter((s) => s.settlement).length;

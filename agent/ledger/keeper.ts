@@ -6,6 +6,7 @@
 import type { Signer } from "../protocol/envelope.js";
 import { errorLine } from "../util/errors.js";
 import type { KeptStatement, Ledger } from "./ledger.js";
+import type { ComputeWork } from "./record.js";
 
 /** A receipt as the box keeps it (agent/serve ReceiptBook's records have these fields). */
 export interface KeptReceipt {
@@ -77,6 +78,19 @@ export class LedgerKeeper {
   /** A fetch task done: its bytes. */
   fetched(objectId: string, bytes: number): void {
     this.append({ kind: "fetch", objectId, bytes: String(bytes) });
+  }
+
+  /**
+   * A compute task done (agent/compute): resolves once its record is durable, so the task queue ends the task only
+   * after it (a power cut in between runs the task again, and `hasCompute` keeps the record from being claimed twice).
+   */
+  async computed(work: Omit<ComputeWork, "kind">): Promise<void> {
+    await this.options.ledger.append({ kind: "compute", ...work });
+  }
+
+  /** Whether a compute record of `taskId` is in the window still open (a task ended by a power cut right after it). */
+  hasCompute(taskId: string): boolean {
+    return this.options.ledger.openRecords().some((r) => r.record.kind === "compute" && r.record.taskId === taskId);
   }
 
   /** Closes the window that began at `start` (the timer does this at each window's end). */

@@ -9,6 +9,7 @@ import { blake3 } from "../kernels/blake3.js";
 import { describeType, describeValue } from "../util/describe.js";
 import { isPlainObject, isUint } from "../util/guards.js";
 import { toHex } from "../util/hex.js";
+import { TASK_ID } from "../protocol/compute-result.js";
 import { RIGHTS_ID, SERIAL } from "../protocol/order.js";
 
 export const GENESIS_PREV = "0".repeat(64);
@@ -55,10 +56,25 @@ export interface FetchWork {
   bytes: string;
 }
 
-/** What a feature hands the ledger; compute (a later issue) adds its own kind. */
-export type Work = ServeWork | StoreWork | ProofWork | FetchWork;
+/**
+ * A compute task done (agent/compute): the unit is CPU milliseconds. The fleet pays it only when the task's quorum
+ * agrees with outputId (agent/fleet/quorum.ts); the device's signed result token carries the same fields.
+ */
+export interface ComputeWork {
+  kind: "compute";
+  taskId: string;
+  moduleId: string;
+  inputId: string;
+  outputId: string;
+  /** CPU milliseconds of the task's thread, a decimal string like every amount. */
+  cpuMs: string;
+  wallMs: number;
+}
+
+/** What a feature hands the ledger. */
+export type Work = ServeWork | StoreWork | ProofWork | FetchWork | ComputeWork;
 export type WorkKind = Work["kind"];
-export const WORK_KINDS: readonly WorkKind[] = ["serve", "store", "proof", "fetch"];
+export const WORK_KINDS: readonly WorkKind[] = ["serve", "store", "proof", "fetch", "compute"];
 
 /** A record as stored: the work, its place in the chain and when it was written (epoch ms, the box's clock). */
 export type LedgerRecord = Work & { v: 1; seq: number; at: number; prev: string };
@@ -68,6 +84,7 @@ const FIELDS: Record<WorkKind, readonly string[]> = {
   store: ["objectId", "bytes", "seconds"],
   proof: ["nonce", "objectId", "ok", "ms"],
   fetch: ["objectId", "bytes"],
+  compute: ["taskId", "moduleId", "inputId", "outputId", "cpuMs", "wallMs"],
 };
 const COMMON = ["v", "seq", "at", "prev", "kind"];
 
@@ -141,5 +158,9 @@ export function recordDefect(value: unknown): string | undefined {
       return hex("objectId");
     case "fetch":
       return hex("objectId") ?? amount("bytes");
+    case "compute":
+      if (typeof value.taskId !== "string" || !TASK_ID.test(value.taskId)) return "compute 'taskId' is not a task id";
+      if (!isUint(value.wallMs)) return "compute 'wallMs' must be a non-negative integer";
+      return hex("moduleId") ?? hex("inputId") ?? hex("outputId") ?? amount("cpuMs");
   }
 }

@@ -25,6 +25,23 @@ export interface PriceTable {
   perByteServed: bigint;
   perByteHourStored: bigint;
   perProof: bigint;
+  /** Per CPU millisecond of a compute task the quorum agreed with; absent: 0. */
+  perCpuMs?: bigint;
+}
+
+/**
+ * The fleet's outcome of one compute task (agent/fleet/quorum.ts: `fleet compute submit` writes them): which
+ * devices it went to, what it was, the output the quorum agreed on (null: no quorum) and the CPU budget it had.
+ */
+export interface ComputeVerdict {
+  taskId: string;
+  moduleId: string;
+  inputId: string;
+  /** The output id M devices agreed on; null when no quorum was reached. */
+  outputId: string | null;
+  devices: readonly string[];
+  /** The task's CPU budget: no claim above it is paid. */
+  cpuMs: number;
 }
 
 export interface SettlementInputs {
@@ -43,9 +60,11 @@ export interface SettlementInputs {
    * known to be the fleet's without checking its signature again. Others are verified under fleetPublicKey.
    */
   issuedOrders?: ReadonlyMap<string, Order>;
+  /** Compute tasks the fleet ran, by taskId, with their quorum's outcome. */
+  compute?: ReadonlyMap<string, ComputeVerdict>;
 }
 
-export type LineKind = "serve" | "store" | "proof" | "fetch";
+export type LineKind = "serve" | "store" | "proof" | "fetch" | "compute";
 
 /** Why a line (or part of one) is not paid. */
 export type Rejection =
@@ -59,14 +78,19 @@ export type Rejection =
   | "unassigned" // storage of an object the fleet did not assign to the device
   | "no-passed-challenge" // storage with no passed challenge in the window
   | "unknown-challenge" // a proof the fleet has no passed outcome for
+  | "unknown-task" // a compute task the fleet did not send to the device
+  | "no-quorum" // a compute task whose replicas did not agree
+  | "disagrees-with-quorum" // a compute result other than the one the quorum agreed on
+  | "duplicate-task" // the same compute task claimed again
+  | "over-cpu-budget" // more CPU claimed than the task's budget
   | "statement"; // the whole statement was refused (see findings)
 
 export interface SettlementLine {
   seq: number;
   kind: LineKind;
-  /** The serial (serve), the object (store, fetch) or the nonce (proof). */
+  /** The serial (serve), the object (store, fetch), the nonce (proof) or the task (compute). */
   ref: string;
-  /** Units claimed: bytes, byte-seconds or 1 proof (decimal). */
+  /** Units claimed: bytes, byte-seconds, 1 proof or CPU ms (decimal). */
   units: string;
   /** Units accepted and their price (decimal, base units). */
   acceptedUnits: string;
@@ -80,7 +104,7 @@ export interface SettlementBody {
   window: { start: number; seconds: number };
   /** Hash of the statement settled (statementHash of its envelope). */
   statement: string;
-  prices: { perByteServed: string; perByteHourStored: string; perProof: string };
+  prices: { perByteServed: string; perByteHourStored: string; perProof: string; perCpuMs: string };
   lines: SettlementLine[];
   totals: { amount: string; rejectedUnits: Record<LineKind, string> };
   /** Findings about the statement itself: a bad signature, a gap or fork in the chain, records that do not match. */
@@ -161,6 +185,8 @@ export function settle(inputs: SettlementInputs): SettlementResult {
     else passed.set(k, [c]);
   }
   const passedNonces = new Set(inputs.challenges.filter((c) => c.ok).map((c) => `${c.deviceId}:${c.nonce}`));
+  /** deviceId:taskId of every compute line claimed so far: a task is paid once per device. */
+  const computeClaimed = new Set<string>();
 
   const byHash = new Map(opened.map((o) => [o.hash, o]));
   const settlements: SettlementBody[] = [];
@@ -281,6 +307,36 @@ export function settle(inputs: SettlementInputs): SettlementResult {
           return line;
         case "fetch":
           return line;
+        case "compute": {
+          const verdict = inputs.compute?.get(r.taskId);
+          if (!verdict || !verdict.devices.includes(deviceId))
+            return reject(line, "unknown-task", `the fleet did not send task ${r.taskId} to ${deviceId}`);
+          const key = `${deviceId}:${r.taskId}`;
+          if (computeClaimed.has(key))
+            return reject(line, "duplicate-task", `task ${r.taskId} is already claimed by ${deviceId}`);
+          computeClaimed.add(key);
+          if (r.moduleId !== verdict.moduleId || r.inputId !== verdict.inputId)
+            return reject(line, "unknown-task", `task ${r.taskId} was another module or input`);
+          if (verdict.outputId === null)
+            return reject(line, "no-quorum", `the replicas of task ${r.taskId} did not reach a quorum`);
+          if (r.outputId !== verdict.outputId)
+            return reject(
+              line,
+              "disagrees-with-quorum",
+              `output ${r.outputId} of task ${r.taskId}; the quorum agreed on ${verdict.outputId}`,
+            );
+          const claim = BigInt(r.cpuMs);
+          const budget = BigInt(verdict.cpuMs);
+          if (claim > budget)
+            return partial(
+              line,
+              budget,
+              claim - budget,
+              "over-cpu-budget",
+              `${claim} CPU ms claimed for task ${r.taskId}, whose budget was ${budget}`,
+            );
+          return line;
+        }
       }
     }
   }
@@ -314,6 +370,8 @@ export function settle(inputs: SettlementInputs): SettlementResult {
         return line(r.seq, "proof", r.nonce, 1n, r.ok ? p.perProof : 0n);
       case "fetch":
         return line(r.seq, "fetch", r.objectId, BigInt(r.bytes), 0n);
+      case "compute":
+        return line(r.seq, "compute", r.taskId, BigInt(r.cpuMs), BigInt(r.cpuMs) * (p.perCpuMs ?? 0n));
     }
   }
 
@@ -346,7 +404,7 @@ function summarize(
   prices: PriceTable,
 ): SettlementBody {
   let amount = 0n;
-  const rejectedUnits: Record<LineKind, bigint> = { serve: 0n, store: 0n, proof: 0n, fetch: 0n };
+  const rejectedUnits: Record<LineKind, bigint> = { serve: 0n, store: 0n, proof: 0n, fetch: 0n, compute: 0n };
   for (const l of lines) {
     amount += BigInt(l.amount);
     if (l.rejected) rejectedUnits[l.kind] += BigInt(l.rejected.units);
@@ -360,6 +418,7 @@ function summarize(
       perByteServed: prices.perByteServed.toString(),
       perByteHourStored: prices.perByteHourStored.toString(),
       perProof: prices.perProof.toString(),
+      perCpuMs: (prices.perCpuMs ?? 0n).toString(),
     },
     lines,
     totals: {
@@ -369,6 +428,7 @@ function summarize(
         store: rejectedUnits.store.toString(),
         proof: rejectedUnits.proof.toString(),
         fetch: rejectedUnits.fetch.toString(),
+        compute: rejectedUnits.compute.toString(),
       },
     },
     findings,

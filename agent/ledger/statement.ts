@@ -30,8 +30,17 @@ export interface StatementTotals {
   proofsFailed: string;
   /** Bytes fetched for tasks (counted, normally unpaid). */
   fetchBytes: string;
+  /** CPU milliseconds of compute tasks done. */
+  computeCpuMs: string;
 }
-const TOTAL_FIELDS = ["serveBytes", "storeByteSeconds", "proofsPassed", "proofsFailed", "fetchBytes"] as const;
+const TOTAL_FIELDS = [
+  "serveBytes",
+  "storeByteSeconds",
+  "proofsPassed",
+  "proofsFailed",
+  "fetchBytes",
+  "computeCpuMs",
+] as const;
 
 export interface StatementBody {
   v: 1;
@@ -83,7 +92,14 @@ export interface StatementInput {
 
 /** Sums the records into a statement body. Integers only: bigint sums, decimal strings out. */
 export function buildStatement(input: StatementInput): StatementBody {
-  const sums = { serveBytes: 0n, storeByteSeconds: 0n, proofsPassed: 0n, proofsFailed: 0n, fetchBytes: 0n };
+  const sums = {
+    serveBytes: 0n,
+    storeByteSeconds: 0n,
+    proofsPassed: 0n,
+    proofsFailed: 0n,
+    fetchBytes: 0n,
+    computeCpuMs: 0n,
+  };
   const rights = new Map<string, bigint>();
   let expected = input.firstSeq;
   for (const { record } of input.records) {
@@ -105,6 +121,9 @@ export function buildStatement(input: StatementInput): StatementBody {
         break;
       case "fetch":
         sums.fetchBytes += BigInt(record.bytes);
+        break;
+      case "compute":
+        sums.computeCpuMs += BigInt(record.cpuMs);
         break;
     }
   }

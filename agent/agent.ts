@@ -2,6 +2,8 @@
 // order. The only place that knows all the features; they do not import each other (the store does not know
 // MQTT exists: its events reach the link's outbox through here).
 import { createReadStream } from "node:fs";
+import { availableParallelism } from "node:os";
+import { Readable } from "node:stream";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { openBoard, type Board, type StatusPattern } from "../board/board.js";
@@ -32,6 +34,8 @@ import { OrderGate } from "./serve/order-gate.js";
 import { ReceiptBook } from "./serve/receipt-book.js";
 import { ObjectServer, type ServeStats } from "./serve/server.js";
 import { TaskQueue } from "./tasks/task-queue.js";
+import { ComputeQueue, type ObjectRef } from "./compute/queue.js";
+import { runTask } from "./compute/sandbox.js";
 import { Ledger } from "./ledger/ledger.js";
 import { LedgerKeeper } from "./ledger/keeper.js";
 import { ledgerReceipts, ledgerRecords } from "./ledger/audit.js";
@@ -103,6 +107,8 @@ export class Agent {
   private scrubber: Scrubber | undefined;
   /** Fetch tasks from the fleet (task.fetch); undefined while the store does not run. */
   private tasks: TaskQueue | undefined;
+  /** Compute tasks from the fleet (compute.run); undefined without a store or a ledger. */
+  private compute: ComputeQueue | undefined;
   private fetcher: Fetcher | undefined;
   /** Storage-proof counters and the last challenges answered (telemetry, `status`, the console's `proofs`). */
   private readonly proofs = new ProofLedger();
@@ -290,7 +296,7 @@ export class Agent {
             this.work.setReceiptLag(this.server?.stats().receiptLagBytes ?? 0);
             const tasks = this.tasks?.stats();
             this.work.setTasks(tasks?.queued ?? 0, tasks?.running ?? 0);
-            return this.work.telemetryCounters();
+            return { ...this.work.telemetryCounters(), ...this.computeCounters() };
           },
         },
         { telemetryCounters: () => this.ledgerCounters() },
@@ -305,6 +311,8 @@ export class Agent {
     await this.startTasks();
     this.stillStarting();
     await this.startLedger();
+    this.stillStarting();
+    await this.startCompute();
     this.stillStarting();
     const telemetryMs = config.link.telemetryIntervalSeconds * 1000;
     // One early round: a box that has just started shows its numbers (fleet watch, the exporter) within seconds
@@ -361,6 +369,8 @@ export class Agent {
       this.thermal?.stop();
       this.scrubber?.stop();
       // Before the store: a task in its last step is ingesting into it.
+      // Before the task queue (a compute task may wait on a fetch) and the ledger (its results are recorded there).
+      await this.compute?.stop().catch((err: Error) => this.log.warn(`compute stop: ${err.message}`));
       await this.tasks?.stop().catch((err: Error) => this.log.warn(`tasks stop: ${err.message}`));
       await this.ledgerKeeper?.stop().catch(() => {});
       await this.ledger?.close().catch((err: Error) => this.log.warn(`ledger close: ${err.message}`));
@@ -485,6 +495,9 @@ export class Agent {
     this.applyServeThrottle(limits.uploadBytesPerSecond);
     // Fetching hashes every byte: a hot box holds its tasks like its scrub (their verified groups are kept).
     this.tasks?.setPaused(!limits.fetchAllowed);
+    // Compute is CPU and heat only: stopped in a thermal pause (tasks queued again), its share followed.
+    this.compute?.setPaused(!limits.computeAllowed);
+    this.compute?.setCpuPercent(limits.cpuPercent);
     void this.systemd?.status(this.statusLine());
   }
 
@@ -752,6 +765,77 @@ export class Agent {
   }
 
   /**
+   * Compute tasks (agent/compute/queue.ts): modules and inputs are objects of the store (fetched by a task when the
+   * box lacks them), results go into the ledger, so both must run. Task threads run at nice 19, within the owner's
+   * share of the CPU and outside thermal pauses.
+   */
+  private async startCompute(): Promise<void> {
+    const { store, ledgerKeeper, config } = this;
+    const log = this.deps.logs.logger("compute");
+    if (!store || !ledgerKeeper) {
+      log.warn("compute not available: it needs the store and the ledger");
+      return;
+    }
+    const limits = this.resources?.limits();
+    const compute = new ComputeQueue({
+      logPath: join(config.stateDir, "compute.log"),
+      deviceId: this.identity.deviceId,
+      signer: this.identity,
+      objectBytes: (ref) => this.computeObject(ref),
+      run: (module, input, taskLimits, options) =>
+        runTask(module, input, taskLimits, { ...options, paths: this.hostPaths }),
+      record: (work) => ledgerKeeper.computed(work),
+      alreadyRecorded: (taskId) => ledgerKeeper.hasCompute(taskId),
+      keepOutput: async (output, outputId) => {
+        await store.ingest(Readable.from([Buffer.from(output)]), {
+          expectedId: outputId,
+          declaredLength: output.length,
+          pin: false,
+        });
+      },
+      event: (body) => void this.event(body),
+      cpuPercent: limits?.cpuPercent ?? config.share.cpuPercent,
+      cores: availableParallelism(),
+      now: this.now,
+      log,
+    });
+    compute.setPaused(!(limits?.computeAllowed ?? true));
+    try {
+      await compute.start();
+      this.compute = compute;
+      log.info(`${compute.laneCount} lane(s) for ${compute.list().cpuPercent} % of ${availableParallelism()} cores`);
+    } catch (err) {
+      log.error(`compute not started: ${errorLine(err)}`);
+      await compute.stop().catch(() => {});
+    }
+  }
+
+  /** A compute task's module or input: from the store, fetched into it (unpinned) first when the box lacks it. */
+  private async computeObject(ref: ObjectRef): Promise<Uint8Array> {
+    const store = this.storeOrRefuse();
+    if (!store.has(ref.id)) {
+      if (ref.sources.length === 0)
+        throw new CommandRefused("not-found", `object ${ref.id} is not here and the task names no source`);
+      await this.fetchObject({ objectId: ref.id, length: ref.length, sources: ref.sources }, false);
+    }
+    const file = store.locate(ref.id)?.path;
+    if (!file) throw new CommandRefused("not-found", `object ${ref.id} left the store before the task read it`);
+    return new Uint8Array(await readFile(file));
+  }
+
+  private computeOrRefuse(): ComputeQueue {
+    if (this.compute) return this.compute;
+    throw new CommandRefused("compute-unavailable", "compute needs the store and the ledger (see the agent's log)");
+  }
+
+  /** Compute in telemetry: tasks waiting or running now; failed tasks and CPU ms since the start. */
+  private computeCounters(): { compute_queued?: number; compute_failed?: number; compute_cpu_ms?: number } {
+    const s = this.compute?.stats();
+    if (!s) return {};
+    return { compute_queued: s.queued + s.running, compute_failed: s.failed, compute_cpu_ms: s.cpuMs };
+  }
+
+  /**
    * The ledger in telemetry: records the fleet has not settled yet (the open window's, and those of statements
    * with no settlement kept), and settlement lines the fleet refused, over every settlement kept. State now.
    */
@@ -829,15 +913,15 @@ export class Agent {
     return undefined;
   }
 
-  /** One release file as a pinned fetch task; settles on its task.done or task.failed event. */
-  private fetchObject(spec: ObjectFetch): Promise<void> {
+  /** One object as a fetch task (pinned: release files); settles on its task.done or task.failed event. */
+  private fetchObject(spec: ObjectFetch, pin = true): Promise<void> {
     const tasks = this.taskQueue();
     const done = new Promise<void>((resolve, reject) => {
       const list = this.objectWaiters.get(spec.objectId) ?? [];
       list.push({ resolve, reject });
       this.objectWaiters.set(spec.objectId, list);
     });
-    return tasks.fetch({ ...spec, pin: true }).then(
+    return tasks.fetch({ ...spec, pin }).then(
       (view) => {
         if (view.state === "done") this.settleObjectWaiters(spec.objectId, undefined);
         return done;
@@ -1020,6 +1104,9 @@ export class Agent {
       "task.fetch": (args) => this.taskQueue().fetch(args),
       "task.drop": (args) => this.taskQueue().drop(args),
       "task.list": async () => this.taskQueue().list(),
+      "compute.run": (args) => this.computeOrRefuse().run(args),
+      "compute.drop": (args) => this.computeOrRefuse().drop(args),
+      "compute.list": async () => this.computeOrRefuse().list(),
       "ota.offer": (args) => this.otaOrRefuse().offer(args),
       "ota.status": () => this.otaOrRefuse().status(),
       "ledger.records": (args) => ledgerRecords(this.ledgerOrRefuse(), args),

@@ -50,6 +50,9 @@ const TELEMETRY_A: Telemetry = {
   tasks_queued: 3,
   tasks_running: 2,
   tasks_failed: 1,
+  compute_queued: 5,
+  compute_failed: 2,
+  compute_cpu_ms: 987_654,
   ledger_unsettled: 1234,
   ledger_rejected: 3,
 };
@@ -83,6 +86,9 @@ const TELEMETRY_B: Telemetry = {
   tasks_queued: 0,
   tasks_running: 0,
   tasks_failed: 0,
+  compute_queued: 0,
+  compute_failed: 0,
+  compute_cpu_ms: 0,
 };
 
 interface Sample {

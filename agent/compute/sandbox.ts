@@ -133,6 +133,8 @@ export interface SandboxOptions {
    * yields the CPU to serving and to the owner's own use; default: the agent's own.
    */
   nice?: number;
+  /** Aborting stops the task at once (the worker terminated): it ends `stopped`, with the reason given. */
+  signal?: AbortSignal;
 }
 
 /** Runs `moduleBytes` on `input` within `limits`; never throws for anything the module does. */
@@ -179,6 +181,7 @@ export async function runTask(
       settled = true;
       clearTimeout(wallTimer);
       clearInterval(cpuTimer);
+      options.signal?.removeEventListener("abort", onAbort);
       void (async () => {
         await readCpu();
         if (terminate) await worker.terminate();
@@ -196,6 +199,11 @@ export async function runTask(
           finish({ ok: false, code: "cpu-time", reason: `used more than ${limits.cpuMs} ms of CPU` }, true);
       });
     }, options.pollMs ?? 20);
+    // After the timers: finish() clears them.
+    const onAbort = () =>
+      finish({ ok: false, code: "stopped", reason: String(options.signal?.reason ?? "stopped") }, true);
+    if (options.signal?.aborted) onAbort();
+    else options.signal?.addEventListener("abort", onAbort, { once: true });
     worker.on("message", (m: { tid?: number; ok?: boolean; output?: Uint8Array; code?: string; reason?: string }) => {
       if (m.tid !== undefined) {
         tid = m.tid;

@@ -86,7 +86,7 @@ export interface MqttLinkOptions extends BrokerCredentials {
   connectTimeoutMs?: number;
   /** stop() waits this long for the offline state's PUBACK and the DISCONNECT (default 5000 ms). */
   stopTimeoutMs?: number;
-  /** MQTT 5: the largest packet the broker may send us (default 256 KiB; commands are at most 64 KiB). */
+  /** MQTT 5: the largest packet the broker may send us (default 256 KiB; commands are at most 128 KiB). */
   maxIncomingPacketBytes?: number;
   /** Reconnect backoff (random and now default to the ones below). */
   backoff?: BackoffOptions;

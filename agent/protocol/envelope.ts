@@ -29,8 +29,11 @@ import { isDeviceId, isValidName } from "./topics.js";
 
 export const COMMAND_DOMAIN = "sharenode command v1\n";
 export const REPLY_DOMAIN = "sharenode reply v1\n";
-/** The largest command payload a device accepts (README: at most 64 KiB). */
-export const MAX_COMMAND_BYTES = 65_536;
+/**
+ * The largest command payload a device accepts (agent/link/README.md): 128 KiB, so that compute.run's inline input
+ * of up to 64 KiB (base64, inside the body's JSON text) fits.
+ */
+export const MAX_COMMAND_BYTES = 131_072;
 /** How far in the future a command's `exp` may be: it bounds how long a device keeps a nonce. */
 export const MAX_AHEAD_MS = 600_000;
 /** The largest reply payload signReply() builds and openReply() accepts by default. */

@@ -505,8 +505,8 @@ export class TaskQueue {
       throw new CommandRefused("too-large", `length ${length} is over the ${MAX_OBJECT_LEN}-byte object limit`);
     if (!Array.isArray(sources) || sources.length < 1 || sources.length > MAX_SOURCES)
       throw new CommandRefused("bad-args", `sources must be a list of 1..${MAX_SOURCES} http(s) URLs`);
-    sources.forEach((s, i) => checkUrl(s, `sources[${i}]`));
-    if (outboard !== undefined) checkUrl(outboard, "outboard");
+    sources.forEach((s, i) => checkSourceUrl(s, `sources[${i}]`));
+    if (outboard !== undefined) checkSourceUrl(outboard, "outboard");
     if (pin !== undefined && typeof pin !== "boolean")
       throw new CommandRefused("bad-args", "pin must be true or false");
     if (deadline !== undefined) {
@@ -536,7 +536,8 @@ export class TaskQueue {
   }
 }
 
-function checkUrl(value: unknown, what: string): void {
+/** Refuses (bad-args) anything but an http(s) URL without credentials, at most MAX_URL characters. */
+export function checkSourceUrl(value: unknown, what: string): void {
   let ok = false;
   if (typeof value === "string" && value.length <= MAX_URL) {
     try {

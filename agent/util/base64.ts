@@ -13,3 +13,11 @@ export function decodeBase64(value: unknown, bytes: number): Uint8Array | null {
   if (decoded.length !== bytes || decoded.toString("base64") !== value) return null;
   return new Uint8Array(decoded.buffer, decoded.byteOffset, decoded.byteLength);
 }
+
+/** Canonical base64 of any length up to `maxBytes` (decoded); null for anything else. */
+export function decodeBase64Any(value: unknown, maxBytes = Number.MAX_SAFE_INTEGER): Uint8Array | null {
+  if (typeof value !== "string" || value.length % 4 !== 0 || value.length > 4 * Math.ceil(maxBytes / 3)) return null;
+  const decoded = Buffer.from(value, "base64");
+  if (decoded.toString("base64") !== value) return null;
+  return new Uint8Array(decoded.buffer, decoded.byteOffset, decoded.byteLength);
+}

@@ -6,7 +6,17 @@ import tseslint from "typescript-eslint";
 
 export default tseslint.config(
   // AssemblyScript is not TypeScript (decorators on functions, u32...): asc checks it.
-  { ignores: ["dist/", "node_modules/", "wasm/assembly/", "wasm/build/", "**/*.generated.ts", ".sharenode-dev/"] },
+  {
+    ignores: [
+      "dist/",
+      "node_modules/",
+      "wasm/assembly/",
+      "wasm/tasks/",
+      "wasm/build/",
+      "**/*.generated.ts",
+      ".sharenode-dev/",
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -334,13 +334,15 @@ runs_start=$EPOCHREALTIME
 pids=()
 for TARGET in "${ORDER[@]}"; do
   if ((${#pids[@]} >= JOBS)); then wait -n "${pids[@]}" || true; fi
-  { (run_target) >"$WORK/$TARGET.out" 2>&1; echo $? >"$WORK/$TARGET.rc"; } &
+  # `|| rc=$?`: under errexit a failed target would end this background job before it wrote its status, and the
+  # wait below would then end the whole script silently, without the target's FAIL line.
+  { rc=0; (run_target) >"$WORK/$TARGET.out" 2>&1 || rc=$?; echo "$rc" >"$WORK/$TARGET.rc"; } &
   pids+=($!)
   running=()
   for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && running+=("$pid"); done
   pids=("${running[@]}")
 done
-((${#pids[@]} == 0)) || wait "${pids[@]}"
+((${#pids[@]} == 0)) || wait "${pids[@]}" || true
 for TARGET in "${ORDER[@]}"; do
   if [[ $(cat "$WORK/$TARGET.rc" 2>/dev/null) != 0 ]]; then
     line=$(grep -m1 "^$ME: FAIL" "$WORK/$TARGET.out" || tail -n 1 "$WORK/$TARGET.out")

@@ -261,6 +261,47 @@ JS
 node -e 'const fs = require("fs"); const p = fs.readFileSync(process.argv[1]); p[p.length >> 1] ^= 1; fs.writeFileSync(process.argv[2], p)' \
   "$WORK/host.proof" "$WORK/tampered.proof" || fail "setup: could not make the tampered proof"
 
+# Compute tasks (issue 14): the example tasks of dist/tasks/ on seeded inputs, run here by the host's bundle first;
+# each target must print the same output ids (the same bytes: the tasks use integers only). blake3-range's content
+# crosses its 256 KiB read size, and its expected hash is b3sum's, so the host's run also checks the task (both
+# builds: its SIMD build must give the scalar one's bytes).
+command -v b3sum >/dev/null || fail "setup: b3sum is missing (the compute tasks' reference): apt-get install b3sum"
+for task in blake3-range blake3-range-simd thumbnail; do
+  [[ -f $ROOT/dist/tasks/$task.wasm ]] || fail "setup: dist/tasks/$task.wasm is missing: run 'npm run build' first"
+done
+node --input-type=module - "$ROOT" "$WORK" <<'JS' || fail "setup: could not make the compute inputs"
+import { execFileSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
+const [root, work] = process.argv.slice(2);
+const { seededBytes } = await import(`${root}/test/helpers/prng.mjs`);
+// blake3-range: the expected hash (b3sum's), then the content.
+const content = seededBytes(300_000, 14);
+writeFileSync(`${work}/range.content`, content);
+const hash = execFileSync("b3sum", ["--no-names", `${work}/range.content`], { encoding: "utf8" }).trim();
+writeFileSync(`${work}/range.hash`, hash + "\n");
+writeFileSync(`${work}/range.in`, Buffer.concat([Buffer.from(hash, "hex"), content]));
+// thumbnail: 320 x 240 RGB to 75 x 55 (fractional both ways), header as agent/compute/README.md has it.
+const header = Buffer.alloc(16);
+header.writeUInt32LE(320, 0);
+header.writeUInt32LE(240, 4);
+header.writeUInt32LE(3, 8);
+header.writeUInt16LE(75, 12);
+header.writeUInt16LE(55, 14);
+writeFileSync(`${work}/thumbnail.in`, Buffer.concat([header, seededBytes(320 * 240 * 3, 15)]));
+JS
+read -r RANGE_HASH <"$WORK/range.hash"
+declare -A COMPUTE_IN=([blake3-range]=range.in [blake3-range-simd]=range.in [thumbnail]=thumbnail.in) COMPUTE_ID=()
+for task in blake3-range blake3-range-simd thumbnail; do
+  out=$(node "$ROOT/dist/sharenode.js" compute run "$ROOT/dist/tasks/$task.wasm" --input "$WORK/${COMPUTE_IN[$task]}" \
+        --output "$WORK/$task.out" 2>&1) || fail "setup: the host's 'sharenode compute run' of $task failed: $out"
+  COMPUTE_ID[$task]=$(sed -n 's/^output \([0-9a-f]\{64\}\)$/\1/p' <<<"$out")
+  [[ -n ${COMPUTE_ID[$task]} ]] || fail "setup: the host's 'sharenode compute run' of $task printed no output id: $out"
+done
+out=$(od -An -v -tx1 "$WORK/blake3-range.out" | tr -d ' \n')
+[[ $out == "01$RANGE_HASH" ]] || fail "setup: the host's blake3-range gave $out, not 01 and b3sum's $RANGE_HASH"
+[[ ${COMPUTE_ID[blake3-range-simd]} == "${COMPUTE_ID[blake3-range]}" ]] ||
+  fail "setup: the host's blake3-range-simd and blake3-range outputs differ"
+
 run_target() { # in a subshell, in its own directory; prints one summary line, or fails with one FAIL line
   local start=$EPOCHREALTIME out line status kv
   local -A r=()
@@ -323,9 +364,20 @@ run_target() { # in a subshell, in its own directory; prints one summary line, o
     tfail "the installed bundle does not start: $(grep -m1 -i 'error' <<<"$out" || tail -n 1 <<<"$out")"
   [[ $out == "sharenode "* ]] || tfail "the installed bundle's --version printed '$out'"
 
-  printf '%-13s %-6s cpu=%-19s kernel=%-7s vectors ok (blake3 %s [%s], sha256 %s, proofs %s)  cli ok  selftest ok  installed ok  node %s  %s\n' \
+  # 5. The example compute tasks print the host's output ids (step "Compute tasks" above). The scalar build of
+  #    blake3-range, which every box can run; its SIMD build is the kernel's SIMD code, which step 1 checks here.
+  local step5_start=$EPOCHREALTIME task
+  for task in blake3-range thumbnail; do
+    out=$(arm_node "$ROOT/dist/sharenode.js" compute run "$ROOT/dist/tasks/$task.wasm" --input "../${COMPUTE_IN[$task]}" 2>&1) ||
+      tfail "sharenode compute run $task exited $?: $(tail -n 1 <<<"$out")"
+    grep -qx "output ${COMPUTE_ID[$task]}" <<<"$out" ||
+      tfail "sharenode compute run $task: $(head -n 1 <<<"$out"), the host's was output ${COMPUTE_ID[$task]}"
+  done
+  r[compute]=$(elapsed "$step5_start")
+
+  printf '%-13s %-6s cpu=%-19s kernel=%-7s vectors ok (blake3 %s [%s], sha256 %s, proofs %s)  cli ok  selftest ok  installed ok  compute ok (%s)  node %s  %s\n' \
     "$TARGET" "${NODE_ARCH[$ARCH]}" "$CPU" "${r[kernel]}" "${r[blake3]}" "${r[builds]}" "${r[sha256]}" "${r[proofs]}" \
-    "${r[node]}" "$(elapsed "$start")"
+    "${r[compute]}" "${r[node]}" "$(elapsed "$start")"
 }
 
 # Targets run $JOBS at a time (each runs one emulated process at a time); results are printed in order.

@@ -6,7 +6,13 @@ import { open, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { deviceIdOf, publicKeyFromHex } from "../identity/device-key.js";
 import type { LedgerRecord } from "../ledger/record.js";
-import { settle, signSettlement, type PriceTable, type SettlementInputs } from "../ledger/settle.js";
+import {
+  settle,
+  signSettlement,
+  type ComputeVerdict,
+  type PriceTable,
+  type SettlementInputs,
+} from "../ledger/settle.js";
 import { openStatement } from "../ledger/statement.js";
 import { loadOrCreateFleetKey } from "../protocol/envelope.js";
 import { verifyServed } from "../protocol/receipt.js";
@@ -41,6 +47,7 @@ export async function settleCommand(args: string[], io: CliIo): Promise<number> 
       prices: { type: "string" },
       assignments: { type: "string" },
       challenges: { type: "string" },
+      compute: { type: "string" },
       send: { type: "boolean" },
       "device-key": { type: "string" },
       "key-dir": { type: "string" },
@@ -67,6 +74,18 @@ export async function settleCommand(args: string[], io: CliIo): Promise<number> 
     const parsed = await readJsonFile(label, values.challenges);
     if (!Array.isArray(parsed)) throw usageError(`${label}: --challenges must hold a JSON array`);
     challenges = parsed as SettlementInputs["challenges"];
+  }
+  const compute = new Map<string, ComputeVerdict>();
+  if (values.compute !== undefined) {
+    const parsed = await readJsonFile(label, values.compute);
+    if (!Array.isArray(parsed)) throw usageError(`${label}: --compute must hold a JSON array of verdicts`);
+    for (const v of parsed as ComputeVerdict[]) {
+      if (!isPlainObject(v) || typeof v.taskId !== "string" || !Array.isArray(v.devices))
+        throw usageError(
+          `${label}: --compute: each verdict needs taskId and devices ('fleet compute submit' writes them)`,
+        );
+      compute.set(v.taskId, v);
+    }
   }
   const fleetKey = await loadOrCreateFleetKey(join(values["key-dir"] ?? defaultKeyDir(), "device-key.pem")).catch(
     (err: Error) => {
@@ -106,6 +125,7 @@ export async function settleCommand(args: string[], io: CliIo): Promise<number> 
       assignments,
       challenges,
       prices,
+      compute,
     });
     for (const f of result.findings) io.stderr.write(`sharenode: ${label}: ${f}\n`);
     let failed = result.findings.length > 0 ? 1 : 0;
@@ -391,15 +411,18 @@ function statementWindow(statement: string): number | undefined {
   }
 }
 
-function parsePrices(label: string, text = "1,1,1"): PriceTable {
-  if (!/^\d+,\d+,\d+$/.test(text))
-    throw usageError(`${label}: --prices must be three whole numbers: served,hour,proof (base units), got '${text}'`);
-  const [perByteServed, perByteHourStored, perProof] = text.split(",").map((p) => BigInt(p)) as [
+function parsePrices(label: string, text = "1,1,1,0"): PriceTable {
+  if (!/^\d+,\d+,\d+(,\d+)?$/.test(text))
+    throw usageError(
+      `${label}: --prices must be three or four whole numbers: served,hour,proof[,cpu-ms] (base units), got '${text}'`,
+    );
+  const [perByteServed, perByteHourStored, perProof, perCpuMs = 0n] = text.split(",").map((p) => BigInt(p)) as [
     bigint,
     bigint,
     bigint,
+    bigint?,
   ];
-  return { perByteServed, perByteHourStored, perProof };
+  return { perByteServed, perByteHourStored, perProof, perCpuMs };
 }
 
 async function readJsonFile(label: string, path: string): Promise<unknown> {

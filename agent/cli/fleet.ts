@@ -23,6 +23,7 @@ import {
 import { errorMessage } from "../util/errors.js";
 import { collectCommand, royaltiesCommand, settleCommand } from "./fleet-ledger.js";
 import { rolloutCommand } from "./fleet-rollout.js";
+import { computeCommand } from "./fleet-compute.js";
 
 const USAGE = `Usage: sharenode fleet keygen [--key-dir DIR]
        sharenode fleet watch --broker URL [--username U --password P] [--duration SECONDS]
@@ -33,14 +34,17 @@ const USAGE = `Usage: sharenode fleet keygen [--key-dir DIR]
        sharenode fleet task DEVICE list --broker URL
        sharenode fleet order --device ID --object ID --client-key HEX --max-bytes N --rights R --ttl SECONDS
                              [--serial S] [--key-dir DIR]
-       sharenode fleet settle DEVICE --window MS --broker URL [--prices SERVED,HOUR,PROOF] [--assignments FILE]
-                              [--challenges FILE] [--send] [--key-dir DIR]
+       sharenode fleet settle DEVICE --window MS --broker URL [--prices SERVED,HOUR,PROOF[,CPUMS]]
+                              [--assignments FILE] [--challenges FILE] [--compute FILE] [--send] [--key-dir DIR]
        sharenode fleet settle --from FILE [--window MS] [--prices ...] [--assignments FILE] [--challenges FILE]
-                              [--send --broker URL]
+                              [--compute FILE] [--send --broker URL]
        sharenode fleet collect --out FILE --broker URL [--count N] [--duration SECONDS]
        sharenode fleet royalties --collected FILE [--from MS] [--to MS] [--csv]
        sharenode fleet rollout --release MANIFEST --source URL... --percent P [--max-failures F] [--batch N]
                                [--discover SECONDS] [--wait SECONDS] [--release-key HEX] --broker URL
+       sharenode fleet compute submit MODULE.wasm INPUT --source URL... [--replicas K] [--quorum M]
+                               [--devices ID,...] [--task-id ID] [--cpu-ms N] [--wall-ms N] [--memory-mb N]
+                               [--output-kb N] [--wait SECONDS] [--verdicts FILE] [--output FILE] --broker URL
 
 keygen   create (first time) the fleet's Ed25519 command key in DIR and print its public key: put it in the
          devices' config (link.fleetPublicKey, or SHARENODE_FLEET_KEY)
@@ -71,6 +75,12 @@ rollout  offer a release (MANIFEST, or the directory 'sharenode release pack' wr
          devices stay in as P grows), --batch at a time (default 10), following their ota.* events; halts when
          more than F percent of the cohort rolled back or failed (default 10). Prints a status table; exit 0 when
          every online device of the cohort ended on the release
+compute  submit: one compute task (a WebAssembly module, agent/compute/README.md, and its input file) to K
+         online devices (default 3), the module (and an input over 64 KiB) fetched by the devices from
+         --source URL/objects/<BLAKE3 id>; each device's signed result is checked, and the output is accepted
+         when M of them agree (default a majority). Prints a table, the agreed output id and the devices that
+         disagree; --verdicts FILE keeps the verdict (a JSON array) for 'fleet settle --compute FILE'; --output
+         FILE writes the agreed output. Exit 0 when accepted, 1 otherwise
 royalties  per rightsId: bytes served in the windows starting in [--from, --to) (epoch ms), the devices, the
          orders, and each order's latest client receipt as evidence (verified under the fleet key); JSON, or a
          CSV summary for people
@@ -94,9 +104,12 @@ Options:
                      lines); each box's /v1/objects/ID becomes a source with its order (and its /outboard the
                      outboard, unless --outboard is given)
   --window MS        the window to settle: its start in epoch milliseconds (settle)
-  --prices A,B,C     base units per byte served, per byte-hour held, per proof (settle; default 1,1,1)
+  --prices A,B,C[,D] base units per byte served, per byte-hour held, per proof, per CPU ms of compute (settle;
+                     default 1,1,1,0)
   --assignments FILE a JSON object: device id -> the object ids assigned to it (settle; default none)
   --challenges FILE  a JSON array of the fleet's challenge outcomes {deviceId, objectId, nonce, at, ok} (settle)
+  --compute FILE     the verdicts 'fleet compute submit --verdicts FILE' kept (settle): a compute line is paid only
+                     when its task's quorum agreed with its output (per CPU ms: --prices' fourth number, default 0)
   --send             send the signed settlement to the device (settle)
   --from FILE | MS   settle: a file 'fleet collect' wrote; royalties: the first window's start (epoch ms)
   --to MS            royalties: windows starting before this (epoch ms)
@@ -109,8 +122,16 @@ Options:
   --max-failures F   rollout: halt past F percent of the cohort rolled back or failed (default 10)
   --batch N          rollout: devices offered at once (default 10)
   --discover S       rollout: seconds to collect the devices' retained state records first (default 3)
-  --wait S           rollout: give up on devices still updating after S seconds (default 1800)
+  --wait S           rollout: give up on devices still updating after S seconds (default 1800); compute submit:
+                     give up on the devices still out after S seconds (default 600)
   --release-key HEX  rollout: check the manifest's signature first
+  --replicas K       compute submit: devices the task goes to (default 3)
+  --quorum M         compute submit: devices that must agree (default a majority of K)
+  --devices ID,...   compute submit: these devices rather than K chosen among those online
+  --task-id ID       compute submit: the task's id (1..64 of A-Z a-z 0-9 . _ -; default: 24 random hex)
+  --cpu-ms N, --wall-ms N, --memory-mb N, --output-kb N   compute submit: the task's limits (the devices' caps apply)
+  --verdicts FILE    compute submit: add the verdict to FILE (a JSON array), for 'fleet settle --compute'
+  --output FILE      compute submit: write the agreed output there
   --serial S         the order's serial, unique in the fleet (1..64 of A-Z a-z 0-9 . _ -; default: 24 random hex)
   -h, --help         show this help
 `;
@@ -193,6 +214,8 @@ async function runFleet(args: string[], io: CliIo): Promise<number> {
       return royaltiesCommand(rest, io);
     case "rollout":
       return rolloutCommand(rest, io);
+    case "compute":
+      return computeCommand(rest, io);
     case undefined:
       throw usageError(
         "fleet: missing action: keygen, watch, send, task, order, settle, collect, royalties or rollout (see 'sharenode fleet --help')",

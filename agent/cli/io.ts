@@ -240,13 +240,21 @@ export function consoleIoFor(io: CliIo): ConsoleIo {
 }
 
 /** A positive safe integer option (`fallback` when absent, else required), or a one-line usage error naming it. */
-export function positiveInteger(command: string, name: string, value: string | undefined, fallback?: number): number {
+export function positiveInteger(
+  command: string,
+  name: string,
+  value: string | undefined,
+  fallback?: number,
+  max: number = Number.MAX_SAFE_INTEGER,
+): number {
   if (value === undefined) {
     if (fallback !== undefined) return fallback;
     throw usageError(`${command}: --${name} is required`);
   }
   const n = /^\d+$/.test(value) ? Number(value) : NaN;
-  if (!Number.isSafeInteger(n) || n < 1)
-    throw usageError(`${command}: --${name} must be a whole number from 1 to 2^53 - 1, got '${value}'`);
+  if (!Number.isSafeInteger(n) || n < 1 || n > max)
+    throw usageError(
+      `${command}: --${name} must be a whole number from 1 to ${max === Number.MAX_SAFE_INTEGER ? "2^53 - 1" : max}, got '${value}'`,
+    );
   return n;
 }

@@ -263,4 +263,68 @@ describe("settle", () => {
     expect(s!.totals.amount).toBe(((BigInt(big) * 3600n * 7200n) / 3600n).toString());
     expect(s!.totals.amount).toBe("64851834634135135200");
   });
+
+  it("compute: paid per CPU ms when the task's quorum agreed with the output; refused otherwise, with the reason", async () => {
+    const M = "1a".repeat(32);
+    const I = "2b".repeat(32);
+    const GOOD = "3c".repeat(32);
+    const BAD = "4d".repeat(32);
+    const compute = (taskId: string, outputId: string, cpuMs: number, moduleId = M): Work => ({
+      kind: "compute",
+      taskId,
+      moduleId,
+      inputId: I,
+      outputId,
+      cpuMs: String(cpuMs),
+      wallMs: cpuMs + 10,
+    });
+    const verdict = (taskId: string, outputId: string | null, devices = [a.deviceId, b.deviceId]) => ({
+      taskId,
+      moduleId: M,
+      inputId: I,
+      outputId,
+      devices,
+      cpuMs: 1000,
+    });
+    const list = await statements(a, [
+      [
+        compute("ok", GOOD, 400),
+        compute("liar", BAD, 300),
+        compute("ok", GOOD, 400), // the same task claimed again
+        compute("nobody-sent-it", GOOD, 50),
+        compute("not-to-a", GOOD, 50),
+        compute("undecided", GOOD, 70),
+        compute("greedy", GOOD, 2500),
+        compute("swapped", GOOD, 10, "5e".repeat(32)),
+      ],
+    ]);
+    const verdicts = new Map(
+      [
+        verdict("ok", GOOD),
+        verdict("liar", GOOD),
+        verdict("not-to-a", GOOD, [b.deviceId]),
+        verdict("undecided", null),
+        verdict("greedy", GOOD),
+        verdict("swapped", GOOD),
+      ].map((v) => [v.taskId, v]),
+    );
+    const [s] = settle(inputs(list, { compute: verdicts, prices: { ...prices, perCpuMs: 2n } })).settlements;
+    const byRef = s!.lines.map((l) => [l.ref, l.acceptedUnits, l.amount, l.rejected?.reason ?? null]);
+    expect(byRef).toEqual([
+      ["ok", "400", "800", null],
+      ["liar", "0", "0", "disagrees-with-quorum"],
+      ["ok", "0", "0", "duplicate-task"],
+      ["nobody-sent-it", "0", "0", "unknown-task"],
+      ["not-to-a", "0", "0", "unknown-task"],
+      ["undecided", "0", "0", "no-quorum"],
+      ["greedy", "1000", "2000", "over-cpu-budget"],
+      ["swapped", "0", "0", "unknown-task"],
+    ]);
+    expect(s!.prices.perCpuMs).toBe("2");
+    expect(s!.totals.amount).toBe("2800");
+    expect(s!.totals.rejectedUnits.compute).toBe(String(300 + 400 + 50 + 50 + 70 + 1500 + 10));
+    // Without verdicts (a fleet that runs no compute), every compute line is unknown to it.
+    const [none] = settle(inputs(list)).settlements;
+    expect(none!.lines.every((l) => l.rejected?.reason === "unknown-task")).toBe(true);
+  });
 });

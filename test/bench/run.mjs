@@ -4,7 +4,7 @@
 // order, so machine noise and turbo clocks hit each of them alike. Figures are medians; ratios are medians of
 // the per-round ratios. Benchmarks the built bundle (dist/), i.e. what ships. Targets come from issues 2 and 10;
 // a missed target is reported, not hidden. Then the CLI against b3sum and sha256sum (cli-bench.mjs), and the
-// TypeScript benches (store, outbox, daemon, serving, the client, fetch).
+// TypeScript benches (store, outbox, daemon, serving, the client, fetch, the ledger, the compute sandbox).
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -263,6 +263,7 @@ for (const name of [
   "client-bench",
   "fetch-bench",
   "ledger-bench",
+  "compute-bench",
 ]) {
   await runTsBench(name);
 }

@@ -34,8 +34,8 @@ import { OrderGate } from "./serve/order-gate.js";
 import { ReceiptBook } from "./serve/receipt-book.js";
 import { ObjectServer, type ServeStats } from "./serve/server.js";
 import { TaskQueue } from "./tasks/task-queue.js";
-import { ComputeQueue, type ObjectRef } from "./compute/queue.js";
-import { runTask } from "./compute/sandbox.js";
+import { ComputeQueue, TASK_NICE, type ObjectRef } from "./compute/queue.js";
+import { Sandbox, sharedBytes } from "./compute/sandbox.js";
 import { Ledger } from "./ledger/ledger.js";
 import { LedgerKeeper } from "./ledger/keeper.js";
 import { ledgerReceipts, ledgerRecords } from "./ledger/audit.js";
@@ -109,6 +109,8 @@ export class Agent {
   private tasks: TaskQueue | undefined;
   /** Compute tasks from the fleet (compute.run); undefined without a store or a ledger. */
   private compute: ComputeQueue | undefined;
+  /** The compute tasks' worker threads (warm between tasks). */
+  private sandbox: Sandbox | undefined;
   private fetcher: Fetcher | undefined;
   /** Storage-proof counters and the last challenges answered (telemetry, `status`, the console's `proofs`). */
   private readonly proofs = new ProofLedger();
@@ -371,6 +373,7 @@ export class Agent {
       // Before the store: a task in its last step is ingesting into it.
       // Before the task queue (a compute task may wait on a fetch) and the ledger (its results are recorded there).
       await this.compute?.stop().catch((err: Error) => this.log.warn(`compute stop: ${err.message}`));
+      await this.sandbox?.close();
       await this.tasks?.stop().catch((err: Error) => this.log.warn(`tasks stop: ${err.message}`));
       await this.ledgerKeeper?.stop().catch(() => {});
       await this.ledger?.close().catch((err: Error) => this.log.warn(`ledger close: ${err.message}`));
@@ -777,13 +780,16 @@ export class Agent {
       return;
     }
     const limits = this.resources?.limits();
+    const cores = availableParallelism();
+    // Warm workers for as many lanes as the whole box could give (the share may grow).
+    const sandbox = new Sandbox({ paths: this.hostPaths, nice: TASK_NICE, idleWorkers: cores });
+    this.sandbox = sandbox;
     const compute = new ComputeQueue({
       logPath: join(config.stateDir, "compute.log"),
       deviceId: this.identity.deviceId,
       signer: this.identity,
       objectBytes: (ref) => this.computeObject(ref),
-      run: (module, input, taskLimits, options) =>
-        runTask(module, input, taskLimits, { ...options, paths: this.hostPaths }),
+      run: (module, input, taskLimits, options) => sandbox.run(module, input, taskLimits, { signal: options.signal }),
       record: (work) => ledgerKeeper.computed(work),
       alreadyRecorded: (taskId) => ledgerKeeper.hasCompute(taskId),
       keepOutput: async (output, outputId) => {
@@ -795,7 +801,7 @@ export class Agent {
       },
       event: (body) => void this.event(body),
       cpuPercent: limits?.cpuPercent ?? config.share.cpuPercent,
-      cores: availableParallelism(),
+      cores,
       now: this.now,
       log,
     });
@@ -820,7 +826,8 @@ export class Agent {
     }
     const file = store.locate(ref.id)?.path;
     if (!file) throw new CommandRefused("not-found", `object ${ref.id} left the store before the task read it`);
-    return new Uint8Array(await readFile(file));
+    // In shared memory: the sandbox's worker reads it there, without a copy (modules are compiled from it too).
+    return sharedBytes(file);
   }
 
   private computeOrRefuse(): ComputeQueue {

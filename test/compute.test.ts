@@ -11,7 +11,7 @@ import asc from "assemblyscript/asc";
 import { describe, expect, it } from "vitest";
 import { blake3 } from "../agent/kernels/blake3";
 import { checkModule, memoryLimits } from "../agent/compute/module-check";
-import { runTask, type TaskLimits } from "../agent/compute/sandbox";
+import { runTask, Sandbox, type TaskLimits } from "../agent/compute/sandbox";
 import { toHex } from "../agent/util/hex";
 
 const HOST = `
@@ -203,6 +203,42 @@ export function run(input: Uint8Array): Uint8Array {
     expect(seen, "a new thread at nice 15").toBeDefined();
     expect(niceOf(process.pid)).toBe(0);
     expect(await running).toMatchObject({ ok: false, code: "cpu-time" });
+  }, 30_000);
+
+  it("warm workers: a worker whose task ended by itself takes the next task, one stopped from outside is ended; nothing of a task is left for the next", async () => {
+    const sandbox = new Sandbox({ idleWorkers: 1 });
+    try {
+      // A module with state: its global counts the runs of this instance. A fresh instance per task says 1 every time.
+      const counter = await compile(`let runs: i32 = 0;
+export function run(): void { runs++; const b = new Uint8Array(4); store<i32>(b.dataStart, runs); write_output(b.dataStart, 4); }`);
+      const first = await sandbox.run(counter, new Uint8Array(0), LIMITS);
+      expect(sandbox.workers).toBe(1);
+      const second = await sandbox.run(counter, new Uint8Array(0), LIMITS);
+      expect(sandbox.workers).toBe(1);
+      for (const o of [first, second]) expect(o.ok && Array.from(o.output)).toEqual([1, 0, 0, 0]);
+      // A trap ends the task by itself: the worker is kept.
+      expect(
+        await sandbox.run(await compile(`export function run(): void { unreachable(); }`), new Uint8Array(0), LIMITS),
+      ).toMatchObject({ ok: false, code: "trap" });
+      expect(sandbox.workers).toBe(1);
+      // Stopped past its CPU budget: that worker is ended; the next task gets a new one.
+      const spin = await compile(`export function run(): void { while (true) {} }`);
+      expect(await sandbox.run(spin, new Uint8Array(0), { ...LIMITS, cpuMs: 100 })).toMatchObject({
+        ok: false,
+        code: "cpu-time",
+      });
+      expect(sandbox.workers).toBe(0);
+      const after = await sandbox.run(counter, new Uint8Array(0), LIMITS);
+      expect(after.ok && Array.from(after.output)).toEqual([1, 0, 0, 0]);
+      // An abort stops a task at once.
+      const controller = new AbortController();
+      const stopping = sandbox.run(spin, new Uint8Array(0), { ...LIMITS, cpuMs: 5000 }, { signal: controller.signal });
+      setTimeout(() => controller.abort("enough"), 100);
+      expect(await stopping).toMatchObject({ ok: false, code: "stopped", reason: "enough" });
+    } finally {
+      await sandbox.close();
+    }
+    expect(sandbox.workers).toBe(0);
   }, 30_000);
 
   it("refuses bytes that are not a module", () => {

@@ -18,11 +18,14 @@ export type ModuleVerdict =
   | { ok: true; module: WebAssembly.Module; maxMemoryBytes: number }
   | { ok: false; code: "bad-module" | "forbidden-import" | "unbounded-memory" | "memory-over-cap"; reason: string };
 
-/** Compiles `bytes` and checks its imports and memory against the host API and `memoryCapBytes`. */
-export function checkModule(bytes: Uint8Array, memoryCapBytes: number): ModuleVerdict {
+/**
+ * Compiles `bytes` (or takes `compiled`, the same bytes compiled before) and checks its imports and memory against
+ * the host API and `memoryCapBytes`.
+ */
+export function checkModule(bytes: Uint8Array, memoryCapBytes: number, compiled?: WebAssembly.Module): ModuleVerdict {
   let module: WebAssembly.Module;
   try {
-    module = new WebAssembly.Module(bytes);
+    module = compiled ?? new WebAssembly.Module(bytes);
   } catch (err) {
     return { ok: false, code: "bad-module", reason: `not a WebAssembly module: ${(err as Error).message}` };
   }

@@ -1,12 +1,12 @@
 // The compute sandbox (issue 14): what running a task costs besides the task.
-// - start overhead: runTask (agent/compute/sandbox.ts) of a trivial module (an empty run(), one page of memory):
+// - start overhead: the sandbox (agent/compute/sandbox.ts) on a trivial module (an empty run(), one page of memory):
 //   cold, the first task of a process (`sharenode compute run` of the built bundle, a fresh process each, its own
-//   wall_ms), and warm (runTask again and again in this process). Target: <= 20 ms on x86. Then where the time
+//   wall_ms), and warm (the agent's Sandbox again and again in this process: a warm worker, the input shared). Target: <= 20 ms on x86. Then where the time
 //   goes, each piece alone: the module check (compile), a bare eval'd worker to its first message (without and
 //   with the sandbox's resourceLimits, and with the AssemblyScript loader's source evaluated in it as the sandbox's
 //   worker does), terminating it, a task sent to a worker that is already running (what a pool would cost), and a
 //   worker given 16 MiB of input in workerData, by postMessage, or in a SharedArrayBuffer.
-// - sandbox cost: the blake3-range example (dist/tasks/) on 1 MiB and 16 MiB inside runTask against the same
+// - sandbox cost: the blake3-range example (dist/tasks/) on 1 MiB and 16 MiB inside the agent's Sandbox against the same
 //   kernel outside it (agent/kernels/blake3.ts, the same AssemblyScript source instantiated in this thread), like
 //   with like: the scalar task against the scalar kernel, the SIMD task against the SIMD kernel. Rounds in a fresh
 //   random order, medians, ratios = median of per-round ratios (kernel time / sandbox time). Target >= 0.9x. The
@@ -23,7 +23,7 @@ import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { AS_LOADER_SOURCE } from "../../agent/compute/loader-source.generated";
 import { checkModule } from "../../agent/compute/module-check";
-import { DEFAULT_LIMITS, runTask } from "../../agent/compute/sandbox";
+import { DEFAULT_LIMITS, Sandbox } from "../../agent/compute/sandbox";
 import { blake3Kernel, simdSupported, type Blake3Build } from "../../agent/kernels/blake3";
 import { prng, seededBytes, shuffled } from "../helpers/prng.mjs";
 import { median } from "./box-server";
@@ -156,8 +156,10 @@ export async function main(args: string[]): Promise<void> {
   const sampleMs = quick ? 100 : 300;
   const seed = Number(process.env.BENCH_SEED ?? Date.now() % 2 ** 31);
   const random = prng(seed);
+  // The agent's sandbox: warm workers (a worker whose task ended by itself takes the next), inputs shared.
+  const sandbox = new Sandbox({ idleWorkers: 1 });
   const mustRun = async (module: Uint8Array, input: Uint8Array): Promise<Uint8Array> => {
-    const outcome = await runTask(module, input, { ...DEFAULT_LIMITS, cpuMs: 60_000, wallMs: 120_000 });
+    const outcome = await sandbox.run(module, input, { ...DEFAULT_LIMITS, cpuMs: 60_000, wallMs: 120_000 });
     if (!outcome.ok) throw new Error(`compute-bench: the task failed: ${outcome.code}: ${outcome.reason}`);
     return outcome.output;
   };
@@ -222,7 +224,10 @@ require("node:worker_threads").parentPort.postMessage(typeof loader.instantiateS
     for (const size of sizes) {
       const data = content.subarray(0, size);
       const expected = kernel.hash(data);
-      const input = Buffer.concat([expected, data]);
+      // The task's input as the agent hands it over: read into shared memory (from the store), not copied again.
+      const input = new Uint8Array(new SharedArrayBuffer(32 + size));
+      input.set(expected);
+      input.set(data, 32);
       // The same work on both sides, or the race means nothing.
       const got = await mustRun(task, input);
       if (got[0] !== 1 || hex(got.subarray(1)) !== hex(expected))
@@ -277,6 +282,7 @@ require("node:worker_threads").parentPort.postMessage(typeof loader.instantiateS
     );
   }
   await pool.stop();
+  await sandbox.close();
 
   const start = {
     coldMs: median(cold),
@@ -297,13 +303,13 @@ require("node:worker_threads").parentPort.postMessage(typeof loader.instantiateS
   }
   const ms = (v: number) => `${v.toFixed(1).padStart(8)} ms`;
   console.log(`\nthe compute sandbox (issue 14): node ${process.version} ${process.arch}, medians (seed ${seed})`);
-  console.log(`  start overhead, trivial module, runTask wall`);
+  console.log(`  start overhead, trivial module, wall`);
   console.log(`    cold: first task of a process (sharenode compute run x${cold.length})  ${ms(start.coldMs)}`);
-  console.log(`    first task of this process                                   ${ms(start.firstInProcessMs)}`);
-  console.log(`    warm: runTask again (x${warm.length})                                      ${ms(start.warmMs)}`);
+  console.log(`    first task of this process (a new worker)                     ${ms(start.firstInProcessMs)}`);
+  console.log(`    warm: the agent's sandbox again, a warm worker (x${warm.length})            ${ms(start.warmMs)}`);
   console.log(`  where it goes (each piece alone, warm)`);
   for (const [name, v] of Object.entries(pieceTimes)) console.log(`    ${name.padEnd(61)}${ms(median(v))}`);
-  console.log(`  sandbox cost: blake3-range in runTask against the same kernel in this thread (like builds)`);
+  console.log(`  sandbox cost: blake3-range in the agent's sandbox (warm) against the same kernel here (like builds)`);
   for (const [name, c] of Object.entries(cost)) {
     console.log(
       `    ${name.padEnd(16)} kernel ${ms(c.kernel)}  sandbox ${ms(c.sandbox)}  kernel/sandbox ${c.ratio.toFixed(2)}x`,

@@ -3,7 +3,6 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     root: new URL("..", import.meta.url).pathname,
-    include: ["test/**/*.test.ts"],
     // A skipped test is a failing test in CI: `.only`/`.skip` left in a file must not pass quietly.
     allowOnly: false,
     // The Debian tools the tests use: installed (as root) or named before any test runs (test/setup/).
@@ -16,5 +15,22 @@ export default defineConfig({
     maxWorkers: 2,
     testTimeout: 60_000,
     hookTimeout: 60_000,
+    // Files named *.exclusive.test.ts measure a share of this machine (compute's share.cpuPercent): they run after
+    // every other file has finished, alone (a project of a higher group order starts when the lower ones are done).
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: "shared",
+          include: ["test/**/*.test.ts"],
+          exclude: ["test/**/*.exclusive.test.ts"],
+          sequence: { groupOrder: 0 },
+        },
+      },
+      {
+        extends: true,
+        test: { name: "exclusive", include: ["test/**/*.exclusive.test.ts"], sequence: { groupOrder: 1 } },
+      },
+    ],
   },
 });

@@ -1,5 +1,5 @@
 // `sharenode/fleet`: what fleet services import: topics, decoding with de-duplication and gap detection, signed
-// commands and verified replies, storage-proof verification, and an MQTT connection. None of the device's
+// commands and verified replies, storage-proof verification, settlement, the compute quorum, and an MQTT connection. None of the device's
 // internals: the same protocol types and kernels the device uses.
 export {
   DeviceTable,
@@ -27,5 +27,12 @@ export {
   type Rejection,
 } from "../ledger/settle.js";
 export { openStatement, statementHash, type StatementBody } from "../ledger/statement.js";
+export { ComputeQuorum, type QuorumOutcome, type Replica } from "./quorum.js";
+export {
+  openComputeResult,
+  computeResultDevice,
+  type ComputeResult,
+  type ComputeVerdict,
+} from "../protocol/compute-result.js";
 export { verifyMerklePath } from "../ledger/merkle.js";
 export { verifyLedger } from "../ledger/verify.js";

@@ -3,8 +3,7 @@
 // for this task, this module and this input. A device that signs another output than the quorum's, or a result
 // that does not check out, is named; settlement (agent/ledger/settle.ts) then refuses its compute line, given the
 // verdict this produces. Pure: the CLI (agent/cli/fleet-compute.ts) feeds it replies and events.
-import { openComputeResult } from "../protocol/compute-result.js";
-import type { ComputeVerdict } from "../ledger/settle.js";
+import { openComputeResult, type ComputeVerdict } from "../protocol/compute-result.js";
 
 export type ReplicaState = "asked" | "running" | "done" | "failed" | "refused" | "invalid";
 

@@ -7,6 +7,7 @@
 // x price / 3600, rounded down), per proof. A later reference scheduler keeps the same inputs in a database and
 // calls the same function.
 import { blake3 } from "../kernels/blake3.js";
+import type { ComputeVerdict } from "../protocol/compute-result.js";
 import { fieldsDefect, openEnvelope, sealEnvelope, type Signer } from "../protocol/envelope.js";
 import type { Order } from "../protocol/order.js";
 import { openReceipt, verifyServed, type ServedCheck } from "../protocol/receipt.js";
@@ -16,6 +17,8 @@ import { isPlainObject } from "../util/guards.js";
 import { toHex } from "../util/hex.js";
 import { encodeRecord, recordHash, WORK_KINDS, type LedgerRecord } from "./record.js";
 import { buildStatement, openStatement, statementHash, type StatementBody } from "./statement.js";
+
+export type { ComputeVerdict } from "../protocol/compute-result.js";
 
 export const SETTLEMENT_DOMAIN = "sharenode settlement v1\n";
 const SETTLEMENT_DOMAIN_BYTES = new TextEncoder().encode(SETTLEMENT_DOMAIN);
@@ -27,21 +30,6 @@ export interface PriceTable {
   perProof: bigint;
   /** Per CPU millisecond of a compute task the quorum agreed with; absent: 0. */
   perCpuMs?: bigint;
-}
-
-/**
- * The fleet's outcome of one compute task (agent/fleet/quorum.ts: `fleet compute submit` writes them): which
- * devices it went to, what it was, the output the quorum agreed on (null: no quorum) and the CPU budget it had.
- */
-export interface ComputeVerdict {
-  taskId: string;
-  moduleId: string;
-  inputId: string;
-  /** The output id M devices agreed on; null when no quorum was reached. */
-  outputId: string | null;
-  devices: readonly string[];
-  /** The task's CPU budget: no claim above it is paid. */
-  cpuMs: number;
 }
 
 export interface SettlementInputs {

@@ -110,3 +110,19 @@ function resultDefect(body: unknown): string | undefined {
     if (!isUint(body[key])) return `compute result '${key}' must be a non-negative integer`;
   return undefined;
 }
+
+/**
+ * The fleet's outcome of one compute task (agent/fleet/quorum.ts; `fleet compute submit --verdicts` keeps them):
+ * which devices it went to, what it was, the output the quorum agreed on (null: no quorum) and the CPU budget it
+ * had. Settlement (agent/ledger/settle.ts) pays a compute line only against it.
+ */
+export interface ComputeVerdict {
+  taskId: string;
+  moduleId: string;
+  inputId: string;
+  /** The output id M devices agreed on; null when no quorum was reached. */
+  outputId: string | null;
+  devices: readonly string[];
+  /** The task's CPU budget: no claim above it is paid. */
+  cpuMs: number;
+}

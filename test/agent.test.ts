@@ -186,7 +186,7 @@ describe("sharenode run", () => {
     refusals.push(["ping", sign("ping", {}, fleet, Date.now() - 1000), "expired"]);
     refusals.push(["ping", Buffer.from("{not json"), "malformed"]);
     refusals.push(["reboot.now", sign("reboot.now"), "unknown-command"]);
-    refusals.push(["ping", Buffer.alloc(70_000, 0x20), "too-large"]);
+    refusals.push(["ping", Buffer.alloc(140_000, 0x20), "too-large"]);
     refusals.push(["status", sign("ping"), "wrong-command"]);
     for (const [name, payload, code] of refusals) {
       const reply = await command(name, payload);

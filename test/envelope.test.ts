@@ -172,7 +172,7 @@ describe("commands: round trip", () => {
 describe("commands: every failure code", () => {
   it("too-large", () => {
     const reason = expectFailure(openCommand(new Uint8Array(MAX_COMMAND_BYTES + 1), options()), "too-large");
-    expect(reason).toContain("65537");
+    expect(reason).toContain(String(MAX_COMMAND_BYTES + 1));
     expectFailure(openCommand(command(), options({ maxBytes: 100 })), "too-large");
   });
 
@@ -329,7 +329,7 @@ describe("commands: size limit", () => {
     return payload;
   }
 
-  it("accepts 65536 bytes and refuses 65537", () => {
+  it("accepts MAX_COMMAND_BYTES (128 KiB) and refuses one byte more", () => {
     const exact = commandOfSize(MAX_COMMAND_BYTES, (args) => command({ args }));
     const result = openCommand(exact, options());
     expect(result.ok).toBe(true);

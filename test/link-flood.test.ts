@@ -238,7 +238,7 @@ describe("sharenode run under a flood of unauthenticated commands", () => {
     const forged = Buffer.from(signCommand({ cmd: "ping", deviceId, args: {}, exp: Date.now() + 600_000 }, forger));
     // What the device receives: unreadable bytes, envelopes whose signature is not the fleet's, oversized payloads.
     const garbage = (i: number): Buffer => {
-      if (i % 100 === 99) return Buffer.alloc(70_000, 0x20);
+      if (i % 100 === 99) return Buffer.alloc(140_000, 0x20);
       if (i % 2 === 0) return Buffer.from(`{"body":${next()}`);
       return forged;
     };

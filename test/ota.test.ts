@@ -5,14 +5,15 @@
 // refusals leave `current` untouched; a download cut by SIGKILL fetches only what was not yet verified; and
 // `sharenode ota apply DIR` installs from local files through the console socket.
 //
-// The tree lives on a 2 MiB tmpfs (mounted as root, as CI runs), so that "the disk is full" is a real statfs.
+// The tree lives on a 3 MiB tmpfs (mounted as root, as CI runs), so that "the disk is full" is a real statfs.
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OtaRig } from "./helpers/ota-rig";
 import { seededBytes } from "./helpers/random";
 
-const rig = new OtaRig({ gateSeconds: 2, tmpfsBytes: 2 * 1024 * 1024 });
+// Two slots of the bundle (about 0.7 MB each) and room for a third release; not for the 2.5 MiB "full disk" one.
+const rig = new OtaRig({ gateSeconds: 2, tmpfsBytes: 3 * 1024 * 1024 });
 const { waitFor } = rig;
 
 beforeAll(() => rig.start(), 120_000);
@@ -60,7 +61,7 @@ describe("updates over the air under the launcher", () => {
     const otherKey = rig.pack(3, { "sharenode.js": rig.variant(3) }, join(rig.work, "other-key"));
     const old = rig.pack(1, { "sharenode.js": rig.variant(1) });
     const filler = join(rig.work, "filler.bin");
-    writeFileSync(filler, seededBytes(1024 * 1024, 3));
+    writeFileSync(filler, seededBytes(2.5 * 1024 * 1024, 3));
     const big = rig.pack(3, { "sharenode.js": rig.variant(3), "filler.bin": filler });
     const cases: Array<[string, string, string]> = [
       [tampered, "bad-signature", "tampered"],

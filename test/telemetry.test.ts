@@ -182,6 +182,7 @@ work.orderRefused();
 work.setReceiptLag(1_048_576);
 work.setTasks(4, 1);
 work.taskFailed();
+const computeCounters = { telemetryCounters: () => ({ compute_queued: 3, compute_failed: 1, compute_cpu_ms: 52_340 }) };
 const ledgerCounters = { telemetryCounters: () => ({ ledger_unsettled: 42, ledger_rejected: 2, build: 7, slot: 2 }) };
 
 describe("TelemetryCollector", () => {
@@ -192,7 +193,7 @@ describe("TelemetryCollector", () => {
       paths: new HostPaths(root),
       dataDir: "/mnt/sda1/sharenode",
       statfs: fakeStatfs,
-      sources: [counters, linkCounters, work, ledgerCounters],
+      sources: [counters, linkCounters, work, computeCounters, ledgerCounters],
       now: () => now,
     });
     await collector.start();
@@ -231,6 +232,9 @@ describe("TelemetryCollector", () => {
       tasks_queued: 4,
       tasks_running: 1,
       tasks_failed: 1,
+      compute_queued: 3,
+      compute_failed: 1,
+      compute_cpu_ms: 52_340,
       ledger_unsettled: 42,
       ledger_rejected: 2,
       build: 7,

@@ -790,6 +790,7 @@ export class Agent {
       signer: this.identity,
       objectBytes: (ref) => this.computeObject(ref),
       run: (module, input, taskLimits, options) => sandbox.run(module, input, taskLimits, { signal: options.signal }),
+      prepare: (workers) => sandbox.prepare(workers),
       record: (work) => ledgerKeeper.computed(work),
       alreadyRecorded: (taskId) => ledgerKeeper.hasCompute(taskId),
       keepOutput: async (output, outputId) => {

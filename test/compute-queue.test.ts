@@ -209,12 +209,15 @@ describe("the compute queue", () => {
   });
 
   it("lanes and the duty cycle: 100 % of 2 cores runs 2 at once; 25 % runs 1 and rests 3x its CPU time after each task", async () => {
-    const full = await open({ cpuPercent: 100, cores: 2 });
+    const prepared: number[] = [];
+    const full = await open({ cpuPercent: 100, cores: 2, prepare: (n) => prepared.push(n) });
     expect(full.laneCount).toBe(2);
     await full.run(task("x1"));
     await full.run(task("x2"));
     await full.run(task("x3"));
     await until("two running", () => running.length === 2 || undefined);
+    // Workers asked for ahead of the tasks: one for the first task, then both lanes.
+    expect(prepared.slice(0, 3)).toEqual([1, 2, 2]);
     await tick();
     expect(running).toHaveLength(2);
     succeed(running[0]!, new Uint8Array([0]), 1, 1);

@@ -228,7 +228,11 @@ export function run(): void { runs++; const b = new Uint8Array(4); store<i32>(b.
         code: "cpu-time",
       });
       expect(sandbox.workers).toBe(0);
+      // Started ahead of the next task (the queue does this while tasks wait): that task takes it.
+      sandbox.prepare(1);
+      expect(sandbox.workers).toBe(1);
       const after = await sandbox.run(counter, new Uint8Array(0), LIMITS);
+      expect(sandbox.workers).toBe(1);
       expect(after.ok && Array.from(after.output)).toEqual([1, 0, 0, 0]);
       // An abort stops a task at once.
       const controller = new AbortController();

@@ -106,6 +106,8 @@ export interface ComputeQueueOptions {
     limits: TaskLimits,
     options: { nice: number; signal: AbortSignal },
   ): Promise<TaskOutcome>;
+  /** Tasks are waiting or running: have this many workers ready (the sandbox's prepare). */
+  prepare?(workers: number): void;
   /** The ledger record of a done task; resolves once durable. */
   record(work: ComputeRecord): Promise<void>;
   /** Whether the ledger already holds the task's record (a power cut between it and the task's end). */
@@ -280,6 +282,9 @@ export class ComputeQueue {
     this.pumpTimer = undefined;
     const now = performance.now();
     let nextRestEnd = Infinity;
+    let live = 0;
+    for (const t of this.tasks.values()) if (t.state === "queued" || t.state === "running") live++;
+    if (live > 0) this.options.prepare?.(Math.min(this.lanes.length, live));
     for (const [index, lane] of this.lanes.entries()) {
       if (lane.busy) continue;
       const task = [...this.tasks.values()].find((t) => t.state === "queued");

@@ -7,17 +7,16 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import asc from "assemblyscript/asc";
-import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runTask } from "../agent/compute/sandbox";
 import { blake3 } from "../agent/kernels/blake3";
 import { Ledger } from "../agent/ledger/ledger";
 import { openComputeResult } from "../agent/protocol/compute-result";
-import { loadOrCreateFleetKey, openReply, signCommand, type FleetKey, type Reply } from "../agent/protocol/envelope";
-import { topicsFor } from "../agent/protocol/topics";
+import { loadOrCreateFleetKey, type FleetKey, type Reply } from "../agent/protocol/envelope";
 import { toHex } from "../agent/util/hex";
 import { AgentProcess } from "./helpers/agent-process";
+import { compileTask, spinInput, spinTask } from "./helpers/compute-tasks";
+import { agentEnv, FleetSide } from "./helpers/fleet-side";
 import { Broker } from "./helpers/mosquitto";
 import { Origin } from "./helpers/origin";
 import { seededBytes } from "./helpers/random";
@@ -31,21 +30,9 @@ let origin: Origin;
 let work: string;
 let agent: AgentProcess;
 let fleet: FleetKey;
-let client: MqttClient;
-const inbox: Array<{ topic: string; payload: Buffer }> = [];
+let side: FleetSide;
 
-const HOST = `
-@external("sharenode", "input_length") declare function input_length(): i32;
-@external("sharenode", "read_input") declare function read_input(ptr: usize, offset: i32, len: i32): i32;
-@external("sharenode", "write_output") declare function write_output(ptr: usize, len: i32): void;
-`;
-
-/** Compiles an AssemblyScript task with the host API declared and a memory maximum in pages. */
-async function compile(body: string, maximumMemory = 16): Promise<Uint8Array> {
-  const r = await asc.compileString({ "task.ts": HOST + body }, { optimizeLevel: 2, runtime: "stub", maximumMemory });
-  if (r.error || !r.binary) throw new Error(`asc: ${r.error?.message}: ${r.stderr.toString()}`);
-  return r.binary;
-}
+const compile = compileTask;
 
 /** Each input byte plus one, repeated `times` (the first input byte) times: output = input length x times. */
 const REPEAT = `
@@ -58,31 +45,10 @@ export function run(): void {
   for (let t = 0; t < times; t++) write_output(buf.dataStart, n);
 }`;
 
-/** Spins over a multiply-xor chain for (input's first 4 bytes, little-endian) million rounds; outputs the state. */
-const SPIN = `
-export function run(): void {
-  const buf = new Uint8Array(8);
-  read_input(buf.dataStart, 0, 4);
-  const rounds = <u64>load<u32>(buf.dataStart) * 1000000;
-  let x: u64 = 0x9e3779b97f4a7c15;
-  for (let i: u64 = 0; i < rounds; i++) x = (x ^ (x >> 29)) * 0xbf58476d1ce4e5b9 + i;
-  store<u64>(buf.dataStart, x);
-  write_output(buf.dataStart, 8);
-}`;
+const SPIN = spinTask(1_000_000);
 
-function env(): NodeJS.ProcessEnv {
-  return {
-    ...process.env,
-    SHARENODE_BROKER: broker.url,
-    SHARENODE_STATE: join(work, "state"),
-    SHARENODE_DATA: join(work, "data"),
-    SHARENODE_FLEET_KEY: fleet.publicKeyHex,
-    SHARENODE_ALLOW_SYSTEM_DISK: "true",
-    SHARENODE_BOARD: "sim",
-    SHARENODE_SERVE_PORT: "0",
-    SHARENODE_CPU_SHARE: "100",
-  };
-}
+const env = () =>
+  agentEnv({ brokerUrl: broker.url, fleetKeyHex: fleet.publicKeyHex, home: work }, { SHARENODE_CPU_SHARE: "100" });
 
 const waitFor = waiter({
   timeoutMs: 30_000,
@@ -90,28 +56,9 @@ const waitFor = waiter({
   detail: () => `agent log:\n${agent?.log.slice(-3000) ?? ""}`,
 });
 
-async function command(cmd: string, args: Record<string, unknown> = {}): Promise<Reply> {
-  const topics = topicsFor(agent.deviceId);
-  const responseTopic = topics.replyTo(`t${Math.random().toString(16).slice(2)}`);
-  await client.subscribeAsync(responseTopic, { qos: 1 });
-  const payload = signCommand({ cmd, deviceId: agent.deviceId, args, exp: Date.now() + 60_000 }, fleet);
-  await client.publishAsync(topics.cmd(cmd), Buffer.from(payload), { qos: 1, properties: { responseTopic } });
-  const message = await waitFor(`a reply to ${cmd}`, () => inbox.find((m) => m.topic === responseTopic));
-  const opened = openReply(message.payload, { devicePublicKey: agent.publicKey, deviceId: agent.deviceId });
-  if (!opened.ok) throw new Error(`reply does not verify: ${opened.reason}`);
-  return opened.reply;
-}
-
-async function result<T>(cmd: string, args: Record<string, unknown> = {}): Promise<T> {
-  const reply = await command(cmd, args);
-  if (!reply.ok) throw new Error(`${cmd} refused: ${reply.error.code}: ${reply.error.message}`);
-  return reply.result as T;
-}
-
-const events = (): Array<Record<string, unknown>> =>
-  inbox
-    .filter((m) => m.topic.endsWith("/events"))
-    .map((m) => JSON.parse(m.payload.toString()) as Record<string, unknown>);
+const command = (cmd: string, args: Record<string, unknown> = {}): Promise<Reply> => side.command(agent, cmd, args);
+const result = <T>(cmd: string, args: Record<string, unknown> = {}): Promise<T> => side.result<T>(agent, cmd, args);
+const events = () => side.events();
 
 const ended = (taskId: string) =>
   events().find((e) => (e.type === "compute.done" || e.type === "compute.failed") && e.taskId === taskId);
@@ -130,19 +77,16 @@ function rssKiB(): number {
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), "sharenode-compute-agent-"));
-  mkdirSync(join(work, "data"));
   broker = await Broker.start();
   origin = await Origin.start();
   fleet = await loadOrCreateFleetKey(join(work, "fleet", "device-key.pem"));
-  client = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: "fleet-compute-test" });
-  client.on("message", (topic, payload) => inbox.push({ topic, payload }));
-  await client.subscribeAsync("sharenode/v1/+/events", { qos: 1 });
+  side = await FleetSide.connect(broker.url, fleet, waitFor, "fleet-compute-test");
   agent = await AgentProcess.start(BIN, env(), waitFor);
 });
 
 afterAll(async () => {
   if (agent?.running) agent.child.kill("SIGKILL");
-  await client?.endAsync();
+  await side?.end();
   await origin?.stop();
   await broker?.stop();
   if (work) rmSync(work, { recursive: true, force: true });
@@ -302,8 +246,7 @@ describe("compute tasks over MQTT", () => {
 
   it("a thermal pause stops the running task and queues it again; once cool, it runs from the start and is done", async () => {
     const spin = await compile(SPIN);
-    const rounds = new Uint8Array(4);
-    new DataView(rounds.buffer).setUint32(0, 4000, true); // several seconds of CPU
+    const rounds = spinInput(4000); // several seconds of CPU
     await result("compute.run", {
       taskId: "hot",
       module: published(spin),
@@ -332,8 +275,7 @@ describe("compute tasks over MQTT", () => {
 
   it("SIGKILL while a task runs: after the restart it runs again, and the ledger holds its result once", async () => {
     const spin = await compile(SPIN);
-    const rounds = new Uint8Array(4);
-    new DataView(rounds.buffer).setUint32(0, 1500, true);
+    const rounds = spinInput(1500);
     const expected = await runTask(spin, rounds, {
       cpuMs: 120_000,
       wallMs: 300_000,

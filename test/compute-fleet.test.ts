@@ -3,12 +3,10 @@
 // a faked device that signs a wrong output with its own key. The quorum (2 of 3) accepts the real output and names
 // the liar; `fleet collect` then `fleet settle --compute` pays the real devices' compute lines and refuses the
 // liar's (disagrees-with-quorum), from the statements the devices signed.
-import { spawn } from "node:child_process";
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import asc from "assemblyscript/asc";
 import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runTask } from "../agent/compute/sandbox";
@@ -21,6 +19,9 @@ import { loadOrCreateFleetKey, openCommand, signReply, type FleetKey } from "../
 import { topicsFor } from "../agent/protocol/topics";
 import { toHex } from "../agent/util/hex";
 import { AgentProcess } from "./helpers/agent-process";
+import { compileTask } from "./helpers/compute-tasks";
+import { runNode } from "./helpers/child";
+import { agentEnv } from "./helpers/fleet-side";
 import { Broker } from "./helpers/mosquitto";
 import { Origin } from "./helpers/origin";
 import { seededBytes } from "./helpers/random";
@@ -42,33 +43,15 @@ const waitFor = waiter({
   detail: () => agents.map((a, i) => `agent ${i} log:\n${a.log.slice(-1500)}`).join("\n"),
 });
 
-function env(name: string): NodeJS.ProcessEnv {
-  mkdirSync(join(work, name, "data"), { recursive: true });
-  return {
-    ...process.env,
-    SHARENODE_BROKER: broker.url,
-    SHARENODE_STATE: join(work, name, "state"),
-    SHARENODE_DATA: join(work, name, "data"),
-    SHARENODE_FLEET_KEY: fleet.publicKeyHex,
-    SHARENODE_ALLOW_SYSTEM_DISK: "true",
-    SHARENODE_BOARD: "sim",
-    SHARENODE_SERVE_PORT: "0",
-    // Statements every 10 s: the test settles what the devices signed without waiting an hour.
-    SHARENODE_LEDGER_WINDOW: "10",
-  };
-}
+// Statements every 10 s: the test settles what the devices signed without waiting an hour.
+const env = (name: string) =>
+  agentEnv(
+    { brokerUrl: broker.url, fleetKeyHex: fleet.publicKeyHex, home: join(work, name) },
+    { SHARENODE_LEDGER_WINDOW: "10" },
+  );
 
 /** `sharenode ARGS`, asynchronously (the origin serving the module lives in this process). */
-function sharenode(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.on("exit", (status) => resolve({ status, stdout, stderr }));
-  });
-}
+const sharenode = (args: string[]) => runNode(BIN, args);
 
 /**
  * A device that answers compute.run like an agent and then signs a wrong output with its own (registered) key: the
@@ -130,27 +113,16 @@ async function startLiar(): Promise<typeof liar> {
   return { identity, client, ran };
 }
 
-/** The task: every input byte times 3, plus its index (an AssemblyScript module with a memory maximum). */
-async function taskModule(): Promise<Uint8Array> {
-  const r = await asc.compileString(
-    {
-      "task.ts": `
-@external("sharenode", "input_length") declare function input_length(): i32;
-@external("sharenode", "read_input") declare function read_input(ptr: usize, offset: i32, len: i32): i32;
-@external("sharenode", "write_output") declare function write_output(ptr: usize, len: i32): void;
+/** The task: every input byte times 3, plus its index. */
+const taskModule = () =>
+  compileTask(`
 export function run(): void {
   const n = input_length();
   const buf = new Uint8Array(n);
   read_input(buf.dataStart, 0, n);
   for (let i = 0; i < n; i++) buf[i] = <u8>(buf[i] * 3 + i);
   write_output(buf.dataStart, n);
-}`,
-    },
-    { optimizeLevel: 2, runtime: "stub", maximumMemory: 16 },
-  );
-  if (r.error || !r.binary) throw new Error(`asc: ${r.error?.message}`);
-  return r.binary;
-}
+}`);
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), "sharenode-compute-fleet-"));

@@ -5,19 +5,18 @@
 //
 // An "exclusive" file (test/vitest.config.ts): it runs after every other test file has finished, alone, because a
 // share of the machine can only be measured on a machine nothing else is loading (nice 19 yields to everything).
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import asc from "assemblyscript/asc";
-import mqtt, { type MqttClient } from "mqtt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runTask } from "../agent/compute/sandbox";
 import { blake3 } from "../agent/kernels/blake3";
-import { loadOrCreateFleetKey, openReply, signCommand, type FleetKey } from "../agent/protocol/envelope";
-import { topicsFor } from "../agent/protocol/topics";
+import { loadOrCreateFleetKey, type FleetKey } from "../agent/protocol/envelope";
 import { toHex } from "../agent/util/hex";
 import { AgentProcess } from "./helpers/agent-process";
+import { compileTask, spinInput, spinTask } from "./helpers/compute-tasks";
+import { agentEnv, FleetSide } from "./helpers/fleet-side";
 import { Broker } from "./helpers/mosquitto";
 import { Origin } from "./helpers/origin";
 import { waiter } from "./helpers/wait";
@@ -33,23 +32,9 @@ let origin: Origin;
 let work: string;
 let agent: AgentProcess;
 let fleet: FleetKey;
-let client: MqttClient;
-const inbox: Array<{ topic: string; payload: Buffer }> = [];
+let side: FleetSide;
 
 const waitFor = waiter({ timeoutMs: 30_000, intervalMs: 50, detail: () => `agent log:\n${agent?.log.slice(-3000)}` });
-
-const SPIN = `
-@external("sharenode", "read_input") declare function read_input(ptr: usize, offset: i32, len: i32): i32;
-@external("sharenode", "write_output") declare function write_output(ptr: usize, len: i32): void;
-export function run(): void {
-  const buf = new Uint8Array(8);
-  read_input(buf.dataStart, 0, 4);
-  const rounds = <u64>load<u32>(buf.dataStart) * 100000;
-  let x: u64 = 0x9e3779b97f4a7c15;
-  for (let i: u64 = 0; i < rounds; i++) x = (x ^ (x >> 29)) * 0xbf58476d1ce4e5b9 + i;
-  store<u64>(buf.dataStart, x);
-  write_output(buf.dataStart, 8);
-}`;
 
 /** CPU time of a process (all its threads), ms. */
 function cpuMsOf(pid: number | string): number {
@@ -85,45 +70,25 @@ function niceValues(pid: number): number[] {
   });
 }
 
-async function send(cmd: string, args: Record<string, unknown>): Promise<void> {
-  const topics = topicsFor(agent.deviceId);
-  const responseTopic = topics.replyTo(`t${Math.random().toString(16).slice(2)}`);
-  await client.subscribeAsync(responseTopic, { qos: 1 });
-  const payload = signCommand({ cmd, deviceId: agent.deviceId, args, exp: Date.now() + 60_000 }, fleet);
-  await client.publishAsync(topics.cmd(cmd), Buffer.from(payload), { qos: 1, properties: { responseTopic } });
-  const message = await waitFor(`a reply to ${cmd}`, () => inbox.find((m) => m.topic === responseTopic));
-  const opened = openReply(message.payload, { devicePublicKey: agent.publicKey, deviceId: agent.deviceId });
-  if (!opened.ok || !opened.reply.ok) throw new Error(`${cmd}: ${JSON.stringify(opened)}`);
-}
-
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), "sharenode-compute-share-"));
-  mkdirSync(join(work, "data"));
   broker = await Broker.start();
   origin = await Origin.start();
   fleet = await loadOrCreateFleetKey(join(work, "fleet", "device-key.pem"));
-  client = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: "fleet-share-test" });
-  client.on("message", (topic, payload) => inbox.push({ topic, payload }));
-  await client.subscribeAsync("sharenode/v1/+/events", { qos: 1 });
+  side = await FleetSide.connect(broker.url, fleet, waitFor, "fleet-share-test");
   agent = await AgentProcess.start(
     BIN,
-    {
-      ...process.env,
-      SHARENODE_BROKER: broker.url,
-      SHARENODE_STATE: join(work, "state"),
-      SHARENODE_DATA: join(work, "data"),
-      SHARENODE_FLEET_KEY: fleet.publicKeyHex,
-      SHARENODE_ALLOW_SYSTEM_DISK: "true",
-      SHARENODE_BOARD: "sim",
-      SHARENODE_CPU_SHARE: String(SHARE),
-    },
+    agentEnv(
+      { brokerUrl: broker.url, fleetKeyHex: fleet.publicKeyHex, home: work },
+      { SHARENODE_CPU_SHARE: String(SHARE) },
+    ),
     waitFor,
   );
 });
 
 afterAll(async () => {
   if (agent?.running) agent.child.kill("SIGKILL");
-  await client?.endAsync();
+  await side?.end();
   await origin?.stop();
   await broker?.stop();
   if (work) rmSync(work, { recursive: true, force: true });
@@ -131,32 +96,25 @@ afterAll(async () => {
 
 describe("share.cpuPercent", () => {
   it(`${SHARE} % of the box, measured from /proc over 60 s, is within 10 % of the setting`, async () => {
-    const r = await asc.compileString({ "task.ts": SPIN }, { optimizeLevel: 2, runtime: "stub", maximumMemory: 1 });
-    if (r.error || !r.binary) throw new Error(`asc: ${r.error?.message}`);
-    const module = r.binary;
+    const module = await compileTask(spinTask(100_000), 1);
     const id = toHex(blake3(module));
     const source = origin.serve(`objects/${id}`, module);
     // Tasks of about 0.5 s of CPU here: calibrated on this machine.
-    const probe = new Uint8Array(4);
-    new DataView(probe.buffer).setUint32(0, 1000, true);
-    const measured = await runTask(module, probe);
+    const measured = await runTask(module, spinInput(1000));
     if (!measured.ok) throw new Error(measured.reason);
     const units = Math.max(1, Math.round((1000 * 500) / Math.max(1, measured.cpuMs)));
     const cores = availableParallelism();
     // More work than the share gives in the window, so the queue never runs dry.
     const tasks = Math.ceil((2 * WINDOW_MS * cores * SHARE) / 100 / 500);
     for (let i = 0; i < tasks; i++) {
-      const input = new Uint8Array(4);
-      new DataView(input.buffer).setUint32(0, units + i, true);
-      await send("compute.run", {
+      const input = spinInput(units + i);
+      await side.result(agent, "compute.run", {
         taskId: `share-${i}`,
         module: { id, length: module.length, sources: [source] },
         input: { data: Buffer.from(input).toString("base64") },
       });
     }
-    await waitFor("the first task done", () =>
-      inbox.some((m) => m.topic.endsWith("/events") && m.payload.includes('"compute.done"')),
-    );
+    await waitFor("the first task done", () => side.events().some((e) => e.type === "compute.done"));
     const pid = agent.child.pid!;
     const cpuBefore = cpuMsOf(pid);
     const threadsBefore = cpuByThread(pid);
@@ -173,7 +131,7 @@ describe("share.cpuPercent", () => {
       .join(", ");
     const wall = performance.now() - wallBefore;
     const share = (100 * cpu) / (wall * cores);
-    const done = inbox.filter((m) => m.topic.endsWith("/events") && m.payload.includes('"compute.done"')).length;
+    const done = side.events().filter((e) => e.type === "compute.done").length;
     console.log(
       `cpuPercent ${SHARE}: ${cpu} ms of CPU in ${Math.round(wall)} ms on ${cores} cores = ${share.toFixed(1)} % ` +
         `(${done} of ${tasks} tasks of ~500 ms done); by thread (ms): ${byThread}`,

@@ -13,22 +13,10 @@ import { blake3 } from "../agent/kernels/blake3";
 import { checkModule, memoryLimits } from "../agent/compute/module-check";
 import { runTask, Sandbox, type TaskLimits } from "../agent/compute/sandbox";
 import { toHex } from "../agent/util/hex";
+import { compileTask } from "./helpers/compute-tasks";
 
-const HOST = `
-@external("sharenode", "input_length") declare function input_length(): i32;
-@external("sharenode", "read_input") declare function read_input(ptr: usize, offset: i32, len: i32): i32;
-@external("sharenode", "write_output") declare function write_output(ptr: usize, len: i32): void;
-`;
-
-/** Compiles an AssemblyScript task (the host API declared) with a memory maximum in pages (null: none). */
-async function compile(body: string, maximumMemory: number | null = 16): Promise<Uint8Array> {
-  const r = await asc.compileString(
-    { "task.ts": HOST + body },
-    { optimizeLevel: 1, runtime: "stub", ...(maximumMemory !== null ? { maximumMemory } : {}) },
-  );
-  if (r.error || !r.binary) throw new Error(`asc: ${r.error?.message}: ${r.stderr.toString()}`);
-  return r.binary;
-}
+/** Compiles with a memory maximum in pages (null: none), optimization level 1 (quick to build). */
+const compile = (body: string, maximumMemory: number | null = 16) => compileTask(body, maximumMemory, 1);
 
 /** This process's threads (their ids), and a thread's nice value (field 19 of its stat). */
 const threads = (): number[] => readdirSync("/proc/self/task").map(Number);

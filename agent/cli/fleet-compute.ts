@@ -11,7 +11,7 @@ import { checkModule } from "../compute/module-check.js";
 import { MAX_INLINE_INPUT, MAX_LIMITS, MAX_COMPUTE_OBJECT } from "../compute/queue.js";
 import { DEFAULT_LIMITS } from "../compute/sandbox.js";
 import { writeFileAtomic } from "../durable/atomic.js";
-import { parseEvent, parseState } from "../fleet/consumer.js";
+import { parseEvent } from "../fleet/consumer.js";
 import { ComputeQuorum } from "../fleet/quorum.js";
 import { publicKeyFromHex } from "../identity/device-key.js";
 import { blake3 } from "../kernels/blake3.js";
@@ -20,7 +20,7 @@ import { TASK_ID } from "../protocol/compute-result.js";
 import { fleetFilter, isDeviceId, parseTopic } from "../protocol/topics.js";
 import { errorMessage } from "../util/errors.js";
 import { toHex } from "../util/hex.js";
-import { CONNECTION, connect, deviceSession, seconds } from "./fleet.js";
+import { CONNECTION, connect, deviceSession, noteDeviceState, seconds, type KnownDevice } from "./fleet.js";
 import { CliError, parseCommandArgs, positiveInteger, systemErrorText, usageError, type CliIo } from "./io.js";
 
 export async function computeCommand(args: string[], io: CliIo): Promise<number> {
@@ -113,20 +113,13 @@ async function submit(args: string[], io: CliIo): Promise<number> {
   };
 
   const conn = await connect(values, io);
-  const states = new Map<string, { online: boolean; pub: string | undefined }>();
+  const states = new Map<string, KnownDevice>();
   const events: Array<{ deviceId: string; type: string; fields: Record<string, unknown> }> = [];
   conn.onMessage((m) => {
     const topic = parseTopic(m.topic);
     if (!topic) return;
-    if (topic.kind === "state") {
-      const parsed = parseState(m.payload);
-      if (!parsed.ok) return;
-      const raw = JSON.parse(m.payload.toString()) as { pub?: unknown };
-      states.set(topic.deviceId, {
-        online: parsed.value.state === "online",
-        pub: typeof raw.pub === "string" ? raw.pub : states.get(topic.deviceId)?.pub,
-      });
-    } else if (topic.kind === "events") {
+    if (topic.kind === "state") noteDeviceState(states, topic.deviceId, m.payload);
+    else if (topic.kind === "events") {
       const parsed = parseEvent(m.payload);
       if (parsed.ok && parsed.value.fields.taskId === taskId)
         events.push({ deviceId: topic.deviceId, type: parsed.value.type, fields: parsed.value.fields });

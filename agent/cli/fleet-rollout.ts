@@ -6,12 +6,12 @@
 import { readFile, stat } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { join } from "node:path";
-import { parseEvent, parseState } from "../fleet/consumer.js";
+import { parseEvent } from "../fleet/consumer.js";
 import { inCohort, Rollout } from "../fleet/rollout.js";
 import { openManifest } from "../ota/release.js";
 import { fleetFilter, parseTopic } from "../protocol/topics.js";
 import { errorMessage } from "../util/errors.js";
-import { CONNECTION, connect, deviceSession, seconds } from "./fleet.js";
+import { CONNECTION, connect, deviceSession, noteDeviceState, seconds, type KnownDevice } from "./fleet.js";
 import { CliError, parseCommandArgs, systemErrorText, usageError, type CliIo } from "./io.js";
 
 export async function rolloutCommand(args: string[], io: CliIo): Promise<number> {
@@ -56,24 +56,15 @@ export async function rolloutCommand(args: string[], io: CliIo): Promise<number>
   const release = releaseOf(label, manifestText, values["release-key"]);
 
   const conn = await connect(values, io);
-  const states = new Map<string, { online: boolean; build: number | null; pub: string | undefined }>();
+  const states = new Map<string, KnownDevice>();
   const rollout = new Rollout({ build: release.build, batch, maxFailuresPercent: maxFailures });
   const tty = (io.stdout as { isTTY?: boolean }).isTTY === true;
   let changed = false;
   conn.onMessage((m) => {
     const topic = parseTopic(m.topic);
     if (!topic) return;
-    if (topic.kind === "state") {
-      const parsed = parseState(m.payload);
-      if (!parsed.ok) return;
-      const raw = JSON.parse(m.payload.toString()) as { pub?: unknown };
-      const before = states.get(topic.deviceId);
-      states.set(topic.deviceId, {
-        online: parsed.value.state === "online",
-        build: parsed.value.build ?? before?.build ?? null,
-        pub: typeof raw.pub === "string" ? raw.pub : before?.pub,
-      });
-    } else if (topic.kind === "events") {
+    if (topic.kind === "state") noteDeviceState(states, topic.deviceId, m.payload);
+    else if (topic.kind === "events") {
       const parsed = parseEvent(m.payload);
       if (!parsed.ok || !parsed.value.type.startsWith("ota.")) return;
       rollout.event(topic.deviceId, parsed.value.type, parsed.value.fields);

@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { deviceIdOf, publicKeyFromHex } from "../identity/device-key.js";
-import { DeviceTable, type DeviceRow } from "../fleet/consumer.js";
+import { DeviceTable, parseState, type DeviceRow } from "../fleet/consumer.js";
 import { FleetConnection } from "../link/fleet-connection.js";
 import { loadOrCreateFleetKey, openReply, signCommand, type Reply } from "../protocol/envelope.js";
 import { SERIAL, signOrder } from "../protocol/order.js";
@@ -148,6 +148,28 @@ export const CONNECTION = {
   password: { type: "string" },
   "mqtt-version": { type: "string" },
 } as const;
+
+/** What a fleet command knows of a device from its retained state records. */
+export interface KnownDevice {
+  online: boolean;
+  /** The release it runs; null from older agents (a last will carries none: the last known stays). */
+  build: number | null;
+  /** Its public key, hex (replies and results are verified under it). */
+  pub: string | undefined;
+}
+
+/** Folds one state record into `devices` (fleet rollout, fleet compute submit); a record that does not parse is skipped. */
+export function noteDeviceState(devices: Map<string, KnownDevice>, deviceId: string, payload: Uint8Array): void {
+  const parsed = parseState(payload);
+  if (!parsed.ok) return;
+  const raw = JSON.parse(Buffer.from(payload).toString()) as { pub?: unknown };
+  const before = devices.get(deviceId);
+  devices.set(deviceId, {
+    online: parsed.value.state === "online",
+    build: parsed.value.build ?? before?.build ?? null,
+    pub: typeof raw.pub === "string" ? raw.pub : before?.pub,
+  });
+}
 
 export function defaultKeyDir(): string {
   return join(homedir(), ".config", "sharenode-fleet");

@@ -19,6 +19,7 @@ import { mkdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import { RecordLog } from "../durable/record-log.js";
 import { blake3 } from "../kernels/blake3.js";
+import type { ComputeWork } from "../ledger/record.js";
 import { CommandRefused } from "../link/command-gate.js";
 import { signComputeResult, TASK_ID } from "../protocol/compute-result.js";
 import type { Signer } from "../protocol/envelope.js";
@@ -83,15 +84,8 @@ export interface ComputeView {
   reason?: string;
 }
 
-/** What a done task hands the ledger (ComputeWork without its kind). */
-export interface ComputeRecord {
-  taskId: string;
-  moduleId: string;
-  inputId: string;
-  outputId: string;
-  cpuMs: string;
-  wallMs: number;
-}
+/** What a done task hands the ledger: its compute record, without the kind. */
+export type ComputeRecord = Omit<ComputeWork, "kind">;
 
 export interface ComputeQueueOptions {
   logPath: string;

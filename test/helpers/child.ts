@@ -65,3 +65,24 @@ export async function bundleFixture(name: string, outfile: string, extra: BuildO
   });
   return outfile;
 }
+
+export interface Ran {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * `node script ...args` without blocking this process (spawnSync would: a test's in-process origin or broker
+ * client could not answer the child meanwhile); resolves once its output is closed.
+ */
+export function runNode(script: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Ran> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [script, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("close", (status) => resolve({ status, stdout, stderr }));
+  });
+}

@@ -22,6 +22,7 @@ import { topicsFor } from "../../agent/protocol/topics";
 import { loadOrCreateSigningKey } from "../../agent/identity/device-key";
 import { createOutboard } from "../../agent/kernels/outboard";
 import { signManifest, SLOT_PACKAGE_JSON } from "../../agent/ota/release";
+import { runNode, type Ran } from "./child";
 import { Broker } from "./mosquitto";
 import { Origin, type Behaviour } from "./origin";
 import { waiter } from "./wait";
@@ -216,15 +217,8 @@ export class OtaRig {
   }
 
   /** `sharenode ARGS` without blocking this process (whose origin serves the downloads). */
-  sharenodeAsync(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-    return new Promise((resolve) => {
-      const child = spawn(process.execPath, [BIN, ...args], { env: this.env(), stdio: ["ignore", "pipe", "pipe"] });
-      let stdout = "";
-      let stderr = "";
-      child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-      child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-      child.on("close", (status) => resolve({ status, stdout, stderr }));
-    });
+  sharenodeAsync(args: string[]): Promise<Ran> {
+    return runNode(BIN, args, this.env());
   }
 
   /** Packs a release of `files` (slot path -> local file) as build `build`; returns its directory. */

@@ -1079,6 +1079,7 @@ export class Agent {
         problems: [...this.board.problems],
       },
       ota: this.ota ? await this.ota.status() : undefined,
+      compute: this.compute?.status(),
       health: {
         thermal: this.thermal?.state,
         limits: this.resources?.limits(),

@@ -3,6 +3,7 @@
 // device and equal to the sandbox's here, a large output kept in the store; hostile modules each reported with
 // their code while the agent keeps running and its memory returns to where it was; a task cut by SIGKILL runs again
 // after the restart and is claimed once in the ledger; a thermal pause stops a task and queues it again.
+import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -243,6 +244,22 @@ describe("compute tasks over MQTT", () => {
     expect(list.tasks).toEqual([]);
     expect(list.ended.filter((t) => t.taskId.startsWith("hostile-")).every((t) => t.state === "failed")).toBe(true);
   }, 90_000);
+
+  it("status and the console show the queue: waiting, running, done, failed, CPU, the lanes and the share", async () => {
+    const status = await result<{ compute?: Record<string, unknown> }>("status");
+    expect(status.compute).toMatchObject({ queued: 0, running: 0, lanes: 2, cpuPercent: 100, paused: false });
+    expect(status.compute!.done).toBeGreaterThanOrEqual(5);
+    expect(status.compute!.failed).toBeGreaterThanOrEqual(6);
+    const consoleRun = spawnSync(process.execPath, [BIN, "console"], {
+      input: "status\n",
+      env: env(),
+      encoding: "utf8",
+    });
+    expect(consoleRun.status, consoleRun.stderr).toBe(0);
+    expect(consoleRun.stdout).toMatch(
+      /^compute +0 waiting, 0 running; \d+ done, \d+ failed, \d+\.\d s of CPU since the start; 2 lanes for 100 % of the box$/m,
+    );
+  });
 
   it("a thermal pause stops the running task and queues it again; once cool, it runs from the start and is done", async () => {
     const spin = await compile(SPIN);

@@ -22,6 +22,7 @@ import { blake3 } from "../kernels/blake3.js";
 import type { ComputeWork } from "../ledger/record.js";
 import { CommandRefused } from "../link/command-gate.js";
 import { signComputeResult, TASK_ID } from "../protocol/compute-result.js";
+import type { ComputeStatus } from "../protocol/daemon-status.js";
 import type { Signer } from "../protocol/envelope.js";
 import { checkSourceUrl, MAX_SOURCES } from "../tasks/task-queue.js";
 import { decodeBase64Any, toBase64 } from "../util/base64.js";
@@ -214,6 +215,11 @@ export class ComputeQueue {
       else queued++;
     }
     return { queued, running, ...this.counts };
+  }
+
+  /** The queue for the daemon's status (agent/protocol/daemon-status.ts). */
+  status(): ComputeStatus {
+    return { ...this.stats(), lanes: this.lanes.length, cpuPercent: this.cpuPercent, paused: this.paused };
   }
 
   /** `compute.run`: validates, makes the task durable, then answers. */

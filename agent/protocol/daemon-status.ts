@@ -28,8 +28,24 @@ export type DaemonStatus = {
   board: BoardStatus;
   /** Updates over the air (agent/ota/updater.ts status()): the release running, the update's phase, the floor. */
   ota?: Record<string, unknown>;
+  /** Compute tasks (agent/compute/queue.ts); absent when compute is not running (no store or no ledger). */
+  compute?: ComputeStatus;
   health: HealthStatus;
 };
+
+export interface ComputeStatus {
+  queued: number;
+  running: number;
+  /** Since the daemon started. */
+  done: number;
+  failed: number;
+  cpuMs: number;
+  /** Tasks at most at once, and the owner's share they follow (share.cpuPercent). */
+  lanes: number;
+  cpuPercent: number;
+  /** True while the thermal governor holds compute. */
+  paused: boolean;
+}
 
 export interface LinkStatus {
   connected: boolean;

@@ -51,6 +51,16 @@ export function statusCommand(ctx: ConsoleContext): ConsoleCommand {
           "outbox",
           `${plural(num(s.outbox?.depth) ?? 0, "message")} waiting (${bytes(num(s.outbox?.bytes))})`,
         ]);
+        const c = s.compute;
+        if (c && typeof c === "object") {
+          rows.push([
+            "compute",
+            `${num(c.queued) ?? 0} waiting, ${num(c.running) ?? 0} running; ${num(c.done) ?? 0} done, ` +
+              `${num(c.failed) ?? 0} failed, ${((num(c.cpuMs) ?? 0) / 1000).toFixed(1)} s of CPU since the start; ` +
+              `${plural(num(c.lanes) ?? 0, "lane")} for ${num(c.cpuPercent) ?? "?"} % of the box` +
+              (c.paused === true ? " (paused: hot)" : ""),
+          ]);
+        }
       } else {
         rows.push(["store", await offlineStoreLine(identity)]);
         rows.push(["link", `no connection: ${notRunningNote(daemon)} (broker ${showUrl(ctx.config.link.url)})`]);

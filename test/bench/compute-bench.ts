@@ -12,7 +12,8 @@
 //   random order, medians, ratios = median of per-round ratios (kernel time / sandbox time). Target >= 0.9x. The
 //   marginal rate (the 15 MiB between the two sizes over the time between them) leaves the fixed costs out. The
 //   16 MiB task again in a worker already running shows what is left without a worker start: its input cloned by
-//   postMessage (the module compiled per task, or once: compile and tier-up), or already in shared memory.
+//   postMessage (the module compiled per task, or once: compile and tier-up), or already in shared memory. And the
+//   task alone, run() timed inside one instance, in this thread and in a worker: what a thread costs by itself.
 // Run by `npm run bench` (test/bench/run.mjs through ts-bench.mjs), or alone:
 //   node test/bench/ts-bench.mjs compute-bench [--quick] [--json]
 import { spawnSync } from "node:child_process";
@@ -70,6 +71,33 @@ parentPort.on("message", ({ module, input }) => {
   parentPort.postMessage(Buffer.concat(chunks));
 });
 `;
+
+// The task alone: an instance of the module on its input, run() timed inside (no message, no sandbox), the same
+// source in this thread and in a worker: whether a task is slower in a worker than in the main thread by itself.
+const TIMED_RUN = `(module, input) => {
+  let memory;
+  const imports = {
+    sharenode: {
+      input_length: () => input.length,
+      read_input: (ptr, offset, len) => {
+        const n = Math.max(0, Math.min(len, input.length - offset));
+        new Uint8Array(memory.buffer, ptr, n).set(input.subarray(offset, offset + n));
+        return n;
+      },
+      write_output: () => {},
+      abort: (code) => { throw new Error("aborted " + code); },
+    },
+    env: { abort: () => { throw new Error("aborted"); } },
+  };
+  const instance = new WebAssembly.Instance(module, imports);
+  memory = instance.exports.memory;
+  const t0 = performance.now();
+  instance.exports.run();
+  return performance.now() - t0;
+}`;
+const TIMED_WORKER = `const timedRun = ${TIMED_RUN};
+require("node:worker_threads").parentPort.on("message", ({ module, input }) =>
+  require("node:worker_threads").parentPort.postMessage(timedRun(module, input)));`;
 
 const SANDBOX_LIMITS = { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 4, stackSizeMb: 1 };
 
@@ -215,6 +243,7 @@ require("node:worker_threads").parentPort.postMessage(typeof loader.instantiateS
   const cost: Record<string, { kernel: number; sandbox: number; ratio: number }> = {};
   const marginal: Record<string, { kernel: number; sandbox: number }> = {};
   const inWorker: Record<string, Record<string, { ms: number; ratio: number }>> = {};
+  const taskAlone: Record<string, { here: number; worker: number }> = {};
   for (const build of builds) {
     const kernel = blake3Kernel(build);
     const task = readFileSync(
@@ -275,6 +304,25 @@ require("node:worker_threads").parentPort.postMessage(typeof loader.instantiateS
     for (let r = 0; r < rounds; r++)
       for (const name of shuffled(Object.keys(variants), random))
         times[name]!.push(await sample(variants[name]!, sampleMs));
+    // The task alone, run() timed inside an instance, in this thread and in a worker (the input shared).
+    const timedHere = new Function(`return ${TIMED_RUN}`)() as (m: WebAssembly.Module, i: Uint8Array) => number;
+    const timedWorker = new Worker(TIMED_WORKER, { eval: true });
+    const timedThere = (m: WebAssembly.Module, i: Uint8Array) =>
+      new Promise<number>((resolve) => {
+        timedWorker.once("message", resolve);
+        timedWorker.postMessage({ module: m, input: i });
+      });
+    const alone = { here: [] as number[], worker: [] as number[] };
+    for (let r = 0; r < rounds + 2; r++) {
+      const h = timedHere(once, shared);
+      const w = await timedThere(once, shared);
+      if (r >= 2) {
+        alone.here.push(h);
+        alone.worker.push(w);
+      }
+    }
+    await timedWorker.terminate();
+    taskAlone[build] = { here: median(alone.here), worker: median(alone.worker) };
     inWorker[build] = Object.fromEntries(
       Object.keys(variants)
         .filter((k) => k !== "kernel")
@@ -298,7 +346,7 @@ require("node:worker_threads").parentPort.postMessage(typeof loader.instantiateS
       .map(([k, c]) => ({ what: `sandbox/kernel, ${k}`, value: c.ratio, goal: ">= 0.9x", met: c.ratio >= 0.9 })),
   ];
   if (json) {
-    console.log(JSON.stringify({ seed, start, cost, marginal, inWorker, targets }, null, 2));
+    console.log(JSON.stringify({ seed, start, cost, marginal, inWorker, taskAlone, targets }, null, 2));
     return;
   }
   const ms = (v: number) => `${v.toFixed(1).padStart(8)} ms`;
@@ -325,6 +373,11 @@ require("node:worker_threads").parentPort.postMessage(typeof loader.instantiateS
   for (const [build, variants] of Object.entries(inWorker))
     for (const [name, v] of Object.entries(variants))
       console.log(`    ${build.padEnd(6)} ${name.padEnd(50)} ${ms(v.ms)}  ${v.ratio.toFixed(2)}x`);
+  console.log(`  the task alone, 16 MiB, run() timed inside one instance: this thread against a worker`);
+  for (const [build, t] of Object.entries(taskAlone))
+    console.log(
+      `    ${build.padEnd(6)} this thread ${ms(t.here)}  a worker ${ms(t.worker)}  (${(t.here / t.worker).toFixed(2)}x)`,
+    );
   console.log("\ntargets (issue 14)");
   for (const t of targets)
     console.log(

@@ -45,11 +45,9 @@ const TRIVIAL = new Uint8Array([
   0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b, // code section: an empty body
 ]);
 
-// What the sandbox's worker gives a task (the host API), without its budgets: a worker that runs every task it is
-// sent, to measure a pool's cost and compile/tier-up against a module compiled once.
-const POOL_WORKER = `
-const { parentPort } = require("node:worker_threads");
-parentPort.on("message", ({ module, input }) => {
+// What the sandbox's worker gives a task (the host API), without its budgets: one instance of the module on its
+// input, run() timed inside. Plain JavaScript, used by the workers below and, the same source, in this thread.
+const RUN_ONCE = `(module, input) => {
   let memory;
   const chunks = [];
   const imports = {
@@ -67,37 +65,23 @@ parentPort.on("message", ({ module, input }) => {
   };
   const instance = new WebAssembly.Instance(module, imports);
   memory = instance.exports.memory;
-  instance.exports.run();
-  parentPort.postMessage(Buffer.concat(chunks));
-});
-`;
-
-// The task alone: an instance of the module on its input, run() timed inside (no message, no sandbox), the same
-// source in this thread and in a worker: whether a task is slower in a worker than in the main thread by itself.
-const TIMED_RUN = `(module, input) => {
-  let memory;
-  const imports = {
-    sharenode: {
-      input_length: () => input.length,
-      read_input: (ptr, offset, len) => {
-        const n = Math.max(0, Math.min(len, input.length - offset));
-        new Uint8Array(memory.buffer, ptr, n).set(input.subarray(offset, offset + n));
-        return n;
-      },
-      write_output: () => {},
-      abort: (code) => { throw new Error("aborted " + code); },
-    },
-    env: { abort: () => { throw new Error("aborted"); } },
-  };
-  const instance = new WebAssembly.Instance(module, imports);
-  memory = instance.exports.memory;
   const t0 = performance.now();
   instance.exports.run();
-  return performance.now() - t0;
+  return { ms: performance.now() - t0, output: Buffer.concat(chunks) };
 }`;
-const TIMED_WORKER = `const timedRun = ${TIMED_RUN};
-require("node:worker_threads").parentPort.on("message", ({ module, input }) =>
-  require("node:worker_threads").parentPort.postMessage(timedRun(module, input)));`;
+
+// A worker that runs every task it is sent, to measure a pool's cost and compile/tier-up against a module compiled
+// once: it answers with the output.
+const POOL_WORKER = `const runOnce = ${RUN_ONCE};
+const { parentPort } = require("node:worker_threads");
+parentPort.on("message", ({ module, input }) => parentPort.postMessage(runOnce(module, input).output));
+`;
+
+// The task alone, in this thread and in a worker (that one answers with run()'s own time): whether a task is slower
+// in a worker than in the main thread by itself.
+const TIMED_WORKER = `const runOnce = ${RUN_ONCE};
+const { parentPort } = require("node:worker_threads");
+parentPort.on("message", ({ module, input }) => parentPort.postMessage(runOnce(module, input).ms));`;
 
 const SANDBOX_LIMITS = { maxOldGenerationSizeMb: 16, maxYoungGenerationSizeMb: 4, stackSizeMb: 1 };
 
@@ -305,7 +289,8 @@ require("node:worker_threads").parentPort.postMessage(typeof loader.instantiateS
       for (const name of shuffled(Object.keys(variants), random))
         times[name]!.push(await sample(variants[name]!, sampleMs));
     // The task alone, run() timed inside an instance, in this thread and in a worker (the input shared).
-    const timedHere = new Function(`return ${TIMED_RUN}`)() as (m: WebAssembly.Module, i: Uint8Array) => number;
+    const runHere = new Function(`return ${RUN_ONCE}`)() as (m: WebAssembly.Module, i: Uint8Array) => { ms: number };
+    const timedHere = (m: WebAssembly.Module, i: Uint8Array) => runHere(m, i).ms;
     const timedWorker = new Worker(TIMED_WORKER, { eval: true });
     const timedThere = (m: WebAssembly.Module, i: Uint8Array) =>
       new Promise<number>((resolve) => {

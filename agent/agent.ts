@@ -446,6 +446,7 @@ export class Agent {
         logTail: (n) => deps.logs.tail(n),
         onLog: (listener) => deps.logs.subscribe(listener),
         proofs: () => this.proofs.snapshot(),
+        compute: () => this.computeOrRefuse().list(),
         ota: (request) => {
           const ota = this.otaOrRefuse();
           switch (request.action) {

@@ -251,7 +251,7 @@ describe("compute tasks over MQTT", () => {
     expect(status.compute!.done).toBeGreaterThanOrEqual(5);
     expect(status.compute!.failed).toBeGreaterThanOrEqual(6);
     const consoleRun = spawnSync(process.execPath, [BIN, "console"], {
-      input: "status\n",
+      input: "status\ncompute\n",
       env: env(),
       encoding: "utf8",
     });
@@ -259,6 +259,12 @@ describe("compute tasks over MQTT", () => {
     expect(consoleRun.stdout).toMatch(
       /^compute +0 waiting, 0 running; \d+ done, \d+ failed, \d+\.\d s of CPU since the start; 2 lanes for 100 % of the box$/m,
     );
+    // The console's compute: the share, nothing waiting, and the last ended tasks with their reasons.
+    expect(consoleRun.stdout).toMatch(
+      /^2 lane\(s\) for 100 % of the box\nno task waiting or running\nended \(newest first\):$/m,
+    );
+    expect(consoleRun.stdout).toMatch(/^ +hostile-loop +failed +.+ +\d+ +cpu-time: used more than 500 ms of CPU$/m);
+    expect(consoleRun.stdout).toMatch(/^ +after-hostile +done +.+ +\d+ +[0-9a-f]{16}$/m);
   });
 
   it("a thermal pause stops the running task and queues it again; once cool, it runs from the start and is done", async () => {

@@ -262,6 +262,33 @@ async function startDaemon(
         gateSeconds: 300,
       };
     },
+    // The compute queue's list (agent/compute/queue.ts): one task running, two ended.
+    compute: () => ({
+      tasks: [{ taskId: "t-3", state: "running", moduleId: "ab".repeat(32), acceptedAt: Date.now() - 5000 }],
+      ended: [
+        {
+          taskId: "t-2",
+          state: "failed",
+          moduleId: "ab".repeat(32),
+          acceptedAt: Date.now() - 60_000,
+          cpuMs: 500,
+          wallMs: 510,
+          code: "cpu-time",
+          reason: "used more than 500 ms of CPU",
+        },
+        {
+          taskId: "t-1",
+          state: "done",
+          moduleId: "ab".repeat(32),
+          acceptedAt: Date.now() - 120_000,
+          outputId: "cd".repeat(32),
+          cpuMs: 120,
+          wallMs: 130,
+        },
+      ],
+      lanes: 1,
+      cpuPercent: 25,
+    }),
     ...overrides,
   };
   const server = new ControlServer({ stateDir: box.stateDir, handlers });
@@ -315,6 +342,7 @@ describe("console commands without a daemon", () => {
       "proofs",
       "ledger",
       "ota",
+      "compute",
       "selftest",
       "reboot",
       "factory-reset",
@@ -690,6 +718,13 @@ describe("console commands with a running daemon (a ControlServer with fake hand
     await expect(run(c, "ota", ["commit"])).rejects.toThrow(/^the daemon refused ota: no release is on trial here$/);
     await expect(run(c, "ota", ["apply"])).rejects.toThrow(/^ota apply takes one directory$/);
     await expect(run(c, "ota", ["upgrade"])).rejects.toThrow(/unknown action 'upgrade'/);
+    const computeOut = await run(c, "compute");
+    expect(computeOut).toMatch(
+      /^1 lane\(s\) for 25 % of the box\ntask +state +accepted +cpu_ms +output or reason\nt-3 +running +\S.* +- *\n/,
+    );
+    expect(computeOut).toMatch(/^ +t-2 +failed +.+ +500 +cpu-time: used more than 500 ms of CPU$/m);
+    expect(computeOut).toMatch(/^ +t-1 +done +.+ +120 +cdcdcdcdcdcdcdcd$/m);
+    await expect(run(c, "compute", ["x"])).rejects.toThrow(ConsoleError);
     otaRequests.length = 0;
     await run(c, "ota", ["apply", "usb/release"]);
     expect(otaRequests).toEqual([{ op: "ota", action: "apply", dir: join(process.cwd(), "usb/release") }]);

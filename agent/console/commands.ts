@@ -20,6 +20,7 @@ import { linkCommand } from "./commands/link.js";
 import { logCommand } from "./commands/log.js";
 import { netCommand } from "./commands/net.js";
 import { otaCommand } from "./commands/ota.js";
+import { computeCommand } from "./commands/compute.js";
 import { proofsCommand } from "./commands/proofs.js";
 import { rebootCommand } from "./commands/reboot.js";
 import { selftestCommand, selftestSteps } from "./commands/selftest.js";
@@ -57,6 +58,7 @@ export async function createConsoleCommands(options: ConsoleCommandsOptions): Pr
     proofsCommand(ctx),
     ledgerCommand(ctx),
     otaCommand(ctx),
+    computeCommand(ctx),
     selftestCommand(selftestSteps(ctx)),
     rebootCommand(ctx),
     factoryResetCommand(ctx),

@@ -49,6 +49,8 @@ export interface ControlHandlers {
   proofs(): ProofsSnapshot | Promise<ProofsSnapshot>;
   /** Updates (agent/ota): `{op:"ota", action: "status" | "commit" | "rollback" | "apply", dir?}`; absent: unknown-op. */
   ota?(request: Record<string, unknown>): Promise<unknown>;
+  /** Compute (agent/compute): `{op:"compute"}`, the queue as compute.list answers it; absent: unknown-op. */
+  compute?(): unknown;
 }
 
 export class ControlError extends Error {
@@ -262,12 +264,17 @@ export class ControlServer {
         }
         case "proofs":
           return { reply: { ok: true, result: await handlers.proofs() } };
-        case "ota": {
-          if (!handlers.ota) break;
+        case "ota":
+        case "compute": {
+          const handler =
+            op === "ota"
+              ? handlers.ota && (() => handlers.ota!(request as Record<string, unknown>))
+              : handlers.compute && (() => handlers.compute!());
+          if (!handler) break;
           try {
-            return { reply: { ok: true, result: await handlers.ota(request as Record<string, unknown>) } };
+            return { reply: { ok: true, result: await handler() } };
           } catch (err) {
-            // A refusal (not on trial, a release that does not check out) is an answer, not an internal failure.
+            // A refusal (not on trial, no compute without a store) is an answer, not an internal failure.
             const code = (err as { code?: unknown }).code;
             if (err instanceof Error && err.name === "CommandRefused" && typeof code === "string")
               return fail(code, errorLine(err));
@@ -275,7 +282,7 @@ export class ControlServer {
           }
         }
       }
-      return fail("unknown-op", `unknown op ${JSON.stringify(op)}: status, log.tail, log.follow, proofs, ota`);
+      return fail("unknown-op", `unknown op ${JSON.stringify(op)}: status, log.tail, log.follow, proofs, ota, compute`);
     } catch (err) {
       const message = errorLine(err);
       this.options.onError?.(`control socket: ${String(op)} failed: ${message}`);

@@ -280,5 +280,26 @@ describe("the compute queue", () => {
     queue.setPaused(false);
     await until("expired", () => events.find((e) => e.type === "compute.failed" && e.code === "expired"));
     expect(records).toEqual([]);
+    // Running past its deadline: stopped, and failed expired (the fleet gives the task to another box).
+    await queue.run(task("slow", "AQID", { deadline: Date.now() + 50 }));
+    await until("expired while running", () => events.find((e) => e.type === "compute.failed" && e.taskId === "slow"));
+    expect(events.find((e) => e.taskId === "slow" && e.type === "compute.failed")).toMatchObject({
+      code: "expired",
+      reason: "the deadline passed while the task ran",
+    });
+    // Queued behind a running task past its deadline: failed expired when the deadline passes, not when a lane frees.
+    await queue.stop();
+    queues = [];
+    const one = await open({ cpuPercent: 50 });
+    await one.run(task("busy"));
+    await one.run(task("waiting", "AQID", { deadline: Date.now() + 50 }));
+    await until("expired while queued", () =>
+      events.find((e) => e.taskId === "waiting" && e.type === "compute.failed"),
+    );
+    expect(events.find((e) => e.taskId === "waiting" && e.type === "compute.failed")).toMatchObject({
+      code: "expired",
+      reason: "the deadline passed while the task was queued",
+    });
+    expect(one.list().tasks.map((t) => [t.taskId, t.state])).toEqual([["busy", "running"]]);
   });
 });

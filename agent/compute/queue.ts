@@ -122,6 +122,7 @@ interface Task {
   spec: ComputeSpec;
   state: ComputeState;
   controller?: AbortController;
+  deadlineTimer?: unknown;
   running?: Promise<void>;
   outputId?: string;
   cpuMs?: number;
@@ -173,6 +174,7 @@ export class ComputeQueue {
     if (opened.records.length > 2 * this.tasks.size + 16)
       await this.log.rewrite([...this.tasks.values()].map((t) => encode({ o: "add", task: t.spec })));
     if (this.tasks.size > 0) this.options.log?.info(`resuming ${this.tasks.size} compute task(s)`);
+    for (const task of this.tasks.values()) this.armDeadline(task);
     this.pump();
   }
 
@@ -181,7 +183,10 @@ export class ComputeQueue {
     if (this.stopped) return;
     this.stopped = true;
     this.timeouts.clearTimeout(this.pumpTimer);
-    for (const task of this.tasks.values()) task.controller?.abort("the agent is stopping");
+    for (const task of this.tasks.values()) {
+      this.timeouts.clearTimeout(task.deadlineTimer);
+      task.controller?.abort("the agent is stopping");
+    }
     await Promise.allSettled([...this.tasks.values()].flatMap((t) => (t.running ? [t.running] : [])));
     await this.log?.close();
   }
@@ -233,6 +238,7 @@ export class ComputeQueue {
     await this.log.append(encode({ o: "add", task: spec }));
     const task: Task = { spec, state: "queued" };
     this.tasks.set(spec.taskId, task);
+    this.armDeadline(task);
     this.options.event({
       type: "compute.accepted",
       taskId: spec.taskId,
@@ -338,21 +344,17 @@ export class ComputeQueue {
       moduleBytes = await this.options.objectBytes(spec.module);
       input = "data" in spec.input ? decodeBase64Any(spec.input.data)! : await this.options.objectBytes(spec.input);
     } catch (err) {
-      if (signal.aborted) return this.requeue(task, signal);
+      if (signal.aborted) return this.afterStop(task, signal, 0, 0);
       const code = err instanceof CommandRefused ? err.code : "fetch-failed";
       return this.fail(task, code, `module or input not fetched: ${errorLine(err)}`, 0, 0);
     }
-    if (signal.aborted) return this.requeue(task, signal);
+    if (signal.aborted) return this.afterStop(task, signal, 0, 0);
     const outcome = await this.options.run(moduleBytes, input, spec.limits, { nice: TASK_NICE, signal });
     task.cpuMs = outcome.cpuMs;
     task.wallMs = outcome.wallMs;
     this.counts.cpuMs += outcome.cpuMs;
     if (!outcome.ok) {
-      if (outcome.code === "stopped" && !this.stopped && signal.reason !== "dropped") return this.requeue(task, signal);
-      if (outcome.code === "stopped") {
-        task.state = "queued";
-        return;
-      }
+      if (outcome.code === "stopped") return this.afterStop(task, signal, outcome.cpuMs, outcome.wallMs);
       return this.fail(task, outcome.code, outcome.reason, outcome.cpuMs, outcome.wallMs);
     }
     const inputId = toHex(blake3(input));
@@ -405,10 +407,36 @@ export class ComputeQueue {
     await this.end(task, "done");
   }
 
-  /** Stopped by a pause (or the agent stopping): back to the queue, to run from the start later. */
-  private requeue(task: Task, signal: AbortSignal): void {
+  /**
+   * Stopped from outside: past its deadline it fails `expired`; a pause queues it again, to run from the start
+   * later; the agent stopping leaves it queued in the log; a drop is ended by drop().
+   */
+  private async afterStop(task: Task, signal: AbortSignal, cpuMs: number, wallMs: number): Promise<void> {
+    if (signal.reason === "expired")
+      return this.fail(task, "expired", "the deadline passed while the task ran", cpuMs, wallMs);
     task.state = "queued";
-    this.options.log?.info(`compute ${task.spec.taskId}: ${String(signal.reason)}; queued again`);
+    if (!this.stopped && signal.reason !== "dropped")
+      this.options.log?.info(`compute ${task.spec.taskId}: ${String(signal.reason)}; queued again`);
+  }
+
+  /** At the deadline a queued task fails `expired`, and a running one is stopped to fail so. */
+  private armDeadline(task: Task): void {
+    const { deadline } = task.spec;
+    if (deadline === undefined) return;
+    const fire = (): void => {
+      const left = deadline - this.now();
+      if (left > 0) {
+        // setTimeout takes at most 2^31 - 1 ms: a far deadline is reached in steps.
+        task.deadlineTimer = this.timeouts.setTimeout(fire, Math.min(left, 2 ** 31 - 1));
+        return;
+      }
+      if (task.controller) task.controller.abort("expired");
+      else if (this.tasks.get(task.spec.taskId) === task)
+        void this.fail(task, "expired", "the deadline passed while the task was queued", 0, 0).catch((err) =>
+          this.options.log?.error(`compute ${task.spec.taskId}: ${errorLine(err)}`),
+        );
+    };
+    fire();
   }
 
   private async fail(task: Task, code: string, reason: string, cpuMs: number, wallMs: number): Promise<void> {
@@ -423,6 +451,7 @@ export class ComputeQueue {
   /** The task leaves the queue, durably. */
   private async end(task: Task, state: "done" | "failed"): Promise<void> {
     task.state = state;
+    this.timeouts.clearTimeout(task.deadlineTimer);
     if (this.tasks.get(task.spec.taskId) !== task) return;
     this.tasks.delete(task.spec.taskId);
     this.history.unshift(task);

@@ -30,7 +30,7 @@ import { errorLine } from "../util/errors.js";
 import { isPlainObject } from "../util/guards.js";
 import { toHex } from "../util/hex.js";
 import type { Logger } from "../util/log.js";
-import { realTimeouts, type Timeouts } from "../util/timeouts.js";
+import { atTime, realTimeouts, type Timeouts } from "../util/timeouts.js";
 import { DEFAULT_LIMITS, type TaskLimits, type TaskOutcome } from "./sandbox.js";
 
 /** Live tasks at most: compute.list must fit in a reply, and each waits with its inline input in memory. */
@@ -423,20 +423,14 @@ export class ComputeQueue {
   private armDeadline(task: Task): void {
     const { deadline } = task.spec;
     if (deadline === undefined) return;
-    const fire = (): void => {
-      const left = deadline - this.now();
-      if (left > 0) {
-        // setTimeout takes at most 2^31 - 1 ms: a far deadline is reached in steps.
-        task.deadlineTimer = this.timeouts.setTimeout(fire, Math.min(left, 2 ** 31 - 1));
-        return;
-      }
+    const expire = (): void => {
       if (task.controller) task.controller.abort("expired");
       else if (this.tasks.get(task.spec.taskId) === task)
         void this.fail(task, "expired", "the deadline passed while the task was queued", 0, 0).catch((err) =>
           this.options.log?.error(`compute ${task.spec.taskId}: ${errorLine(err)}`),
         );
     };
-    fire();
+    atTime(this.timeouts, this.now, deadline, expire, (handle) => (task.deadlineTimer = handle));
   }
 
   private async fail(task: Task, code: string, reason: string, cpuMs: number, wallMs: number): Promise<void> {

@@ -29,7 +29,7 @@ import type { TaskCounters } from "../telemetry/work-counters.js";
 import { errorLine } from "../util/errors.js";
 import { isPlainObject } from "../util/guards.js";
 import type { Logger } from "../util/log.js";
-import { realTimeouts, type Timeouts } from "../util/timeouts.js";
+import { atTime, realTimeouts, type Timeouts } from "../util/timeouts.js";
 import { checkOrder, receiptSigner, type ReceiptKeys } from "./box-orders.js";
 
 export const MAX_SOURCES = 16;
@@ -472,20 +472,14 @@ export class TaskQueue {
   private armDeadline(task: Task): void {
     const { deadline } = task.spec;
     if (deadline === undefined) return;
-    const fire = (): void => {
-      const left = deadline - this.now();
-      if (left > 0) {
-        // setTimeout takes at most 2^31 - 1 ms: a far deadline is reached in steps.
-        task.deadlineTimer = this.timeouts.setTimeout(fire, Math.min(left, 2 ** 31 - 1));
-        return;
-      }
+    const expire = (): void => {
       if (task.controller) task.controller.abort("expired" satisfies StopReason);
       else if (this.tasks.get(task.spec.objectId) === task)
         void this.fail(task, "expired", "the deadline passed while the task was queued").catch((err) =>
           this.options.log?.error(`task ${task.spec.objectId}: ${errorLine(err)}`),
         );
     };
-    fire();
+    atTime(this.timeouts, this.now, deadline, expire, (handle) => (task.deadlineTimer = handle));
   }
 
   private newTask(spec: TaskSpec): Task {
